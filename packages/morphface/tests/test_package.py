@@ -1,0 +1,28 @@
+"""Package-level facts: version source, public API, no sibling imports."""
+
+import re
+import subprocess
+import sys
+
+import morphface
+from morphface.__about__ import __version__ as about_version
+
+SIBLINGS = {"iekd", "qnet", "rbfnet", "morphface", "hairsynth", "undistort", "occfill"} - {"morphface"}
+
+
+def test_version_is_semver_and_single_sourced():
+    assert re.fullmatch(r"\d+\.\d+\.\d+(?:[ab]\d+|rc\d+)?", morphface.__version__)
+    assert morphface.__version__ == about_version
+
+
+def test_public_names_resolve():
+    for attr in morphface.__all__:
+        assert hasattr(morphface, attr), attr
+
+
+def test_import_pulls_in_no_sibling_package():
+    code = "import sys, morphface; print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in %r)))" % (
+        sorted(SIBLINGS),
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "", f"morphface imported sibling packages: {out}"

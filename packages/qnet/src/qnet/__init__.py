@@ -1,0 +1,9 @@
+"""Quantization Networks: learned sigmoid-sum low-bit quantization for PyTorch."""
+
+import logging
+
+from .__about__ import __version__
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__all__ = ["__version__"]

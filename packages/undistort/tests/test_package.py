@@ -1,0 +1,28 @@
+"""Package-level facts: version source, public API, no sibling imports."""
+
+import re
+import subprocess
+import sys
+
+import undistort
+from undistort.__about__ import __version__ as about_version
+
+SIBLINGS = {"iekd", "qnet", "rbfnet", "morphface", "hairsynth", "undistort", "occfill"} - {"undistort"}
+
+
+def test_version_is_semver_and_single_sourced():
+    assert re.fullmatch(r"\d+\.\d+\.\d+(?:[ab]\d+|rc\d+)?", undistort.__version__)
+    assert undistort.__version__ == about_version
+
+
+def test_public_names_resolve():
+    for attr in undistort.__all__:
+        assert hasattr(undistort, attr), attr
+
+
+def test_import_pulls_in_no_sibling_package():
+    code = "import sys, undistort; print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in %r)))" % (
+        sorted(SIBLINGS),
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "", f"undistort imported sibling packages: {out}"
