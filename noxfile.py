@@ -1,0 +1,229 @@
+"""Build, test, benchmark and reproduce each package of the monorepo, on CPU and CUDA.
+
+Every session installs torch FIRST from one pinned spec (``TORCH_SPEC``, default ``torch==2.13.0``), then
+the package it works on, alone. An open torch range would pull a multi-GB CUDA build on a CPU machine.
+
+On a machine with torch preinstalled and no network (a GPU box), run with the venv backend disabled::
+
+    nox --force-venv-backend none -s "tests(package='qnet', device='cuda')"
+
+There nothing is installed: the package is imported from ``packages/<name>/src`` and the session checks
+that its declared dependencies import.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import shlex
+import shutil
+import sys
+import tempfile
+
+import nox
+
+ROOT = pathlib.Path(__file__).resolve().parent
+PACKAGES = sorted(p.parent.name for p in (ROOT / "packages").glob("*/pyproject.toml"))
+TORCH_SPEC = os.environ.get("TORCH_SPEC", "torch==2.13.0")
+SHARED_DATA = pathlib.Path(os.environ.get("SHARED_DATA", ROOT.parent / "shared" / "data"))
+DOCS_REQUIREMENTS = ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"]
+
+nox.options.default_venv_backend = "venv"  # uv does not see the local torch wheel
+nox.options.reuse_existing_virtualenvs = False
+nox.options.error_on_external_run = True
+
+# Distribution name -> import name, for dependency checks when nothing may be installed.
+_IMPORT_NAMES = {"opencv-python-headless": "cv2", "opencv-python": "cv2", "pillow": "PIL", "pyyaml": "yaml"}
+
+
+def _device_params(kind: str) -> list:
+    """cpu/cuda parameters; test sessions carry the bare tags ``cpu``/``cuda``."""
+    tag = (lambda d: d) if kind == "tests" else (lambda d: f"{kind}-{d}")
+    return [nox.param("cpu", tags=[tag("cpu")]), nox.param("cuda", tags=[tag("cuda")])]
+
+
+def _no_venv(session: nox.Session) -> bool:
+    return session.venv_backend == "none"
+
+
+def _requirements(package: str, extras: tuple[str, ...] = ()) -> list[str]:
+    """Dependency specs of ``package`` (plus the given extras) read from its pyproject.toml."""
+    text = (ROOT / "packages" / package / "pyproject.toml").read_text()
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    project = tomllib.loads(text)["project"]
+    reqs = list(project.get("dependencies", []))
+    for extra in extras:
+        reqs += project.get("optional-dependencies", {}).get(extra, [])
+    return reqs
+
+
+def _import_name(requirement: str) -> str:
+    dist = re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0].strip().lower()
+    return _IMPORT_NAMES.get(dist, dist.replace("-", "_"))
+
+
+def _check_imports(session: nox.Session, modules: list[str]) -> None:
+    code = "import importlib, sys\nfor m in sys.argv[1:]:\n    importlib.import_module(m)\n"
+    session.run("python", "-c", code, *modules)
+
+
+def _tools(session: nox.Session, *specs: str) -> None:
+    """Install tooling, or (no venv) check that it is importable."""
+    if _no_venv(session):
+        _check_imports(session, [_import_name(s) for s in specs if ";" not in s])
+    else:
+        session.install(*specs)
+
+
+def _install_package(session: nox.Session, package: str, *, extras: tuple[str, ...] = ("test",)) -> None:
+    """torch first from TORCH_SPEC, then the package alone (non-editable) with its extras."""
+    pkg_dir = ROOT / "packages" / package
+    if _no_venv(session):
+        # No installs possible: import the source tree and verify the declared dependencies are there.
+        session.env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(pkg_dir / "src"), os.environ.get("PYTHONPATH", "")) if p
+        )
+        _check_imports(session, sorted({_import_name(r) for r in _requirements(package, extras)}))
+        return
+    session.install(*shlex.split(TORCH_SPEC))
+    target = f"{pkg_dir}[{','.join(extras)}]" if extras else str(pkg_dir)
+    session.install(target)
+
+
+def _require_cuda(session: nox.Session) -> None:
+    """Fail the session at once, loudly, when CUDA is not usable."""
+    probe = "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 3)"
+    try:
+        session.run("python", "-c", probe, silent=True)
+    except nox.command.CommandFailed:
+        session.error(
+            "device='cuda' requested but torch.cuda.is_available() is False in this environment: "
+            "run the cuda sessions on a machine with a CUDA GPU (see README)."
+        )
+
+
+@nox.session
+@nox.parametrize("device", _device_params("tests"))
+@nox.parametrize("package", PACKAGES)
+def tests(session: nox.Session, package: str, device: str) -> None:
+    """Run one package's pytest suite on one device; posargs go to pytest."""
+    _install_package(session, package)
+    if device == "cuda":
+        _require_cuda(session)
+    session.env[f"{package.upper()}_TEST_DEVICE"] = device
+    session.env.setdefault("SHARED_DATA", str(SHARED_DATA))
+    session.chdir(ROOT / "packages" / package)
+    session.run("python", "-m", "pytest", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session
+@nox.parametrize("package", PACKAGES)
+def build(session: nox.Session, package: str) -> None:
+    """Build wheel + sdist with hatch, check metadata, install the wheel ALONE in a fresh venv, import it."""
+    _tools(session, "hatch>=1.12", "twine>=5")
+    out = ROOT / "dist" / package
+    shutil.rmtree(out, ignore_errors=True)
+    session.chdir(ROOT / "packages" / package)
+    session.run("hatch", "build", "-t", "wheel", "-t", "sdist", str(out))
+    artifacts = sorted(str(p) for p in out.iterdir())
+    session.run("twine", "check", "--strict", *artifacts)
+    wheel = next(p for p in artifacts if p.endswith(".whl"))
+    with tempfile.TemporaryDirectory() as tmp:
+        env = pathlib.Path(tmp) / "venv"
+        session.run(sys.executable, "-m", "venv", str(env), external=True)
+        py = str(env / "bin" / "python")
+        session.run(py, "-m", "pip", "install", "-q", *shlex.split(TORCH_SPEC), external=True)
+        session.run(py, "-m", "pip", "install", "-q", wheel, external=True)
+        session.chdir(tmp)
+        session.run(
+            py, "-c", f"import {package}; print({package}.__name__, {package}.__version__)", external=True
+        )
+
+
+@nox.session
+@nox.parametrize("device", _device_params("bench"))
+@nox.parametrize("package", PACKAGES)
+def bench(session: nox.Session, package: str, device: str) -> None:
+    """Run the package's benchmark: prints a table, writes bench-results/<package>-<device>.json."""
+    script = ROOT / "packages" / package / "benchmarks" / "run.py"
+    if not script.exists():
+        session.skip(f"{package} has no benchmark yet (packages/{package}/benchmarks/run.py)")
+    _install_package(session, package)
+    if device == "cuda":
+        _require_cuda(session)
+    (ROOT / "bench-results").mkdir(exist_ok=True)
+    out = ROOT / "bench-results" / f"{package}-{device}.json"
+    session.run("python", str(script), "--device", device, "--out", str(out), *session.posargs)
+
+
+@nox.session(tags=["reproduce"])
+@nox.parametrize("package", PACKAGES)
+def reproduce(session: nox.Session, package: str) -> None:
+    """Small-scale reproduction of the paper's claim: writes reports/<package>/{report.md,results.json}."""
+    script = ROOT / "packages" / package / "reproduce" / "run.py"
+    if not script.exists():
+        session.skip(f"{package} has no reproduction yet (packages/{package}/reproduce/run.py)")
+    _install_package(session, package)
+    out = ROOT / "reports" / package
+    out.mkdir(parents=True, exist_ok=True)
+    session.run("python", str(script), "--out", str(out), "--data", str(SHARED_DATA), *session.posargs)
+
+
+@nox.session(tags=["reproduce"], venv_backend="none")
+def summary(session: nox.Session) -> None:
+    """Print one table of every package's reproduction results (reports/*/results.json)."""
+    lines = ["| package | setting | metric | ours | baseline | paper |", "|---|---|---|---|---|---|"]
+    for package in PACKAGES:
+        path = ROOT / "reports" / package / "results.json"
+        if not path.exists():
+            lines.append(f"| {package} | (no reproduction yet) | | | | |")
+            continue
+        data = json.loads(path.read_text())
+        for row in data.get("rows", []):
+            cells = [row.get(k) for k in ("setting", "metric", "ours", "baseline", "paper")]
+            fmt = ["" if c is None else (f"{c:.4g}" if isinstance(c, float) else str(c)) for c in cells]
+            lines.append(f"| {package} | " + " | ".join(fmt) + " |")
+    session.log("Reproduction summary\n" + "\n".join(lines))
+
+
+@nox.session(tags=["check"])
+def lint(session: nox.Session) -> None:
+    """ruff check + ruff format --check over the whole repository."""
+    _tools(session, "ruff>=0.6")
+    session.run("ruff", "check", str(ROOT))
+    session.run("ruff", "format", "--check", str(ROOT))
+
+
+@nox.session(tags=["check"])
+def typecheck(session: nox.Session) -> None:
+    """mypy on each package's src, each checked on its own."""
+    _tools(session, "mypy>=1.8")
+    for package in PACKAGES:
+        if not _no_venv(session):
+            session.install(*shlex.split(TORCH_SPEC), str(ROOT / "packages" / package))
+        session.run("mypy", "--config-file", str(ROOT / "mypy.ini"), str(ROOT / "packages" / package / "src"))
+
+
+@nox.session(tags=["check"])
+def docs(session: nox.Session) -> None:
+    """Build the documentation site with warnings as errors."""
+    _tools(session, *DOCS_REQUIREMENTS)
+    session.chdir(ROOT)
+    session.env["NO_MKDOCS_2_WARNING"] = "1"
+    session.run("mkdocs", "build", "--strict", "--site-dir", str(ROOT / "site"))
+
+
+@nox.session(tags=["cpu", "integration"])
+def integration(session: nox.Session) -> None:
+    """Each wheel built and installed ALONE in a fresh venv; README quick starts run verbatim."""
+    _tools(
+        session, "pytest>=7", "pyyaml>=6", "hatch>=1.12", "nox>=2024.4", "tomli>=2; python_version < '3.11'"
+    )
+    session.env["TORCH_SPEC"] = TORCH_SPEC
+    session.chdir(ROOT)
+    session.run("python", "-m", "pytest", "-p", "no:cacheprovider", "tests-integration", *session.posargs)

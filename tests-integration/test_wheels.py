@@ -1,0 +1,83 @@
+"""Every package's wheel works ALONE: fresh venv, torch + the wheel's declared deps, nothing else.
+
+For each package: build the wheel with hatch, install it with ``TORCH_SPEC`` into a new venv, import it,
+check that no sibling package was imported, check that no sibling is even installed, and run the README's
+quick-start block verbatim from an empty temporary directory (so docs cannot rot).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from _repo import PACKAGES, ROOT, first_python_block, package_version
+
+TORCH_SPEC = os.environ.get("TORCH_SPEC", "torch==2.13.0")
+
+PROBE = textwrap.dedent(
+    """
+    import importlib.metadata, json, sys
+    import {name}
+    siblings = {siblings!r}
+    loaded = sorted(m for m in sys.modules if m.split(".")[0] in siblings)
+    installed = []
+    for s in siblings:
+        try:
+            importlib.metadata.distribution(s)
+            installed.append(s)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    print(json.dumps({{"version": {name}.__version__, "loaded": loaded, "installed": installed,
+                       "file": {name}.__file__}}))
+    """
+)
+
+
+def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if proc.returncode != 0:
+        raise AssertionError(
+            f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}"
+        )
+    return proc
+
+
+@pytest.fixture(scope="module")
+def wheels(tmp_path_factory) -> dict[str, str]:
+    out = tmp_path_factory.mktemp("wheels")
+    built = {}
+    for name in PACKAGES:
+        dest = out / name
+        _run(["hatch", "build", "-t", "wheel", str(dest)], cwd=ROOT / "packages" / name)
+        (wheel,) = dest.glob("*.whl")
+        built[name] = str(wheel)
+    return built
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_wheel_installs_alone_and_quick_start_runs(name, wheels, tmp_path):
+    venv = tmp_path / "venv"
+    _run([sys.executable, "-m", "venv", str(venv)])
+    py = str(venv / "bin" / "python")
+    _run([py, "-m", "pip", "install", "-q", *shlex.split(TORCH_SPEC)])
+    _run([py, "-m", "pip", "install", "-q", wheels[name]])
+
+    work = tmp_path / "work"  # empty cwd: nothing of the repository is importable from here
+    work.mkdir()
+    siblings = sorted(set(PACKAGES) - {name})
+    probe = _run([py, "-c", PROBE.format(name=name, siblings=siblings)], cwd=work)
+    info = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert info["version"] == package_version(name)
+    assert info["loaded"] == [], f"importing {name} imported siblings {info['loaded']}"
+    assert info["installed"] == [], f"installing {name} pulled in siblings {info['installed']}"
+    assert str(venv) in info["file"], f"{name} was imported from {info['file']}, not the installed wheel"
+
+    quick_start = first_python_block((ROOT / "packages" / name / "README.md").read_text())
+    script = work / "quick_start.py"
+    script.write_text(quick_start)
+    _run([py, str(script)], cwd=work, env={**os.environ, "PYTHONPATH": ""})
