@@ -1,0 +1,48 @@
+"""Private helpers: atomic file writes and array coercion."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> None:
+    """Call ``write(tmp_path)`` for a temp file beside ``path``, fsync it, then ``os.replace`` it."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    suffix = os.path.splitext(path)[1]
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def as_vertex_tensor(mesh: Any, *, fn: str, name: str = "mesh") -> torch.Tensor:
+    """Coerce a trimesh mesh, array or tensor to a float tensor of vertex positions (no copy if possible)."""
+    if isinstance(mesh, torch.Tensor):
+        out = mesh
+    elif isinstance(mesh, np.ndarray):
+        out = torch.from_numpy(np.ascontiguousarray(mesh))
+    elif hasattr(mesh, "vertices") and hasattr(mesh, "faces"):
+        out = torch.from_numpy(np.ascontiguousarray(np.asarray(mesh.vertices)))
+    else:
+        raise TypeError(
+            f"{fn}: '{name}' must be a trimesh.Trimesh, a numpy array or a torch.Tensor; got {type(mesh).__name__}"
+        )
+    if not out.is_floating_point():
+        raise TypeError(f"{fn}: '{name}' must hold floating-point vertex positions; got {out.dtype}")
+    return out

@@ -1,0 +1,127 @@
+"""Small mesh-geometry helpers: vertex normals, polygon triangulation, similarity transforms."""
+
+from __future__ import annotations
+
+import torch
+
+from ._checks import check_floating, check_shape, check_tensor
+
+__all__ = ["axis_angle_to_matrix", "similarity_transform", "triangulate", "vertex_normals"]
+
+
+def triangulate(polygons: torch.Tensor) -> torch.Tensor:
+    """Split quads (and pass triangles) into triangles, fan-wise.
+
+    Args:
+        polygons: (F, 3) or (F, 4) long vertex indices; in the (F, 4) form a triangle is padded with -1
+            in its last column (the ICT-FaceKit convention).
+
+    Returns:
+        (T, 3) long triangle indices: quad ``(a, b, c, d)`` becomes ``(a, b, c)`` and ``(a, c, d)``.
+
+    Raises:
+        TypeError: ``polygons`` is not an integer tensor.
+        ValueError: it does not have 3 or 4 columns.
+
+    Example:
+        >>> triangulate(torch.tensor([[0, 1, 2, 3], [0, 2, 4, -1]])).tolist()
+        [[0, 1, 2], [0, 2, 4], [0, 2, 3]]
+    """
+    fn = "triangulate"
+    check_tensor(polygons, "polygons", fn=fn)
+    if polygons.is_floating_point() or polygons.dtype == torch.bool:
+        raise TypeError(f"{fn}: 'polygons' must be an integer tensor; got {polygons.dtype}")
+    if polygons.ndim != 2 or polygons.shape[1] not in (3, 4):
+        raise ValueError(f"{fn}: 'polygons' must have shape (F, 3) or (F, 4); got {tuple(polygons.shape)}")
+    polygons = polygons.long()
+    if polygons.shape[1] == 3:
+        return polygons
+    first = polygons[:, [0, 1, 2]]
+    quad = polygons[:, 3] >= 0
+    second = polygons[quad][:, [0, 2, 3]]
+    return torch.cat([first, second], dim=0)
+
+
+def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Area-weighted unit vertex normals (differentiable).
+
+    Args:
+        vertices: (B, V, 3) or (V, 3) positions.
+        faces: (F, 3) long triangle indices, counter-clockwise seen from outside.
+
+    Returns:
+        Unit normals with the shape of ``vertices``; isolated vertices get the zero vector.
+
+    Example:
+        >>> v = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0]])
+        >>> vertex_normals(v, torch.tensor([[0, 1, 2]]))[0].tolist()
+        [0.0, 0.0, 1.0]
+    """
+    fn = "vertex_normals"
+    check_floating(vertices, "vertices", fn=fn)
+    check_shape(vertices, "*,V,3", "vertices", fn=fn)
+    check_shape(faces, "F,3", "faces", fn=fn)
+    squeeze = vertices.ndim == 2
+    v = vertices.unsqueeze(0) if squeeze else vertices
+    f = faces.long()
+    a, b, c = v[:, f[:, 0]], v[:, f[:, 1]], v[:, f[:, 2]]
+    fn_ = torch.linalg.cross(b - a, c - a, dim=-1)
+    n = torch.zeros_like(v)
+    for k in range(3):
+        n = n.index_add(1, f[:, k], fn_)
+    n = n / n.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return n.squeeze(0) if squeeze else n
+
+
+def axis_angle_to_matrix(axis_angle: torch.Tensor) -> torch.Tensor:
+    """Rodrigues' formula, stable at zero angle (differentiable).
+
+    Args:
+        axis_angle: (..., 3) rotation vectors in radians.
+
+    Returns:
+        (..., 3, 3) rotation matrices.
+
+    Example:
+        >>> import math
+        >>> r = axis_angle_to_matrix(torch.tensor([0.0, 0.0, math.pi / 2]))
+        >>> [round(x, 4) + 0.0 for x in (r @ torch.tensor([1.0, 0.0, 0.0])).tolist()]
+        [0.0, 1.0, 0.0]
+    """
+    fn = "axis_angle_to_matrix"
+    check_floating(axis_angle, "axis_angle", fn=fn)
+    check_shape(axis_angle, "*,3", "axis_angle", fn=fn)
+    theta2 = (axis_angle * axis_angle).sum(-1, keepdim=True)
+    theta = torch.sqrt(theta2 + 1e-20)
+    small = theta2 < 1e-8
+    # sin(t)/t and (1-cos t)/t^2 with Taylor fallbacks near 0
+    a = torch.where(small, 1.0 - theta2 / 6.0, torch.sin(theta) / theta)
+    b = torch.where(small, 0.5 - theta2 / 24.0, (1.0 - torch.cos(theta)) / theta2.clamp_min(1e-20))
+    x, y, z = axis_angle.unbind(-1)
+    zero = torch.zeros_like(x)
+    k = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], dim=-1).reshape(*axis_angle.shape[:-1], 3, 3)
+    eye = torch.eye(3, dtype=axis_angle.dtype, device=axis_angle.device).expand_as(k)
+    return eye + a[..., None] * k + b[..., None] * (k @ k)
+
+
+def similarity_transform(
+    points: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor, scale: torch.Tensor
+) -> torch.Tensor:
+    """Apply ``x -> s R x + t`` (rotation as axis-angle).
+
+    Args:
+        points: (B, N, 3) points.
+        rotation: (B, 3) axis-angle.
+        translation: (B, 3).
+        scale: (B,) or (B, 1) positive scales.
+
+    Returns:
+        (B, N, 3) transformed points.
+    """
+    fn = "similarity_transform"
+    dims = check_shape(points, "B,N,3", "points", fn=fn)
+    check_shape(rotation, "B,3", "rotation", fn=fn, dims=dims)
+    check_shape(translation, "B,3", "translation", fn=fn, dims=dims)
+    r = axis_angle_to_matrix(rotation)
+    s = scale.reshape(-1, 1, 1)
+    return s * (points @ r.transpose(1, 2)) + translation[:, None, :]
