@@ -1,0 +1,431 @@
+"""Functional losses of IE-KD and of the distillation methods it is combined with.
+
+Every function validates its inputs first (``iekd._checks``) and then computes in the inputs' dtype and device.
+
+Conventions shared by the factor losses (``factor_distance``, ``inheritance_loss``, ``exploration_loss``,
+``factor_transfer_loss``):
+
+* each sample is flattened to a vector of length ``D = C * H * W`` and L2-normalised,
+  ``n(v) = v / max(||v||_2, 1e-12)`` (as ``torch.nn.functional.normalize``);
+* ``reduction="mean"`` divides the summed ``|n(x) - n(y)|^p`` by ``B * D`` and then takes the ``1/p`` power.
+  This is what the authors' code (``loss/factor_transfer.py``) and the FT code do; the values are small
+  (order 1e-2) and the paper's reported best weights (lambda = 50 for IE, beta = 500 for FT) go with it.
+  ``reduction="batchmean"`` is the per-sample norm ``||n(x_b) - n(y_b)||_p`` averaged over the batch (the
+  formula as printed in reviews of the paper); for ``p = 1`` it is exactly ``D`` times the ``"mean"`` value,
+  so the weights must be scaled down by ``D`` to match. ``reduction="sum"`` sums the per-sample norms.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from ._checks import check_floating, check_positive, check_shape, check_tensor
+
+__all__ = [
+    "factor_distance",
+    "inheritance_loss",
+    "exploration_loss",
+    "reconstruction_loss",
+    "factor_transfer_loss",
+    "kd_loss",
+    "attention_map",
+    "attention_transfer_loss",
+    "dml_loss",
+    "split_channels",
+]
+
+Reduction = Literal["mean", "batchmean", "sum"]
+_REDUCTIONS = ("mean", "batchmean", "sum")
+
+
+def _check_pair(x: torch.Tensor, y: torch.Tensor, xname: str, yname: str, fn: str) -> None:
+    check_floating(x, xname, fn=fn)
+    check_floating(y, yname, fn=fn)
+    if x.dim() < 2:
+        raise ValueError(f"{fn}: '{xname}' must have shape (B, ...) with at least 2 dims; got {tuple(x.shape)}")
+    if x.shape != y.shape:
+        raise ValueError(
+            f"{fn}: '{xname}' and '{yname}' must have the same shape; got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
+    if x.device != y.device:
+        raise ValueError(f"{fn}: '{yname}' is on {y.device} but '{xname}' is on {x.device}; move them to one device")
+    if x.dtype != y.dtype:
+        raise ValueError(f"{fn}: '{xname}' and '{yname}' must share a dtype; got {x.dtype} and {y.dtype}")
+
+
+def _check_p_reduction(p: int, reduction: str, fn: str) -> None:
+    if p not in (1, 2):
+        raise ValueError(f"{fn}: 'p' must be 1 or 2; got {p!r}")
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{fn}: 'reduction' must be one of {_REDUCTIONS}; got {reduction!r}")
+
+
+def _factor_distance(x: torch.Tensor, y: torch.Tensor, p: int, reduction: str) -> torch.Tensor:
+    b = x.shape[0]
+    nx = F.normalize(x.reshape(b, -1), p=2, dim=1)
+    ny = F.normalize(y.reshape(b, -1), p=2, dim=1)
+    diff = (nx - ny).abs()
+    if p == 2:
+        diff = diff.pow(2)
+    if reduction == "mean":
+        out = diff.sum() / diff.numel()
+        return out if p == 1 else out.sqrt()
+    per_sample = diff.sum(dim=1)
+    if p == 2:
+        per_sample = per_sample.sqrt()
+    return per_sample.mean() if reduction == "batchmean" else per_sample.sum()
+
+
+def factor_distance(
+    x: torch.Tensor, y: torch.Tensor, *, p: int = 1, reduction: Reduction = "mean"
+) -> torch.Tensor:
+    """Distance between per-sample L2-normalised factors (the FT / IE-KD factor distance).
+
+    ``d(x, y) = (sum_{b,d} |n(x_b)_d - n(y_b)_d|^p / (B*D))^(1/p)`` for ``reduction="mean"``; see the module
+    docstring for the other reductions.
+
+    Args:
+        x: factors, shape ``(B, *)`` (usually ``(B, C, H, W)``), floating point.
+        y: factors of the same shape, dtype and device as ``x``.
+        p: 1 (L1, the paper's choice) or 2.
+        reduction: ``"mean"`` (over batch and elements, the authors' code), ``"batchmean"`` or ``"sum"``.
+
+    Returns:
+        Scalar tensor, ``>= 0``.
+
+    Raises:
+        TypeError: an input is not a floating tensor.
+        ValueError: shapes, dtypes or devices differ, ``p`` or ``reduction`` is invalid.
+
+    Example:
+        >>> x = torch.tensor([[3.0, 4.0]]); y = torch.tensor([[4.0, 3.0]])
+        >>> round(float(factor_distance(x, y)), 4)  # (|0.6-0.8| + |0.8-0.6|) / 2
+        0.2
+    """
+    fn = "factor_distance"
+    _check_pair(x, y, "x", "y", fn)
+    _check_p_reduction(p, reduction, fn)
+    return _factor_distance(x, y, p, reduction)
+
+
+def inheritance_loss(
+    student_factor: torch.Tensor,
+    teacher_factor: torch.Tensor,
+    *,
+    p: int = 1,
+    reduction: Reduction = "mean",
+) -> torch.Tensor:
+    """Inheritance (similarity) loss, ``L_inh = d(n(F_inh), n(F_T))``.
+
+    The teacher factor is detached: the teacher and its auto-encoder never receive a gradient from it.
+
+    Args:
+        student_factor: encoded inheritance half of the student feature, ``(B, C', H, W)``.
+        teacher_factor: teacher factor ``E(f_T)``, same shape, dtype and device.
+        p: 1 (L1, default, the paper's best distance) or 2.
+        reduction: see :func:`factor_distance`.
+
+    Returns:
+        Scalar tensor, ``>= 0``; the student is trained to decrease it.
+
+    Raises:
+        TypeError: non-floating inputs.
+        ValueError: mismatched shapes/dtypes/devices, bad ``p``/``reduction``.
+
+    Example:
+        >>> s = torch.randn(2, 4, 3, 3); inheritance_loss(s, s).item()
+        0.0
+    """
+    fn = "inheritance_loss"
+    _check_pair(student_factor, teacher_factor, "student_factor", "teacher_factor", fn)
+    _check_p_reduction(p, reduction, fn)
+    return _factor_distance(student_factor, teacher_factor.detach(), p, reduction)
+
+
+def exploration_loss(
+    student_factor: torch.Tensor,
+    teacher_factor: torch.Tensor,
+    *,
+    p: int = 1,
+    reduction: Reduction = "mean",
+) -> torch.Tensor:
+    """Exploration (dis-similarity) loss, ``L_exp = -d(n(F_exp), n(F_T))``.
+
+    Minimising it pushes the exploration half's factor away from the teacher's. It is bounded below
+    (normalised vectors are at most 2 apart), so it cannot diverge. The teacher factor is detached.
+
+    Args:
+        student_factor: encoded exploration half of the student feature, ``(B, C', H, W)``.
+        teacher_factor: teacher factor, same shape, dtype and device.
+        p: 1 (default) or 2.
+        reduction: see :func:`factor_distance`.
+
+    Returns:
+        Scalar tensor, ``<= 0``.
+
+    Raises:
+        TypeError: non-floating inputs.
+        ValueError: mismatched shapes/dtypes/devices, bad ``p``/``reduction``.
+
+    Example:
+        >>> x = torch.tensor([[3.0, 4.0]]); y = torch.tensor([[4.0, 3.0]])
+        >>> round(float(exploration_loss(x, y)), 4)
+        -0.2
+    """
+    fn = "exploration_loss"
+    _check_pair(student_factor, teacher_factor, "student_factor", "teacher_factor", fn)
+    _check_p_reduction(p, reduction, fn)
+    return -_factor_distance(student_factor, teacher_factor.detach(), p, reduction)
+
+
+def factor_transfer_loss(
+    student_factor: torch.Tensor,
+    teacher_factor: torch.Tensor,
+    *,
+    p: int = 1,
+    reduction: Reduction = "mean",
+) -> torch.Tensor:
+    """Factor Transfer loss (Kim et al., 2018): ``d(n(translator(f_S)), n(paraphraser(f_T)))``.
+
+    Numerically the same distance as :func:`inheritance_loss`, applied to the whole student feature.
+
+    Args:
+        student_factor: translator output for the whole student feature, ``(B, C', H, W)``.
+        teacher_factor: paraphraser (factor auto-encoder) code of the teacher feature, same shape.
+        p: 1 (FT's default) or 2.
+        reduction: see :func:`factor_distance`.
+
+    Returns:
+        Scalar tensor, ``>= 0``.
+
+    Raises:
+        TypeError: non-floating inputs.
+        ValueError: mismatched shapes/dtypes/devices, bad ``p``/``reduction``.
+
+    Example:
+        >>> s = torch.randn(2, 4, 3, 3); factor_transfer_loss(s, 2 * s).abs().item() < 1e-6
+        True
+    """
+    fn = "factor_transfer_loss"
+    _check_pair(student_factor, teacher_factor, "student_factor", "teacher_factor", fn)
+    _check_p_reduction(p, reduction, fn)
+    return _factor_distance(student_factor, teacher_factor.detach(), p, reduction)
+
+
+def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor, *, p: int = 1) -> torch.Tensor:
+    """Auto-encoder reconstruction loss, ``mean |target - reconstruction|^p``.
+
+    ``p=1`` (mean absolute error) is what the authors' code trains the factor auto-encoder with; ``p=2``
+    (mean squared error) is the squared-L2 form reviews of the paper print.
+
+    Args:
+        reconstruction: decoder output ``R(f_T)``, ``(B, C, H, W)``.
+        target: the feature it reconstructs, same shape, dtype and device (detached inside).
+        p: 1 or 2.
+
+    Returns:
+        Scalar tensor, ``>= 0``.
+
+    Raises:
+        TypeError: non-floating inputs.
+        ValueError: mismatched shapes/dtypes/devices or bad ``p``.
+
+    Example:
+        >>> reconstruction_loss(torch.zeros(1, 2), torch.tensor([[1.0, -3.0]])).item()
+        2.0
+    """
+    fn = "reconstruction_loss"
+    _check_pair(reconstruction, target, "reconstruction", "target", fn)
+    if p not in (1, 2):
+        raise ValueError(f"{fn}: 'p' must be 1 or 2; got {p!r}")
+    diff = (reconstruction - target.detach()).abs()
+    return diff.mean() if p == 1 else diff.pow(2).mean()
+
+
+def _check_logits(s: torch.Tensor, t: torch.Tensor, sname: str, tname: str, fn: str) -> None:
+    check_floating(s, sname, fn=fn)
+    check_floating(t, tname, fn=fn)
+    dims = check_shape(s, "B,K", sname, fn=fn)
+    check_shape(t, "B,K", tname, fn=fn, dims=dims)
+    if s.device != t.device:
+        raise ValueError(f"{fn}: '{tname}' is on {t.device} but '{sname}' is on {s.device}; move them to one device")
+
+
+def kd_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, *, temperature: float = 4.0
+) -> torch.Tensor:
+    """Hinton knowledge distillation: ``T^2 * KL(softmax(z_T/T) || softmax(z_S/T))``, averaged over the batch.
+
+    The ``T^2`` factor keeps the gradient scale independent of the temperature (Hinton et al., 2015).
+    The teacher logits are detached.
+
+    Args:
+        student_logits: ``(B, K)`` floating.
+        teacher_logits: ``(B, K)`` floating, same device.
+        temperature: softmax temperature ``T > 0``.
+
+    Returns:
+        Scalar tensor, ``>= 0``.
+
+    Raises:
+        TypeError: non-floating logits.
+        ValueError: shape/device mismatch or ``temperature <= 0``.
+
+    Example:
+        >>> z = torch.randn(3, 5); kd_loss(z, z).abs().item() < 1e-6
+        True
+    """
+    fn = "kd_loss"
+    _check_logits(student_logits, teacher_logits, "student_logits", "teacher_logits", fn)
+    check_positive(temperature, "temperature", fn=fn)
+    log_p_s = F.log_softmax(student_logits / temperature, dim=1)
+    log_p_t = F.log_softmax(teacher_logits.detach().to(student_logits.dtype) / temperature, dim=1)
+    kl = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
+    return kl * (temperature**2)
+
+
+def attention_map(feature: torch.Tensor, *, p: int = 2) -> torch.Tensor:
+    """Spatial attention map of Attention Transfer (Zagoruyko & Komodakis, 2017).
+
+    ``Q = normalize(mean_c |f_c|^p)``, flattened per sample and L2-normalised.
+
+    Args:
+        feature: ``(B, C, H, W)`` floating.
+        p: the power, ``p >= 1`` (AT uses 2).
+
+    Returns:
+        ``(B, H*W)`` tensor of unit L2 norm per row.
+
+    Raises:
+        TypeError: non-floating input.
+        ValueError: not 4-D, or ``p < 1``.
+
+    Example:
+        >>> attention_map(torch.ones(1, 3, 2, 2)).tolist()
+        [[0.5, 0.5, 0.5, 0.5]]
+    """
+    fn = "attention_map"
+    check_floating(feature, "feature", fn=fn)
+    check_shape(feature, "B,C,H,W", "feature", fn=fn)
+    if p < 1:
+        raise ValueError(f"{fn}: 'p' must be >= 1; got {p!r}")
+    return F.normalize(feature.abs().pow(p).mean(dim=1).flatten(1), p=2, dim=1)
+
+
+def attention_transfer_loss(
+    student_feature: torch.Tensor, teacher_feature: torch.Tensor, *, p: int = 2
+) -> torch.Tensor:
+    """Attention Transfer loss: ``mean_{b,j} (Q_S - Q_T)^2`` over the batch and the ``H*W`` positions.
+
+    This is the reduction of the AT reference code (and RepDistiller), used with weight ``beta = 1000``.
+    Channel counts may differ; spatial sizes must match. The teacher feature is detached.
+
+    Args:
+        student_feature: ``(B, C_s, H, W)``.
+        teacher_feature: ``(B, C_t, H, W)``, same dtype and device.
+        p: power of the attention map.
+
+    Returns:
+        Scalar tensor, ``>= 0``.
+
+    Raises:
+        TypeError: non-floating inputs.
+        ValueError: not 4-D, batch or spatial sizes differ, devices differ.
+
+    Example:
+        >>> f = torch.randn(2, 3, 4, 4); attention_transfer_loss(f, torch.cat([f, f], 1)).abs().item() < 1e-6
+        True
+    """
+    fn = "attention_transfer_loss"
+    check_floating(student_feature, "student_feature", fn=fn)
+    check_floating(teacher_feature, "teacher_feature", fn=fn)
+    dims = check_shape(student_feature, "B,C,H,W", "student_feature", fn=fn)
+    dims.pop("C")
+    check_shape(teacher_feature, "B,T,H,W", "teacher_feature", fn=fn, dims=dims)
+    if student_feature.device != teacher_feature.device:
+        raise ValueError(
+            f"{fn}: 'teacher_feature' is on {teacher_feature.device} but 'student_feature' is on "
+            f"{student_feature.device}; move them to one device"
+        )
+    qs = attention_map(student_feature, p=p)
+    qt = attention_map(teacher_feature.detach().to(student_feature.dtype), p=p)
+    return (qs - qt).pow(2).mean()
+
+
+def dml_loss(
+    logits: torch.Tensor, peer_logits: torch.Tensor, *, temperature: float = 1.0, detach_peer: bool = True
+) -> torch.Tensor:
+    """Deep Mutual Learning mimicry term: ``T^2 * KL(softmax(z_peer/T) || softmax(z/T))``, batch-averaged.
+
+    With ``temperature=1`` (DML's setting) this is ``KL(p_peer || p)`` as in the DML paper and the authors'
+    ``loss/mutual.py``.
+
+    Args:
+        logits: ``(B, K)`` logits of the network being updated.
+        peer_logits: ``(B, K)`` logits of its peer.
+        temperature: softmax temperature ``> 0``.
+        detach_peer: stop the gradient into the peer (DML updates one network at a time).
+
+    Returns:
+        Scalar tensor, ``>= 0``.
+
+    Raises:
+        TypeError: non-floating logits.
+        ValueError: shape/device mismatch or ``temperature <= 0``.
+
+    Example:
+        >>> z = torch.randn(3, 5); dml_loss(z, z).abs().item() < 1e-6
+        True
+    """
+    fn = "dml_loss"
+    _check_logits(logits, peer_logits, "logits", "peer_logits", fn)
+    check_positive(temperature, "temperature", fn=fn)
+    peer = peer_logits.detach() if detach_peer else peer_logits
+    log_p = F.log_softmax(logits / temperature, dim=1)
+    log_q = F.log_softmax(peer.to(logits.dtype) / temperature, dim=1)
+    return F.kl_div(log_p, log_q, reduction="batchmean", log_target=True) * (temperature**2)
+
+
+def split_channels(
+    feature: torch.Tensor, inherit_channels: int, *, index: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split a feature along channels into its inheritance and exploration parts.
+
+    Args:
+        feature: ``(B, C, H, W)``.
+        inherit_channels: number of channels of the inheritance part, ``1 <= n <= C - 1``.
+        index: optional permutation of ``range(C)`` (long, shape ``(C,)``); the first ``inherit_channels``
+            entries pick the inheritance channels, the rest the exploration channels. ``None``: natural order.
+
+    Returns:
+        ``(f_inh, f_exp)`` of shapes ``(B, n, H, W)`` and ``(B, C - n, H, W)``.
+
+    Raises:
+        TypeError: ``feature`` or ``index`` is not a tensor, or ``index`` is not integer.
+        ValueError: bad rank, ``inherit_channels`` out of range, or ``index`` not of shape ``(C,)``.
+
+    Example:
+        >>> a, b = split_channels(torch.zeros(2, 6, 3, 3), 2)
+        >>> tuple(a.shape), tuple(b.shape)
+        ((2, 2, 3, 3), (2, 4, 3, 3))
+    """
+    fn = "split_channels"
+    check_tensor(feature, "feature", fn=fn)
+    dims = check_shape(feature, "B,C,H,W", "feature", fn=fn)
+    c = dims["C"]
+    if isinstance(inherit_channels, bool) or not isinstance(inherit_channels, int):
+        raise TypeError(f"{fn}: 'inherit_channels' must be an int; got {type(inherit_channels).__name__}")
+    if not 1 <= inherit_channels <= c - 1:
+        raise ValueError(f"{fn}: 'inherit_channels' must lie in [1, {c - 1}] for C={c}; got {inherit_channels}")
+    if index is None:
+        return feature[:, :inherit_channels], feature[:, inherit_channels:]
+    check_tensor(index, "index", fn=fn)
+    if index.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"{fn}: 'index' must be an integer tensor; got {index.dtype}")
+    if tuple(index.shape) != (c,):
+        raise ValueError(f"{fn}: 'index' must have shape ({c},); got {tuple(index.shape)}")
+    index = index.to(feature.device)
+    return feature[:, index[:inherit_channels]], feature[:, index[inherit_channels:]]

@@ -1,0 +1,608 @@
+"""Training recipes: factor auto-encoder, single-teacher distillation (CE/KD/AT/FT and IE variants), mutual learning.
+
+They are conveniences around the losses in :mod:`iekd.functional` / :mod:`iekd.nn`, which work in any loop.
+Each recipe takes optimizer/scheduler factories, reports per-epoch metrics through ``callback``, shows a
+tqdm bar on a TTY (``progress=None``), checkpoints atomically after every epoch when ``checkpoint`` is given,
+resumes with ``resume=True``, and wraps the trained modules in ``DistributedDataParallel`` when a process
+group with several ranks is initialised (give the loader a ``DistributedSampler``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import functional as IF
+from ..hooks import FeatureTap, unwrap_model
+from ..nn import FactorAutoencoder, InheritExploreLoss, Translator
+from ._loop import (
+    Callback,
+    EpochRunner,
+    OptimizerFactory,
+    SchedulerFactory,
+    TrainResult,
+    accuracy,
+    default_scheduler,
+    maybe_ddp,
+    multistep,
+    resolve_device,
+    sgd,
+    to_device,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["train_factor", "distill", "mutual", "sgd", "multistep", "TrainResult", "METHODS"]
+
+METHODS = ("ce", "kd", "at", "ft", "ie-kd", "ie-at", "ie-ft")
+Method = Literal["ce", "kd", "at", "ft", "ie-kd", "ie-at", "ie-ft"]
+
+
+def _feature_layer(model: nn.Module, layer: str | None, fn: str, arg: str) -> str:
+    if layer is not None:
+        return layer
+    name = getattr(unwrap_model(model), "feature_layer", None)
+    if not isinstance(name, str):
+        raise ValueError(
+            f"{fn}: '{arg}' is required for {type(unwrap_model(model)).__name__} (it has no 'feature_layer'); "
+            "pass the name of the submodule whose output is distilled"
+        )
+    return name
+
+
+def _probe(model: nn.Module, tap: FeatureTap, layer: str, loader: Iterable[Any], device: torch.device) -> torch.Tensor:
+    """One no-grad forward on the first batch to learn a tapped feature's shape."""
+    batch = next(iter(loader))
+    x, _ = to_device(batch, device)
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        model(x[:2])
+    model.train(was)
+    feat = tap[layer]
+    if feat.dim() != 4:
+        raise ValueError(f"recipes: layer {layer!r} must output (B, C, H, W) feature maps; got {tuple(feat.shape)}")
+    return feat
+
+
+def train_factor(
+    teacher: nn.Module,
+    loader: Iterable[Any],
+    layer: str | None = None,
+    *,
+    rate: float = 0.5,
+    p: int = 1,
+    epochs: int = 30,
+    factor: FactorAutoencoder | None = None,
+    optimizer: OptimizerFactory | None = None,
+    scheduler: SchedulerFactory | None = None,
+    device: torch.device | str | None = None,
+    callback: Callback | None = None,
+    progress: bool | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+) -> FactorAutoencoder:
+    """Train the teacher's factor auto-encoder on frozen teacher features (IE-KD Step A).
+
+    The teacher runs in eval mode under ``no_grad``; only the auto-encoder learns, with
+    :func:`iekd.functional.reconstruction_loss`. Defaults follow the authors' code: 30 epochs of SGD at a
+    constant lr 0.1 (momentum 0.9, Nesterov, wd 5e-4), L1 reconstruction, rate 0.5.
+
+    Args:
+        teacher: the pre-trained teacher (not modified).
+        loader: yields ``(images, labels)`` batches (labels unused).
+        layer: teacher submodule whose output is encoded; ``None``: the model's ``feature_layer``.
+        rate: factor rate ``C'/C`` for a new auto-encoder.
+        p: reconstruction loss power (1 = L1, authors' code; 2 = MSE).
+        epochs: training epochs.
+        factor: an existing auto-encoder to keep training (else a new one is built).
+        optimizer: optimizer factory (default :func:`sgd` with lr 0.1).
+        scheduler: scheduler factory stepped per epoch (default: none, constant lr).
+        device: where to train (default: the teacher's device).
+        callback: called with each epoch's metrics dict (``epoch``, ``rec``, ``lr``).
+        progress: tqdm bar (``None``: only on a TTY).
+        checkpoint: path written atomically after every epoch.
+        resume: continue from ``checkpoint`` if it exists.
+
+    Returns:
+        The trained :class:`iekd.FactorAutoencoder` (in eval mode).
+    """
+    fn = "train_factor"
+    dev = resolve_device(device, teacher)
+    teacher = teacher.to(dev).eval()
+    layer = _feature_layer(teacher, layer, fn, "layer")
+    with FeatureTap(teacher, layer) as tap:
+        feat = _probe(teacher, tap, layer, loader, dev)
+        if factor is None:
+            factor = FactorAutoencoder(int(feat.shape[1]), rate, device=dev, dtype=feat.dtype)
+        elif factor.in_channels != feat.shape[1]:
+            raise ValueError(
+                f"{fn}: 'factor' expects {factor.in_channels} channels but layer {layer!r} gives {feat.shape[1]}"
+            )
+        factor.to(dev)
+        wrapped = maybe_ddp(factor, dev)
+        opt = (optimizer or sgd(0.1))(factor.parameters())
+        sch = scheduler(opt) if scheduler is not None else None
+        runner = EpochRunner(
+            name=fn,
+            modules={"factor": factor},
+            optimizers={"factor": opt},
+            schedulers={"factor": sch},
+            epochs=epochs,
+            callback=callback,
+            progress=progress,
+            checkpoint=checkpoint,
+            resume=resume,
+            config={"in_channels": factor.in_channels, "rate": factor.rate, "layer": layer},
+        )
+
+        def step(batch: Any) -> dict[str, float]:
+            x, _ = to_device(batch, dev)
+            with torch.no_grad():
+                teacher(x)
+            f_t = tap[layer].detach()
+            out = wrapped(f_t)
+            loss = IF.reconstruction_loss(out.reconstruction, f_t, p=p)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            return {"rec": float(loss.detach())}
+
+        runner.run(loader, step)
+    return factor.eval()
+
+
+class _DistillStudent(nn.Module):
+    """Student + its loss heads; forward returns the loss terms so DDP syncs every trained parameter."""
+
+    def __init__(
+        self, student: nn.Module, layer: str, method: str, heads: nn.ModuleDict, hp: dict[str, Any]
+    ) -> None:
+        super().__init__()
+        self.student = student
+        self.heads = heads
+        self.layer = layer
+        self.method = method
+        self.hp = hp
+        self.tap = FeatureTap(student, layer)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        t_logits: torch.Tensor | None,
+        t_feat: torch.Tensor | None,
+        t_factor: torch.Tensor | None,
+    ) -> dict[str, torch.Tensor]:
+        hp, m = self.hp, self.method
+        logits = self.student(x)
+        f_s = self.tap[self.layer]
+        ce = F.cross_entropy(logits, y)
+        terms: dict[str, torch.Tensor] = {"ce": ce}
+        if m in ("kd", "ie-kd"):
+            assert t_logits is not None
+            terms["kd"] = IF.kd_loss(logits, t_logits, temperature=hp["temperature"])
+            total = (1 - hp["alpha"]) * ce + hp["alpha"] * terms["kd"]
+        else:
+            total = ce
+        if m in ("at", "ie-at") and not (m == "ie-at" and hp["ie_at"] == "native"):
+            assert t_feat is not None
+            terms["at"] = IF.attention_transfer_loss(f_s, t_feat)
+            total = total + hp["at_weight"] * terms["at"]
+        if m == "ft":
+            assert t_factor is not None
+            terms["ft"] = IF.factor_transfer_loss(self.heads["translator"](f_s), t_factor, p=hp["p"])
+            total = total + hp["ft_weight"] * terms["ft"]
+        if m == "ie-at" and hp["ie_at"] == "native":
+            assert t_feat is not None
+            ie = self.heads["ie"]
+            f_inh, f_exp = ie.split(f_s)
+            terms["inherit"] = IF.attention_transfer_loss(f_inh, t_feat)
+            terms["explore"] = -IF.attention_transfer_loss(f_exp, t_feat)
+            total = total + hp["at_weight"] * (terms["inherit"] + terms["explore"])
+        elif m.startswith("ie-"):
+            assert t_factor is not None
+            out = self.heads["ie"](f_s, t_factor)
+            terms["inherit"], terms["explore"] = out.inherit, out.explore
+            total = total + out.total
+        terms["total"] = total
+        terms["correct"] = (logits.detach().argmax(1) == y).float().mean()
+        return terms
+
+
+def distill(
+    student: nn.Module,
+    teacher: nn.Module,
+    loader: Iterable[Any],
+    *,
+    method: Method = "ie-kd",
+    student_layer: str | None = None,
+    teacher_layer: str | None = None,
+    factor: FactorAutoencoder | None = None,
+    epochs: int = 160,
+    factor_epochs: int = 30,
+    factor_rate: float = 0.5,
+    alpha: float = 0.9,
+    temperature: float = 4.0,
+    at_weight: float = 1000.0,
+    ft_weight: float = 500.0,
+    inherit_weight: float = 50.0,
+    explore_weight: float = 50.0,
+    split: float | int = 0.5,
+    split_mode: Literal["natural", "random"] = "natural",
+    explore_encoder: Literal["frozen", "trainable"] = "frozen",
+    ie_at: Literal["additive", "native"] = "additive",
+    p: int = 1,
+    optimizer: OptimizerFactory | None = None,
+    scheduler: SchedulerFactory | None = None,
+    eval_loader: Iterable[Any] | None = None,
+    device: torch.device | str | None = None,
+    callback: Callback | None = None,
+    progress: bool | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+) -> TrainResult:
+    """Train ``student`` from a frozen ``teacher`` with one of the paper's methods.
+
+    Losses per batch (``CE`` = cross-entropy on labels, ``F_T`` = teacher factor, ``IE`` =
+    :class:`iekd.InheritExploreLoss` total ``w_inh L_inh + w_exp L_exp``):
+
+    - ``ce``: CE (the "independent" baseline);
+    - ``kd``: ``(1 - alpha) CE + alpha KD_T`` (Hinton, ``T^2``-scaled);
+    - ``at``: ``CE + at_weight * AT(f_S, f_T)``;
+    - ``ft``: ``CE + ft_weight * FT(translator(f_S), F_T)``;
+    - ``ie-ft``: ``CE + IE(f_S, F_T)`` (the authors' IE-KD code path);
+    - ``ie-kd``: ``(1 - alpha) CE + alpha KD_T + IE(f_S, F_T)``;
+    - ``ie-at``: ``CE + at_weight * AT(f_S, f_T) + IE(f_S, F_T)`` (``ie_at="additive"``, default) or
+      ``CE + at_weight * (AT(f_inh, f_T) - AT(f_exp, f_T))`` (``ie_at="native"``).
+
+    The teacher and its factor auto-encoder run in eval mode without gradients. Methods that need ``F_T``
+    train a factor auto-encoder first with :func:`train_factor` when ``factor`` is ``None``.
+
+    Args:
+        student: the network to train (returns logits).
+        teacher: the frozen teacher (returns logits).
+        loader: training batches ``(images, labels)``.
+        method: one of :data:`METHODS`.
+        student_layer: distilled student submodule (default: its ``feature_layer``).
+        teacher_layer: distilled teacher submodule (default: its ``feature_layer``).
+        factor: a trained teacher :class:`iekd.FactorAutoencoder` (``ft`` and ``ie-*``).
+        epochs: student epochs (paper: 160).
+        factor_epochs: epochs of the auto-encoder when it is trained here.
+        factor_rate: its factor rate.
+        alpha: KD weight (0.9 for CIFAR-100 in the authors' configs, 0.95 for CIFAR-10).
+        temperature: KD temperature (4; 20 in the authors' CIFAR-10 config).
+        at_weight: AT weight ``beta`` (1000, as in the AT code).
+        ft_weight: FT weight ``beta`` (500, as in FT).
+        inherit_weight: ``w_inh`` (50, the paper's best).
+        explore_weight: ``w_exp`` (50).
+        split: inheritance share of the student channels (0.5).
+        split_mode: ``"natural"`` or ``"random"`` channel split.
+        explore_encoder: ``"frozen"`` (collapse guard, default) or ``"trainable"`` (authors' code).
+        ie_at: how IE wraps AT (see above); a reconstruction, see the README's Deviations.
+        p: factor distance power.
+        optimizer: optimizer factory over student + heads (default :func:`sgd` lr 0.1).
+        scheduler: scheduler factory (default: x0.1 at 50% and 75% of ``epochs``).
+        eval_loader: held-out batches; adds ``val_acc`` to the metrics each epoch.
+        device: where to train (default: the student's device).
+        callback: called with each epoch's metrics dict.
+        progress: tqdm bar (``None``: only on a TTY).
+        checkpoint: path written atomically after every epoch.
+        resume: continue from ``checkpoint`` if it exists.
+
+    Returns:
+        :class:`TrainResult` with the student, the history and ``extras`` (``translator`` / ``ie`` heads,
+        ``factor``).
+
+    Raises:
+        ValueError: unknown ``method``/``ie_at``, bad layer names, or feature shapes that do not fit.
+    """
+    fn = "distill"
+    if method not in METHODS:
+        raise ValueError(f"{fn}: 'method' must be one of {METHODS}; got {method!r}")
+    if ie_at not in ("additive", "native"):
+        raise ValueError(f"{fn}: 'ie_at' must be 'additive' or 'native'; got {ie_at!r}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"{fn}: 'alpha' must lie in [0, 1]; got {alpha}")
+    dev = resolve_device(device, student)
+    student = unwrap_model(student).to(dev)
+    teacher = unwrap_model(teacher).to(dev).eval()
+    s_layer = _feature_layer(student, student_layer, fn, "student_layer")
+    t_layer = _feature_layer(teacher, teacher_layer, fn, "teacher_layer")
+    needs_factor = method == "ft" or (method.startswith("ie-") and not (method == "ie-at" and ie_at == "native"))
+    if needs_factor and factor is None:
+        logger.info("%s: training the teacher factor auto-encoder for %d epochs", fn, factor_epochs)
+        factor = train_factor(
+            teacher, loader, t_layer, rate=factor_rate, epochs=factor_epochs, device=dev, progress=progress
+        )
+    if factor is not None:
+        factor = factor.to(dev).eval()
+    t_tap = FeatureTap(teacher, t_layer)
+    s_tap = FeatureTap(student, s_layer)
+    f_t = _probe(teacher, t_tap, t_layer, loader, dev)
+    f_s = _probe(student, s_tap, s_layer, loader, dev)
+    s_tap.remove()
+    if method in ("at", "ie-at") and f_s.shape[2:] != f_t.shape[2:]:
+        raise ValueError(
+            f"{fn}: AT needs equal spatial sizes; student layer {s_layer!r} gives {tuple(f_s.shape)}, "
+            f"teacher layer {t_layer!r} gives {tuple(f_t.shape)}"
+        )
+    heads = nn.ModuleDict()
+    if needs_factor:
+        assert factor is not None
+        if factor.in_channels != f_t.shape[1]:
+            raise ValueError(
+                f"{fn}: 'factor' expects {factor.in_channels} channels but teacher layer {t_layer!r} "
+                f"gives {tuple(f_t.shape)}"
+            )
+        with torch.no_grad():
+            ft_shape = factor.encode(f_t).shape
+        if ft_shape[2:] != f_s.shape[2:]:
+            raise ValueError(
+                f"{fn}: student layer {s_layer!r} gives {tuple(f_s.shape)} but the teacher factor of layer "
+                f"{t_layer!r} is {tuple(ft_shape)}; spatial sizes must match"
+            )
+    c_s = int(f_s.shape[1])
+    if method == "ft":
+        assert factor is not None
+        heads["translator"] = Translator(c_s, factor.factor_channels, device=dev, dtype=f_s.dtype)
+    if method.startswith("ie-"):
+        t_ch = factor.factor_channels if factor is not None else 1
+        heads["ie"] = InheritExploreLoss(
+            c_s,
+            t_ch,
+            split=split,
+            inherit_weight=inherit_weight,
+            explore_weight=explore_weight,
+            p=p,
+            split_mode=split_mode,
+            explore_encoder=explore_encoder,
+            layer=s_layer,
+            device=dev,
+            dtype=f_s.dtype,
+        )
+    hp = {
+        "alpha": alpha,
+        "temperature": temperature,
+        "at_weight": at_weight,
+        "ft_weight": ft_weight,
+        "p": p,
+        "ie_at": ie_at,
+    }
+    bundle = _DistillStudent(student, s_layer, method, heads, hp)
+    wrapped = maybe_ddp(bundle, dev)
+    opt = (optimizer or sgd(0.1))(p_ for p_ in bundle.parameters() if p_.requires_grad)
+    sch = (scheduler or default_scheduler(epochs))(opt)
+    config = {"method": method, "student_layer": s_layer, "teacher_layer": t_layer, **hp}
+    runner = EpochRunner(
+        name=fn,
+        modules={"bundle": bundle},
+        optimizers={"student": opt},
+        schedulers={"student": sch},
+        epochs=epochs,
+        callback=callback,
+        progress=progress,
+        checkpoint=checkpoint,
+        resume=resume,
+        config=config,
+    )
+    needs_teacher = method != "ce"
+
+    def step(batch: Any) -> dict[str, float]:
+        x, y = to_device(batch, dev)
+        t_logits = t_feat = t_factor = None
+        if needs_teacher:
+            with torch.no_grad():
+                t_logits = teacher(x)
+                t_feat = t_tap[t_layer]
+                if factor is not None and needs_factor:
+                    t_factor = factor.encode(t_feat)
+        terms = wrapped(x, y, t_logits, t_feat, t_factor)
+        opt.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        opt.step()
+        return {k: float(v.detach()) for k, v in terms.items()}
+
+    def evaluate() -> dict[str, float]:
+        assert eval_loader is not None
+        return {"val_acc": accuracy(student, eval_loader, dev)}
+
+    try:
+        runner.run(loader, step, evaluate if eval_loader is not None else None)
+    finally:
+        t_tap.remove()
+        bundle.tap.remove()
+    extras: dict[str, nn.Module] = dict(heads.items())
+    if factor is not None:
+        extras["factor"] = factor
+    return TrainResult(student, runner.history, extras)
+
+
+class _MutualNet(nn.Module):
+    """One DML network + (for IE-DML) its online factor auto-encoder and its IE loss head."""
+
+    def __init__(self, net: nn.Module, layer: str, heads: nn.ModuleDict, hp: dict[str, Any]) -> None:
+        super().__init__()
+        self.net = net
+        self.heads = heads
+        self.layer = layer
+        self.hp = hp
+        self.tap = FeatureTap(net, layer)
+
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor, peer_logits: torch.Tensor, peer_factor: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
+        logits = self.net(x)
+        f = self.tap[self.layer]
+        ce = F.cross_entropy(logits, y)
+        kl = IF.dml_loss(logits, peer_logits, temperature=self.hp["temperature"])
+        terms = {"ce": ce, "kl": kl}
+        total = ce + self.hp["kl_weight"] * kl
+        if "ae" in self.heads:
+            out = self.heads["ae"](f.detach())
+            terms["rec"] = IF.reconstruction_loss(out.reconstruction, f.detach(), p=self.hp["p"])
+            total = total + terms["rec"]
+        if peer_factor is not None:
+            ie = self.heads["ie"](f, peer_factor)
+            terms["inherit"], terms["explore"] = ie.inherit, ie.explore
+            total = total + ie.total
+        terms["total"] = total
+        return terms
+
+    @torch.no_grad()
+    def peer_view(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        logits = self.net(x)
+        factor = self.heads["ae"].encode(self.tap[self.layer]) if "ae" in self.heads else None
+        return logits, factor
+
+
+def mutual(
+    net_a: nn.Module,
+    net_b: nn.Module,
+    loader: Iterable[Any],
+    *,
+    ie: bool = False,
+    layer_a: str | None = None,
+    layer_b: str | None = None,
+    epochs: int = 200,
+    kl_weight: float = 1.0,
+    temperature: float = 1.0,
+    factor_rate: float = 0.5,
+    inherit_weight: float = 50.0,
+    explore_weight: float = 50.0,
+    split: float | int = 0.5,
+    explore_encoder: Literal["frozen", "trainable"] = "frozen",
+    p: int = 1,
+    optimizer: OptimizerFactory | None = None,
+    scheduler: SchedulerFactory | None = None,
+    eval_loader: Iterable[Any] | None = None,
+    device: torch.device | str | None = None,
+    callback: Callback | None = None,
+    progress: bool | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+) -> TrainResult:
+    """Deep Mutual Learning of two networks, or its IE variant (IE-DML) with ``ie=True``.
+
+    Per batch (as in the authors' ``processors/DML.py``): forward both, update A with
+    ``CE + kl_weight * KL(p_B || p_A)``, then re-forward both and update B symmetrically.
+
+    IE-DML (a reconstruction; the paper's wiring is not available): each network owns a factor auto-encoder
+    trained online on its own detached feature (reconstruction loss added to its update) and an
+    :class:`iekd.InheritExploreLoss` head; network A's loss adds ``IE(f_A, F_B)`` where ``F_B`` is B's current
+    factor (detached), and symmetrically for B. Both networks thus inherit from and explore away from each other.
+
+    Args:
+        net_a: first network (returns logits).
+        net_b: second network (returns logits; same number of classes).
+        loader: training batches ``(images, labels)``.
+        ie: add the IE terms (IE-DML).
+        layer_a: distilled submodule of ``net_a`` (default: its ``feature_layer``).
+        layer_b: distilled submodule of ``net_b``.
+        epochs: epochs (authors' DML configs: 200).
+        kl_weight: mimicry weight (1, as in the authors' ResNet-56/20 DML config).
+        temperature: softmax temperature of the mimicry term.
+        factor_rate: factor rate of the online auto-encoders (IE-DML).
+        inherit_weight: ``w_inh``.
+        explore_weight: ``w_exp``.
+        split: inheritance share of the channels.
+        explore_encoder: ``"frozen"`` or ``"trainable"``.
+        p: distance / reconstruction power.
+        optimizer: optimizer factory, one optimizer per network (default :func:`sgd` lr 0.1).
+        scheduler: scheduler factory (default: x0.1 at 50% and 75% of ``epochs``).
+        eval_loader: held-out batches; adds ``val_acc_a``/``val_acc_b`` each epoch.
+        device: where to train (default: ``net_a``'s device).
+        callback: called with each epoch's metrics dict.
+        progress: tqdm bar (``None``: only on a TTY).
+        checkpoint: path written atomically after every epoch.
+        resume: continue from ``checkpoint`` if it exists.
+
+    Returns:
+        :class:`TrainResult` with ``model = net_a``, ``extras["peer"] = net_b`` and the IE heads.
+
+    Raises:
+        ValueError: the two networks' features do not fit (spatial sizes) or bad arguments.
+    """
+    fn = "mutual"
+    dev = resolve_device(device, net_a)
+    net_a = unwrap_model(net_a).to(dev)
+    net_b = unwrap_model(net_b).to(dev)
+    la = _feature_layer(net_a, layer_a, fn, "layer_a")
+    lb = _feature_layer(net_b, layer_b, fn, "layer_b")
+    hp = {"kl_weight": kl_weight, "temperature": temperature, "p": p}
+    heads_a, heads_b = nn.ModuleDict(), nn.ModuleDict()
+    if ie:
+        with FeatureTap(net_a, la) as ta, FeatureTap(net_b, lb) as tb:
+            fa = _probe(net_a, ta, la, loader, dev)
+            fb = _probe(net_b, tb, lb, loader, dev)
+        if fa.shape[2:] != fb.shape[2:]:
+            raise ValueError(
+                f"{fn}: IE-DML needs equal spatial sizes; layer {la!r} gives {tuple(fa.shape)}, "
+                f"layer {lb!r} gives {tuple(fb.shape)}"
+            )
+        kw: dict[str, Any] = {"device": dev, "dtype": fa.dtype}
+        heads_a["ae"] = FactorAutoencoder(int(fa.shape[1]), factor_rate, **kw)
+        heads_b["ae"] = FactorAutoencoder(int(fb.shape[1]), factor_rate, **kw)
+        ie_kw: dict[str, Any] = {
+            "split": split,
+            "inherit_weight": inherit_weight,
+            "explore_weight": explore_weight,
+            "p": p,
+            "explore_encoder": explore_encoder,
+            **kw,
+        }
+        heads_a["ie"] = InheritExploreLoss(int(fa.shape[1]), heads_b["ae"].factor_channels, layer=la, **ie_kw)
+        heads_b["ie"] = InheritExploreLoss(int(fb.shape[1]), heads_a["ae"].factor_channels, layer=lb, **ie_kw)
+    a = _MutualNet(net_a, la, heads_a, hp)
+    b = _MutualNet(net_b, lb, heads_b, hp)
+    wa, wb = maybe_ddp(a, dev), maybe_ddp(b, dev)
+    make_opt = optimizer or sgd(0.1)
+    opt_a = make_opt(q for q in a.parameters() if q.requires_grad)
+    opt_b = make_opt(q for q in b.parameters() if q.requires_grad)
+    make_sch = scheduler or default_scheduler(epochs)
+    runner = EpochRunner(
+        name=fn,
+        modules={"a": a, "b": b},
+        optimizers={"a": opt_a, "b": opt_b},
+        schedulers={"a": make_sch(opt_a), "b": make_sch(opt_b)},
+        epochs=epochs,
+        callback=callback,
+        progress=progress,
+        checkpoint=checkpoint,
+        resume=resume,
+        config={"ie": ie, "layer_a": la, "layer_b": lb, **hp},
+    )
+
+    def step(batch: Any) -> dict[str, float]:
+        x, y = to_device(batch, dev)
+        out: dict[str, float] = {}
+        for me, wme, peer, opt, tag in ((a, wa, b, opt_a, "a"), (b, wb, a, opt_b, "b")):
+            peer_logits, peer_factor = peer.peer_view(x)
+            terms = wme(x, y, peer_logits, peer_factor if ie else None)
+            opt.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            opt.step()
+            out.update({f"{k}_{tag}": float(v.detach()) for k, v in terms.items()})
+        return out
+
+    def evaluate() -> dict[str, float]:
+        assert eval_loader is not None
+        return {"val_acc_a": accuracy(net_a, eval_loader, dev), "val_acc_b": accuracy(net_b, eval_loader, dev)}
+
+    try:
+        runner.run(loader, step, evaluate if eval_loader is not None else None)
+    finally:
+        a.tap.remove()
+        b.tap.remove()
+    extras: dict[str, nn.Module] = {"peer": net_b}
+    for k, v in heads_a.items():
+        extras[f"{k}_a"] = v
+    for k, v in heads_b.items():
+        extras[f"{k}_b"] = v
+    return TrainResult(net_a, runner.history, extras)
