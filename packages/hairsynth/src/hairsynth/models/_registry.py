@@ -1,0 +1,178 @@
+"""Model registry: ``register_model``, ``create_model``, ``list_models`` and the builders."""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import torch.nn as nn
+
+from ..checkpoint import load_checkpoint
+from .hairnet import HairSynthesisNet
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["create_model", "list_models", "register_model"]
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+F = TypeVar("F", bound=Callable[..., nn.Module])
+
+
+def register_model(fn: F) -> F:
+    """Decorator adding a builder to the registry under its function name.
+
+    Args:
+        fn: the builder.
+
+    Returns:
+        ``fn`` unchanged.
+
+    Raises:
+        ValueError: the name is already registered.
+    """
+    name = fn.__name__
+    if name in _REGISTRY:
+        raise ValueError(f"register_model: a model named {name!r} is already registered")
+    _REGISTRY[name] = fn
+    return fn
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a shell-style pattern.
+
+    Args:
+        pattern: ``fnmatch`` pattern.
+
+    Returns:
+        Sorted names.
+
+    Example:
+        >>> "hairsynth_unet256" in list_models("hairsynth_*")
+        True
+    """
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def create_model(name: str, *, weights: str | os.PathLike[str] | None = None, **kwargs: Any) -> nn.Module:
+    """Build a registered model, optionally loading a local checkpoint.
+
+    ``None`` kwargs are dropped so the builder's defaults win.
+
+    Args:
+        name: a name from :func:`list_models`.
+        weights: a local checkpoint written by :func:`hairsynth.save_checkpoint` (never downloaded).
+        **kwargs: builder arguments.
+
+    Returns:
+        The model.
+
+    Raises:
+        ValueError: unknown name, or a kwarg that conflicts with the checkpoint's config.
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"create_model: unknown model {name!r}; available: {list_models()}")
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    return _REGISTRY[name](weights=weights, **kwargs)
+
+
+_CONFIG_KEYS = (
+    "base_channels",
+    "num_downs",
+    "max_channels",
+    "norm",
+    "dropout",
+    "use_refinement",
+    "residual_refinement",
+    "feather_radius",
+    "refinement_base_channels",
+)
+
+
+def _create_hairnet(
+    arch: str, defaults: dict[str, Any], weights: str | os.PathLike[str] | None, **kwargs: Any
+) -> HairSynthesisNet:
+    cfg = dict(defaults)
+    ckpt = None
+    if weights is not None:
+        ckpt = load_checkpoint(weights)
+        saved = {k: v for k, v in ckpt.get("config", {}).items() if k in _CONFIG_KEYS}
+        for k, v in kwargs.items():
+            if k in saved and saved[k] != v:
+                raise ValueError(
+                    f"{arch}: argument {k}={v!r} conflicts with the checkpoint's {k}={saved[k]!r}"
+                )
+        cfg.update(saved)
+    cfg.update(kwargs)
+    model = HairSynthesisNet(**cfg)
+    if ckpt is not None:
+        missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
+        if missing:
+            logger.info("%s: missing keys when loading %s: %s", arch, weights, missing)
+        if unexpected:
+            logger.warning("%s: unexpected keys when loading %s: %s", arch, weights, unexpected)
+    model.arch = arch  # type: ignore[assignment]
+    model.config = {k: v for k, v in cfg.items() if k in _CONFIG_KEYS}  # type: ignore[assignment]
+    return model
+
+
+@register_model
+def hairsynth_unet256(*, weights: str | os.PathLike[str] | None = None, **kwargs: Any) -> HairSynthesisNet:
+    """Paper-scale model for 256 px: two U-Nets with 8 levels, 64 base channels (pix2pix size).
+
+    Args:
+        weights: optional local checkpoint.
+        **kwargs: overrides of :class:`HairSynthesisNet` arguments.
+
+    Returns:
+        The model.
+    """
+    return _create_hairnet("hairsynth_unet256", {"base_channels": 64, "num_downs": 8}, weights, **kwargs)
+
+
+@register_model
+def hairsynth_unet512(*, weights: str | os.PathLike[str] | None = None, **kwargs: Any) -> HairSynthesisNet:
+    """Paper-scale model for 512 px: two U-Nets with 9 levels, 64 base channels.
+
+    Args:
+        weights: optional local checkpoint.
+        **kwargs: overrides of :class:`HairSynthesisNet` arguments.
+
+    Returns:
+        The model.
+    """
+    return _create_hairnet("hairsynth_unet512", {"base_channels": 64, "num_downs": 9}, weights, **kwargs)
+
+
+@register_model
+def hairsynth_small(*, weights: str | os.PathLike[str] | None = None, **kwargs: Any) -> HairSynthesisNet:
+    """CPU-interactive model: 7 levels, 16 base channels, 256 channel cap (used by the reproduction).
+
+    Args:
+        weights: optional local checkpoint.
+        **kwargs: overrides of :class:`HairSynthesisNet` arguments.
+
+    Returns:
+        The model.
+    """
+    return _create_hairnet(
+        "hairsynth_small", {"base_channels": 16, "num_downs": 7, "max_channels": 256}, weights, **kwargs
+    )
+
+
+@register_model
+def hairsynth_tiny(*, weights: str | os.PathLike[str] | None = None, **kwargs: Any) -> HairSynthesisNet:
+    """Tiny model for tests and the quick start: 4 levels, 8 base channels.
+
+    Args:
+        weights: optional local checkpoint.
+        **kwargs: overrides of :class:`HairSynthesisNet` arguments.
+
+    Returns:
+        The model.
+    """
+    return _create_hairnet(
+        "hairsynth_tiny", {"base_channels": 8, "num_downs": 4, "max_channels": 64}, weights, **kwargs
+    )

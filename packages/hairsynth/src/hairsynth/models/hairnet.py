@@ -1,0 +1,151 @@
+"""The two-stage hair synthesis network (synthesis U-Net G1 + refinement/compositing U-Net G2)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from .. import functional as HF
+from .._checks import check_floating, check_shape
+from ..nn import UNetGenerator
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["HairSynthesisNet"]
+
+
+class HairSynthesisNet(nn.Module):
+    """Two-stage hair synthesis (reconstruction of the paper's pipeline).
+
+    Stage 1 (``synthesis``, G1) sees ``[I * (1 - M), M, S, S_m]`` and paints the hair region:
+    ``C1 = composite(I, G1(.), M)``. Stage 2 (``refinement``, G2) sees ``[C1, M, S, S_m]`` and refines
+    and blends it: ``Y2 = clamp(C1 + G2(.), 0, 1)`` (residual, default) or ``Y2 = G2(.)``, and the
+    output is ``O = composite(I, Y2, M_f)`` with ``M_f = feather_mask(M, feather_radius)``. Pixels
+    farther than ``feather_radius`` from the mask are returned bit-exactly. With ``refinement=None``
+    (the "no refinement network" ablation) the output is ``C1``.
+
+    Args:
+        base_channels: U-Net width of both stages.
+        num_downs: U-Net depth; inputs must be multiples of ``2**num_downs``.
+        max_channels: U-Net channel cap.
+        norm: normalisation of the U-Nets.
+        dropout: dropout in the innermost decoder blocks.
+        use_refinement: build the second stage.
+        residual_refinement: G2 predicts a correction of ``C1`` (``tanh`` output) instead of an image.
+        feather_radius: width in pixels of the blending band of stage 2.
+        refinement_base_channels: width of G2 (default ``base_channels``).
+        device: parameter device.
+        dtype: parameter dtype.
+
+    Shape:
+        ``image (B, 3, H, W)``, ``mask (B, 1, H, W)``, ``stroke_color (B, 3, H, W)``,
+        ``stroke_mask (B, 1, H, W)`` -> dict of ``(B, 3, H, W)`` images.
+
+    Example:
+        >>> net = HairSynthesisNet(base_channels=4, num_downs=3)
+        >>> x = torch.rand(1, 3, 32, 32); m = torch.zeros(1, 1, 32, 32); m[..., 8:24, 8:24] = 1
+        >>> out = net(x, m, torch.zeros(1, 3, 32, 32), torch.zeros(1, 1, 32, 32))
+        >>> bool((out["output"][..., 0, 0] == x[..., 0, 0]).all())
+        True
+    """
+
+    def __init__(
+        self,
+        *,
+        base_channels: int = 64,
+        num_downs: int = 8,
+        max_channels: int = 512,
+        norm: str = "instance",
+        dropout: float = 0.5,
+        use_refinement: bool = True,
+        residual_refinement: bool = True,
+        feather_radius: int = 4,
+        refinement_base_channels: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(feather_radius, int) or feather_radius < 0:
+            raise ValueError(
+                f"HairSynthesisNet: 'feather_radius' must be an int >= 0; got {feather_radius!r}"
+            )
+        kw: dict[str, Any] = dict(
+            num_downs=num_downs,
+            max_channels=max_channels,
+            norm=norm,
+            dropout=dropout,
+            device=device,
+            dtype=dtype,
+        )
+        self.synthesis = UNetGenerator(8, 3, base_channels=base_channels, output="sigmoid", **kw)
+        self.refinement: UNetGenerator | None = None
+        if use_refinement:
+            self.refinement = UNetGenerator(
+                8,
+                3,
+                base_channels=refinement_base_channels or base_channels,
+                output="tanh" if residual_refinement else "sigmoid",
+                **kw,
+            )
+        self.residual_refinement = residual_refinement
+        self.feather_radius = feather_radius
+        self.num_downs = num_downs
+
+    @property
+    def size_multiple(self) -> int:
+        """Image height and width must be multiples of this."""
+        return self.synthesis.size_multiple
+
+    def forward(
+        self,
+        image: torch.Tensor,
+        mask: torch.Tensor,
+        stroke_color: torch.Tensor,
+        stroke_mask: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """Synthesise hair in ``mask`` following the strokes.
+
+        Args:
+            image: ``(B, 3, H, W)`` target image in ``[0, 1]`` (content inside ``mask`` is ignored).
+            mask: ``(B, 1, H, W)`` region to synthesise, 1 = synthesise.
+            stroke_color: ``(B, 3, H, W)`` stroke colours.
+            stroke_mask: ``(B, 1, H, W)`` stroke coverage.
+
+        Returns:
+            Dict with ``stage1`` (G1 output), ``composite1`` (``C1``), ``blend_mask`` (``M_f``, or ``M``
+            without refinement) and ``output`` (the final image); with refinement also ``stage2``.
+
+        Raises:
+            TypeError: non-float inputs.
+            ValueError: shape/device mismatches or sizes not multiples of :attr:`size_multiple`.
+        """
+        fn = "HairSynthesisNet.forward"
+        check_floating(image, "image", fn=fn)
+        check_shape(image, "B,3,H,W", "image", fn=fn)
+        x1 = HF.synthesis_input(image, mask, stroke_color, stroke_mask)
+        mask = mask.expand(image.shape[0], 1, *image.shape[-2:])
+        y1 = self.synthesis(x1)
+        c1 = HF.composite(image, y1, mask)
+        out = {"stage1": y1, "composite1": c1}
+        if self.refinement is None:
+            out["blend_mask"] = mask
+            out["output"] = c1
+            return out
+        x2 = torch.cat([c1, mask, stroke_color, stroke_mask], dim=1)
+        y2 = self.refinement(x2)
+        if self.residual_refinement:
+            y2 = (c1 + y2).clamp(0.0, 1.0)
+        mf = HF.feather_mask(mask, self.feather_radius)
+        out["stage2"] = y2
+        out["blend_mask"] = mf
+        out["output"] = HF.composite(image, y2, mf)
+        return out
+
+    def extra_repr(self) -> str:
+        return (
+            f"use_refinement={self.refinement is not None}, residual_refinement={self.residual_refinement}, "
+            f"feather_radius={self.feather_radius}"
+        )

@@ -1,0 +1,229 @@
+"""Networks, registry, checkpoints, the Synthesizer and the perceptual loss."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hairsynth import (
+    HairSynthesisNet,
+    PatchDiscriminator,
+    PerceptualLoss,
+    Stroke,
+    Synthesizer,
+    UNetGenerator,
+    VGG19Features,
+    create_model,
+    list_models,
+    load_checkpoint,
+    save_checkpoint,
+)
+
+
+def _inputs(device, b=2, s=32, dtype=torch.float32):
+    img = torch.rand(b, 3, s, s, device=device, dtype=dtype)
+    m = torch.zeros(b, 1, s, s, device=device, dtype=dtype)
+    m[..., 8:20, 10:22] = 1
+    sc = torch.zeros(b, 3, s, s, device=device, dtype=dtype)
+    sm = torch.zeros(b, 1, s, s, device=device, dtype=dtype)
+    sm[..., 12, 10:22] = 1
+    sc[:, 0:1][sm.bool()] = 0.6
+    return img, m, sc, sm
+
+
+class TestUNet:
+    def test_shapes_and_range(self, device):
+        net = UNetGenerator(8, 3, base_channels=4, num_downs=4, device=device)
+        y = net(torch.rand(2, 8, 32, 48, device=device))
+        assert y.shape == (2, 3, 32, 48) and y.min() >= 0 and y.max() <= 1
+        assert "num_downs=4" in repr(net)
+
+    def test_gradients_reach_every_parameter(self, device):
+        net = UNetGenerator(8, 3, base_channels=4, num_downs=3, dropout=0.0, device=device)
+        net(torch.rand(1, 8, 16, 16, device=device)).sum().backward()
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+
+    def test_gradcheck_float64(self, device):
+        net = UNetGenerator(2, 1, base_channels=2, num_downs=2, norm="none", dropout=0.0, output="tanh")
+        net = net.to(device=device, dtype=torch.float64)
+        x = torch.rand(1, 2, 8, 8, device=device, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(net, (x,))
+
+    def test_errors(self, device):
+        net = UNetGenerator(8, 3, base_channels=4, num_downs=3, device=device)
+        with pytest.raises(
+            ValueError, match=r"UNetGenerator.forward: 'x' height and width must be multiples of 8"
+        ):
+            net(torch.rand(1, 8, 12, 16, device=device))
+        with pytest.raises(ValueError, match=r"UNetGenerator.forward: 'x' must have shape \(B, 8, H, W\)"):
+            net(torch.rand(1, 7, 16, 16, device=device))
+        with pytest.raises(ValueError, match=r"UNetGenerator: 'norm' must be one of"):
+            UNetGenerator(8, norm="group")
+
+
+class TestDiscriminator:
+    def test_shapes_and_features(self, device):
+        d = PatchDiscriminator(11, base_channels=8, num_layers=3, device=device)
+        feats = d.forward_features(torch.rand(2, 11, 64, 64, device=device))
+        assert len(feats) == 5 and feats[-1].shape == (2, 1, 6, 6)
+        d.eval()  # spectral norm runs a power iteration per training-mode forward; eval is deterministic
+        z = torch.zeros(1, 11, 64, 64, device=device)
+        assert torch.equal(d(z), d(z))
+
+
+class TestHairSynthesisNet:
+    @pytest.mark.parametrize("use_refinement", [True, False])
+    def test_untouched_outside_blend_region(self, device, use_refinement):
+        net = HairSynthesisNet(base_channels=4, num_downs=3, feather_radius=3, use_refinement=use_refinement)
+        net = net.to(device)
+        img, m, sc, sm = _inputs(device)
+        out = net(img, m, sc, sm)
+        region = out["blend_mask"] > 0
+        outside = (~region).expand_as(img)
+        assert torch.equal(out["output"][outside], img[outside])
+        # blend region = mask dilated by the feather radius (or the mask itself without refinement)
+        want = torch.nn.functional.max_pool2d(m, 7, 1, 3) if use_refinement else m
+        assert torch.equal(region.to(m.dtype), want)
+        assert set(out) >= {"stage1", "composite1", "output", "blend_mask"}
+        assert ("stage2" in out) == use_refinement
+
+    def test_gradients_flow_to_both_stages(self, device):
+        net = HairSynthesisNet(base_channels=4, num_downs=3, dropout=0.0).to(device)
+        img, m, sc, sm = _inputs(device)
+        net(img, m, sc, sm)["output"].mean().backward()
+        assert net.synthesis.final[1].weight.grad.abs().sum() > 0
+        assert net.refinement is not None and net.refinement.final[1].weight.grad.abs().sum() > 0
+
+    def test_strokes_change_the_output(self, device):
+        net = HairSynthesisNet(base_channels=4, num_downs=3, dropout=0.0).to(device).eval()
+        img, m, sc, sm = _inputs(device)
+        a = net(img, m, sc, sm)["output"]
+        b = net(img, m, torch.zeros_like(sc), torch.zeros_like(sm))["output"]
+        assert not torch.equal(a, b)
+
+    def test_errors(self, device):
+        net = HairSynthesisNet(base_channels=4, num_downs=3).to(device)
+        img, m, sc, sm = _inputs(device)
+        with pytest.raises(ValueError, match=r"synthesis_input: 'mask' must have shape \(B, 1, H, W\)"):
+            net(img, m[:, :, :16], sc, sm)
+        with pytest.raises(ValueError, match=r"synthesis_input: 'mask' must lie in \[0.0, 1.0\]"):
+            net(img, m * 3, sc, sm)
+        with pytest.raises(ValueError, match=r"HairSynthesisNet: 'feather_radius' must be an int >= 0"):
+            HairSynthesisNet(feather_radius=-1)
+
+
+class TestRegistryAndCheckpoint:
+    def test_registry(self):
+        assert {"hairsynth_unet256", "hairsynth_unet512", "hairsynth_small", "hairsynth_tiny"} <= set(
+            list_models()
+        )
+        with pytest.raises(ValueError, match=r"create_model: unknown model 'nope'"):
+            create_model("nope")
+
+    def test_checkpoint_roundtrip(self, tmp_path, device):
+        model = create_model("hairsynth_tiny", feather_radius=2).to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        img, m, sc, sm = _inputs(device)
+        model(img, m, sc, sm)["output"].mean().backward()
+        opt.step()
+        path = tmp_path / "ck.pt"
+        save_checkpoint(path, model, arch="hairsynth_tiny", config=model.config, optimizer=opt, step=7)
+        ck = torch.load(path, weights_only=True, map_location="cpu")
+        assert ck["step"] == 7 and ck["package"] == "hairsynth" and ck["config"]["feather_radius"] == 2
+        back = create_model("hairsynth_tiny", weights=path).to(device).eval()
+        model.eval()
+        with torch.no_grad():
+            assert torch.equal(back(img, m, sc, sm)["output"], model(img, m, sc, sm)["output"])
+        assert back.feather_radius == 2
+        with pytest.raises(ValueError, match=r"hairsynth_tiny: argument feather_radius=5 conflicts"):
+            create_model("hairsynth_tiny", weights=path, feather_radius=5)
+        assert not list(tmp_path.glob(".tmp-*"))  # the atomic write leaves no temp file
+
+    def test_ddp_prefix_stripped_and_bad_files(self, tmp_path):
+        model = create_model("hairsynth_tiny")
+        wrapper = torch.nn.Module()
+        wrapper.module = model
+        save_checkpoint(tmp_path / "w.pt", wrapper, arch="hairsynth_tiny")
+        assert not any(k.startswith("module.") for k in load_checkpoint(tmp_path / "w.pt")["state_dict"])
+        torch.save({"state_dict": {}, "package": "other", "format_version": 1}, tmp_path / "o.pt")
+        with pytest.raises(ValueError, match=r"written by package 'other', not 'hairsynth'"):
+            load_checkpoint(tmp_path / "o.pt")
+        with pytest.raises(FileNotFoundError, match=r"load_checkpoint: no checkpoint"):
+            load_checkpoint(tmp_path / "missing.pt")
+
+
+class TestSynthesizer:
+    def test_tensor_pil_numpy_and_exactness(self, device):
+        from PIL import Image
+
+        syn = Synthesizer(create_model("hairsynth_tiny", feather_radius=2), device=device)
+        img = torch.rand(3, 37, 45, device=device)  # not a multiple of 16: padded internally
+        m = torch.zeros(37, 45, device=device)
+        m[10:25, 12:30] = 1
+        strokes = [Stroke([(14, 12), (28, 22)], (0.3, 0.2, 0.1), 3.0)]
+        out = syn.synthesize(img, m, strokes)
+        assert out.shape == img.shape and out.device == img.device
+        far = torch.nn.functional.max_pool2d(m[None, None], 5, 1, 2)[0, 0] == 0
+        assert torch.equal(out[:, far], img[:, far])
+        pil = Image.fromarray((img.permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8))
+        pm = Image.fromarray((m.cpu().numpy() * 255).astype(np.uint8))
+        out_pil = syn.synthesize(pil, pm, strokes)
+        assert isinstance(out_pil, Image.Image) and out_pil.size == (45, 37)
+        a, b = np.asarray(out_pil), np.asarray(pil)
+        assert np.array_equal(a[far.cpu().numpy()], b[far.cpu().numpy()])
+        out_np = syn.synthesize(np.asarray(pil), np.asarray(pm), strokes)
+        assert out_np.shape == (37, 45, 3)
+
+    def test_batch_and_session(self, device):
+        syn = Synthesizer(create_model("hairsynth_tiny"), device=device)
+        img, m, _, _ = _inputs(device)
+        s1 = [Stroke([(10, 10), (20, 18)], (0.2, 0.1, 0.0), 2.0)]
+        out = syn.synthesize(img, m, [s1, []])
+        assert out.shape == img.shape
+        sess = syn.session(img[0], m[0])
+        r0 = sess.render()
+        sess.add_stroke(s1[0])
+        r1 = sess.render()
+        assert not torch.equal(r0, r1) and len(sess.history) == 2
+        assert sess.undo() is s1[0] and sess.undo() is None
+
+    def test_errors(self, device):
+        syn = Synthesizer(create_model("hairsynth_tiny"), device=device)
+        img = torch.rand(3, 32, 32, device=device)
+        m = torch.ones(32, 32, device=device)
+        with pytest.raises(ValueError, match=r"Synthesizer.synthesize: 'mask' must have shape \(H, W\)"):
+            syn.synthesize(img, torch.ones(32, 31, device=device), [])
+        with pytest.raises(ValueError, match=r"Synthesizer.synthesize: 'mask' must lie in \[0.0, 1.0\]"):
+            syn.synthesize(img, m * 2, [])
+        with pytest.raises(
+            TypeError, match=r"Synthesizer.synthesize: a tensor 'mask' must be bool or floating"
+        ):
+            syn.synthesize(img, torch.ones(32, 32, dtype=torch.int64, device=device), [])
+        with pytest.raises(
+            TypeError, match=r"Synthesizer.synthesize: 'strokes\[0\]\[0\]' must be a Stroke; got tuple"
+        ):
+            syn.synthesize(img, m, [[(1, 2)]])
+        with pytest.raises(
+            TypeError, match=r"Synthesizer.synthesize: 'image' must be a torch.Tensor, PIL image"
+        ):
+            syn.synthesize("img.png", m, [])
+        with pytest.raises(ValueError, match=r"got 2 stroke lists for a batch of 1 images"):
+            syn.synthesize(img, m, [[], []])
+
+
+class TestPerceptual:
+    def test_loads_torchvision_style_keys(self, tmp_path, device):
+        # a random VGG-19 trunk saved with torchvision's key names stands in for user-supplied weights
+        sd = {f"features.{k}": v for k, v in VGG19Features((8,)).features.state_dict().items()}
+        sd.update({k: torch.randn(2, 2) for k in ("classifier.0.weight",)})
+        torch.save(sd, tmp_path / "vgg.pth")
+        loss = PerceptualLoss(tmp_path / "vgg.pth", layers=(1, 6), layer_weights=(1.0, 0.5)).to(device)
+        x = torch.rand(1, 3, 16, 16, device=device, requires_grad=True)
+        assert loss(x, x.detach()).item() == 0.0
+        v = loss(x, torch.rand(1, 3, 16, 16, device=device))
+        v.backward()
+        assert v.item() > 0 and x.grad is not None
+        assert all(not p.requires_grad for p in loss.parameters())
+        with pytest.raises(ValueError, match=r"PerceptualLoss: 'weights' lack VGG-19 keys"):
+            PerceptualLoss({"features.0.weight": torch.zeros(64, 3, 3, 3)}, layers=(6,))
