@@ -21,8 +21,10 @@ def test_public_names_resolve():
 
 
 def test_import_pulls_in_no_sibling_package():
-    code = "import sys, qnet; print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in %r)))" % (
+    code = "import sys, qnet; print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in %r)))" % (  # noqa: UP031
         sorted(SIBLINGS),
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == "", f"qnet imported sibling packages: {out}"

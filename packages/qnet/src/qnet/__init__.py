@@ -2,8 +2,43 @@
 
 import logging
 
+from . import functional
 from .__about__ import __version__
+from .convert import (
+    DEFAULT_LAYER_MAP,
+    TemperatureSchedule,
+    calibrate,
+    freeze,
+    quantize,
+    quantized_layers,
+    quantizers,
+    recalibrate_bn,
+)
+from .export import export, load, pack_codes, unpack_codes
+from .levels import Levels
+from .nn import QConv2d, QLinear, Quantizer, STEQuantizer, make_quantizer
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
-__all__ = ["__version__"]
+__all__ = [
+    "DEFAULT_LAYER_MAP",
+    "Levels",
+    "QConv2d",
+    "QLinear",
+    "Quantizer",
+    "STEQuantizer",
+    "TemperatureSchedule",
+    "__version__",
+    "calibrate",
+    "export",
+    "freeze",
+    "functional",
+    "load",
+    "make_quantizer",
+    "pack_codes",
+    "quantize",
+    "quantized_layers",
+    "quantizers",
+    "recalibrate_bn",
+    "unpack_codes",
+]

@@ -1,0 +1,472 @@
+"""Whole-model conversion, calibration, temperature schedule and freezing."""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import logging
+import math
+import warnings
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .levels import Levels, LevelsLike
+from .nn import QConv2d, QLinear, Quantizer, STEQuantizer, _QuantizerBase, _QuantLayer
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_LAYER_MAP",
+    "TemperatureSchedule",
+    "calibrate",
+    "freeze",
+    "quantize",
+    "quantized_layers",
+    "quantizers",
+    "recalibrate_bn",
+]
+
+DEFAULT_LAYER_MAP: dict[type[nn.Module], type[nn.Module]] = {nn.Conv2d: QConv2d, nn.Linear: QLinear}
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    inner = getattr(model, "module", None)  # DDP / DataParallel
+    inner = inner if isinstance(inner, nn.Module) else model
+    orig = getattr(inner, "_orig_mod", None)  # torch.compile
+    return orig if isinstance(orig, nn.Module) else inner
+
+
+def quantized_layers(model: nn.Module) -> Iterator[tuple[str, QConv2d | QLinear]]:
+    """Yield ``(name, layer)`` for every :class:`QConv2d` / :class:`QLinear` of ``model``.
+
+    Args:
+        model: any module (DDP and ``torch.compile`` wrappers are looked through).
+
+    Returns:
+        An iterator of ``(qualified name, layer)``.
+    """
+    for name, mod in _unwrap(model).named_modules():
+        if isinstance(mod, (QConv2d, QLinear)):
+            yield name, mod
+
+
+def quantizers(model: nn.Module, kind: str = "all") -> list[Quantizer | STEQuantizer]:
+    """The quantizers of ``model``: ``kind="weight"``, ``"input"`` or ``"all"``.
+
+    Args:
+        model: a converted model.
+        kind: which quantizers.
+
+    Returns:
+        The quantizer modules, in module order.
+
+    Raises:
+        ValueError: unknown ``kind``.
+    """
+    if kind not in ("weight", "input", "all"):
+        raise ValueError(f"quantizers: 'kind' must be 'weight', 'input' or 'all'; got {kind!r}")
+    out: list[Quantizer | STEQuantizer] = []
+    for _, layer in quantized_layers(model):
+        if kind in ("weight", "all") and layer.weight_quantizer is not None:
+            out.append(layer.weight_quantizer)
+        if kind in ("input", "all") and layer.input_quantizer is not None:
+            out.append(layer.input_quantizer)
+    return out
+
+
+def _batch_input(batch: Any) -> Tensor:
+    if isinstance(batch, Tensor):
+        return batch
+    if isinstance(batch, dict):
+        for key in ("image", "input", "x"):
+            if key in batch:
+                return batch[key]
+    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], Tensor):
+        return batch[0]
+    raise TypeError(
+        "calibrate: batches must be a tensor, a (input, target) tuple or a dict with 'image'/'input'; "
+        f"got {type(batch).__name__}"
+    )
+
+
+@torch.no_grad()
+def calibrate(
+    model: nn.Module, loader: Iterable[Any], *, num_samples: int = 1000, max_values: int = 200_000
+) -> nn.Module:
+    """Initialise every input (activation) quantizer from full-precision activations (Sec. 3.3).
+
+    Runs up to ``num_samples`` samples of ``loader`` through ``model`` with all input quantizers off,
+    records each quantized layer's input, then calls ``init_from`` on it (``beta = 5p/(4 max x)``, k-means
+    thresholds). Weight quantizers are left as they are. The model's train/eval mode is restored.
+
+    Args:
+        model: a converted model.
+        loader: iterable of batches (tensor, ``(input, target)`` tuple, or dict with ``"image"``).
+        num_samples: number of samples to use (the paper uses 1000).
+        max_values: values kept per layer (a fixed stride sub-sample), bounding memory.
+
+    Returns:
+        ``model``, calibrated in place.
+
+    Raises:
+        ValueError: ``num_samples < 1`` or the loader is empty.
+    """
+    if num_samples < 1:
+        raise ValueError(f"calibrate: 'num_samples' must be >= 1; got {num_samples}")
+    layers = [(n, m) for n, m in quantized_layers(model) if m.input_quantizer is not None]
+    if not layers:
+        return model
+    store: dict[str, list[Tensor]] = {n: [] for n, _ in layers}
+    modes: dict[str, str] = {}
+    hooks = []
+    for name, layer in layers:
+        aq = layer.input_quantizer
+        assert aq is not None
+        modes[name] = aq.mode
+        aq.set_mode("off")
+
+        def hook(_m: nn.Module, args: tuple[Any, ...], name: str = name) -> None:
+            x = args[0].detach().reshape(-1)
+            stride = max(1, x.numel() // max(1, max_values // 8))
+            store[name].append(x[::stride].float().cpu())
+
+        hooks.append(layer.register_forward_pre_hook(hook))
+    was_training = model.training
+    model.eval()
+    seen = 0
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    try:
+        for batch in loader:
+            x = _batch_input(batch)
+            x = x[: num_samples - seen]
+            model(x.to(device))
+            seen += x.shape[0]
+            if seen >= num_samples:
+                break
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    if seen == 0:
+        raise ValueError("calibrate: 'loader' yielded no samples")
+    for name, layer in layers:
+        aq = layer.input_quantizer
+        assert aq is not None
+        vals = torch.cat(store[name])
+        if not aq.levels.signed and float(vals.min()) < 0:
+            warnings.warn(
+                f"calibrate: input of '{name}' has negative values (min {float(vals.min()):.3g}) but its "
+                f"activation levels {aq.levels} are unsigned; negatives will map to 0",
+                stacklevel=2,
+            )
+        aq.init_from(vals.to(aq.values))
+        aq.set_mode(modes[name])
+    logger.info("calibrated %d input quantizers on %d samples", len(layers), seen)
+    return model
+
+
+def quantize(
+    model: nn.Module,
+    *,
+    weight_levels: LevelsLike | None = "ternary",
+    act_levels: LevelsLike | None = None,
+    skip: Iterable[str] = (),
+    keep_first_last: bool = True,
+    calibration: Iterable[Any] | None = None,
+    calibration_samples: int = 1000,
+    method: str = "qn",
+    weight_init: str = "paper",
+    act_init: str = "paper",
+    learn_thresholds: bool = False,
+    layer_map: dict[type[nn.Module], type[nn.Module]] | None = None,
+    inplace: bool = False,
+) -> nn.Module:
+    """Convert every ``nn.Conv2d`` / ``nn.Linear`` of ``model`` into its quantized twin (Sec. 3).
+
+    The paper keeps the first convolution and the last fully connected layer in full precision
+    (``keep_first_last=True``; "first" and "last" follow module registration order, as the official code).
+    Weights use layer-wise quantizers initialised from the pretrained weights; with ``act_levels`` each
+    converted layer also quantizes its input (the preceding ReLU output), calibrated on ``calibration``.
+
+    Args:
+        model: the (pretrained) float model.
+        weight_levels: level set of the weights (``"binary"``, ``"ternary"``, ``"pm4"``...), or ``None``.
+        act_levels: level set of the activations (``"uint1"``, ``"uint2"``...), or ``None`` for float.
+        skip: layer names or ``fnmatch`` patterns kept in full precision.
+        keep_first_last: keep the first and the last convertible layer in full precision.
+        calibration: batches used by :func:`calibrate` (needed for correct, DDP-safe activation init;
+            without it input quantizers initialise lazily on the first batch they see).
+        calibration_samples: number of calibration samples (paper: 1000).
+        method: ``"qn"`` (this paper) or ``"ste"`` (DoReFa-style STE baseline with the same levels).
+        weight_init: threshold initialisation of weight quantizers (``"paper"``, ``"kmeans"``, ``"midpoint"``).
+        act_init: threshold initialisation of input quantizers.
+        learn_thresholds: also train the thresholds (paper's Eq. 11; its experiments freeze them).
+        layer_map: float class to quantized class (default :data:`DEFAULT_LAYER_MAP`).
+        inplace: convert ``model`` itself instead of a deep copy.
+
+    Returns:
+        The converted model.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``.
+        ValueError: invalid levels or method, unsigned weight levels, or nothing to quantize.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.Flatten(), nn.LazyLinear(2))
+        >>> qnet_model = quantize(net, weight_levels="ternary", keep_first_last=False, skip=["4"])
+        >>> [type(m).__name__ for m in qnet_model]
+        ['QConv2d', 'ReLU', 'QConv2d', 'Flatten', 'LazyLinear']
+    """
+    fn = "quantize"
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{fn}: 'model' must be an nn.Module; got {type(model).__name__}")
+    if method not in ("qn", "ste"):
+        raise ValueError(f"{fn}: 'method' must be 'qn' or 'ste'; got {method!r}")
+    if weight_levels is None and act_levels is None:
+        raise ValueError(f"{fn}: 'weight_levels' and 'act_levels' are both None; nothing to quantize")
+    wl = Levels.parse(weight_levels) if weight_levels is not None else None
+    al = Levels.parse(act_levels) if act_levels is not None else None
+    if wl is not None and not wl.signed:
+        raise ValueError(f"{fn}: 'weight_levels' must be a signed set; got {wl}")
+    for name, val in (("weight_init", weight_init), ("act_init", act_init)):
+        if val not in ("paper", "kmeans", "midpoint"):
+            raise ValueError(f"{fn}: '{name}' must be 'paper', 'kmeans' or 'midpoint'; got {val!r}")
+    if isinstance(skip, str):
+        skip = [skip]
+    patterns = list(skip)
+    lmap = DEFAULT_LAYER_MAP if layer_map is None else layer_map
+    target = model if inplace else copy.deepcopy(model)
+    cands = [(n, m) for n, m in target.named_modules() if type(m) in lmap]
+    if not cands:
+        raise ValueError(f"{fn}: 'model' has no layer of the types {[t.__name__ for t in lmap]}")
+    keep = {cands[0][0], cands[-1][0]} if keep_first_last else set()
+    qkw: dict[str, Any] = {}
+    akw: dict[str, Any] = {}
+    if method == "qn":
+        qkw = {"init": weight_init, "learn_thresholds": learn_thresholds}
+        akw = {"init": act_init, "learn_thresholds": learn_thresholds}
+    converted = []
+    for name, mod in cands:
+        if name in keep or any(fnmatch.fnmatchcase(name, p) for p in patterns):
+            continue
+        qcls: Any = lmap[type(mod)]
+        new = qcls.from_float(
+            mod,
+            weight_levels=wl,
+            act_levels=al,
+            method=method,
+            quantizer_kwargs=qkw or None,
+            act_quantizer_kwargs=akw or None,
+        )
+        parent_name, _, child = name.rpartition(".")
+        parent = target.get_submodule(parent_name) if parent_name else target
+        setattr(parent, child, new)
+        converted.append(name)
+    if not converted:
+        raise ValueError(f"{fn}: every candidate layer was skipped; nothing to quantize")
+    logger.info("quantize: converted %d layers (%s, W=%s, A=%s)", len(converted), method, wl, al)
+    if al is not None:
+        if calibration is not None:
+            calibrate(target, calibration, num_samples=calibration_samples)
+        else:
+            warnings.warn(
+                "quantize: act_levels given without calibration data; input quantizers will initialise "
+                "from the first batch they see (not identical across DDP ranks)",
+                stacklevel=2,
+            )
+    return target
+
+
+class TemperatureSchedule:
+    """Linear temperature schedule ``T = start + increment * t`` (Sec. 3.4 / Alg. 1 of the paper).
+
+    The paper sets ``T = c * epoch`` with epochs counted from 1, i.e. ``T = c`` during the first epoch
+    (``start`` defaults to ``increment``). With ``steps_per_epoch`` the temperature grows every step
+    (``t = step / steps_per_epoch``), otherwise every :meth:`step` call is one epoch.
+
+    Args:
+        target: a model (its quantizers of ``kind`` are driven) or a list of quantizers.
+        increment: ``c > 0``, the growth per epoch (paper: 5 for ResNets, 10 for AlexNet).
+        start: temperature at ``t = 0`` (default ``increment``).
+        cap: optional upper bound (the official code caps weight T at 2000).
+        steps_per_epoch: grow per step instead of per epoch.
+        kind: ``"weight"``, ``"input"`` or ``"all"`` when ``target`` is a model.
+
+    Raises:
+        ValueError: non-positive ``increment``/``start``/``cap``/``steps_per_epoch``.
+
+    Example:
+        >>> q = Quantizer("ternary")
+        >>> sched = TemperatureSchedule([q], increment=5.0)
+        >>> sched.step(); sched.value
+        10.0
+    """
+
+    def __init__(
+        self,
+        target: nn.Module | Iterable[_QuantizerBase],
+        increment: float,
+        *,
+        start: float | None = None,
+        cap: float | None = None,
+        steps_per_epoch: int | None = None,
+        kind: str = "all",
+    ) -> None:
+        fn = "TemperatureSchedule"
+        for nm, v in (("increment", increment), ("start", start), ("cap", cap)):
+            if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{fn}: '{nm}' must be finite and > 0; got {v!r}")
+        if steps_per_epoch is not None and not (isinstance(steps_per_epoch, int) and steps_per_epoch > 0):
+            raise ValueError(f"{fn}: 'steps_per_epoch' must be a positive int; got {steps_per_epoch!r}")
+        if isinstance(target, nn.Module):
+            self.quantizers: list[_QuantizerBase] = list(quantizers(target, kind))
+        else:
+            self.quantizers = list(target)
+        self.increment = float(increment)
+        self.start = float(increment if start is None else start)
+        self.cap = None if cap is None else float(cap)
+        self.steps_per_epoch = steps_per_epoch
+        self.t = 0
+        self._apply()
+
+    @property
+    def value(self) -> float:
+        """The current temperature."""
+        frac = self.t / self.steps_per_epoch if self.steps_per_epoch else float(self.t)
+        v = self.start + self.increment * frac
+        return min(v, self.cap) if self.cap is not None else v
+
+    def _apply(self) -> None:
+        v = self.value
+        for q in self.quantizers:
+            q.set_temperature(v)
+
+    def step(self) -> None:
+        """Advance one epoch (or one step with ``steps_per_epoch``) and set every quantizer's ``T``."""
+        self.t += 1
+        self._apply()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The schedule's counter and settings (plain types).
+
+        Returns:
+            A JSON-able dict.
+        """
+        return {
+            "t": self.t,
+            "increment": self.increment,
+            "start": self.start,
+            "cap": self.cap,
+            "steps_per_epoch": self.steps_per_epoch,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output and re-apply the temperature.
+
+        Args:
+            state: a dict from :meth:`state_dict`.
+        """
+        self.t = int(state["t"])
+        self.increment = float(state["increment"])
+        self.start = float(state["start"])
+        self.cap = None if state.get("cap") is None else float(state["cap"])
+        self.steps_per_epoch = state.get("steps_per_epoch")
+        self._apply()
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, loader: Iterable[Any], *, num_batches: int = 50) -> nn.Module:
+    """Re-estimate BatchNorm running statistics with the model as it runs at inference (hard quantizers).
+
+    Closes the train/test gap of W+A models, whose soft-quantized activations in training have different
+    statistics from the hard ones used at test time (issue #8 of the official repository).
+
+    Args:
+        model: a converted (or frozen) model.
+        loader: batches as for :func:`calibrate`.
+        num_batches: number of batches (cumulative average of the statistics).
+
+    Returns:
+        ``model`` in eval mode, updated in place.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return model.eval()
+    model.eval()
+    saved = []
+    for bn in bns:
+        bn.reset_running_stats()
+        saved.append(bn.momentum)
+        bn.momentum = None
+        bn.train()
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    try:
+        for i, batch in enumerate(loader):
+            if i >= num_batches:
+                break
+            model(_batch_input(batch).to(device))
+    finally:
+        for bn, mom in zip(bns, saved):
+            bn.momentum = mom
+        model.eval()
+    return model
+
+
+@torch.no_grad()
+def freeze(model: nn.Module, *, bn_loader: Iterable[Any] | None = None, bn_batches: int = 50) -> nn.Module:
+    """Replace soft quantization by hard steps for inference (Eq. 12), in place.
+
+    Each quantized layer's latent weight is overwritten by its hard-quantized value ``alpha * Y_k``, the
+    integer codes and scale are kept as buffers ``weight_codes``/``weight_scale`` (used by :func:`export`),
+    the weight quantizer is removed and input quantizers are fixed to hard mode. Optionally BatchNorm
+    statistics are then re-estimated with :func:`recalibrate_bn`.
+
+    Args:
+        model: a converted model.
+        bn_loader: batches for BatchNorm re-estimation, or ``None``.
+        bn_batches: number of batches for the re-estimation.
+
+    Returns:
+        ``model`` in eval mode.
+
+    Raises:
+        ValueError: ``model`` has no quantized layer.
+    """
+    layers = list(quantized_layers(model))
+    if not layers:
+        raise ValueError("freeze: 'model' has no QConv2d/QLinear layer; call qnet.quantize first")
+    for _, layer in layers:
+        _freeze_layer(layer)
+    model.eval()
+    if bn_loader is not None:
+        recalibrate_bn(model, bn_loader, num_batches=bn_batches)
+    return model
+
+
+def _freeze_layer(layer: _QuantLayer) -> None:
+    wq = layer.weight_quantizer
+    if wq is not None:
+        codes, scale = wq.export_codes(layer.weight.detach())
+        values = wq.values
+        _set_frozen(layer, codes, scale, values, wq.levels)
+    if layer.input_quantizer is not None:
+        layer.input_quantizer.set_mode("hard")
+
+
+def _set_frozen(layer: _QuantLayer, codes: Tensor, scale: Tensor, values: Tensor, levels: Levels) -> None:
+    mod: Any = layer
+    w = mod.weight
+    with torch.no_grad():
+        w.copy_((values.to(w.dtype)[codes] * scale.to(w.dtype)).reshape(w.shape))
+    w.requires_grad_(False)
+    if "weight_codes" in mod._buffers:
+        mod.weight_codes = codes.to(torch.uint8)
+        mod.weight_scale = scale.reshape(()).to(w.dtype).clone()
+    else:
+        mod.register_buffer("weight_codes", codes.to(torch.uint8))
+        mod.register_buffer("weight_scale", scale.reshape(()).to(w.dtype).clone())
+    mod.frozen_levels = levels
+    mod.weight_quantizer = None

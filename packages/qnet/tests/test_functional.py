@@ -1,0 +1,268 @@
+"""Formulas of Quantization Networks: soft/hard quantizers, gradients, initialisation, levels."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import qnet
+from qnet import Levels
+from qnet import functional as QF
+
+
+def _sig(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+def _soft_by_hand(x: float, b: list[float], s: list[float], T: float, a: float, be: float, o: float) -> float:
+    # Eq. 7 written out with Python floats and math.exp: independent of torch.
+    return a * (sum(si * _sig(T * (be * x - bi)) for bi, si in zip(b, s)) - o)
+
+
+class TestLevels:
+    def test_presets(self):
+        assert Levels.binary().values == (-1, 1)
+        assert Levels.ternary().values == (-1, 0, 1)
+        assert Levels.pow2(2).values == (-4, -2, -1, 0, 1, 2, 4)
+        assert Levels.symmetric(2).values == (-2, -1, 0, 1, 2)
+        assert Levels.uniform(5).values == tuple(range(-15, 16))  # the paper's "5 bits" set
+        assert Levels.uniform(2, signed=False).values == (0, 1, 2, 3)
+        assert Levels.uniform(1).values == (-1, 1)
+
+    def test_derived_match_paper(self):
+        # Paper Sec. 3.1: 3-bit Y = {-4,-2,-1,0,1,2,4} -> n = 6, s = {2,1,1,1,1,2}, o = 4.
+        lv = Levels.parse("pm4")
+        assert (lv.n, lv.steps, lv.offset, lv.max_abs, lv.bits) == (6, (2, 1, 1, 1, 1, 2), 4, 4, 3)
+        b = Levels.binary()
+        assert (b.n, b.steps, b.offset, b.bits) == (1, (2,), 1, 1)
+        assert Levels.ternary().bits == 2
+        assert Levels.parse("uint2").offset == 0
+
+    def test_parse_names(self):
+        assert Levels.parse("int3") == Levels.symmetric(3)
+        assert Levels.parse("pow2_1").values == (-2, -1, 0, 1, 2)
+        assert Levels.parse([0, 1]) == Levels((0, 1))
+
+    def test_errors(self):
+        with pytest.raises(ValueError, match=r"strictly increasing"):
+            Levels((1, 0))
+        with pytest.raises(ValueError, match=r"at least 2"):
+            Levels((0,))
+        with pytest.raises(TypeError, match=r"integers"):
+            Levels((0, 0.5))  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=r"unknown level set name"):
+            Levels.parse("quaternary")
+        with pytest.raises(ValueError, match=r"'bits' must be an integer in"):
+            Levels.uniform(0)
+        with pytest.raises(TypeError, match=r"'spec' must be"):
+            Levels.parse(3.0)  # type: ignore[arg-type]
+
+
+class TestSoftQuantize:
+    def test_reference_values(self, device, dtype):
+        b, s, T, a, be, o = [-0.05, 0.05], [1.0, 1.0], 4.0, 0.5, 2.0, 1.0
+        xs = [-1.0, -0.1, 0.0, 0.02, 0.3, 2.0]
+        want = torch.tensor([_soft_by_hand(x, b, s, T, a, be, o) for x in xs], dtype=dtype)
+        got = QF.soft_quantize(
+            torch.tensor(xs, device=device, dtype=dtype),
+            torch.tensor(b, device=device, dtype=dtype),
+            torch.tensor(s, device=device, dtype=dtype),
+            T,
+            a,
+            be,
+            o,
+        )
+        assert got.dtype == dtype and got.device.type == device.type
+        torch.testing.assert_close(got.cpu(), want)
+        # 0.3 by hand: 0.5 * (sig(2.6) + sig(2.2) - 1) = 0.5 * (0.930862 + 0.900250 - 1) = 0.415556
+        assert abs(float(got[4]) - 0.415556) < 1e-5
+
+    def test_gradients_match_closed_form(self, device):
+        # Dossier Sec. 2.2: dy/dx = a*be*T*sum s sig(1-sig), dy/da = y/a, dy/dbe = a*T*x*sum s sig(1-sig),
+        # dy/db_i = -a*T*s_i*sig_i(1-sig_i); computed here with math.exp, independent of autograd.
+        x0, b, s, T, a, be, o = 0.37, [-1.0, 0.2, 1.5], [2.0, 1.0, 1.0], 3.0, 0.7, 1.3, 2.0
+        sig = [_sig(T * (be * x0 - bi)) for bi in b]
+        ds = sum(si * g * (1 - g) for si, g in zip(s, sig))
+        y = _soft_by_hand(x0, b, s, T, a, be, o)
+        fk = {"device": device, "dtype": torch.float64}
+        x = torch.tensor(x0, **fk, requires_grad=True)
+        bt = torch.tensor(b, **fk, requires_grad=True)
+        at = torch.tensor(a, **fk, requires_grad=True)
+        bet = torch.tensor(be, **fk, requires_grad=True)
+        out = QF.soft_quantize(x, bt, torch.tensor(s, **fk), T, at, bet, o)
+        out.backward()
+        assert abs(float(out.detach()) - y) < 1e-12
+        assert abs(float(x.grad) - a * be * T * ds) < 1e-10
+        assert abs(float(at.grad) - y / a) < 1e-10
+        assert abs(float(bet.grad) - a * T * x0 * ds) < 1e-10
+        want_b = [-a * T * si * g * (1 - g) for si, g in zip(s, sig)]
+        torch.testing.assert_close(bt.grad.cpu(), torch.tensor(want_b, dtype=torch.float64))
+
+    def test_gradcheck(self, device):
+        fk = {"device": device, "dtype": torch.float64}
+        x = torch.randn(5, 3, **fk, requires_grad=True)
+        b = torch.tensor([-0.5, 0.1, 0.8], **fk, requires_grad=True)
+        s = torch.tensor([1.0, 2.0, 1.0], **fk)
+        a = torch.tensor(0.8, **fk, requires_grad=True)
+        be = torch.tensor(1.2, **fk, requires_grad=True)
+        assert torch.autograd.gradcheck(
+            lambda *t: QF.soft_quantize(t[0], t[1], s, 2.5, t[2], t[3], 1.0), (x, b, a, be)
+        )
+
+    @pytest.mark.parametrize("half", [torch.float16, torch.float32])
+    def test_stable_at_huge_temperature(self, device, half):
+        lv = Levels.pow2(2)
+        thr = torch.tensor([-3.0, -1.5, -0.05, 0.05, 1.5, 3.0], device=device, dtype=half)
+        s = torch.tensor(lv.steps, device=device, dtype=half)
+        # includes values exactly at thresholds (z = 0) and huge values (T*z would overflow float16)
+        x = torch.cat([thr, torch.tensor([-1e4, -1.0, 0.0, 1.0, 1e4], device=device, dtype=half)])
+        x.requires_grad_(True)
+        y = QF.soft_quantize(x, thr, s, 1e6, 1.0, 1.0, 4.0)
+        y.sum().backward()
+        assert y.dtype == half
+        assert torch.isfinite(y).all() and torch.isfinite(x.grad).all()
+        hard = QF.hard_quantize(x.detach(), thr, s, 1.0, 1.0, 4.0)
+        off = (x.detach().unsqueeze(-1) - thr).abs().min(-1).values > 0  # away from thresholds: equal to hard
+        torch.testing.assert_close(y.detach()[off], hard[off])
+
+    def test_converges_to_hard(self, device):
+        # Bound: for |beta*x - b_i| >= d for every i, |soft - hard| <= alpha * sum_i s_i * sigmoid(-T d).
+        lv = Levels.pow2(2)
+        thr = torch.tensor([-3.0, -1.5, -0.05, 0.05, 1.5, 3.0], device=device, dtype=torch.float64)
+        s = torch.tensor(lv.steps, device=device, dtype=torch.float64)
+        x = torch.linspace(-5, 5, 2001, device=device, dtype=torch.float64)
+        d = (x.unsqueeze(-1) - thr).abs().min(-1).values
+        hard = QF.hard_quantize(x, thr, s, 0.5, 1.0, 4.0)
+        errs = []
+        for T in (1.0, 10.0, 100.0, 1000.0):
+            err = (QF.soft_quantize(x, thr, s, T, 0.5, 1.0, 4.0) - hard).abs()
+            bound = 0.5 * sum(lv.steps) * torch.sigmoid(-T * d)
+            assert bool((err <= bound + 1e-12).all())
+            errs.append(float(err.mean()))
+        assert errs == sorted(errs, reverse=True) and errs[-1] < 1e-2 * errs[0]
+
+    def test_errors(self, device):
+        t = torch.zeros(2, device=device)
+        with pytest.raises(TypeError, match=r"soft_quantize: 'x' must be a torch.Tensor"):
+            QF.soft_quantize([0.0], t, t, 1.0)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"soft_quantize: 'x' must have a floating-point dtype"):
+            QF.soft_quantize(torch.zeros(3, dtype=torch.int64, device=device), t, t, 1.0)
+        with pytest.raises(ValueError, match=r"soft_quantize: 'thresholds' must have shape \(K\)"):
+            QF.soft_quantize(t, torch.zeros(2, 2, device=device), t, 1.0)
+        with pytest.raises(ValueError, match=r"soft_quantize: 'scales' must have shape \(K\) with K=2"):
+            QF.soft_quantize(t, t, torch.zeros(3, device=device), 1.0)
+        for bad in (0.0, -1.0, float("inf")):
+            with pytest.raises(ValueError, match=r"soft_quantize: 'temperature' must be finite and > 0"):
+                QF.soft_quantize(t, t, t, bad)
+        with pytest.raises(ValueError, match=r"'alpha' must be a scalar"):
+            QF.soft_quantize(t, t, t, 1.0, torch.ones(2))
+
+
+class TestHardQuantize:
+    @pytest.mark.parametrize("spec", ["binary", "ternary", "pm2", "pm4", "int5", "uint2"])
+    def test_only_allowed_levels(self, device, spec):
+        lv = Levels.parse(spec)
+        x = torch.randn(4000, device=device) * 3
+        a, be, thr = QF.init_parameters(x, lv)
+        s = torch.tensor(lv.steps, device=device, dtype=x.dtype)
+        y = QF.hard_quantize(x, thr, s, a, be, float(lv.offset))
+        allowed = torch.tensor(lv.values, device=device, dtype=x.dtype) * a
+        assert bool(torch.isclose(y.unsqueeze(-1), allowed, rtol=0, atol=1e-6).any(-1).all())
+        # codes index the level set: hard(x) == alpha * Y[codes] exactly
+        codes = QF.level_codes(x, thr, be)
+        assert torch.equal(y, torch.tensor(lv.values, device=device, dtype=x.dtype)[codes] * a)
+
+    def test_step_at_zero_is_one(self, device):
+        # Eq. 1: A(0) = 1, so x exactly at a threshold takes the upper level.
+        y = QF.hard_quantize(
+            torch.tensor([0.0], device=device),
+            torch.tensor([0.0], device=device),
+            torch.tensor([2.0], device=device),
+            1.0,
+            1.0,
+            1.0,
+        )
+        assert float(y) == 1.0
+
+    def test_errors(self, device):
+        with pytest.raises(ValueError, match=r"hard_quantize: 'scales'"):
+            QF.hard_quantize(
+                torch.zeros(2, device=device), torch.zeros(2, device=device), torch.zeros(1, device=device)
+            )
+
+
+class TestSTEQuantize:
+    def test_values_and_gradient(self, device):
+        v = torch.tensor([-1.0, 0.0, 1.0], device=device)
+        x = torch.tensor([-2.0, -0.6, -0.4, 0.3, 0.6, 2.0], device=device, requires_grad=True)
+        y = QF.ste_quantize(x, v, 1.0)
+        y.sum().backward()
+        assert y.tolist() == [-1.0, -1.0, 0.0, 0.0, 1.0, 1.0]
+        assert x.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 1.0, 0.0]  # clipped identity
+
+    def test_errors(self, device):
+        with pytest.raises(ValueError, match=r"ste_quantize: 'values' needs at least 2"):
+            QF.ste_quantize(torch.zeros(2, device=device), torch.zeros(1, device=device))
+        with pytest.raises(ValueError, match=r"'scale' must be finite and > 0"):
+            QF.ste_quantize(torch.zeros(2, device=device), torch.zeros(2, device=device), 0.0)
+
+
+class TestInit:
+    def test_beta_alpha_paper(self, device):
+        # beta = 5p/(4q): ternary p = 1, q = max|w| = 2 -> beta = 0.625, alpha = 1.6.
+        a, b, thr = QF.init_parameters(torch.tensor([-2.0, 0.5, 1.0], device=device), "ternary")
+        assert (a, b) == (1.6, 0.625)
+        torch.testing.assert_close(thr.cpu(), torch.tensor([-0.05, 0.05]))
+        a, b, thr = QF.init_parameters(torch.tensor([-2.0, 0.5, 1.0], device=device), "binary")
+        assert thr.tolist() == [0.0]
+        a, b, _ = QF.init_parameters(torch.tensor([-0.5, 0.5], device=device), "pm4")
+        assert b == pytest.approx(5 * 4 / (4 * 0.5))
+
+    def test_kmeans_on_uniform_distribution(self, device):
+        # k-means of U[0, L] into k clusters has centres L(j + 1/2)/k, so thresholds at L j / k.
+        # Activations uint2 (4 levels, p = 3) on a dense grid over [0, 2]: beta = 15/8, L = beta * 2 = 3.75.
+        x = torch.linspace(0, 2, 40001, device=device, dtype=torch.float64)
+        _a, b, thr = QF.init_parameters(x, "uint2")
+        assert b == pytest.approx(15 / 8)
+        torch.testing.assert_close(
+            thr.cpu(), torch.tensor([0.9375, 1.875, 2.8125], dtype=torch.float64), atol=2e-3, rtol=0
+        )
+
+    def test_kmeans_on_clusters_forces_middle(self, device):
+        # pm2 (5 levels, p = 2), data = five tight clusters at -1, -0.5, 0, 0.5, 1 -> beta = 2.5, scaled
+        # centres -2.5, -1.25, 0, 1.25, 2.5 -> midpoints -1.875, -0.625, 0.625, 1.875; paper forces the
+        # two around 0 to -0.05 / +0.05.
+        g = torch.Generator().manual_seed(0)
+        c = torch.tensor([-1.0, -0.5, 0.0, 0.5, 1.0], dtype=torch.float64)
+        x = (c.repeat_interleave(200) + 1e-4 * torch.randn(1000, generator=g, dtype=torch.float64)).to(device)
+        x = x / x.abs().max()  # max |x| = 1 exactly
+        _, b, thr_k = QF.init_parameters(x, "pm2", init="kmeans")
+        _, _, thr_p = QF.init_parameters(x, "pm2")
+        assert b == pytest.approx(2.5)
+        torch.testing.assert_close(
+            thr_k.cpu(), torch.tensor([-1.875, -0.625, 0.625, 1.875], dtype=torch.float64), atol=2e-3, rtol=0
+        )
+        torch.testing.assert_close(
+            thr_p.cpu(), torch.tensor([-1.875, -0.05, 0.05, 1.875], dtype=torch.float64), atol=2e-3, rtol=0
+        )
+
+    def test_midpoint(self, device):
+        _, _, thr = QF.init_parameters(torch.ones(3, device=device), "pm4", init="midpoint")
+        assert thr.tolist() == [-3.0, -1.5, -0.5, 0.5, 1.5, 3.0]
+
+    def test_errors(self, device):
+        with pytest.raises(ValueError, match=r"init_parameters: 'x' is all zeros"):
+            QF.init_parameters(torch.zeros(4, device=device), "ternary")
+        with pytest.raises(ValueError, match=r"init_parameters: 'init' must be"):
+            QF.init_parameters(torch.ones(4, device=device), "ternary", init="linear")
+        with pytest.raises(ValueError, match=r"init_parameters: 'x' must be finite"):
+            QF.init_parameters(torch.tensor([1.0, float("nan")], device=device), "ternary")
+        with pytest.raises(ValueError, match=r"kmeans_1d: 'k' must be"):
+            QF.kmeans_1d(torch.ones(3, device=device), 0)
+
+
+def test_public_functional_exports():
+    for name in ("soft_quantize", "hard_quantize", "init_parameters", "level_codes", "ste_quantize"):
+        assert callable(getattr(qnet.functional, name))
