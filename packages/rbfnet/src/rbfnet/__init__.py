@@ -2,8 +2,37 @@
 
 import logging
 
+from . import data, functional, models, ops, recipes
 from .__about__ import __version__
+from .checkpoint import load_checkpoint, save_checkpoint
+from .functional import pairwise_sq_dist, rbf_activation, rbf_kernel
+from .models import PointNet, PointNet2SSG, RBFNet, count_parameters, create_model, list_models
+from .nn import RBFLayer, init_centers
+from .recipes import classification_metrics, evaluate, train
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
-__all__ = ["__version__"]
+__all__ = [
+    "PointNet",
+    "PointNet2SSG",
+    "RBFLayer",
+    "RBFNet",
+    "__version__",
+    "classification_metrics",
+    "count_parameters",
+    "create_model",
+    "data",
+    "evaluate",
+    "functional",
+    "init_centers",
+    "list_models",
+    "load_checkpoint",
+    "models",
+    "ops",
+    "pairwise_sq_dist",
+    "rbf_activation",
+    "rbf_kernel",
+    "recipes",
+    "save_checkpoint",
+    "train",
+]

@@ -15,13 +15,16 @@ from typing import Any
 import torch
 
 __all__ = [
-    "check_tensor",
-    "check_shape",
-    "check_same_device",
-    "check_floating",
-    "check_range",
+    "check_choice",
     "check_finite",
+    "check_floating",
+    "check_int",
+    "check_points",
     "check_positive",
+    "check_range",
+    "check_same_device",
+    "check_shape",
+    "check_tensor",
 ]
 
 
@@ -121,3 +124,52 @@ def check_positive(value: float, name: str, *, fn: str, strict: bool = True) -> 
     ok = value > 0 if strict else value >= 0
     if not ok:
         raise ValueError(f"{fn}: '{name}' must be {'>' if strict else '>='} 0; got {value!r}")
+
+
+def check_points(
+    x: Any,
+    name: str,
+    *,
+    fn: str,
+    dim: int | None = 3,
+    dims: dict[str, int] | None = None,
+    spec: str = "B,N,D",
+) -> dict[str, int]:
+    """Validate a batch of point clouds: a finite floating tensor ``(B, N, D)`` with ``N >= 1``.
+
+    Args:
+        x: the tensor to check.
+        name: the argument's name, for the message.
+        fn: the public function's name, for the message.
+        dim: the required size of the last dimension (``None``: any).
+        dims: sizes bound by earlier checks of the same call; updated in place and returned.
+        spec: the shape spec; its last letter is bound to ``dim`` when ``dim`` is given.
+
+    Raises:
+        TypeError: ``x`` is not a floating-point tensor.
+        ValueError: wrong shape, empty cloud, wrong last dimension or NaN/inf values.
+    """
+    check_floating(x, name, fn=fn)
+    bound = check_shape(x, spec, name, fn=fn, dims=dims)
+    if dim is not None and x.shape[-1] != dim:
+        raise ValueError(
+            f"{fn}: '{name}' must have last dimension {dim} (shape ({spec})); got {tuple(x.shape)}"
+        )
+    if x.dim() >= 2 and x.shape[-2] == 0:
+        raise ValueError(f"{fn}: '{name}' must hold at least one point; got shape {tuple(x.shape)}")
+    check_finite(x, name, fn=fn)
+    return bound
+
+
+def check_choice(value: Any, name: str, choices: tuple[str, ...] | list[str], *, fn: str) -> None:
+    """Raise ``ValueError`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{fn}: '{name}' must be one of {tuple(choices)}; got {value!r}")
+
+
+def check_int(value: Any, name: str, *, fn: str, low: int | None = None) -> None:
+    """Raise ``TypeError`` unless ``value`` is an int (not bool), ``ValueError`` if below ``low``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{fn}: '{name}' must be an int; got {type(value).__name__}")
+    if low is not None and value < low:
+        raise ValueError(f"{fn}: '{name}' must be >= {low}; got {value}")

@@ -1,0 +1,142 @@
+"""Atomic, ``weights_only``-loadable checkpoints."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from .__about__ import __version__
+
+__all__ = ["FORMAT_VERSION", "clean_state_dict", "load_checkpoint", "save_checkpoint"]
+
+logger = logging.getLogger(__name__)
+
+#: Version of the checkpoint layout written by :func:`save_checkpoint`.
+FORMAT_VERSION = 1
+
+
+def clean_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip DDP ``module.`` and ``torch.compile`` ``_orig_mod.`` prefixes and move tensors to CPU.
+
+    Args:
+        state_dict: a module's state dict.
+
+    Returns:
+        A new dict with clean keys.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for k, v in state_dict.items():
+        for prefix in ("module.", "_orig_mod."):
+            while k.startswith(prefix):
+                k = k[len(prefix) :]
+        out[k] = v.detach().cpu()
+    return out
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    while hasattr(model, "module") and isinstance(model.module, nn.Module):
+        model = model.module
+    return getattr(model, "_orig_mod", model)
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: nn.Module,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any | None = None,
+    epoch: int | None = None,
+    step: int | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> None:
+    """Write a checkpoint atomically (temp file beside ``path``, fsync, ``os.replace``).
+
+    The file is a dict with ``format_version``, ``package``, ``package_version``, ``arch`` and ``config``
+    (from a model built by :func:`rbfnet.create_model`), ``state_dict`` (prefixes stripped) and the
+    optional training state; only tensors and plain types, so it loads with ``weights_only=True``.
+
+    Args:
+        path: destination file.
+        model: the model (DDP / compiled wrappers are unwrapped).
+        optimizer: optimizer whose state to store.
+        scheduler: LR scheduler whose state to store.
+        epoch: epochs completed.
+        step: optimizer steps completed.
+        metrics: plain-data metrics.
+        extra: further plain-data entries (e.g. RNG states as tensors).
+    """
+    inner = _unwrap(model)
+    ckpt: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "package": "rbfnet",
+        "package_version": __version__,
+        "arch": getattr(inner, "arch", type(inner).__name__),
+        "config": dict(getattr(inner, "config", {})),
+        "state_dict": clean_state_dict(inner.state_dict()),
+    }
+    if optimizer is not None:
+        ckpt["optimizer"] = optimizer.state_dict()
+    if scheduler is not None:
+        ckpt["scheduler"] = scheduler.state_dict()
+    if epoch is not None:
+        ckpt["epoch"] = int(epoch)
+    if step is not None:
+        ckpt["step"] = int(step)
+    if metrics is not None:
+        ckpt["metrics"] = dict(metrics)
+    if extra is not None:
+        ckpt.update(extra)
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(ckpt, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    logger.info("saved checkpoint %s (arch=%s, epoch=%s)", path, ckpt["arch"], epoch)
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` with ``weights_only=True``.
+
+    Args:
+        path: checkpoint file.
+        map_location: where tensors are placed.
+
+    Returns:
+        The checkpoint dict.
+
+    Raises:
+        FileNotFoundError: missing file.
+        ValueError: not an rbfnet checkpoint, or a newer format than this version reads.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"load_checkpoint: no checkpoint at {path!r}")
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("package") != "rbfnet":
+        got = ckpt.get("package") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ValueError(f"load_checkpoint: {path!r} is not an rbfnet checkpoint (package={got!r})")
+    fv = ckpt.get("format_version")
+    if not isinstance(fv, int) or fv > FORMAT_VERSION:
+        raise ValueError(
+            f"load_checkpoint: {path!r} has format_version {fv!r}; this rbfnet {__version__} reads <= "
+            f"{FORMAT_VERSION}: upgrade rbfnet"
+        )
+    return ckpt

@@ -1,0 +1,82 @@
+"""Building blocks shared by the classifiers: shared per-point MLPs and the classification head."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .._checks import check_int, check_points, check_same_device
+
+
+def shared_mlp(in_ch: int, widths: Sequence[int], *, dim: int = 1, device=None, dtype=None) -> nn.Sequential:  # type: ignore[no-untyped-def]
+    """1x1 convolutions + BatchNorm + ReLU over ``(B, C, N)`` (``dim=1``) or ``(B, C, S, K)`` (``dim=2``)."""
+    conv = nn.Conv1d if dim == 1 else nn.Conv2d
+    bn = nn.BatchNorm1d if dim == 1 else nn.BatchNorm2d
+    layers: list[nn.Module] = []
+    c = in_ch
+    for w in widths:
+        layers += [
+            conv(c, w, 1, bias=False, device=device, dtype=dtype),
+            bn(w, device=device, dtype=dtype),
+            nn.ReLU(),
+        ]
+        c = w
+    return nn.Sequential(*layers)
+
+
+def make_head(
+    in_ch: int,
+    widths: Sequence[int],
+    num_classes: int,
+    dropout: float,
+    *,
+    device=None,
+    dtype=None,  # type: ignore[no-untyped-def]
+) -> nn.Sequential:
+    """FC classifier ``in_ch -> widths... -> num_classes`` with BN, ReLU and dropout after each hidden layer."""
+    layers: list[nn.Module] = []
+    c = in_ch
+    for w in widths:
+        layers += [
+            nn.Linear(c, w, bias=False, device=device, dtype=dtype),
+            nn.BatchNorm1d(w, device=device, dtype=dtype),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+        ]
+        c = w
+    layers.append(nn.Linear(c, num_classes, device=device, dtype=dtype))
+    return nn.Sequential(*layers)
+
+
+def check_cloud_input(
+    fn: str, points: torch.Tensor, normals: torch.Tensor | None, uses_normals: bool
+) -> None:
+    """Validate ``points`` ``(B, N, 3)`` and optional ``normals`` ``(B, N, 3)`` for a classifier."""
+    dims = check_points(points, "points", fn=fn, dim=3)
+    if uses_normals:
+        if normals is None:
+            raise ValueError(
+                f"{fn}: this model was built with use_normals=True; 'normals' (B, N, 3) is required"
+            )
+        check_points(normals, "normals", fn=fn, dim=3, dims=dims)
+        check_same_device(("points", points), ("normals", normals), fn=fn)
+
+
+def check_num_classes(fn: str, num_classes: int) -> None:
+    """Raise unless ``num_classes`` is an int >= 2."""
+    check_int(num_classes, "num_classes", fn=fn, low=2)
+
+
+def count_parameters(model: nn.Module, *, trainable_only: bool = True) -> int:
+    """Number of (trainable) parameters of ``model``.
+
+    Args:
+        model: any module.
+        trainable_only: count only parameters with ``requires_grad``.
+
+    Returns:
+        The parameter count.
+    """
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

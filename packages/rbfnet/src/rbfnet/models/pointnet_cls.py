@@ -1,0 +1,76 @@
+"""PointNet (vanilla, no transform nets) classifier in plain torch: a baseline of Deep RBFNet."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ._common import check_cloud_input, check_num_classes, make_head, shared_mlp
+
+__all__ = ["PointNet"]
+
+
+class PointNet(nn.Module):
+    """PointNet vanilla (Qi et al., CVPR 2017, "PointNet (vanilla)" row of its Table 1): shared per-point
+    MLP 64-64-64-128-1024 (BN + ReLU), max-pool over points, FC 512-256-K with dropout.
+
+    Args:
+        num_classes: ``K``, >= 2.
+        use_normals: whether normals are concatenated to xyz as input (6 channels).
+        mlp: widths of the shared per-point MLP.
+        head: widths of the hidden FC layers.
+        dropout: dropout probability after each hidden FC layer.
+        device: device of the parameters.
+        dtype: dtype of the parameters.
+
+    Shape:
+        - points: ``(B, N, 3)``; normals: ``(B, N, 3)`` when ``use_normals``.
+        - output: ``(B, K)`` logits.
+
+    Example:
+        >>> PointNet(10, mlp=(8, 16), head=(16,)).eval()(torch.rand(2, 32, 3)).shape
+        torch.Size([2, 10])
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        use_normals: bool = False,
+        mlp: Sequence[int] = (64, 64, 64, 128, 1024),
+        head: Sequence[int] = (512, 256),
+        dropout: float = 0.3,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        check_num_classes("PointNet", num_classes)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"PointNet: 'dropout' must lie in [0, 1); got {dropout}")
+        if len(mlp) < 1:
+            raise ValueError("PointNet: 'mlp' must hold at least one width")
+        self.num_classes = num_classes
+        self.uses_normals = use_normals
+        self.mlp = shared_mlp(6 if use_normals else 3, mlp, device=device, dtype=dtype)
+        self.num_features = int(mlp[-1])
+        self.head = make_head(self.num_features, head, num_classes, dropout, device=device, dtype=dtype)
+        self.feature_info = [{"num_chs": self.num_features, "module": "mlp"}]
+
+    def forward_features(self, points: torch.Tensor, normals: torch.Tensor | None = None) -> torch.Tensor:
+        """Global descriptor ``(B, num_features)`` of clouds ``(B, N, 3)`` (+ normals ``(B, N, 3)``)."""
+        check_cloud_input("PointNet.forward_features", points, normals, self.uses_normals)
+        x = points if not self.uses_normals else torch.cat([points, normals.to(points.dtype)], -1)  # type: ignore[union-attr]
+        return self.mlp(x.transpose(1, 2)).amax(dim=2)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Classifier head on ``(B, num_features)``; ``pre_logits=True`` returns the last hidden layer."""
+        return self.head[:-1](x) if pre_logits else self.head(x)
+
+    def forward(self, points: torch.Tensor, normals: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``(B, K)``."""
+        return self.forward_head(self.forward_features(points, normals))
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, use_normals={self.uses_normals}"

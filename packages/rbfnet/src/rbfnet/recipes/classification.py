@@ -1,0 +1,345 @@
+"""Own-loop training and evaluation recipe shared by RBFNet, PointNet and PointNet++.
+
+One recipe for every classifier of :mod:`rbfnet.models` (same optimizer, schedule, augmentation, batch),
+so that comparisons are like for like. Works on CPU and CUDA, and under ``torch.distributed`` (DDP, one
+process per device, a ``DistributedSampler``; rank 0 logs, shows progress and writes checkpoints).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from ..checkpoint import load_checkpoint, save_checkpoint
+
+__all__ = ["classification_metrics", "evaluate", "train"]
+
+logger = logging.getLogger(__name__)
+
+Callback = Callable[[int, dict[str, Any]], "bool | None"]
+
+
+def _progress_on(progress: bool | None) -> bool:
+    if progress is None:
+        return bool(getattr(sys.stderr, "isatty", lambda: False)())
+    return bool(progress)
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def _forward(
+    model: nn.Module, batch: dict[str, Any], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    pts = batch["points"].to(device, non_blocking=True)
+    nrm = batch.get("normals")
+    uses = bool(getattr(_unwrap(model), "uses_normals", False))
+    if uses and nrm is None:
+        raise ValueError(
+            "train/evaluate: the model uses normals but the dataset returns none (use_normals=True)"
+        )
+    logits = model(pts, nrm.to(device, non_blocking=True) if uses and nrm is not None else None)
+    return logits, batch["label"].to(device, non_blocking=True)
+
+
+def classification_metrics(pred: np.ndarray, target: np.ndarray, num_classes: int) -> dict[str, Any]:
+    """Overall accuracy, class-balanced (class-mean) accuracy and per-class accuracy.
+
+    Args:
+        pred: predicted labels ``(S,)``.
+        target: true labels ``(S,)``.
+        num_classes: ``K``.
+
+    Returns:
+        ``{"overall_acc", "class_mean_acc", "per_class_acc" (list of K, NaN for absent classes),
+        "confusion" (K x K nested list, rows = truth)}``; accuracies in [0, 1].
+
+    Raises:
+        ValueError: mismatched lengths or an empty set.
+    """
+    pred = np.asarray(pred, dtype=np.int64)
+    target = np.asarray(target, dtype=np.int64)
+    if pred.shape != target.shape or pred.size == 0:
+        raise ValueError(
+            f"classification_metrics: 'pred' and 'target' must be non-empty and equal in shape; "
+            f"got {pred.shape} and {target.shape}"
+        )
+    conf = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(conf, (target, pred), 1)
+    support = conf.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_class = np.where(support > 0, np.diag(conf) / np.maximum(support, 1), np.nan)
+    return {
+        "overall_acc": float((pred == target).mean()),
+        "class_mean_acc": float(np.nanmean(per_class)),
+        "per_class_acc": [float(x) for x in per_class],
+        "confusion": conf.tolist(),
+    }
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    dataset: Dataset | DataLoader,  # type: ignore[type-arg]
+    *,
+    num_classes: int | None = None,
+    batch_size: int = 32,
+    device: torch.device | str | None = None,
+    num_workers: int = 0,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Evaluate a classifier: loss, overall / class-mean / per-class accuracy and inference throughput.
+
+    Args:
+        model: a classifier taking ``(points, normals)``.
+        dataset: a dataset of sample dicts, or a ready ``DataLoader``.
+        num_classes: ``K`` (default: the model's ``num_classes``).
+        batch_size: evaluation batch size (ignored for a ``DataLoader``).
+        device: device (default: the model's).
+        num_workers: loader workers.
+        progress: tqdm bar (``None``: only on a TTY).
+
+    Returns:
+        :func:`classification_metrics` plus ``"loss"``, ``"num_samples"``, ``"clouds_per_s"``.
+    """
+    inner = _unwrap(model)
+    k = int(num_classes if num_classes is not None else getattr(inner, "num_classes"))  # noqa: B009
+    dev = torch.device(device) if device is not None else next(inner.parameters()).device
+    loader = (
+        dataset
+        if isinstance(dataset, DataLoader)
+        else DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    )
+    was_training = inner.training
+    inner.eval()
+    preds: list[np.ndarray] = []
+    targets: list[np.ndarray] = []
+    loss_sum, n, seconds = 0.0, 0, 0.0
+    it: Iterable[Any] = loader
+    if _progress_on(progress) and _rank() == 0:
+        from tqdm.auto import tqdm
+
+        it = tqdm(loader, desc="eval", leave=False)
+    for batch in it:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        t0 = time.perf_counter()
+        logits, y = _forward(inner, batch, dev)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        seconds += time.perf_counter() - t0
+        loss_sum += float(F.cross_entropy(logits.float(), y, reduction="sum"))
+        preds.append(logits.argmax(1).cpu().numpy())
+        targets.append(y.cpu().numpy())
+        n += y.numel()
+    inner.train(was_training)
+    out = classification_metrics(np.concatenate(preds), np.concatenate(targets), k)
+    out.update({"loss": loss_sum / max(n, 1), "num_samples": n, "clouds_per_s": n / max(seconds, 1e-9)})
+    return out
+
+
+def train(
+    model: nn.Module,
+    train_set: Dataset,  # type: ignore[type-arg]
+    val_set: Dataset | None = None,  # type: ignore[type-arg]
+    *,
+    epochs: int = 200,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    lr_step: int = 20,
+    lr_gamma: float = 0.7,
+    label_smoothing: float = 0.0,
+    max_steps: int | None = None,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    num_workers: int = 0,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    callback: Callback | None = None,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Train a point-cloud classifier with Adam + step decay and cross-entropy (the PointNet++ recipe).
+
+    Each epoch: shuffled batches (``drop_last`` when the set is larger than a batch, since BatchNorm needs
+    more than one sample), ``dataset.set_epoch(epoch)`` when available so that seeded augmentations change,
+    then evaluation of ``val_set``. The global torch RNG (dropout) is re-seeded from ``(seed, epoch)`` at the
+    start of every epoch so that a resumed run repeats the uninterrupted one.
+
+    With ``checkpoint_dir``, ``last.pt`` (model, optimizer, scheduler, epoch, step, history) is written
+    atomically after every epoch and ``best.pt`` whenever validation overall accuracy improves;
+    ``resume=True`` continues from ``last.pt`` when it exists. Under an initialised process group the
+    model is wrapped in DDP and the data sharded; rank 0 alone writes files.
+
+    Args:
+        model: classifier taking ``(points, normals)``; built by :func:`rbfnet.create_model` for
+            checkpoints that rebuild it.
+        train_set: dataset of sample dicts.
+        val_set: optional evaluation dataset.
+        epochs: number of epochs.
+        batch_size: batch size (per process).
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+        lr_step: epochs between learning-rate decays.
+        lr_gamma: decay factor.
+        label_smoothing: cross-entropy label smoothing.
+        max_steps: stop after this many optimizer steps in total (e.g. smoke tests).
+        seed: seed of shuffling, dropout and augmentations.
+        device: training device (default: the model's).
+        num_workers: loader workers.
+        checkpoint_dir: folder for ``last.pt`` / ``best.pt``.
+        resume: continue from ``checkpoint_dir/last.pt`` if present.
+        callback: called as ``callback(epoch, record)`` after each epoch; returning ``True`` stops.
+        progress: tqdm bars (``None``: only on a TTY); rank 0 only.
+
+    Returns:
+        ``{"history": [per-epoch records], "best": best record or None, "steps": int,
+        "train_seconds": float}``. A record holds ``epoch``, ``lr``, ``train_loss``, ``train_acc``,
+        ``train_seconds``, ``train_clouds_per_s`` and, with ``val_set``, ``val_*`` metrics.
+
+    Raises:
+        ValueError: bad hyper-parameters, or a model/dataset normals mismatch.
+    """
+    fn = "train"
+    for name, val in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(val, bool) or not isinstance(val, int) or val < 1:
+            raise ValueError(f"{fn}: '{name}' must be an int >= 1; got {val!r}")
+    if not (lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"{fn}: 'lr' must be a positive finite float; got {lr!r}")
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"{fn}: 'max_steps' must be >= 1 or None; got {max_steps!r}")
+    if resume and checkpoint_dir is None:
+        raise ValueError(f"{fn}: resume=True needs 'checkpoint_dir'")
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    model.to(dev)
+    distributed = dist.is_available() and dist.is_initialized()
+    rank = _rank()
+    net: nn.Module = (
+        nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        if distributed
+        else model
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=lr_step, gamma=lr_gamma)
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
+    start_epoch, step = 0, 0
+    last_path = None if checkpoint_dir is None else os.path.join(os.fspath(checkpoint_dir), "last.pt")
+    best_path = None if checkpoint_dir is None else os.path.join(os.fspath(checkpoint_dir), "best.pt")
+    if resume and last_path is not None and os.path.isfile(last_path):
+        ckpt = load_checkpoint(last_path, map_location=dev)
+        model.load_state_dict(ckpt["state_dict"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        start_epoch, step = int(ckpt["epoch"]), int(ckpt.get("step", 0))
+        history = list(ckpt.get("metrics", {}).get("history", []))
+        best = ckpt.get("metrics", {}).get("best")
+        logger.info("resumed from %s at epoch %d (step %d)", last_path, start_epoch, step)
+    drop_last = len(train_set) > batch_size  # type: ignore[arg-type]
+    sampler: DistributedSampler[Any] | None = (
+        DistributedSampler(train_set, shuffle=True, seed=seed, drop_last=drop_last) if distributed else None
+    )
+    show = _progress_on(progress) and rank == 0
+    total_seconds = sum(float(r.get("train_seconds", 0.0)) for r in history)
+    for epoch in range(start_epoch, epochs):
+        if max_steps is not None and step >= max_steps:
+            break
+        torch.manual_seed(seed * 100003 + epoch)
+        if hasattr(train_set, "set_epoch"):
+            train_set.set_epoch(epoch)
+        gen = torch.Generator().manual_seed(seed * 100003 + epoch)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        loader = DataLoader(
+            train_set,
+            batch_size=batch_size,
+            shuffle=sampler is None,
+            sampler=sampler,
+            drop_last=drop_last,
+            num_workers=num_workers,
+            generator=gen if sampler is None else None,
+            pin_memory=dev.type == "cuda",
+        )
+        net.train()
+        it: Iterable[Any] = loader
+        if show:
+            from tqdm.auto import tqdm
+
+            it = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False)
+        loss_sum, correct, seen = 0.0, 0, 0
+        t0 = time.perf_counter()
+        for batch in it:
+            logits, y = _forward(net, batch, dev)
+            loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            loss_sum += float(loss.detach()) * y.numel()
+            correct += int((logits.detach().argmax(1) == y).sum())
+            seen += y.numel()
+            logger.debug("epoch %d step %d loss %.4f", epoch, step, float(loss.detach()))
+            if max_steps is not None and step >= max_steps:
+                break
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        seconds = time.perf_counter() - t0
+        total_seconds += seconds
+        sched.step()
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "lr": float(opt.param_groups[0]["lr"]),
+            "train_loss": loss_sum / max(seen, 1),
+            "train_acc": correct / max(seen, 1),
+            "train_seconds": seconds,
+            "train_clouds_per_s": seen / max(seconds, 1e-9),
+        }
+        if val_set is not None:
+            m = evaluate(
+                model, val_set, batch_size=batch_size, device=dev, num_workers=num_workers, progress=progress
+            )
+            record.update({f"val_{k}": v for k, v in m.items() if k != "confusion"})
+            if best is None or record["val_overall_acc"] > best["val_overall_acc"]:
+                best = dict(record)
+                if best_path is not None and rank == 0:
+                    save_checkpoint(best_path, model, epoch=epoch + 1, step=step, metrics={"record": record})
+        history.append(record)
+        logger.info(
+            "epoch %d/%d loss %.4f acc %.4f%s",
+            epoch + 1,
+            epochs,
+            record["train_loss"],
+            record["train_acc"],
+            f" val_acc {record['val_overall_acc']:.4f}" if val_set is not None else "",
+        )
+        if last_path is not None and rank == 0:
+            save_checkpoint(
+                last_path,
+                model,
+                optimizer=opt,
+                scheduler=sched,
+                epoch=epoch + 1,
+                step=step,
+                metrics={"history": history, "best": best},
+            )
+        if callback is not None and callback(epoch + 1, record):
+            logger.info("callback stopped training after epoch %d", epoch + 1)
+            break
+    return {"history": history, "best": best, "steps": step, "train_seconds": total_seconds}
