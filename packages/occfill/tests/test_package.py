@@ -24,5 +24,7 @@ def test_import_pulls_in_no_sibling_package():
     code = "import sys, occfill; print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in %r)))" % (
         sorted(SIBLINGS),
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == "", f"occfill imported sibling packages: {out}"

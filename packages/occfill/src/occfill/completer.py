@@ -1,0 +1,291 @@
+"""High-level inference: ``Completer.complete(image, mask, reference, landmarks=None) -> image``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any, overload
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from ._checks import check_floating, check_range, check_shape, check_tensor
+from .data import pil_to_tensor, tensor_to_pil
+from .functional import composite, occlude
+from .models import CompletionGenerator, create_model
+from .pose import PoseMap, estimate_pose
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Completer"]
+
+ImageLike = torch.Tensor | Image.Image
+
+
+def _to_batch(x: ImageLike, name: str, fn: str, channels: int) -> tuple[torch.Tensor, bool]:
+    if isinstance(x, Image.Image):
+        if channels == 1:
+            t = pil_to_tensor(x.convert("L"))
+            t = (t > 0.5).float()
+        else:
+            t = pil_to_tensor(x.convert("RGB"))
+        return t[None], True
+    check_tensor(x, name, fn=fn)
+    check_floating(x, name, fn=fn)
+    if x.dim() == 3:
+        return x[None], False
+    return x, False
+
+
+class Completer:
+    """Fill the ocular region of faces with a trained generator, keeping every visible pixel exactly.
+
+    The pose map L is built from the target's head pose: from ``angles`` if given, else estimated from
+    ``landmarks`` with :func:`occfill.pose.estimate_pose`, else frontal (zeros, with a warning once).
+
+    Args:
+        generator: a :class:`occfill.models.CompletionGenerator` (put in eval mode here).
+        pose_map: the pose encoder matching the generator's ``pose_channels`` (default: the paper's 3-plane
+            angle map).
+        focal: focal length in pixels for pose estimation (default ``2 * max(H, W)``).
+
+    Example:
+        >>> from occfill.models import CompletionGenerator
+        >>> c = Completer(CompletionGenerator(base_channels=8, depth=2))
+        >>> x = torch.rand(1, 3, 16, 16); m = torch.zeros(1, 1, 16, 16); m[..., 4:8, 2:14] = 1
+        >>> out = c.complete(x, m, x, angles=torch.zeros(1, 3))
+        >>> bool((out[m.expand_as(out) == 0] == x[m.expand_as(x) == 0]).all())
+        True
+    """
+
+    def __init__(
+        self, generator: CompletionGenerator, *, pose_map: PoseMap | None = None, focal: float | None = None
+    ) -> None:
+        if not isinstance(generator, nn.Module):
+            raise TypeError(f"Completer: 'generator' must be an nn.Module; got {type(generator).__name__}")
+        self.generator = generator.eval()
+        self.pose_map = pose_map if pose_map is not None else PoseMap()
+        if generator.pose_channels not in (0, self.pose_map.out_channels):
+            raise ValueError(
+                f"Completer: generator expects {generator.pose_channels} pose channels but the pose map gives "
+                f"{self.pose_map.out_channels}"
+            )
+        self.focal = focal
+        self._warned = False
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | os.PathLike, *, device: torch.device | str = "cpu", **kwargs: Any
+    ) -> Completer:
+        """Build from a generator checkpoint written by the training recipe.
+
+        Args:
+            path: checkpoint file (``arch`` ``occfill_generator`` or ``occfill_inpainting_baseline``).
+            device: device to move the generator to.
+            **kwargs: passed to :class:`Completer`.
+
+        Returns:
+            The completer.
+        """
+        from .checkpoint import load_checkpoint
+
+        arch = load_checkpoint(path).get("arch", "occfill_generator")
+        gen = create_model(arch, weights=path).to(device)
+        assert isinstance(gen, CompletionGenerator)
+        return cls(gen, **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the generator's parameters."""
+        return next(self.generator.parameters()).device
+
+    def _pose(
+        self,
+        b: int,
+        hw: tuple[int, int],
+        like: torch.Tensor,
+        landmarks: torch.Tensor | None,
+        angles: torch.Tensor | None,
+    ) -> torch.Tensor | None:
+        if self.generator.pose_channels == 0:
+            return None
+        if self.pose_map.encoding == "heatmaps":
+            if landmarks is None:
+                raise ValueError("Completer.complete: a heatmap pose map needs 'landmarks'; got None")
+            return self.pose_map(landmarks.to(like), hw)
+        if angles is None:
+            if landmarks is not None:
+                angles = estimate_pose(landmarks, hw, focal=self.focal)
+            else:
+                if not self._warned:
+                    logger.warning(
+                        "Completer.complete: no landmarks or angles given; assuming a frontal pose"
+                    )
+                    self._warned = True
+                angles = like.new_zeros(b, 3)
+        check_shape(angles, f"{b},3", "angles", fn="Completer.complete")
+        return self.pose_map(angles.to(like), hw)
+
+    @overload
+    def complete(
+        self,
+        image: torch.Tensor,
+        mask: ImageLike,
+        reference: ImageLike,
+        landmarks: torch.Tensor | None = None,
+        *,
+        angles: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor: ...
+
+    @overload
+    def complete(
+        self,
+        image: Image.Image,
+        mask: ImageLike,
+        reference: ImageLike,
+        landmarks: torch.Tensor | None = None,
+        *,
+        angles: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Image.Image: ...
+
+    @torch.no_grad()
+    def complete(
+        self,
+        image: ImageLike,
+        mask: ImageLike,
+        reference: ImageLike,
+        landmarks: torch.Tensor | None = None,
+        *,
+        angles: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> ImageLike:
+        """Complete the masked region of ``image`` using ``reference`` (same person, any pose).
+
+        Args:
+            image: ``(B, 3, H, W)`` / ``(3, H, W)`` tensor in [0, 1], or a PIL image (the target).
+            mask: ``(B, 1, H, W)`` / ``(1, H, W)`` tensor or PIL image (non-zero = occluded).
+            reference: occlusion-free photo(s) of the same identity, same size as ``image``.
+            landmarks: ``(B, 68, 2)`` target landmarks in pixels, used to estimate the pose.
+            angles: ``(B, 3)`` target ``(pitch, yaw, roll)``; overrides ``landmarks``.
+            noise: ``(B, noise_channels, H', W')`` noise planes (H', W' padded to a multiple of
+                ``2 ** depth``); fixed noise makes the output deterministic.
+            generator: torch generator for the noise when ``noise`` is None.
+
+        Returns:
+            The completed image, of the type and shape of ``image``; outside the mask it equals ``image``.
+
+        Raises:
+            TypeError: unsupported input types.
+            ValueError: mismatched shapes or values outside [0, 1].
+        """
+        fn = "Completer.complete"
+        x, was_pil = _to_batch(image, "image", fn, 3)
+        single = not was_pil and isinstance(image, torch.Tensor) and image.dim() == 3
+        m, _ = _to_batch(mask, "mask", fn, 1)
+        s, _ = _to_batch(reference, "reference", fn, 3)
+        dims = check_shape(x, "B,3,H,W", "image", fn=fn)
+        check_shape(m, "B,1,H,W", "mask", fn=fn, dims=dims)
+        if s.shape[0] == 1 and x.shape[0] > 1:
+            s = s.expand(x.shape[0], -1, -1, -1)
+        check_shape(s, "B,3,H,W", "reference", fn=fn, dims=dims)
+        check_range(x, "image", fn=fn, low=0.0, high=1.0)
+        check_range(s, "reference", fn=fn, low=0.0, high=1.0)
+        if landmarks is not None:
+            landmarks = landmarks if landmarks.dim() == 3 else landmarks[None]
+        dev = self.device
+        dtype = next(self.generator.parameters()).dtype
+        x, m, s = x.to(dev, dtype), (m != 0).to(dev, dtype), s.to(dev, dtype)
+        b, _, h, w = x.shape
+        step = 2**self.generator.depth
+        ph, pw = (-h) % step, (-w) % step
+        pose = self._pose(b, (h + ph, w + pw), x, landmarks, angles)
+        occ = occlude(x, m)
+        if ph or pw:
+            pad = (0, pw, 0, ph)
+            occ_p, s_p, m_p = (
+                F.pad(occ, pad, mode="replicate"),
+                F.pad(s, pad, mode="replicate"),
+                F.pad(m, pad),
+            )
+        else:
+            occ_p, s_p, m_p = occ, s, m
+        raw = self.generator(occ_p, s_p, pose, mask=m_p, noise=noise, generator=generator)[..., :h, :w]
+        out = composite(raw, x, m)
+        if was_pil:
+            return tensor_to_pil(out[0])
+        return out[0] if single else out
+
+    def complete_video(
+        self,
+        frames: Sequence[ImageLike] | torch.Tensor,
+        masks: Sequence[ImageLike] | torch.Tensor,
+        reference: ImageLike,
+        landmarks: torch.Tensor | None = None,
+        *,
+        angles: torch.Tensor | None = None,
+        seed: int = 0,
+        pose_smoothing: float = 0.0,
+    ) -> list[ImageLike]:
+        """Complete a video: one fixed reference, per-frame pose, ONE noise draw shared by every frame.
+
+        The paper claims identity-consistent video completion without showing a temporal component; here
+        coherence comes from the shared reference and noise (the generator is deterministic given them),
+        plus optional exponential smoothing of the per-frame angles (our option).
+
+        Args:
+            frames: T frames (tensors ``(3, H, W)`` or PIL images) or a ``(T, 3, H, W)`` tensor.
+            masks: T masks matching the frames, or a ``(T, 1, H, W)`` tensor.
+            reference: the one reference photo.
+            landmarks: ``(T, 68, 2)`` per-frame landmarks.
+            angles: ``(T, 3)`` per-frame angles (override ``landmarks``).
+            seed: seed of the shared noise.
+            pose_smoothing: ``a`` in ``angles_t <- a * angles_{t-1} + (1 - a) * angles_t``, in [0, 1).
+
+        Returns:
+            The T completed frames, each of the type of the corresponding input frame.
+
+        Raises:
+            ValueError: frame/mask count mismatch or bad ``pose_smoothing``.
+        """
+        fn = "Completer.complete_video"
+        n = len(frames)
+        if len(masks) != n:
+            raise ValueError(f"{fn}: 'masks' must have one entry per frame ({n}); got {len(masks)}")
+        if not 0.0 <= pose_smoothing < 1.0:
+            raise ValueError(f"{fn}: 'pose_smoothing' must lie in [0, 1); got {pose_smoothing!r}")
+        if n == 0:
+            return []
+        first, _ = _to_batch(frames[0], "frames", fn, 3)
+        h, w = first.shape[-2:]
+        step = 2**self.generator.depth
+        hp, wp = h + (-h) % step, w + (-w) % step
+        g = torch.Generator().manual_seed(int(seed))
+        noise = self.generator.make_noise(1, hp, wp, like=torch.empty(0), generator=g)
+        if noise is not None:
+            noise = noise.to(self.device, next(self.generator.parameters()).dtype)
+        if (
+            angles is None
+            and landmarks is not None
+            and self.generator.pose_channels
+            and self.pose_map.encoding == "angles"
+        ):
+            angles = estimate_pose(landmarks, (h, w), focal=self.focal)
+        if angles is not None and pose_smoothing > 0:
+            sm = angles.clone()
+            for t in range(1, n):
+                sm[t] = pose_smoothing * sm[t - 1] + (1 - pose_smoothing) * angles[t]
+            angles = sm
+        out: list[ImageLike] = []
+        for t in range(n):
+            lm_t = landmarks[t : t + 1] if landmarks is not None else None
+            an_t = angles[t : t + 1] if angles is not None else None
+            out.append(self.complete(frames[t], masks[t], reference, lm_t, angles=an_t, noise=noise))
+        return out
