@@ -57,7 +57,7 @@ class TestOff:
 
     def test_bad_file(self, tmp_path):
         (tmp_path / "x.off").write_text("PLY\n")
-        with pytest.raises(ValueError, match="read_off: .* does not start with 'OFF'"):
+        with pytest.raises(ValueError, match=r"read_off: .* does not start with 'OFF'"):
             read_off(tmp_path / "x.off")
 
     def test_surface_samples_lie_on_the_cube(self, tmp_path):
@@ -160,7 +160,7 @@ class TestNormalResampled:
         s = ds[0]
         assert s["points"].shape == (16, 3) and s["normals"].shape == (16, 3)
         torch.testing.assert_close(s["normals"][:, 2], torch.ones(16))
-        with pytest.raises(FileNotFoundError, match="modelnet10_test.txt"):
+        with pytest.raises(FileNotFoundError, match=r"modelnet10_test\.txt"):
             ModelNetNormalResampled(tmp_path, "test", num_classes=10)
 
     def test_real_mini(self, shared_data):

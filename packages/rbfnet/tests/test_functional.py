@@ -155,7 +155,7 @@ class TestRbfActivation:
             rbf_activation(torch.zeros(1, 4, 2, device=device), c, w)
         with pytest.raises(ValueError, match=r"rbf_activation: 'points' must have shape \(B, N, D\)"):
             rbf_activation(torch.zeros(4, 3, device=device), c, w)
-        with pytest.raises(TypeError, match="rbf_activation: 'points' must be a torch.Tensor; got list"):
+        with pytest.raises(TypeError, match=r"rbf_activation: 'points' must be a torch\.Tensor; got list"):
             rbf_activation([[0.0, 0.0, 0.0]], c, w)  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="rbf_activation: 'aggregation' must be one of"):
             rbf_activation(torch.zeros(1, 4, 3, device=device), c, w, aggregation="min")

@@ -112,17 +112,17 @@ def test_bad_clouds_raise(device):
     net = RBFNet(3, **SMALL, device=device)
     with pytest.raises(ValueError, match=r"RBFNet.forward_features: 'points' must have last dimension 3"):
         net(torch.rand(2, 10, 4, device=device))
-    with pytest.raises(ValueError, match="RBFNet.forward_features: 'points' must hold at least one point"):
+    with pytest.raises(ValueError, match=r"RBFNet\.forward_features: 'points' must hold at least one point"):
         net(torch.rand(2, 0, 3, device=device))
     bad = torch.rand(2, 10, 3, device=device)
     bad[1, 3, 0] = float("nan")
-    with pytest.raises(ValueError, match="RBFNet.forward_features: 'points' must be finite"):
+    with pytest.raises(ValueError, match=r"RBFNet\.forward_features: 'points' must be finite"):
         net(bad)
     with pytest.raises(
-        ValueError, match="RBFNet.forward_features: this model was built with use_normals=True"
+        ValueError, match=r"RBFNet\.forward_features: this model was built with use_normals=True"
     ):
         RBFNet(3, **SMALL, use_normals=True, device=device)(torch.rand(2, 10, 3, device=device))
-    with pytest.raises(ValueError, match="PointNet.forward_features: 'points' must have last dimension 3"):
+    with pytest.raises(ValueError, match=r"PointNet\.forward_features: 'points' must have last dimension 3"):
         PointNet(3, device=device)(torch.rand(2, 10, 2, device=device))
     with pytest.raises(ValueError, match="RBFNet: normals_mode='concat' needs aggregation='pointwise'"):
         RBFNet(3, aggregation="kernelwise", use_normals=True, normals_mode="concat")

@@ -87,7 +87,7 @@ class TestRBFLayer:
         assert layer.center_init == "sampled"
         with pytest.raises(ValueError, match=r"RBFLayer: 'center_init' must have shape \(5, 3\)"):
             RBFLayer(5, center_init=c)
-        with pytest.raises(ValueError, match="RBFLayer.init_from_points: 'points' must hold >= 4 points"):
+        with pytest.raises(ValueError, match=r"RBFLayer\.init_from_points: 'points' must hold >= 4 points"):
             layer.init_from_points(torch.rand(1, 3, 3, device=device))
 
     def test_state_dict_round_trip(self, device):
