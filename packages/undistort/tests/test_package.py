@@ -21,8 +21,8 @@ def test_public_names_resolve():
 
 
 def test_import_pulls_in_no_sibling_package():
-    code = "import sys, undistort; print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in %r)))" % (
-        sorted(SIBLINGS),
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    code = f"import sys, undistort; print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in {sorted(SIBLINGS)!r})))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == "", f"undistort imported sibling packages: {out}"

@@ -1,9 +1,88 @@
-"""Learning perspective undistortion of portraits: flow synthesis, networks, warping, calibration."""
+"""Learning perspective undistortion of portraits: flow synthesis, networks, warping, calibration.
+
+A PyTorch implementation of Zhao et al., "Learning Perspective Undistortion of Portraits" (ICCV 2019):
+exact dolly-zoom correction flows rendered from 3D heads (:mod:`undistort.camera`), a synthetic pair
+data set (:class:`undistort.synth.PortraitPairs`), the cascade's networks, warping, and the
+:class:`Undistorter` pipeline with single-portrait camera calibration.
+"""
 
 import logging
 
+from . import camera, functional, heads, models, recipes, synth
 from .__about__ import __version__
+from .camera import (
+    PinholeCamera,
+    dolly_zoom,
+    head_rotation,
+    magnification,
+    project,
+    rasterize,
+    render,
+    synthesize_pair,
+)
+from .checkpoint import load_checkpoint, save_checkpoint
+from .functional import (
+    completion_loss,
+    distance_bin_centers,
+    distance_to_bin,
+    distance_to_code,
+    endpoint_error,
+    total_variation,
+)
+from .heads import HeadModel, load_ict_facekit
+from .models import (
+    CompletionNet,
+    DistanceNet,
+    FlowNet,
+    SegNet,
+    create_model,
+    list_models,
+)
+from .pipeline import Undistorter
+from .recipes import evaluate, train
+from .synth import PortraitPairs, collate_pairs
+from .warp import Warp, splat, warp
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
-__all__ = ["__version__"]
+__all__ = [
+    "CompletionNet",
+    "DistanceNet",
+    "FlowNet",
+    "HeadModel",
+    "PinholeCamera",
+    "PortraitPairs",
+    "SegNet",
+    "Undistorter",
+    "Warp",
+    "__version__",
+    "camera",
+    "collate_pairs",
+    "completion_loss",
+    "create_model",
+    "distance_bin_centers",
+    "distance_to_bin",
+    "distance_to_code",
+    "dolly_zoom",
+    "endpoint_error",
+    "evaluate",
+    "functional",
+    "head_rotation",
+    "heads",
+    "list_models",
+    "load_checkpoint",
+    "load_ict_facekit",
+    "magnification",
+    "models",
+    "project",
+    "rasterize",
+    "recipes",
+    "render",
+    "save_checkpoint",
+    "splat",
+    "synth",
+    "synthesize_pair",
+    "total_variation",
+    "train",
+    "warp",
+]

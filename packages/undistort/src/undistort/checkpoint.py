@@ -1,0 +1,144 @@
+"""Atomic checkpoints that load with ``weights_only=True``.
+
+A checkpoint is a dict: ``format_version``, ``package``, ``package_version``, ``arch``, ``config``
+(JSON-able builder kwargs), ``state_dict`` (unwrapped), and optionally ``optimizer``, ``step``, ``epoch``,
+``metrics``, ``rng``. Only tensors and plain Python types are stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from typing import Any
+
+import torch
+from torch import nn
+
+from .__about__ import __version__
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FORMAT_VERSION", "clean_state_dict", "load_checkpoint", "save_checkpoint"]
+
+FORMAT_VERSION = 1
+
+
+def clean_state_dict(state_dict: dict[str, Any]) -> dict[str, Any]:
+    """Strip DDP ``module.`` and ``torch.compile`` ``_orig_mod.`` prefixes.
+
+    Args:
+        state_dict: a model state dict.
+
+    Returns:
+        A new dict with clean keys.
+    """
+    out = {}
+    for k, v in state_dict.items():
+        for prefix in ("module.", "_orig_mod."):
+            while k.startswith(prefix):
+                k = k[len(prefix) :]
+        out[k] = v
+    return out
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare module inside DDP / ``torch.compile`` wrappers."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    *,
+    arch: str,
+    config: dict[str, Any] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    step: int = 0,
+    epoch: int = 0,
+    metrics: dict[str, float] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Write a checkpoint atomically (temp file beside it, fsync, ``os.replace``).
+
+    Args:
+        path: destination ``.pt`` file.
+        model: the model (DDP/compiled wrappers are unwrapped).
+        arch: registered model name.
+        config: JSON-able builder kwargs.
+        optimizer: optional optimizer whose state is stored.
+        step: global step.
+        epoch: epoch.
+        metrics: scalar metrics.
+        extra: more plain data (tensors, numbers, strings, lists, dicts).
+
+    Raises:
+        ValueError: empty ``arch``.
+    """
+    if not arch:
+        raise ValueError("save_checkpoint: 'arch' must be a non-empty string")
+    ckpt: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "package": "undistort",
+        "package_version": __version__,
+        "arch": arch,
+        "config": dict(config or {}),
+        "state_dict": clean_state_dict(unwrap(model).state_dict()),
+        "step": int(step),
+        "epoch": int(epoch),
+        "metrics": {k: float(v) for k, v in (metrics or {}).items()},
+        "rng": torch.get_rng_state(),
+    }
+    if optimizer is not None:
+        ckpt["optimizer"] = optimizer.state_dict()
+    if extra:
+        ckpt["extra"] = extra
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(ckpt, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    logger.info("saved checkpoint %s (arch=%s, step=%d)", path, arch, step)
+
+
+def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True`` and check that it is ours.
+
+    Args:
+        path: the ``.pt`` file.
+        map_location: where tensors go.
+
+    Returns:
+        The checkpoint dict.
+
+    Raises:
+        FileNotFoundError: missing file.
+        ValueError: not an ``undistort`` checkpoint, or a newer format.
+    """
+    p = os.fspath(path)
+    if not os.path.isfile(p):
+        raise FileNotFoundError(f"load_checkpoint: no file at {p!r}")
+    ckpt = torch.load(p, map_location=map_location, weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("package") != "undistort":
+        got = ckpt.get("package") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ValueError(f"load_checkpoint: {p!r} is not an undistort checkpoint (package={got!r})")
+    fv = int(ckpt.get("format_version", -1))
+    if fv > FORMAT_VERSION:
+        raise ValueError(
+            f"load_checkpoint: {p!r} has format_version {fv}, newer than this undistort "
+            f"({__version__}, format {FORMAT_VERSION}); upgrade undistort"
+        )
+    return ckpt

@@ -1,0 +1,366 @@
+"""``Undistorter``: the whole cascade (segment, estimate distance, predict flow, warp, complete).
+
+Networks run at a working resolution (``work_size``); the predicted flow is resized to the input's
+resolution and the full-resolution image is warped, so the output keeps the input's size and detail.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._checks import check_finite, check_floating, check_positive, check_shape
+from .checkpoint import load_checkpoint, save_checkpoint
+from .models import CompletionNet, DistanceNet, FlowNet, SegNet, create_model
+from .warp import warp
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Undistorter", "to_image_tensor"]
+
+
+def to_image_tensor(image: Any, *, fn: str = "to_image_tensor") -> tuple[Tensor, str]:
+    """Convert a tensor, PIL image or NumPy array to a ``(B, 3, H, W)`` float image in [0, 1].
+
+    Args:
+        image: ``(3, H, W)``/``(B, 3, H, W)`` floating tensor in [0, 1]; a PIL image (converted to RGB);
+            or a NumPy ``(H, W, 3)`` array (``uint8`` in [0, 255] or floating in [0, 1]).
+        fn: the caller's name, for error messages.
+
+    Returns:
+        ``(tensor, kind)`` with ``kind`` in ``{"tensor3", "tensor4", "pil", "numpy_uint8", "numpy_float"}``.
+
+    Raises:
+        TypeError: unsupported type or dtype.
+        ValueError: wrong channel count, empty image, or non-finite values.
+    """
+    kind: str
+    if isinstance(image, Tensor):
+        check_floating(image, "image", fn=fn)
+        if image.ndim == 3:
+            x, kind = image[None], "tensor3"
+        elif image.ndim == 4:
+            x, kind = image, "tensor4"
+        else:
+            raise ValueError(
+                f"{fn}: 'image' must have shape (3, H, W) or (B, 3, H, W); got {tuple(image.shape)}"
+            )
+    else:
+        try:
+            from PIL import Image
+        except ImportError:  # pragma: no cover - pillow is a dependency
+            Image = None  # type: ignore[assignment]
+        if Image is not None and isinstance(image, Image.Image):
+            arr, kind = np.asarray(image.convert("RGB")), "pil"
+        elif isinstance(image, np.ndarray):
+            arr = image
+            kind = "numpy_uint8" if image.dtype == np.uint8 else "numpy_float"
+            if kind == "numpy_float" and not np.issubdtype(image.dtype, np.floating):
+                raise TypeError(f"{fn}: NumPy 'image' must be uint8 or floating; got {image.dtype}")
+        else:
+            raise TypeError(
+                f"{fn}: 'image' must be a torch.Tensor, PIL.Image or numpy.ndarray; got {type(image).__name__}"
+            )
+        if arr.ndim != 3 or arr.shape[2] != 3:
+            raise ValueError(f"{fn}: 'image' must have shape (H, W, 3); got {arr.shape}")
+        x = torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1)[None]
+        x = x.float() / 255.0 if kind in ("pil", "numpy_uint8") else x.float()
+    if x.shape[1] != 3:
+        raise ValueError(f"{fn}: 'image' must have 3 channels; got shape {tuple(x.shape)}")
+    if x.shape[0] == 0 or x.shape[-1] == 0 or x.shape[-2] == 0:
+        raise ValueError(f"{fn}: 'image' must be non-empty; got shape {tuple(x.shape)}")
+    check_finite(x, "image", fn=fn)
+    return x, kind
+
+
+def _from_tensor(x: Tensor, kind: str) -> Any:
+    if kind == "tensor4":
+        return x
+    if kind == "tensor3":
+        return x[0]
+    arr = x[0].permute(1, 2, 0).detach().cpu().clamp(0, 1).numpy()
+    if kind == "numpy_float":
+        return arr
+    u8 = (arr * 255.0 + 0.5).astype(np.uint8)
+    if kind == "pil":
+        from PIL import Image
+
+        return Image.fromarray(u8)
+    return u8
+
+
+class Undistorter(nn.Module):
+    """The cascade: SegNet -> DistanceNet -> FlowNet(distance) -> warp -> CompletionNet.
+
+    Args:
+        flow_net: the distance-conditioned flow network (required).
+        distance_net: distance estimator (required unless a distance is always passed, or the flow net
+            has ``conditioning="none"``).
+        completion_net: fills holes revealed by the correction (optional; without it holes keep the warp).
+        seg_net: head segmentation (optional; without it pass ``mask`` or the whole image counts as head).
+        work_size: square working resolution of the networks.
+        head_height_cm: physical height of what the head mask covers, for :meth:`estimate_camera`
+            (default: the ICT-FaceKit head+neck height that the synthetic masks cover).
+        hole_threshold: probability threshold of the corrected-head mask.
+
+    Shape:
+        - image: ``(B, 3, H, W)``; output ``corrected`` ``(B, 3, H, W)``, ``flow`` ``(B, 2, H, W)``.
+    """
+
+    def __init__(
+        self,
+        flow_net: FlowNet,
+        distance_net: DistanceNet | None = None,
+        completion_net: CompletionNet | None = None,
+        seg_net: SegNet | None = None,
+        *,
+        work_size: int = 128,
+        head_height_cm: float = 33.8,
+        hole_threshold: float = 0.5,
+    ) -> None:
+        super().__init__()
+        fn = "Undistorter"
+        if not isinstance(flow_net, FlowNet):
+            raise TypeError(f"{fn}: 'flow_net' must be a FlowNet; got {type(flow_net).__name__}")
+        check_positive(work_size, "work_size", fn=fn)
+        check_positive(head_height_cm, "head_height_cm", fn=fn)
+        self.flow_net, self.distance_net, self.completion_net, self.seg_net = (
+            flow_net,
+            distance_net,
+            completion_net,
+            seg_net,
+        )
+        self.work_size, self.head_height_cm, self.hole_threshold = (
+            int(work_size),
+            float(head_height_cm),
+            float(hole_threshold),
+        )
+
+    def extra_repr(self) -> str:
+        return f"work_size={self.work_size}, head_height_cm={self.head_height_cm}, hole_threshold={self.hole_threshold}"
+
+    def _resize(self, x: Tensor, mode: str = "bilinear") -> Tensor:
+        s = self.work_size
+        if x.shape[-2:] == (s, s):
+            return x
+        if mode == "nearest":
+            return F.interpolate(x, size=(s, s), mode="nearest")
+        return F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+
+    def _prepare(self, image: Tensor, mask: Tensor | None, fn: str) -> tuple[Tensor, Tensor, Tensor]:
+        check_floating(image, "image", fn=fn)
+        dims = check_shape(image, "B,3,H,W", "image", fn=fn)
+        if dims["B"] == 0 or dims["H"] == 0 or dims["W"] == 0:
+            raise ValueError(f"{fn}: 'image' must be non-empty; got {tuple(image.shape)}")
+        check_finite(image, "image", fn=fn)
+        small = self._resize(image)
+        if mask is not None:
+            check_floating(mask, "mask", fn=fn)
+            check_shape(mask, "B,1,H,W", "mask", fn=fn, dims=dims)
+            small_mask = self._resize(mask.to(image), "nearest")
+        elif self.seg_net is not None:
+            small_mask = self.seg_net.predict_mask(small)
+        else:
+            small_mask = small.new_ones(small.shape[0], 1, *small.shape[-2:])
+        return image, small, small_mask
+
+    def _distance(
+        self, small: Tensor, small_mask: Tensor, distance: Tensor | float | None, fn: str
+    ) -> Tensor | None:
+        b = small.shape[0]
+        if distance is not None:
+            d = torch.as_tensor(distance, dtype=small.dtype, device=small.device).reshape(-1)
+            if d.numel() == 1:
+                d = d.expand(b)
+            if d.shape != (b,):
+                raise ValueError(
+                    f"{fn}: 'distance' must be a scalar or have shape ({b},); got {tuple(d.shape)}"
+                )
+            if not bool((d > 0).all()):
+                raise ValueError(f"{fn}: 'distance' must be > 0")
+            return d
+        if self.distance_net is not None:
+            mask_in = small_mask if self.distance_net.in_channels == 4 else None
+            return self.distance_net(small, mask_in)["distance"]
+        if self.flow_net.code_dim:
+            raise ValueError(f"{fn}: no 'distance' given and no distance_net to estimate it")
+        return None
+
+    def forward(
+        self, image: Tensor, mask: Tensor | None = None, distance: Tensor | float | None = None
+    ) -> dict[str, Tensor]:
+        """Run the cascade on a ``(B, 3, H, W)`` batch.
+
+        Args:
+            image: ``(B, 3, H, W)`` images in [0, 1].
+            mask: ``(B, 1, H, W)`` head masks (default: SegNet, else all ones).
+            distance: known camera distances (cm), scalar or ``(B,)``; default: DistanceNet's estimate.
+
+        Returns:
+            Dict: ``corrected`` ``(B, 3, H, W)``, ``flow`` ``(B, 2, H, W)`` (pixels of the input),
+            ``distance`` ``(B,)`` (NaN when neither given nor estimated), ``holes`` and ``mask``
+            ``(B, 1, H, W)``.
+
+        Raises:
+            TypeError: non-floating inputs.
+            ValueError: wrong shapes, empty or non-finite images, missing distance.
+        """
+        fn = "Undistorter"
+        image, small, small_mask = self._prepare(image, mask, fn)
+        d = self._distance(small, small_mask, distance, fn)
+        pred = self.flow_net(small, small_mask, d)
+        small_flow = pred["flow"]
+        h, w = image.shape[-2:]
+        s = self.work_size
+        flow = F.interpolate(small_flow, size=(h, w), mode="bilinear", align_corners=False)
+        flow = flow * flow.new_tensor([w / s, h / s]).view(1, 2, 1, 1)
+        corrected = warp(image, flow, padding_mode="border")
+        ref_mask = (torch.sigmoid(pred["mask_logits"]) > self.hole_threshold).to(small.dtype)
+        moved_mask = warp(small_mask, small_flow, mode="nearest")
+        holes_small = ref_mask * (moved_mask < 0.5).to(small.dtype)
+        holes = F.interpolate(holes_small, size=(h, w), mode="nearest")
+        if self.completion_net is not None:
+            warped_small = warp(small, small_flow, padding_mode="border")
+            filled = self.completion_net(warped_small, holes_small, ref_mask)
+            filled_full = F.interpolate(filled, size=(h, w), mode="bilinear", align_corners=False)
+            corrected = corrected * (1 - holes) + filled_full * holes
+        full_mask = F.interpolate(small_mask, size=(h, w), mode="bilinear", align_corners=False)
+        dist = d if d is not None else image.new_full((image.shape[0],), float("nan"))
+        return {"corrected": corrected, "flow": flow, "distance": dist, "holes": holes, "mask": full_mask}
+
+    @torch.no_grad()
+    def undistort(
+        self, image: Any, *, mask: Tensor | None = None, distance: Tensor | float | None = None
+    ) -> tuple[Any, dict[str, Tensor]]:
+        """Correct a portrait given as a tensor, PIL image or NumPy array; returns the same kind.
+
+        Args:
+            image: ``(3, H, W)``/``(B, 3, H, W)`` tensor in [0, 1], a PIL image, or an ``(H, W, 3)`` array.
+            mask: optional ``(B, 1, H, W)`` head mask (tensor inputs).
+            distance: known camera distance (cm), skipping the estimate.
+
+        Returns:
+            ``(corrected, info)``; ``info`` holds ``distance`` ``(B,)``, ``flow`` ``(B, 2, H, W)``, ``holes``.
+
+        Raises:
+            TypeError: unsupported image type.
+            ValueError: wrong channel count, empty or non-finite image.
+        """
+        x, kind = to_image_tensor(image, fn="Undistorter.undistort")
+        p = next(self.parameters())
+        out = self.forward(x.to(device=p.device, dtype=p.dtype), mask, distance)
+        info = {"distance": out["distance"], "flow": out["flow"], "holes": out["holes"]}
+        return _from_tensor(out["corrected"].clamp(0, 1), kind), info
+
+    @torch.no_grad()
+    def estimate_camera(self, image: Any, *, mask: Tensor | None = None) -> dict[str, Tensor]:
+        """Single-portrait calibration: camera-to-subject distance and focal length.
+
+        ``d`` comes from the DistanceNet; the focal length follows from the head's image height:
+        ``f = d * h_px / head_height_cm`` (pinhole similar triangles at the anchor plane).
+
+        Args:
+            image: as in :meth:`undistort`.
+            mask: optional ``(B, 1, H, W)`` head mask (default: SegNet, else the whole image).
+
+        Returns:
+            Dict with ``distance`` ``(B,)`` (cm), ``focal`` ``(B,)`` (pixels of the input) and
+            ``focal_35mm`` ``(B,)`` (35 mm-equivalent, from the image width).
+
+        Raises:
+            ValueError: no distance network, or invalid images.
+        """
+        fn = "Undistorter.estimate_camera"
+        if self.distance_net is None:
+            raise ValueError(f"{fn}: needs a distance_net")
+        x, _ = to_image_tensor(image, fn=fn)
+        p = next(self.parameters())
+        x = x.to(device=p.device, dtype=p.dtype)
+        x, small, small_mask = self._prepare(x, mask, fn)
+        d = self._distance(small, small_mask, None, fn)
+        if d is None:  # unreachable: a distance_net exists
+            raise ValueError(f"{fn}: could not estimate a distance")
+        full_mask = (
+            F.interpolate(small_mask, size=x.shape[-2:], mode="nearest") if mask is None else mask.to(x)
+        )
+        rows = (full_mask[:, 0] > 0.5).any(-1)  # (B, H)
+        idx = torch.arange(rows.shape[-1], device=x.device)
+        top = torch.where(rows, idx, rows.shape[-1]).amin(-1)
+        bottom = torch.where(rows, idx, -1).amax(-1)
+        h_px = (bottom - top + 1).clamp(min=0).to(x.dtype)
+        focal = d * h_px / self.head_height_cm
+        return {"distance": d, "focal": focal, "focal_35mm": focal * 36.0 / x.shape[-1]}
+
+    # ------------------------------------------------------------------------------ persistence
+    def _parts(self) -> dict[str, nn.Module | None]:
+        return {
+            "flow_net": self.flow_net,
+            "distance_net": self.distance_net,
+            "completion_net": self.completion_net,
+            "seg_net": self.seg_net,
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Save every sub-network (arch + config + weights) in one atomic checkpoint.
+
+        Args:
+            path: destination ``.pt`` file.
+
+        Raises:
+            ValueError: a sub-network was not built by a registered builder (no ``arch``/``config``).
+        """
+        config: dict[str, Any] = {
+            "work_size": self.work_size,
+            "head_height_cm": self.head_height_cm,
+            "hole_threshold": self.hole_threshold,
+            "parts": {},
+        }
+        for name, m in self._parts().items():
+            if m is None:
+                continue
+            arch, cfg = getattr(m, "arch", None), getattr(m, "config", None)
+            if arch is None or cfg is None:
+                raise ValueError(
+                    f"Undistorter.save: '{name}' was not built with create_model (no arch/config)"
+                )
+            config["parts"][name] = {"arch": arch, "config": cfg}
+        save_checkpoint(path, self, arch="undistorter", config=config)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> Undistorter:
+        """Rebuild an :class:`Undistorter` saved with :meth:`save` (``weights_only=True``).
+
+        Args:
+            path: the checkpoint.
+            map_location: device of the loaded tensors.
+
+        Returns:
+            The pipeline in eval mode.
+
+        Raises:
+            ValueError: not an Undistorter checkpoint.
+        """
+        ckpt = load_checkpoint(path, map_location=map_location)
+        if ckpt.get("arch") != "undistorter":
+            raise ValueError(
+                f"Undistorter.load: {os.fspath(path)!r} holds arch {ckpt.get('arch')!r}, not 'undistorter'"
+            )
+        cfg = ckpt["config"]
+        parts = {name: create_model(p["arch"], **p["config"]) for name, p in cfg["parts"].items()}
+        model = cls(
+            parts["flow_net"],  # type: ignore[arg-type]
+            parts.get("distance_net"),  # type: ignore[arg-type]
+            parts.get("completion_net"),  # type: ignore[arg-type]
+            parts.get("seg_net"),  # type: ignore[arg-type]
+            work_size=cfg["work_size"],
+            head_height_cm=cfg["head_height_cm"],
+            hole_threshold=cfg["hole_threshold"],
+        )
+        model.load_state_dict(ckpt["state_dict"])
+        return model.eval()

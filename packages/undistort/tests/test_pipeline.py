@@ -1,0 +1,116 @@
+"""Undistorter: the whole cascade on tensors, PIL and NumPy images; calibration; persistence."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from undistort import Undistorter, create_model
+from undistort.warp import warp
+
+TINY = (4, 8, 8)
+
+
+@pytest.fixture
+def und(device):
+    return (
+        Undistorter(
+            create_model("flownet_small", widths=TINY),
+            create_model("distancenet_small", widths=(4, 8), blocks=(1, 1)),
+            create_model("completionnet_small", width=4, dilations=(2,)),
+            create_model("segnet_small", widths=(4, 8)),
+            work_size=32,
+        )
+        .to(device)
+        .eval()
+    )
+
+
+class TestUndistorter:
+    def test_tensor_roundtrip_shapes(self, und, device):
+        img = torch.rand(2, 3, 50, 40, device=device)
+        out = und(img)
+        assert out["corrected"].shape == (2, 3, 50, 40)
+        assert out["flow"].shape == (2, 2, 50, 40)
+        assert out["distance"].shape == (2,)
+        # fresh FlowNet predicts zero flow, so the corrected image is the input outside holes
+        keep = out["holes"] == 0
+        assert torch.allclose(
+            out["corrected"].masked_select(keep), img.masked_select(keep.expand_as(img)), atol=1e-4
+        )  # grid_sample rounding
+
+    def test_flow_is_rescaled_to_input_pixels(self, und, device):
+        # a constant work-resolution flow of 1 px (work size 32) is 2 px at 64 px
+        with torch.no_grad():
+            und.flow_net.net.head.bias[0] = math.atanh(1.0 / 16 / und.flow_net.max_flow)
+        out = und(torch.rand(1, 3, 64, 64, device=device), distance=50.0)
+        assert torch.allclose(out["flow"][:, 0], torch.full((1, 64, 64), 2.0, device=device), atol=1e-4)
+        assert torch.allclose(out["distance"], torch.tensor([50.0], device=device))
+
+    def test_known_flow_warp_consistency(self, und, device):
+        img = torch.rand(1, 3, 32, 32, device=device)
+        out = und(img, distance=40.0)
+        assert torch.allclose(
+            out["corrected"] * (1 - out["holes"]),
+            warp(img, out["flow"], padding_mode="border") * (1 - out["holes"]),
+            atol=1e-6,
+        )
+
+    def test_pil_and_numpy(self, und):
+        arr = (np.random.default_rng(0).random((40, 36, 3)) * 255).astype(np.uint8)
+        out, info = und.undistort(arr)
+        assert isinstance(out, np.ndarray) and out.dtype == np.uint8 and out.shape == arr.shape
+        pil, info = und.undistort(Image.fromarray(arr))
+        assert isinstance(pil, Image.Image) and pil.size == (36, 40)
+        assert info["flow"].shape == (1, 2, 40, 36)
+        fl, _ = und.undistort(arr.astype(np.float32) / 255)
+        assert fl.dtype == np.float32
+
+    def test_bad_images(self, und, device):
+        with pytest.raises(ValueError, match=r"Undistorter\.undistort: 'image' must have 3 channels"):
+            und.undistort(torch.rand(1, 4, 32, 32, device=device))
+        with pytest.raises(ValueError, match=r"Undistorter\.undistort: 'image' must be non-empty"):
+            und.undistort(torch.rand(3, 0, 32, device=device))
+        with pytest.raises(ValueError, match=r"Undistorter\.undistort: 'image' must be finite"):
+            und.undistort(torch.full((3, 8, 8), math.nan, device=device))
+        with pytest.raises(ValueError, match=r"Undistorter\.undistort: 'image' must have shape \(H, W, 3\)"):
+            und.undistort(np.zeros((8, 8), dtype=np.uint8))
+        with pytest.raises(
+            TypeError,
+            match=r"Undistorter\.undistort: 'image' must be a torch\.Tensor, PIL\.Image or numpy\.ndarray",
+        ):
+            und.undistort([[0.0]])
+        with pytest.raises(ValueError, match="Undistorter: 'distance' must be > 0"):
+            und(torch.rand(1, 3, 8, 8, device=device), distance=-1.0)
+
+    def test_estimate_camera_by_hand(self, und, device):
+        # mask rows 8..23 -> 16 px head height on a 32 px image; d = exp(bias) = sqrt(25*160) = 63.25 cm;
+        # f = d * 16 / head_height_cm (pinhole similar triangles)
+        mask = torch.zeros(1, 1, 32, 32, device=device)
+        mask[..., 8:24, 10:20] = 1
+        cam = und.estimate_camera(torch.rand(1, 3, 32, 32, device=device), mask=mask)
+        d = (25 * 160) ** 0.5
+        assert float(cam["distance"][0]) == pytest.approx(d, rel=1e-4)
+        assert float(cam["focal"][0]) == pytest.approx(d * 16 / und.head_height_cm, rel=1e-4)
+        assert float(cam["focal_35mm"][0]) == pytest.approx(float(cam["focal"][0]) * 36 / 32)
+
+    def test_save_load(self, und, device, tmp_path):
+        with torch.no_grad():
+            und.flow_net.net.head.weight.normal_()
+        und.save(tmp_path / "und.pt")
+        back = Undistorter.load(tmp_path / "und.pt").to(device)
+        img = torch.rand(1, 3, 32, 32, device=device)
+        a, b = und(img), back(img)
+        assert torch.allclose(a["corrected"], b["corrected"], atol=1e-6)
+        assert back.work_size == 32
+
+    def test_requires_distance_source(self, device):
+        u = Undistorter(create_model("flownet_small", widths=TINY), work_size=16).to(device)
+        with pytest.raises(ValueError, match="Undistorter: no 'distance' given and no distance_net"):
+            u(torch.rand(1, 3, 16, 16, device=device))
+        with pytest.raises(TypeError, match="Undistorter: 'flow_net' must be a FlowNet"):
+            Undistorter(torch.nn.Linear(1, 1))  # type: ignore[arg-type]

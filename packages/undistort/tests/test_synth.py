@@ -1,0 +1,98 @@
+"""PortraitPairs on the real ICT-FaceKit head model (shared data) and on user meshes."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from _scenes import sphere_mesh
+
+from undistort.functional import endpoint_error
+from undistort.heads import HeadModel, load_ict_facekit, triangulate
+from undistort.synth import PortraitPairs, collate_pairs
+from undistort.warp import warp
+
+
+@pytest.fixture(scope="module")
+def ict(shared_data):
+    return load_ict_facekit(os.path.join(shared_data, "ict-facekit"))
+
+
+def test_ict_loader(ict):
+    assert ict.neutral.shape == (24591, 3)
+    assert ict.identity_basis.shape == (100, 24591, 3)
+    assert ict.landmarks.shape == (68,)
+    assert int(ict.faces.max()) < 24591
+    # the ICT model is in cm: a head about 25 cm wide (data README: bounding box 24.8 cm)
+    assert 20 < float(ict.neutral[:, 0].max() - ict.neutral[:, 0].min()) < 30
+
+
+def test_loader_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="load_ict_facekit: no ICT-FaceKit archive"):
+        load_ict_facekit(tmp_path)
+    (tmp_path / "ict_facekit_shapes.npz").write_bytes(b"")
+    with pytest.raises(ValueError, match="load_ict_facekit: 'regions' must be a non-empty subset"):
+        load_ict_facekit(tmp_path, regions=("hair",))
+
+
+def test_triangulate_by_hand():
+    assert triangulate(torch.tensor([[0, 1, 2, 3], [4, 5, 6, -1]])).tolist() == [
+        [0, 1, 2],
+        [4, 5, 6],
+        [0, 2, 3],
+    ]
+
+
+class TestPortraitPairs:
+    def test_item_contents(self, ict):
+        ds = PortraitPairs(ict, length=4, image_size=64, seed=3)
+        it = ds[1]
+        assert it["distorted"].shape == (3, 64, 64) and it["flow"].shape == (2, 64, 64)
+        assert it["landmarks_distorted"].shape == (68, 2)
+        assert 25.0 <= float(it["distance"]) <= 160.0
+        assert bool((it["valid"] <= it["mask_corrected"]).all())
+        b = collate_pairs([ds[0], ds[1]])
+        assert b["distorted"].shape == (2, 3, 64, 64)
+        # deterministic per (seed, index)
+        assert torch.equal(ds[1]["distorted"], it["distorted"])
+        assert not torch.equal(ds[0]["distorted"], it["distorted"])
+
+    def test_gt_flow_reconstructs_corrected_view(self, ict):
+        # warping the distorted render with the exact flow reproduces the reference render on valid
+        # pixels (up to shading differences of the moved viewpoint and bilinear resampling)
+        ds = PortraitPairs(ict, length=2, image_size=96, distance_range=(28.0, 28.0), seed=1)
+        it = ds[0]
+        fixed = warp(it["distorted"][None], it["flow"][None])[0]
+        v = it["valid"].bool().expand(3, -1, -1)
+        err_fixed = (fixed - it["corrected"]).abs()[v].mean()
+        err_raw = (it["distorted"] - it["corrected"]).abs()[v].mean()
+        assert err_fixed < 0.5 * err_raw
+        assert float(it["flow"].abs().max()) > 2.0
+
+    def test_flow_vanishes_at_reference(self, ict):
+        ds = PortraitPairs(ict, length=1, image_size=48, distance_range=(500.0, 500.0), distance_ref=500.0)
+        it = ds[0]
+        assert float(it["flow"].abs().max()) < 1e-3
+        zero = torch.zeros_like(it["flow"])[None]
+        assert float(endpoint_error(zero, it["flow"][None], it["valid"][None])) < 1e-3
+
+    def test_identity_pool_holds_out(self, ict):
+        tr = PortraitPairs(ict, length=4, image_size=32, num_identities=5, identity_seed=0)
+        te = PortraitPairs(ict, length=4, image_size=32, num_identities=5, identity_seed=1)
+        assert tr.identities is not None and te.identities is not None
+        assert not torch.allclose(tr.identities, te.identities)
+
+    def test_user_meshes(self, device):
+        v, f = sphere_mesh(9.0, 8, 16, dtype=torch.float32)
+        heads = HeadModel.from_meshes(torch.stack([v, v * 1.1]), f)
+        ds = PortraitPairs(heads, length=2, image_size=32)
+        assert ds[0]["corrected"].shape == (3, 32, 32)
+
+    def test_errors(self, ict):
+        with pytest.raises(TypeError, match="PortraitPairs: 'heads' must be a HeadModel"):
+            PortraitPairs("ict")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="PortraitPairs: 'distance_range' must be"):
+            PortraitPairs(ict, distance_range=(100.0, 50.0))
+        with pytest.raises(IndexError, match="out of range"):
+            PortraitPairs(ict, length=2)[2]
