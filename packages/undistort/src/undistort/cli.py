@@ -1,0 +1,194 @@
+"""Command line: ``python -m undistort {synth,train,correct,calibrate}``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["main"]
+
+
+def _heads(path: str):  # type: ignore[no-untyped-def]
+    from .heads import HeadModel, load_ict_facekit
+
+    if path.endswith(".npz") and os.path.basename(path) != "ict_facekit_shapes.npz":
+        with np.load(path) as z:
+            return HeadModel.from_meshes(z["vertices"], z["faces"])
+    return load_ict_facekit(path)
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from .synth import PortraitPairs
+
+    ds = PortraitPairs(_heads(args.heads), length=args.num, image_size=args.image_size, seed=args.seed)
+    rows = []
+    for i in range(args.num):
+        it = ds[i]
+        holes = it["holes"].expand(3, -1, -1)
+        rows.append(torch.cat([it["distorted"], it["corrected"], holes], 2))
+        logger.info("pair %d: distance %.1f cm, focal %.1f px", i, float(it["distance"]), float(it["focal"]))
+    grid = torch.cat(rows, 1).permute(1, 2, 0).clamp(0, 1).numpy()
+    Image.fromarray((grid * 255 + 0.5).astype(np.uint8)).save(args.out)
+    print(f"wrote {args.out}: {args.num} rows of distorted | corrected | holes")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .models import create_model
+    from .pipeline import Undistorter
+    from .recipes import train
+    from .synth import PortraitPairs
+
+    heads = _heads(args.heads)
+    kw = {"image_size": args.image_size, "num_identities": args.identities, "identity_seed": args.seed}
+    ds = PortraitPairs(heads, length=args.train_size, seed=args.seed, **kw)
+    data: Any = [ds[i] for i in range(len(ds))] if args.cache else ds
+    tasks = [t for t in args.tasks.split(",") if t]
+    archs = {
+        "flow": "flownet_small",
+        "distance": "distancenet_small",
+        "completion": "completionnet_small",
+        "segmentation": "segnet_small",
+    }
+    nets = {}
+    base = os.path.splitext(args.out)[0]
+    for task in tasks:
+        if task not in archs:
+            raise SystemExit(f"undistort train: unknown task {task!r}; choose from {sorted(archs)}")
+        torch.manual_seed(args.seed)
+        net = create_model(archs[task])
+        out = train(
+            task,
+            net,
+            data,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            checkpoint=f"{base}.{task}.pt",
+            checkpoint_every=args.checkpoint_every,
+            progress=None,
+            device=args.device,
+            num_workers=args.workers,
+            seed=args.seed,
+        )
+        nets[task] = out["model"]
+        print(f"{task}: final {json.dumps(out['history'][-1]) if out['history'] else 'already trained'}")
+    if "flow" not in nets:
+        return 0
+    und = Undistorter(
+        nets["flow"],  # type: ignore[arg-type]
+        nets.get("distance"),  # type: ignore[arg-type]
+        nets.get("completion"),  # type: ignore[arg-type]
+        nets.get("segmentation"),  # type: ignore[arg-type]
+        work_size=args.image_size,
+        head_height_cm=ds.head_height,
+    )
+    und.save(args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _cmd_correct(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from .pipeline import Undistorter
+
+    und = Undistorter.load(args.model, map_location=args.device).to(args.device)
+    img = Image.open(args.image)
+    out, info = und.undistort(img, distance=args.distance)
+    out.save(args.out)
+    print(f"wrote {args.out}; distance {float(info['distance'][0]):.1f} cm")
+    return 0
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from .pipeline import Undistorter
+
+    und = Undistorter.load(args.model, map_location=args.device).to(args.device)
+    cam = und.estimate_camera(Image.open(args.image))
+    res = {k: float(v[0]) for k, v in cam.items()}
+    print(json.dumps(res))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m undistort``."""
+    p = argparse.ArgumentParser(
+        prog="python -m undistort", description="Perspective undistortion of portraits"
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log INFO messages")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("synth", help="render a grid of synthetic training pairs")
+    s.add_argument(
+        "--heads",
+        required=True,
+        help="ICT-FaceKit folder/npz, or an .npz with 'vertices' (M,V,3) and 'faces'",
+    )
+    s.add_argument("--out", required=True)
+    s.add_argument("--num", type=int, default=4)
+    s.add_argument("--image-size", type=int, default=128)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=_cmd_synth)
+    t = sub.add_parser("train", help="train the cascade on synthetic pairs and save an Undistorter")
+    t.add_argument("--heads", required=True)
+    t.add_argument("--out", required=True, help="Undistorter checkpoint (per-task checkpoints go beside it)")
+    t.add_argument("--tasks", default="flow,distance,completion,segmentation")
+    t.add_argument("--steps", type=int, default=2000)
+    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--image-size", type=int, default=64)
+    t.add_argument("--train-size", type=int, default=512)
+    t.add_argument("--identities", type=int, default=278, help="identity pool size (paper: 278 individuals)")
+    t.add_argument("--cache", action="store_true", help="render the training set once into memory")
+    t.add_argument("--checkpoint-every", type=int, default=500)
+    t.add_argument("--workers", type=int, default=0)
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=_cmd_train)
+    c = sub.add_parser("correct", help="undistort an image file")
+    c.add_argument("--model", required=True)
+    c.add_argument("--image", required=True)
+    c.add_argument("--out", required=True)
+    c.add_argument("--distance", type=float, default=None, help="known camera distance (cm)")
+    c.add_argument("--device", default="cpu")
+    c.set_defaults(func=_cmd_correct)
+    k = sub.add_parser("calibrate", help="estimate camera distance and focal length of a portrait")
+    k.add_argument("--model", required=True)
+    k.add_argument("--image", required=True)
+    k.add_argument("--device", default="cpu")
+    k.set_defaults(func=_cmd_calibrate)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m undistort``.
+
+    Args:
+        argv: arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        Process exit code.
+    """
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    return int(args.func(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""The ``python -m undistort`` CLI end to end (tiny sizes) and the README quick start."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+from undistort import Undistorter
+from undistort.cli import main
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def test_cli_synth_train_correct(shared_data, tmp_path, capsys, device):
+    heads = os.path.join(shared_data, "ict-facekit")
+    assert (
+        main(
+            ["synth", "--heads", heads, "--out", str(tmp_path / "g.png"), "--num", "2", "--image-size", "32"]
+        )
+        == 0
+    )
+    assert Image.open(tmp_path / "g.png").size == (96, 64)
+    model = tmp_path / "m.pt"
+    args = [
+        "train",
+        "--heads",
+        heads,
+        "--out",
+        str(model),
+        "--steps",
+        "2",
+        "--image-size",
+        "32",
+        "--train-size",
+        "4",
+    ]
+    assert main([*args, "--batch-size", "2", "--identities", "3", "--device", device.type]) == 0
+    for task in ("flow", "distance", "completion", "segmentation"):
+        assert (tmp_path / f"m.{task}.pt").exists()
+    und = Undistorter.load(model)
+    assert und.seg_net is not None and und.completion_net is not None
+    img = (np.random.default_rng(0).random((40, 40, 3)) * 255).astype(np.uint8)
+    Image.fromarray(img).save(tmp_path / "in.png")
+    assert (
+        main(
+            [
+                "correct",
+                "--model",
+                str(model),
+                "--image",
+                str(tmp_path / "in.png"),
+                "--out",
+                str(tmp_path / "o.png"),
+            ]
+        )
+        == 0
+    )
+    assert Image.open(tmp_path / "o.png").size == (40, 40)
+    capsys.readouterr()
+    assert main(["calibrate", "--model", str(model), "--image", str(tmp_path / "in.png")]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(res) == {"distance", "focal", "focal_35mm"} and res["distance"] > 0
+
+
+def test_readme_quick_start_runs(tmp_path):
+    text = open(os.path.join(HERE, "..", "README.md")).read()
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120
+    )
+    assert res.returncode == 0, res.stderr
+    assert "nose magnification at 30 cm: 1.50x" in res.stdout
