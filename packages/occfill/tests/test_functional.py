@@ -125,7 +125,7 @@ class TestIdentityLoss:
             ValueError, match=r"identity_loss: 'reference_embedding' must have shape \(B, D\)"
         ):
             identity_loss(torch.rand(2, 4, device=device), torch.rand(2, 5, device=device))
-        with pytest.raises(TypeError, match="IdentityLoss: 'encoder' must be an nn.Module"):
+        with pytest.raises(TypeError, match=r"IdentityLoss: 'encoder' must be an nn\.Module"):
             IdentityLoss("vgg")  # type: ignore[arg-type]
 
 

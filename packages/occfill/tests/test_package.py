@@ -21,9 +21,7 @@ def test_public_names_resolve():
 
 
 def test_import_pulls_in_no_sibling_package():
-    code = "import sys, occfill; print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in %r)))" % (
-        sorted(SIBLINGS),
-    )
+    code = f"import sys, occfill; print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in {sorted(SIBLINGS)!r})))"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()

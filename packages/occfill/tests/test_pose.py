@@ -89,7 +89,7 @@ class TestEstimatePose:
             estimate_pose(torch.zeros(1, 5, 2, device=device), (64, 64))
         with pytest.raises(ValueError, match="'image_size' must be"):
             estimate_pose(torch.zeros(1, 68, 2, device=device), (0, 64))
-        with pytest.raises(TypeError, match="must be a torch.Tensor"):
+        with pytest.raises(TypeError, match=r"must be a torch\.Tensor"):
             estimate_pose([[0.0, 0.0]] * 68, (64, 64))  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="must be finite"):
             estimate_pose(torch.full((1, 68, 2), float("inf"), device=device), (64, 64))

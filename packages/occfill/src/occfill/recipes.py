@@ -172,7 +172,11 @@ def train_identity_encoder(
         raise ValueError(f"{fn}: 'num_classes' must be > 0; got {num_classes!r}")
     _, rank, _ = _dist()
     torch.manual_seed(seed)
-    config = {"embedding_dim": embedding_dim, "base_channels": base_channels, "input_size": input_size}
+    config: dict[str, Any] = {
+        "embedding_dim": embedding_dim,
+        "base_channels": base_channels,
+        "input_size": input_size,
+    }
     encoder = IdentityEncoder(**config).to(device)
     head = CosFaceHead(embedding_dim, num_classes).to(device)
     params = list(encoder.parameters()) + list(head.parameters())
@@ -318,7 +322,7 @@ def build_completion_models(
         ``(generator, {"global": ..., "pose": ..., "local": ...})`` (only enabled discriminators).
     """
     gen = CompletionGenerator(**config.generator_kwargs()).to(device)
-    kw = {"base_channels": config.d_base_channels, "n_layers": config.d_layers}
+    kw: dict[str, Any] = {"base_channels": config.d_base_channels, "n_layers": config.d_layers}
     ds: dict[str, nn.Module] = {}
     if config.global_discriminator:
         ds["global"] = PatchDiscriminator(3, **kw).to(device)

@@ -1,0 +1,171 @@
+"""Short seeded training runs on real data: losses fall, the method beats its baseline, the pose
+discriminator learns pose consistency, the identity encoder separates identities; resume; DDP (slow)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from occfill.checkpoint import load_checkpoint
+from occfill.data import FaceRecord, PairedFaces
+from occfill.functional import composite, discriminator_loss, occlude
+from occfill.models import PoseDiscriminator
+from occfill.pose import pose_map
+from occfill.recipes import (
+    CompletionConfig,
+    evaluate_completion,
+    train_completion,
+    train_identity_encoder,
+)
+
+SIZE = 32
+
+
+def _faces(shared_data, n_ids=8, n_train=30, n_test=10):
+    """Real faces: 8 identities, 30 training and 10 held-out photos each (different photos, same people)."""
+    root = os.path.join(shared_data, "faces-24id")
+    names = sorted(os.listdir(root))[:n_ids]
+    tr, te = [], []
+    for lab, name in enumerate(names):
+        files = sorted(os.listdir(os.path.join(root, name)))[: n_train + n_test]
+        tr += [FaceRecord(os.path.join(root, name, f), lab) for f in files[:n_train]]
+        te += [FaceRecord(os.path.join(root, name, f), lab) for f in files[n_train:]]
+    return PairedFaces(tr, size=SIZE), PairedFaces(te, size=SIZE)
+
+
+@pytest.fixture(scope="module")
+def faces(shared_data):
+    return _faces(shared_data)
+
+
+@pytest.fixture(scope="module")
+def encoder(faces):
+    torch.manual_seed(0)
+    train, _ = faces
+    losses = []
+    enc = train_identity_encoder(
+        train,
+        num_classes=8,
+        steps=60,
+        batch_size=32,
+        base_channels=8,
+        embedding_dim=32,
+        input_size=SIZE,
+        lr=3e-3,
+        callback=lambda s, m: losses.append(m["loss"]),
+    )
+    return enc, losses
+
+
+def _small_config(**kw):
+    return CompletionConfig(base_channels=8, depth=3, d_base_channels=8, d_layers=2, use_pose=False, **kw)
+
+
+def test_identity_encoder_separates_identities(encoder, faces, device):
+    enc, losses = encoder
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+    _, test = faces
+    enc = enc.to(device)
+    with torch.no_grad():
+        x = torch.stack([test[i]["image"] for i in range(len(test))]).to(device)
+        y = torch.tensor([r.label for r in test.records], device=device)
+        e = enc(x)
+    sim = e @ e.T
+    same = (y[:, None] == y[None]) & ~torch.eye(len(y), dtype=torch.bool, device=device)
+    diff = y[:, None] != y[None]
+    # held-out photos: same-person similarity clearly above different-person (measured ~0.39 vs ~0.07)
+    assert float(sim[same].mean()) > float(sim[diff].mean()) + 0.15
+
+
+def test_completion_loss_falls_and_beats_inpainting_baseline(encoder, faces, device):
+    train, test = faces
+    enc = encoder[0]
+    results, hist = {}, {}
+    for name, cfg in (("full", _small_config()), ("baseline", _small_config(use_reference=False))):
+        h: list[float] = []
+        res = train_completion(
+            train,
+            config=cfg,
+            encoder=enc,
+            steps=60,
+            batch_size=16,
+            device=device,
+            seed=0,
+            callback=lambda s, m, h=h: h.append(m["rec"]),
+        )
+        hist[name] = h
+        results[name] = (res, evaluate_completion(res.generator, test, encoder=enc, device=device))
+    for h in hist.values():
+        assert sum(h[-5:]) / 5 < 0.85 * sum(h[:5]) / 5
+    full, base = results["full"][1], results["baseline"][1]
+    # with the reference photo the ocular region is reconstructed better on held-out photos
+    assert full["ssim"] > base["ssim"]
+    assert full["psnr"] > base["psnr"]
+    # same-identity reference -> output closer to the ground truth's identity than a stranger's reference
+    gen = results["full"][0].generator
+    batch = next(iter(torch.utils.data.DataLoader(test, batch_size=len(test))))
+    yv, s, m = batch["image"].to(device), batch["reference"].to(device), batch["mask"].to(device)
+    lab = batch["label"]
+    other = torch.tensor([int(torch.nonzero(lab != lab[i])[i % 10]) for i in range(len(lab))])
+    g = torch.Generator(device=device)
+    with torch.no_grad():
+        sims = []
+        for ref in (s, yv[other.to(device)]):
+            g.manual_seed(0)
+            out = composite(gen(occlude(yv, m), ref, None, mask=m, generator=g), yv, m)
+            sims.append(float(F.cosine_similarity(enc(out), enc(yv)).mean()))
+    assert sims[0] > sims[1]
+
+
+def test_pose_discriminator_learns_pose_consistency(shared_data, device):
+    """D_p sees (image, L) vs (image, L') with L' the pose of another render: after a short training it
+    scores the true pose map higher on held-out identities (untrained: about half the time)."""
+    root = os.path.join(shared_data, "ict-faces-128")
+    train = PairedFaces.from_meta_jsonl(root, identities=range(30), size=SIZE)
+    test = PairedFaces.from_meta_jsonl(root, identities=range(90, 100), size=SIZE)
+    torch.manual_seed(0)
+    d = PoseDiscriminator(base_channels=8, n_layers=3, spectral_norm=False).to(device)
+    opt = torch.optim.Adam(d.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    loader = torch.utils.data.DataLoader(train, batch_size=32, shuffle=True, drop_last=True)
+    step = 0
+    while step < 200:
+        for batch in loader:
+            x, a = batch["image"].to(device), batch["angles"].to(device)
+            lm, wrong = pose_map(a, SIZE, SIZE), pose_map(a.roll(1, dims=0), SIZE, SIZE)
+            loss = discriminator_loss(d(x, lm), d(x, wrong), kind="bce")
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
+            if step == 200:
+                break
+    d.eval()
+    batch = next(iter(torch.utils.data.DataLoader(test, batch_size=len(test))))
+    x, a = batch["image"].to(device), batch["angles"].to(device)
+    # L' = the pose of the render whose yaw differs most, so the pair is really mismatched
+    other = (a[:, 1][:, None] - a[:, 1][None]).abs().argmax(dim=1)
+    with torch.no_grad():
+        right = d(x, pose_map(a, SIZE, SIZE)).mean(dim=(1, 2, 3))
+        wrong = d(x, pose_map(a[other], SIZE, SIZE)).mean(dim=(1, 2, 3))
+    # measured 0.87 after 200 steps (0.3-0.5 after 40 steps)
+    assert float((right > wrong).float().mean()) >= 0.75
+
+
+def test_resume_and_checkpoint(faces, device, tmp_path):
+    train, _ = faces
+    cfg = _small_config(identity_weight=0.0)
+    path = tmp_path / "g.pt"
+    train_completion(train, config=cfg, steps=3, batch_size=4, device=device, checkpoint=path)
+    ck = load_checkpoint(path)
+    assert ck["step"] == 3 and set(ck["modules"]) == {"global"} and ck["arch"] == "occfill_generator"
+    res = train_completion(
+        train, config=cfg, steps=5, batch_size=4, device=device, checkpoint=path, resume=True
+    )
+    assert len(res.history) == 2 and load_checkpoint(path)["step"] == 5
+    with pytest.raises(ValueError, match=r"train_completion: config\.identity_weight=0\.1 needs an 'encoder'"):
+        train_completion(train, config=_small_config(), steps=1)
+    with pytest.raises(ValueError, match="train_identity_encoder: 'steps' must be > 0"):
+        train_identity_encoder(train, num_classes=8, steps=0)
