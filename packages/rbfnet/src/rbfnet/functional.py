@@ -6,6 +6,7 @@ point (3 for xyz, 6 for xyz + normals), ``M`` RBF kernels.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -30,11 +31,18 @@ KERNELS: tuple[str, ...] = (
 AGGREGATIONS: tuple[str, ...] = ("max", "sum", "mean")
 
 
+def _flush(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    # exp(-a) with a > -2 log(eps) is below eps^2 (1.4e-14 in float32): flush it to an exact 0. Far points
+    # then contribute nothing (the kernel's local support) and no subnormal floats reach the next layers,
+    # which would slow CPU matrix products down severalfold.
+    return x.masked_fill(x > -2.0 * math.log(torch.finfo(dtype).eps), math.inf)
+
+
 def _phi(u: torch.Tensor, kernel: str) -> torch.Tensor:
     if kernel == "gaussian":
-        return torch.exp(-u)
+        return torch.exp(-_flush(u, u.dtype))
     if kernel == "laplacian":
-        return torch.exp(-torch.sqrt(u.clamp_min(torch.finfo(u.dtype).tiny)))
+        return torch.exp(-_flush(torch.sqrt(u.clamp_min(torch.finfo(u.dtype).tiny)), u.dtype))
     if kernel == "inverse_quadratic":
         return 1.0 / (1.0 + u)
     if kernel == "inverse_multiquadric":
@@ -54,6 +62,8 @@ def rbf_kernel(sq_dist: torch.Tensor, widths: torch.Tensor, kernel: str = "gauss
     Convention:
         Distances are Euclidean in the units of the cloud (unit-sphere normalised clouds in the paper's
         setting). All kernels but ``multiquadric`` equal 1 at the centre and decay to 0 with distance.
+        The exponential kernels are flushed to exactly 0 where they fall below ``eps**2`` of the dtype
+        (``u > 32.2`` in float32, ``u > 72.1`` in float64): a compact support that avoids subnormal floats.
 
     Args:
         sq_dist: squared distances, shape ``(*, M)``, non-negative.

@@ -10,20 +10,66 @@ from torch import nn
 from .._checks import check_int, check_points, check_same_device
 
 
-def shared_mlp(in_ch: int, widths: Sequence[int], *, dim: int = 1, device=None, dtype=None) -> nn.Sequential:  # type: ignore[no-untyped-def]
-    """1x1 convolutions + BatchNorm + ReLU over ``(B, C, N)`` (``dim=1``) or ``(B, C, S, K)`` (``dim=2``)."""
-    conv = nn.Conv1d if dim == 1 else nn.Conv2d
-    bn = nn.BatchNorm1d if dim == 1 else nn.BatchNorm2d
-    layers: list[nn.Module] = []
-    c = in_ch
-    for w in widths:
-        layers += [
-            conv(c, w, 1, bias=False, device=device, dtype=dtype),
-            bn(w, device=device, dtype=dtype),
-            nn.ReLU(),
-        ]
-        c = w
-    return nn.Sequential(*layers)
+class SharedMLP(nn.Sequential):
+    """Per-point MLP on channel-last input ``(*, C)``: Linear (no bias) + BatchNorm + ReLU per layer.
+
+    All leading dimensions are flattened into one batch for the BatchNorm statistics (the same statistics
+    as a 1x1 convolution over ``(B, C, N)``), and restored on output. Channel-last linear layers avoid the
+    slow CPU path of ``Conv1d`` with kernel size 1.
+
+    Args:
+        in_ch: input channels.
+        widths: output channels of each layer.
+        device: device of the parameters.
+        dtype: dtype of the parameters.
+    """
+
+    def __init__(
+        self,
+        in_ch: int,
+        widths: Sequence[int],
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        layers: list[nn.Module] = []
+        c = in_ch
+        for w in widths:
+            layers += [
+                nn.Linear(c, w, bias=False, device=device, dtype=dtype),
+                nn.BatchNorm1d(w, device=device, dtype=dtype),
+                nn.ReLU(),
+            ]
+            c = w
+        super().__init__(*layers)
+        self.out_channels = c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply to ``(*, C)``; returns ``(*, widths[-1])``."""
+        lead = x.shape[:-1]
+        y = super().forward(x.reshape(-1, x.shape[-1]))
+        return y.reshape(*lead, self.out_channels)
+
+
+def shared_mlp(
+    in_ch: int,
+    widths: Sequence[int],
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> SharedMLP:
+    """Build a :class:`SharedMLP`.
+
+    Args:
+        in_ch: input channels.
+        widths: output channels of each layer.
+        device: device of the parameters.
+        dtype: dtype of the parameters.
+
+    Returns:
+        The module.
+    """
+    return SharedMLP(in_ch, widths, device=device, dtype=dtype)
 
 
 def make_head(

@@ -45,7 +45,7 @@ class SetAbstraction(nn.Module):
         self.num_centroids = num_centroids
         self.radius = radius
         self.num_neighbors = num_neighbors
-        self.mlp = shared_mlp(in_channels + 3, mlp, dim=2, device=device, dtype=dtype)
+        self.mlp = shared_mlp(in_channels + 3, mlp, device=device, dtype=dtype)
 
     def forward(self, xyz: torch.Tensor, features: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Abstract ``xyz`` ``(B, N, 3)`` and ``features`` ``(B, N, C)`` into ``S`` centroids."""
@@ -64,8 +64,7 @@ class SetAbstraction(nn.Module):
             grouped = gather_points(xyz, nbr) - new_xyz.unsqueeze(2)  # (B, S, K, 3)
             if features is not None:
                 grouped = torch.cat([grouped, gather_points(features, nbr)], dim=-1)
-        out = self.mlp(grouped.permute(0, 3, 1, 2)).amax(dim=3)  # (B, C', S)
-        return new_xyz, out.transpose(1, 2)
+        return new_xyz, self.mlp(grouped).amax(dim=2)  # (B, S, C')
 
     def extra_repr(self) -> str:
         return f"num_centroids={self.num_centroids}, radius={self.radius}, num_neighbors={self.num_neighbors}"

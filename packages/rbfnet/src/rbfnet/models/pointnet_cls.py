@@ -62,7 +62,7 @@ class PointNet(nn.Module):
         """Global descriptor ``(B, num_features)`` of clouds ``(B, N, 3)`` (+ normals ``(B, N, 3)``)."""
         check_cloud_input("PointNet.forward_features", points, normals, self.uses_normals)
         x = points if not self.uses_normals else torch.cat([points, normals.to(points.dtype)], -1)  # type: ignore[union-attr]
-        return self.mlp(x.transpose(1, 2)).amax(dim=2)
+        return self.mlp(x).amax(dim=1)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Classifier head on ``(B, num_features)``; ``pre_logits=True`` returns the last hidden layer."""

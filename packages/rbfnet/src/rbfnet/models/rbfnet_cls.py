@@ -157,7 +157,7 @@ class RBFNet(nn.Module):
         if self.uses_normals and self.normals_mode == "concat":
             assert normals is not None
             f = torch.cat([f, normals.to(f.dtype)], dim=-1)
-        return self.mlp(f.transpose(1, 2)).amax(dim=2)  # (B, C)
+        return self.mlp(f).amax(dim=1)  # (B, C)
 
     def forward_features(self, points: torch.Tensor, normals: torch.Tensor | None = None) -> torch.Tensor:
         """Global descriptor of each cloud.

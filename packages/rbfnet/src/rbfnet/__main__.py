@@ -1,0 +1,5 @@
+"""``python -m rbfnet``."""
+
+from .cli import main
+
+raise SystemExit(main())
