@@ -21,8 +21,11 @@ def test_public_names_resolve():
 
 
 def test_import_pulls_in_no_sibling_package():
-    code = "import sys, iekd; print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in %r)))" % (
-        sorted(SIBLINGS),
+    names = sorted(SIBLINGS)
+    code = (
+        f"import sys, iekd; print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in {names!r})))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == "", f"iekd imported sibling packages: {out}"

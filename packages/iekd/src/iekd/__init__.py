@@ -27,7 +27,6 @@ from .nn import (
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
-    "__version__",
     "AttentionTransferLoss",
     "DMLLoss",
     "ExplorationLoss",
@@ -41,6 +40,7 @@ __all__ = [
     "KDLoss",
     "ReconstructionLoss",
     "Translator",
+    "__version__",
     "data",
     "functional",
     "load_checkpoint",

@@ -15,13 +15,13 @@ from typing import Any
 import torch
 
 __all__ = [
-    "check_tensor",
-    "check_shape",
-    "check_same_device",
-    "check_floating",
-    "check_range",
     "check_finite",
+    "check_floating",
     "check_positive",
+    "check_range",
+    "check_same_device",
+    "check_shape",
+    "check_tensor",
 ]
 
 

@@ -15,7 +15,7 @@ from .hooks import unwrap_model
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["save_checkpoint", "load_checkpoint", "clean_state_dict", "FORMAT_VERSION"]
+__all__ = ["FORMAT_VERSION", "clean_state_dict", "load_checkpoint", "save_checkpoint"]
 
 FORMAT_VERSION = 1
 
@@ -108,7 +108,9 @@ def save_checkpoint(
     logger.info("saved checkpoint %s", path)
 
 
-def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(
+    path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint` with ``weights_only=True``.
 
     Args:

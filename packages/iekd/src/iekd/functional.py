@@ -25,15 +25,15 @@ import torch.nn.functional as F
 from ._checks import check_floating, check_positive, check_shape, check_tensor
 
 __all__ = [
-    "factor_distance",
-    "inheritance_loss",
-    "exploration_loss",
-    "reconstruction_loss",
-    "factor_transfer_loss",
-    "kd_loss",
     "attention_map",
     "attention_transfer_loss",
     "dml_loss",
+    "exploration_loss",
+    "factor_distance",
+    "factor_transfer_loss",
+    "inheritance_loss",
+    "kd_loss",
+    "reconstruction_loss",
     "split_channels",
 ]
 
@@ -45,13 +45,17 @@ def _check_pair(x: torch.Tensor, y: torch.Tensor, xname: str, yname: str, fn: st
     check_floating(x, xname, fn=fn)
     check_floating(y, yname, fn=fn)
     if x.dim() < 2:
-        raise ValueError(f"{fn}: '{xname}' must have shape (B, ...) with at least 2 dims; got {tuple(x.shape)}")
+        raise ValueError(
+            f"{fn}: '{xname}' must have shape (B, ...) with at least 2 dims; got {tuple(x.shape)}"
+        )
     if x.shape != y.shape:
         raise ValueError(
             f"{fn}: '{xname}' and '{yname}' must have the same shape; got {tuple(x.shape)} and {tuple(y.shape)}"
         )
     if x.device != y.device:
-        raise ValueError(f"{fn}: '{yname}' is on {y.device} but '{xname}' is on {x.device}; move them to one device")
+        raise ValueError(
+            f"{fn}: '{yname}' is on {y.device} but '{xname}' is on {x.device}; move them to one device"
+        )
     if x.dtype != y.dtype:
         raise ValueError(f"{fn}: '{xname}' and '{yname}' must share a dtype; got {x.dtype} and {y.dtype}")
 
@@ -251,7 +255,9 @@ def _check_logits(s: torch.Tensor, t: torch.Tensor, sname: str, tname: str, fn: 
     dims = check_shape(s, "B,K", sname, fn=fn)
     check_shape(t, "B,K", tname, fn=fn, dims=dims)
     if s.device != t.device:
-        raise ValueError(f"{fn}: '{tname}' is on {t.device} but '{sname}' is on {s.device}; move them to one device")
+        raise ValueError(
+            f"{fn}: '{tname}' is on {t.device} but '{sname}' is on {s.device}; move them to one device"
+        )
 
 
 def kd_loss(
@@ -419,7 +425,9 @@ def split_channels(
     if isinstance(inherit_channels, bool) or not isinstance(inherit_channels, int):
         raise TypeError(f"{fn}: 'inherit_channels' must be an int; got {type(inherit_channels).__name__}")
     if not 1 <= inherit_channels <= c - 1:
-        raise ValueError(f"{fn}: 'inherit_channels' must lie in [1, {c - 1}] for C={c}; got {inherit_channels}")
+        raise ValueError(
+            f"{fn}: 'inherit_channels' must lie in [1, {c - 1}] for C={c}; got {inherit_channels}"
+        )
     if index is None:
         return feature[:, :inherit_channels], feature[:, inherit_channels:]
     check_tensor(index, "index", fn=fn)

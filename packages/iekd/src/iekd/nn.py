@@ -19,18 +19,18 @@ from ._checks import check_floating, check_positive, check_shape
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "Translator",
-    "FactorAutoencoder",
-    "FactorOutput",
-    "InheritExploreLoss",
-    "IELossOutput",
-    "InheritanceLoss",
-    "ExplorationLoss",
-    "FactorTransferLoss",
-    "ReconstructionLoss",
-    "KDLoss",
     "AttentionTransferLoss",
     "DMLLoss",
+    "ExplorationLoss",
+    "FactorAutoencoder",
+    "FactorOutput",
+    "FactorTransferLoss",
+    "IELossOutput",
+    "InheritExploreLoss",
+    "InheritanceLoss",
+    "KDLoss",
+    "ReconstructionLoss",
+    "Translator",
 ]
 
 
@@ -104,7 +104,9 @@ class Translator(nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.use_bn = use_bn
-        self.body = _coder(in_channels, out_channels, use_bn=use_bn, generator=generator, device=device, dtype=dtype)
+        self.body = _coder(
+            in_channels, out_channels, use_bn=use_bn, generator=generator, device=device, dtype=dtype
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Encode ``x`` of shape ``(B, in_channels, H, W)`` into ``(B, out_channels, H, W)``."""
@@ -260,6 +262,8 @@ class InheritExploreLoss(nn.Module):
         (True, True)
     """
 
+    split_index: torch.Tensor
+
     def __init__(
         self,
         student_channels: int,
@@ -283,7 +287,9 @@ class InheritExploreLoss(nn.Module):
         _check_int(student_channels, "student_channels", fn, low=2)
         _check_int(teacher_channels, "teacher_channels", fn)
         if isinstance(split, bool) or not isinstance(split, (int, float)):
-            raise TypeError(f"{fn}: 'split' must be a float ratio or an int channel count; got {type(split).__name__}")
+            raise TypeError(
+                f"{fn}: 'split' must be a float ratio or an int channel count; got {type(split).__name__}"
+            )
         if isinstance(split, int):
             n_inh = split
         else:
@@ -304,7 +310,9 @@ class InheritExploreLoss(nn.Module):
         if split_mode not in ("natural", "random"):
             raise ValueError(f"{fn}: 'split_mode' must be 'natural' or 'random'; got {split_mode!r}")
         if explore_encoder not in ("frozen", "trainable"):
-            raise ValueError(f"{fn}: 'explore_encoder' must be 'frozen' or 'trainable'; got {explore_encoder!r}")
+            raise ValueError(
+                f"{fn}: 'explore_encoder' must be 'frozen' or 'trainable'; got {explore_encoder!r}"
+            )
         self.student_channels = student_channels
         self.teacher_channels = teacher_channels
         self.inherit_channels = n_inh

@@ -15,15 +15,15 @@ from torch.utils.data import Dataset
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "ImageSet",
-    "read_image_folder",
-    "read_cifar",
-    "stratified_split",
-    "ImageTensorDataset",
     "CIFAR10_MEAN",
     "CIFAR10_STD",
     "CIFAR100_MEAN",
     "CIFAR100_STD",
+    "ImageSet",
+    "ImageTensorDataset",
+    "read_cifar",
+    "read_image_folder",
+    "stratified_split",
 ]
 
 # Normalisation of the authors' feeder (pixel values / 255).
@@ -89,7 +89,9 @@ def read_image_folder(
                     im = im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
                 arr = np.asarray(im, dtype=np.uint8)
             if images and arr.shape != images[0].shape:
-                raise ValueError(f"{fn}: images differ in size ({arr.shape} vs {images[0].shape}); pass 'size'")
+                raise ValueError(
+                    f"{fn}: images differ in size ({arr.shape} vs {images[0].shape}); pass 'size'"
+                )
             images.append(arr)
             labels.append(label)
     if not images:
@@ -101,7 +103,7 @@ def read_image_folder(
 
 def _unpickle(path: str) -> dict:
     with open(path, "rb") as fh:
-        return pickle.load(fh, encoding="latin1")  # noqa: S301 - the CIFAR format is a pickle; user-given file
+        return pickle.load(fh, encoding="latin1")
 
 
 def read_cifar(root: str | os.PathLike[str], *, train: bool = True) -> ImageSet:
@@ -127,7 +129,9 @@ def read_cifar(root: str | os.PathLike[str], *, train: bool = True) -> ImageSet:
             classes = list(_unpickle(os.path.join(cand, "batches.meta"))["label_names"])
             key = "labels"
             break
-        if os.path.isfile(os.path.join(cand, "meta")) and os.path.isfile(os.path.join(cand, "train" if train else "test")):
+        if os.path.isfile(os.path.join(cand, "meta")) and os.path.isfile(
+            os.path.join(cand, "train" if train else "test")
+        ):
             names = ["train" if train else "test"]
             classes = list(_unpickle(os.path.join(cand, "meta"))["fine_label_names"])
             key = "fine_labels"
@@ -136,7 +140,8 @@ def read_cifar(root: str | os.PathLike[str], *, train: bool = True) -> ImageSet:
         raise FileNotFoundError(
             f"read_cifar: no CIFAR python batches under {root!r} (expected batches.meta or meta + train/test)"
         )
-    data, labels = [], []
+    data: list[np.ndarray] = []
+    labels: list[int] = []
     for n in names:
         d = _unpickle(os.path.join(cand, n))
         data.append(np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
@@ -219,7 +224,9 @@ class ImageTensorDataset(Dataset):
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"{fn}: 'images' must have shape (N, 3, H, W); got {tuple(images.shape)}")
         if labels.shape != (images.shape[0],):
-            raise ValueError(f"{fn}: 'labels' must have shape ({images.shape[0]},); got {tuple(labels.shape)}")
+            raise ValueError(
+                f"{fn}: 'labels' must have shape ({images.shape[0]},); got {tuple(labels.shape)}"
+            )
         x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
         m = torch.tensor(mean).view(1, 3, 1, 1)
         s = torch.tensor(std).view(1, 3, 1, 1)

@@ -80,6 +80,10 @@ class _Backbone(nn.Module):
     feature_info: list[dict[str, Any]]
     fc: nn.Linear
     _stage_names: list[str]
+    stem: nn.Module
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Last feature map before pooling, ``(B, num_features, H/4, W/4)``."""
@@ -149,7 +153,9 @@ class CifarResNet(_Backbone):
         w = base_width
         self.depth, self.shortcut, self.base_width = depth, shortcut, base_width
         self.num_classes = num_classes
-        self.stem = nn.Sequential(nn.Conv2d(3, w, 3, 1, 1, bias=False, **kw), nn.BatchNorm2d(w, **kw), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, w, 3, 1, 1, bias=False, **kw), nn.BatchNorm2d(w, **kw), nn.ReLU()
+        )
         inplanes = w
         for i, planes in enumerate((w, 2 * w, 4 * w)):
             blocks = []
@@ -257,7 +263,9 @@ class WideResNet(_Backbone):
         return self.act(self.layer3(self.layer2(self.layer1(self.stem(x)))))
 
 
-def _load_weights(model: nn.Module, weights: str | os.PathLike[str] | None, arch: str, kwargs: dict[str, Any]) -> None:
+def _load_weights(
+    model: nn.Module, weights: str | os.PathLike[str] | None, arch: str, kwargs: dict[str, Any]
+) -> None:
     if weights is None:
         return
     from ..checkpoint import load_checkpoint
@@ -285,7 +293,9 @@ def _resnet(arch: str, depth: int, weights: str | os.PathLike[str] | None, **kwa
     return model
 
 
-def _wrn(arch: str, depth: int, widen: int, weights: str | os.PathLike[str] | None, **kwargs: Any) -> WideResNet:
+def _wrn(
+    arch: str, depth: int, widen: int, weights: str | os.PathLike[str] | None, **kwargs: Any
+) -> WideResNet:
     if weights is not None:
         from ..checkpoint import load_checkpoint
 
@@ -297,89 +307,181 @@ def _wrn(arch: str, depth: int, widen: int, weights: str | os.PathLike[str] | No
     return model
 
 
-_W = "str | os.PathLike[str] | None"
-
-
-def _doc(arch: str, what: str) -> str:
-    return (
-        f"{what}.\n\n    Args:\n        weights: optional local checkpoint path (never downloaded).\n"
-        f"        **kwargs: constructor arguments, e.g. ``num_classes``; one that conflicts with the checkpoint's\n"
-        f"            config raises ``ValueError``.\n\n    Returns:\n        The model.\n"
-    )
-
-
 @register_model
 def resnet8(*, weights: str | os.PathLike[str] | None = None, **kwargs: Any) -> CifarResNet:
+    """CIFAR ResNet-8 (n=1).
+
+    Args:
+        weights: optional local checkpoint path (never downloaded).
+        **kwargs: constructor arguments, e.g. ``num_classes``; one that conflicts with the
+            checkpoint's config raises ``ValueError``.
+
+    Returns:
+        The model.
+    """
     return _resnet("resnet8", 8, weights, **kwargs)
 
 
 @register_model
 def resnet14(*, weights: str | os.PathLike[str] | None = None, **kwargs: Any) -> CifarResNet:
+    """CIFAR ResNet-14 (n=2).
+
+    Args:
+        weights: optional local checkpoint path (never downloaded).
+        **kwargs: constructor arguments, e.g. ``num_classes``; one that conflicts with the
+            checkpoint's config raises ``ValueError``.
+
+    Returns:
+        The model.
+    """
     return _resnet("resnet14", 14, weights, **kwargs)
 
 
 @register_model
 def resnet20(*, weights: str | os.PathLike[str] | None = None, **kwargs: Any) -> CifarResNet:
+    """CIFAR ResNet-20 (n=3), the paper's CIFAR-10 student.
+
+    Args:
+        weights: optional local checkpoint path (never downloaded).
+        **kwargs: constructor arguments, e.g. ``num_classes``; one that conflicts with the
+            checkpoint's config raises ``ValueError``.
+
+    Returns:
+        The model.
+    """
     return _resnet("resnet20", 20, weights, **kwargs)
 
 
 @register_model
 def resnet32(*, weights: str | os.PathLike[str] | None = None, **kwargs: Any) -> CifarResNet:
+    """CIFAR ResNet-32 (n=5).
+
+    Args:
+        weights: optional local checkpoint path (never downloaded).
+        **kwargs: constructor arguments, e.g. ``num_classes``; one that conflicts with the
+            checkpoint's config raises ``ValueError``.
+
+    Returns:
+        The model.
+    """
     return _resnet("resnet32", 32, weights, **kwargs)
 
 
 @register_model
 def resnet44(*, weights: str | os.PathLike[str] | None = None, **kwargs: Any) -> CifarResNet:
+    """CIFAR ResNet-44 (n=7).
+
+    Args:
+        weights: optional local checkpoint path (never downloaded).
+        **kwargs: constructor arguments, e.g. ``num_classes``; one that conflicts with the
+            checkpoint's config raises ``ValueError``.
+
+    Returns:
+        The model.
+    """
     return _resnet("resnet44", 44, weights, **kwargs)
 
 
 @register_model
 def resnet56(*, weights: str | os.PathLike[str] | None = None, **kwargs: Any) -> CifarResNet:
+    """CIFAR ResNet-56 (n=9), the paper's CIFAR-10 teacher.
+
+    Args:
+        weights: optional local checkpoint path (never downloaded).
+        **kwargs: constructor arguments, e.g. ``num_classes``; one that conflicts with the
+            checkpoint's config raises ``ValueError``.
+
+    Returns:
+        The model.
+    """
     return _resnet("resnet56", 56, weights, **kwargs)
 
 
 @register_model
 def resnet110(*, weights: str | os.PathLike[str] | None = None, **kwargs: Any) -> CifarResNet:
+    """CIFAR ResNet-110 (n=18).
+
+    Args:
+        weights: optional local checkpoint path (never downloaded).
+        **kwargs: constructor arguments, e.g. ``num_classes``; one that conflicts with the
+            checkpoint's config raises ``ValueError``.
+
+    Returns:
+        The model.
+    """
     return _resnet("resnet110", 110, weights, **kwargs)
 
 
 @register_model
 def wrn_16_1(*, weights: str | os.PathLike[str] | None = None, **kwargs: Any) -> WideResNet:
+    """Wide ResNet WRN-16-1.
+
+    Args:
+        weights: optional local checkpoint path (never downloaded).
+        **kwargs: constructor arguments, e.g. ``num_classes``; one that conflicts with the
+            checkpoint's config raises ``ValueError``.
+
+    Returns:
+        The model.
+    """
     return _wrn("wrn_16_1", 16, 1, weights, **kwargs)
 
 
 @register_model
 def wrn_16_2(*, weights: str | os.PathLike[str] | None = None, **kwargs: Any) -> WideResNet:
+    """Wide ResNet WRN-16-2.
+
+    Args:
+        weights: optional local checkpoint path (never downloaded).
+        **kwargs: constructor arguments, e.g. ``num_classes``; one that conflicts with the
+            checkpoint's config raises ``ValueError``.
+
+    Returns:
+        The model.
+    """
     return _wrn("wrn_16_2", 16, 2, weights, **kwargs)
 
 
 @register_model
 def wrn_40_1(*, weights: str | os.PathLike[str] | None = None, **kwargs: Any) -> WideResNet:
+    """Wide ResNet WRN-40-1.
+
+    Args:
+        weights: optional local checkpoint path (never downloaded).
+        **kwargs: constructor arguments, e.g. ``num_classes``; one that conflicts with the
+            checkpoint's config raises ``ValueError``.
+
+    Returns:
+        The model.
+    """
     return _wrn("wrn_40_1", 40, 1, weights, **kwargs)
 
 
 @register_model
 def wrn_40_2(*, weights: str | os.PathLike[str] | None = None, **kwargs: Any) -> WideResNet:
+    """Wide ResNet WRN-40-2.
+
+    Args:
+        weights: optional local checkpoint path (never downloaded).
+        **kwargs: constructor arguments, e.g. ``num_classes``; one that conflicts with the
+            checkpoint's config raises ``ValueError``.
+
+    Returns:
+        The model.
+    """
     return _wrn("wrn_40_2", 40, 2, weights, **kwargs)
 
 
 @register_model
 def wrn_28_10(*, weights: str | os.PathLike[str] | None = None, **kwargs: Any) -> WideResNet:
+    """Wide ResNet WRN-28-10.
+
+    Args:
+        weights: optional local checkpoint path (never downloaded).
+        **kwargs: constructor arguments, e.g. ``num_classes``; one that conflicts with the
+            checkpoint's config raises ``ValueError``.
+
+    Returns:
+        The model.
+    """
     return _wrn("wrn_28_10", 28, 10, weights, **kwargs)
-
-
-for _fn, _what in (
-    (resnet8, "CIFAR ResNet-8 (n=1)"),
-    (resnet14, "CIFAR ResNet-14 (n=2)"),
-    (resnet20, "CIFAR ResNet-20 (n=3), the paper's CIFAR-10 student"),
-    (resnet32, "CIFAR ResNet-32 (n=5)"),
-    (resnet44, "CIFAR ResNet-44 (n=7)"),
-    (resnet56, "CIFAR ResNet-56 (n=9), the paper's CIFAR-10 teacher"),
-    (resnet110, "CIFAR ResNet-110 (n=18)"),
-    (wrn_16_1, "Wide ResNet WRN-16-1"),
-    (wrn_16_2, "Wide ResNet WRN-16-2"),
-    (wrn_40_1, "Wide ResNet WRN-40-1"),
-    (wrn_40_2, "Wide ResNet WRN-40-2"),
-    (wrn_28_10, "Wide ResNet WRN-28-10"),
-):
-    _fn.__doc__ = _doc(_fn.__name__, _what)

@@ -38,7 +38,7 @@ from ._loop import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["train_factor", "distill", "mutual", "sgd", "multistep", "TrainResult", "METHODS"]
+__all__ = ["METHODS", "TrainResult", "distill", "multistep", "mutual", "sgd", "train_factor"]
 
 METHODS = ("ce", "kd", "at", "ft", "ie-kd", "ie-at", "ie-ft")
 Method = Literal["ce", "kd", "at", "ft", "ie-kd", "ie-at", "ie-ft"]
@@ -56,7 +56,9 @@ def _feature_layer(model: nn.Module, layer: str | None, fn: str, arg: str) -> st
     return name
 
 
-def _probe(model: nn.Module, tap: FeatureTap, layer: str, loader: Iterable[Any], device: torch.device) -> torch.Tensor:
+def _probe(
+    model: nn.Module, tap: FeatureTap, layer: str, loader: Iterable[Any], device: torch.device
+) -> torch.Tensor:
     """One no-grad forward on the first batch to learn a tapped feature's shape."""
     batch = next(iter(loader))
     x, _ = to_device(batch, device)
@@ -67,7 +69,9 @@ def _probe(model: nn.Module, tap: FeatureTap, layer: str, loader: Iterable[Any],
     model.train(was)
     feat = tap[layer]
     if feat.dim() != 4:
-        raise ValueError(f"recipes: layer {layer!r} must output (B, C, H, W) feature maps; got {tuple(feat.shape)}")
+        raise ValueError(
+            f"recipes: layer {layer!r} must output (B, C, H, W) feature maps; got {tuple(feat.shape)}"
+        )
     return feat
 
 
@@ -202,6 +206,7 @@ class _DistillStudent(nn.Module):
         if m == "ie-at" and hp["ie_at"] == "native":
             assert t_feat is not None
             ie = self.heads["ie"]
+            assert isinstance(ie, InheritExploreLoss)
             f_inh, f_exp = ie.split(f_s)
             terms["inherit"] = IF.attention_transfer_loss(f_inh, t_feat)
             terms["explore"] = -IF.attention_transfer_loss(f_exp, t_feat)
@@ -315,7 +320,9 @@ def distill(
     teacher = unwrap_model(teacher).to(dev).eval()
     s_layer = _feature_layer(student, student_layer, fn, "student_layer")
     t_layer = _feature_layer(teacher, teacher_layer, fn, "teacher_layer")
-    needs_factor = method == "ft" or (method.startswith("ie-") and not (method == "ie-at" and ie_at == "native"))
+    needs_factor = method == "ft" or (
+        method.startswith("ie-") and not (method == "ie-at" and ie_at == "native")
+    )
     if needs_factor and factor is None:
         logger.info("%s: training the teacher factor auto-encoder for %d epochs", fn, factor_epochs)
         factor = train_factor(
@@ -458,7 +465,8 @@ class _MutualNet(nn.Module):
     @torch.no_grad()
     def peer_view(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         logits = self.net(x)
-        factor = self.heads["ae"].encode(self.tap[self.layer]) if "ae" in self.heads else None
+        ae = self.heads["ae"] if "ae" in self.heads else None
+        factor = ae.encode(self.tap[self.layer]) if isinstance(ae, FactorAutoencoder) else None
         return logits, factor
 
 
@@ -547,8 +555,9 @@ def mutual(
                 f"layer {lb!r} gives {tuple(fb.shape)}"
             )
         kw: dict[str, Any] = {"device": dev, "dtype": fa.dtype}
-        heads_a["ae"] = FactorAutoencoder(int(fa.shape[1]), factor_rate, **kw)
-        heads_b["ae"] = FactorAutoencoder(int(fb.shape[1]), factor_rate, **kw)
+        ae_a = FactorAutoencoder(int(fa.shape[1]), factor_rate, **kw)
+        ae_b = FactorAutoencoder(int(fb.shape[1]), factor_rate, **kw)
+        heads_a["ae"], heads_b["ae"] = ae_a, ae_b
         ie_kw: dict[str, Any] = {
             "split": split,
             "inherit_weight": inherit_weight,
@@ -557,8 +566,8 @@ def mutual(
             "explore_encoder": explore_encoder,
             **kw,
         }
-        heads_a["ie"] = InheritExploreLoss(int(fa.shape[1]), heads_b["ae"].factor_channels, layer=la, **ie_kw)
-        heads_b["ie"] = InheritExploreLoss(int(fb.shape[1]), heads_a["ae"].factor_channels, layer=lb, **ie_kw)
+        heads_a["ie"] = InheritExploreLoss(int(fa.shape[1]), ae_b.factor_channels, layer=la, **ie_kw)
+        heads_b["ie"] = InheritExploreLoss(int(fb.shape[1]), ae_a.factor_channels, layer=lb, **ie_kw)
     a = _MutualNet(net_a, la, heads_a, hp)
     b = _MutualNet(net_b, lb, heads_b, hp)
     wa, wb = maybe_ddp(a, dev), maybe_ddp(b, dev)
@@ -582,7 +591,7 @@ def mutual(
     def step(batch: Any) -> dict[str, float]:
         x, y = to_device(batch, dev)
         out: dict[str, float] = {}
-        for me, wme, peer, opt, tag in ((a, wa, b, opt_a, "a"), (b, wb, a, opt_b, "b")):
+        for wme, peer, opt, tag in ((wa, b, opt_a, "a"), (wb, a, opt_b, "b")):
             peer_logits, peer_factor = peer.peer_view(x)
             terms = wme(x, y, peer_logits, peer_factor if ie else None)
             opt.zero_grad(set_to_none=True)
@@ -593,7 +602,10 @@ def mutual(
 
     def evaluate() -> dict[str, float]:
         assert eval_loader is not None
-        return {"val_acc_a": accuracy(net_a, eval_loader, dev), "val_acc_b": accuracy(net_b, eval_loader, dev)}
+        return {
+            "val_acc_a": accuracy(net_a, eval_loader, dev),
+            "val_acc_b": accuracy(net_b, eval_loader, dev),
+        }
 
     try:
         runner.run(loader, step, evaluate if eval_loader is not None else None)

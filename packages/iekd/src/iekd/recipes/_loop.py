@@ -38,7 +38,9 @@ def sgd(
     """
 
     def make(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
-        return torch.optim.SGD(list(params), lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+        return torch.optim.SGD(
+            list(params), lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov
+        )
 
     return make
 
@@ -211,9 +213,9 @@ class EpochRunner:
         evaluate: Callable[[], dict[str, float]] | None = None,
     ) -> list[dict[str, Any]]:
         for epoch in range(self.start_epoch, self.epochs):
-            sampler = getattr(loader, "sampler", None)
-            if hasattr(sampler, "set_epoch"):
-                sampler.set_epoch(epoch)
+            set_epoch = getattr(getattr(loader, "sampler", None), "set_epoch", None)
+            if callable(set_epoch):
+                set_epoch(epoch)
             for m in self.modules.values():
                 m.train()
             sums: dict[str, float] = {}

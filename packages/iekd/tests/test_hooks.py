@@ -1,0 +1,65 @@
+"""FeatureTap on plain, wrapped and model-zoo modules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import iekd
+
+
+def test_captures_named_outputs(device):
+    net = iekd.models.resnet8(num_classes=3).to(device)
+    x = torch.randn(2, 3, 16, 16, device=device)
+    with iekd.FeatureTap(net, ["layer2", "layer3", "layer3.0.bn2"]) as tap:
+        net(x)
+        assert tap["layer3"].shape == (2, 64, 4, 4)
+        assert tap["layer2"].shape == (2, 32, 8, 8)
+        torch.testing.assert_close(tap["layer3"], net.forward_features(x))
+    assert not tap.active and tap.features == {}
+
+
+def test_remove_stops_recording(device):
+    net = nn.Sequential(nn.Linear(4, 3), nn.ReLU()).to(device)
+    tap = iekd.FeatureTap(net, "0")
+    tap.remove()
+    net(torch.randn(1, 4, device=device))
+    assert tap.features == {}
+    tap.remove()  # idempotent
+
+
+def test_features_keep_graph(device):
+    net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 1)).to(device)
+    with iekd.FeatureTap(net, "0") as tap:
+        net(torch.randn(2, 4, device=device))
+        tap["0"].sum().backward()
+    assert net[0].weight.grad is not None
+
+
+def test_wrapped_names_and_dataparallel(device):
+    net = nn.Sequential(nn.Linear(4, 3), nn.ReLU()).to(device)
+    wrapped = nn.DataParallel(net) if device.type == "cuda" else net
+    with iekd.FeatureTap(wrapped, ["module.0"]) as tap:
+        wrapped(torch.randn(2, 4, device=device))
+        assert tap["module.0"].shape == (2, 3)
+
+
+def test_unknown_layer_lists_close_matches():
+    net = iekd.models.resnet8()
+    with pytest.raises(
+        ValueError,
+        match=r"FeatureTap: layer 'layr3' does not exist in CifarResNet.*close matches: \['layer3'",
+    ):
+        iekd.FeatureTap(net, "layr3")
+    with pytest.raises(TypeError, match=r"FeatureTap: 'model' must be a torch.nn.Module"):
+        iekd.FeatureTap("net", "x")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="duplicated"):
+        iekd.FeatureTap(net, ["layer3", "layer3"])
+
+
+def test_missing_output_message():
+    tap = iekd.FeatureTap(iekd.models.resnet8(), "layer3")
+    with pytest.raises(KeyError, match="run a forward pass first"):
+        tap["layer3"]
+    tap.remove()
