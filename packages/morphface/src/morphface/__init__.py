@@ -4,14 +4,19 @@ import logging
 
 from . import checkpoint, data, functional, geometry, io, recipes, uv
 from .__about__ import __version__
+from .export import FaceAsset, export
 from .fit import FitResult, PerspectiveCamera, fit, project_points
+from .interpolation import interpolate
 from .models import LinearFaceModel
 from .models.attribute import AttributeGenerator, PatchDiscriminator, Upsampler
+from .pipeline import generate_faces
+from .render import render_preview
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "AttributeGenerator",
+    "FaceAsset",
     "FitResult",
     "LinearFaceModel",
     "PatchDiscriminator",
@@ -20,11 +25,15 @@ __all__ = [
     "__version__",
     "checkpoint",
     "data",
+    "export",
     "fit",
     "functional",
+    "generate_faces",
     "geometry",
+    "interpolate",
     "io",
     "project_points",
     "recipes",
+    "render_preview",
     "uv",
 ]

@@ -19,6 +19,9 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> 
     suffix = os.path.splitext(path)[1]
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file ordinary permissions
     try:
         write(tmp)
         with open(tmp, "rb+") as fh:

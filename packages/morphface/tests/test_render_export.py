@@ -1,0 +1,222 @@
+"""Preview rendering, export, interpolation, the generation pipeline and the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+import morphface
+from morphface import AttributeGenerator, FaceAsset, interpolate, render_preview
+from morphface.cli import main
+from morphface.data import toy_face_model
+from morphface.export import displacement_to_normal_map, linear_to_srgb
+from morphface.fit import PerspectiveCamera
+
+
+class TestRender:
+    def test_lambert_reference(self, device):
+        # a large square facing the camera, light along the view axis: n.l = 1, specular off,
+        # ambient 0, gamma 1 -> every covered pixel has exactly the albedo (hand computed)
+        v = torch.tensor([[-1.0, -1, -5], [1, -1, -5], [1, 1, -5], [-1, 1, -5]], device=device)
+        f = torch.tensor([[0, 1, 2], [0, 2, 3]], device=device)
+        cam = PerspectiveCamera(focal=20.0, cx=8.0, cy=8.0)
+        alb = torch.full((4, 3), 0.5, device=device)
+        img = render_preview(
+            v,
+            f,
+            resolution=16,
+            albedo=alb,
+            specular=0.0,
+            camera=cam,
+            light_dir=(0, 0, 1),
+            ambient=0.0,
+            gamma=1.0,
+        )
+        # square spans u in 8 +- 20/5 = [4, 12]: columns 4..11 covered
+        torch.testing.assert_close(img[8, 4:12], torch.full((8, 3), 0.5, device=device))
+        torch.testing.assert_close(img[0, 0], torch.ones(3, device=device))  # background
+        # light at 60 degrees: cos = 0.5
+        img2 = render_preview(
+            v,
+            f,
+            resolution=16,
+            albedo=alb,
+            specular=0.0,
+            camera=cam,
+            light_dir=(math.sin(math.pi / 3), 0, math.cos(math.pi / 3)),
+            ambient=0.0,
+            gamma=1.0,
+        )
+        torch.testing.assert_close(img2[8, 6], torch.full((3,), 0.25, device=device))
+
+    def test_depth_order(self, device):
+        # two overlapping squares: the nearer (red) one must win wherever both cover
+        sq = torch.tensor([[-1.0, -1, 0], [1, -1, 0], [1, 1, 0], [-1, 1, 0]], device=device)
+        v = torch.cat(
+            [
+                sq + torch.tensor([0, 0, -5.0], device=device),
+                sq * 2 + torch.tensor([0, 0, -8.0], device=device),
+            ]
+        )
+        f = torch.tensor([[0, 1, 2], [0, 2, 3], [4, 5, 6], [4, 6, 7]], device=device)
+        alb = torch.tensor([[1.0, 0, 0]] * 4 + [[0, 0, 1.0]] * 4, device=device)
+        img = render_preview(
+            v,
+            f,
+            resolution=16,
+            albedo=alb,
+            specular=0.0,
+            camera=PerspectiveCamera(20.0, 8, 8),
+            light_dir=(0, 0, 1),
+            ambient=0.0,
+            gamma=1.0,
+        )
+        assert float(img[8, 8, 0]) == pytest.approx(1.0) and float(img[8, 8, 2]) == pytest.approx(0.0)
+
+    def test_uv_textured_and_errors(self, device):
+        m = toy_face_model(grid=9, n_identity=2, device=device)
+        alb = torch.rand(3, 8, 8, device=device)
+        img = render_preview(m.mean, m.faces, resolution=32, albedo=alb, uvs=m.uvs, face_uvs=m.face_uvs)
+        assert img.shape == (32, 32, 3) and float(img.min()) >= 0 and float(img.max()) <= 1
+        with pytest.raises(ValueError, match="render_preview: UV-map albedo/specular need 'uvs'"):
+            render_preview(m.mean, m.faces, albedo=alb)
+
+
+class TestExport:
+    def test_export_roundtrip(self, tmp_path, device):
+        m = toy_face_model(grid=9, n_identity=2, device=device)
+        g = torch.Generator().manual_seed(0)
+        disp = torch.randn(1, 16, 16, generator=g).to(device) * 0.01
+        face = FaceAsset(
+            m.mean,
+            m.faces,
+            m.uvs,
+            m.face_uvs,
+            torch.rand(3, 16, 16, generator=g).to(device),
+            torch.rand(1, 16, 16, generator=g).to(device),
+            disp,
+        )
+        paths = morphface.export(face, tmp_path, name="f")
+        tm = trimesh.load(paths["obj"], process=False, maintain_order=True, force="mesh")
+        assert len(tm.vertices) == m.n_vertices and len(tm.faces) == m.faces.shape[0]
+        spec = cv2.imread(paths["specular"], cv2.IMREAD_UNCHANGED)
+        assert spec.dtype == np.uint16 and spec.shape == (16, 16)
+        np.testing.assert_allclose(spec / 65535.0, face.specular[0].cpu().numpy(), atol=1e-4)
+        d = cv2.imread(paths["displacement"], cv2.IMREAD_UNCHANGED)
+        r = json.loads(open(paths["json"]).read())["displacement_range_cm"]
+        np.testing.assert_allclose((d / 65535.0 - 0.5) * 2 * r, disp[0].cpu().numpy(), atol=2 * r / 65535)
+        nrm = cv2.imread(paths["normal"], cv2.IMREAD_UNCHANGED)
+        assert nrm.dtype == np.uint16 and nrm.shape == (16, 16, 3)
+        alb = cv2.imread(paths["albedo"], cv2.IMREAD_UNCHANGED)
+        assert alb.dtype == np.uint8 and alb.shape == (16, 16, 3)
+        assert "map_Kd f_albedo.png" in open(paths["mtl"]).read()
+
+    def test_srgb_and_normals_reference(self, device):
+        # sRGB: 0.5 -> 1.055 * 0.5^(1/2.4) - 0.055 = 0.735357 (hand computed)
+        assert linear_to_srgb(torch.tensor(0.5, device=device)).item() == pytest.approx(0.735357, abs=1e-5)
+        # a ramp D = 0.1 * u (cm) across a 10 cm UV square: dD/du_cm = 0.1 / 10 -> n ~ (-0.01, 0, 1)
+        w = 8
+        u = (torch.arange(w, dtype=torch.float64, device=device) + 0.5) / w
+        disp = (0.1 * u).view(1, 1, w).expand(1, w, w)
+        n = displacement_to_normal_map(disp, uv_extent_cm=10.0)
+        ref = torch.tensor([-0.01, 0.0, 1.0], dtype=torch.float64, device=device)
+        torch.testing.assert_close(n[:, 4, 4], ref / ref.norm())
+
+
+class TestInterpolate:
+    def test_linear_and_slerp(self, device, dtype):
+        a = torch.tensor([1.0, 0.0], device=device, dtype=dtype)
+        b = torch.tensor([0.0, 2.0], device=device, dtype=dtype)
+        torch.testing.assert_close(
+            interpolate(a, b, 0.25), torch.tensor([0.75, 0.5], device=device, dtype=dtype)
+        )
+        # slerp half way: direction at 45 degrees, norm (1 + 2) / 2 = 1.5 (hand computed)
+        s = interpolate(a, b, torch.tensor([0.0, 0.5, 1.0]), mode="slerp")
+        h = 1.5 / math.sqrt(2)
+        torch.testing.assert_close(
+            s, torch.tensor([[1.0, 0.0], [h, h], [0.0, 2.0]], device=device, dtype=dtype)
+        )
+        with pytest.raises(ValueError, match="interpolate: 'a' and 'b' must have the same shape"):
+            interpolate(a, torch.zeros(3, device=device, dtype=dtype), 0.5)
+        with pytest.raises(ValueError, match="interpolate: 'mode' must be"):
+            interpolate(a, b, 0.5, mode="cubic")
+
+
+class TestPipelineAndCLI:
+    def test_generate_faces(self, device):
+        m = toy_face_model(grid=9, n_identity=3, device=device)
+        g = AttributeGenerator(16, base_channels=4, n_down=2, latent_dim=4, device=device)
+        faces = morphface.generate_faces(
+            m, m.sample(2), attribute_generator=g, generator=torch.Generator(device).manual_seed(0)
+        )
+        assert (
+            len(faces) == 2
+            and faces[0].albedo.shape == (3, 16, 16)
+            and faces[0].displacement.shape == (1, 16, 16)
+        )
+        assert faces[0].vertices.shape == (m.n_vertices, 3)
+
+    def test_cli_sample_fit_export_preview(self, tmp_path):
+        m = toy_face_model(grid=9, n_identity=3)
+        mp = str(tmp_path / "toy.safetensors")
+        m.save(mp)
+        out = tmp_path / "s"
+        assert main(["sample", "--model", mp, "--n", "2", "--out", str(out), "--preview"]) == 0
+        assert os.path.isfile(out / "face001.obj") and os.path.isfile(out / "face000.png")
+        lm = m.landmarks(m.vertices(m.sample(1)))[0].numpy()
+        np.save(tmp_path / "lm.npy", lm)
+        assert (
+            main(
+                [
+                    "fit",
+                    "--model",
+                    mp,
+                    "--target",
+                    str(tmp_path / "lm.npy"),
+                    "--out",
+                    str(tmp_path / "fit.json"),
+                    "--prior-weight",
+                    "0.0001",
+                ]
+            )
+            == 0
+        )
+        res = json.loads((tmp_path / "fit.json").read_text())
+        assert res["mean_residual"] < 0.05 and len(res["identity"]) == 3
+        assert (
+            main(
+                [
+                    "export",
+                    "--model",
+                    mp,
+                    "--identity",
+                    str(tmp_path / "fit.json"),
+                    "--out",
+                    str(tmp_path / "e"),
+                ]
+            )
+            == 0
+        )
+        assert os.path.isfile(tmp_path / "e" / "face.obj")
+        assert (
+            main(
+                [
+                    "preview",
+                    "--mesh",
+                    str(out / "face000.obj"),
+                    "--resolution",
+                    "32",
+                    "--out",
+                    str(tmp_path / "p.png"),
+                ]
+            )
+            == 0
+        )
+        assert cv2.imread(str(tmp_path / "p.png")).shape == (32, 32, 3)
