@@ -1,0 +1,5 @@
+"""Training and evaluation recipes."""
+
+from .train import TrainConfig, evaluate, train
+
+__all__ = ["TrainConfig", "evaluate", "train"]

@@ -1,0 +1,354 @@
+"""Training recipe for the two-stage hair synthesis network (own loop; DDP-aware; atomic checkpoints)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from .. import functional as HF
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..models import HairSynthesisNet, create_model
+from ..nn import PatchDiscriminator, PerceptualLoss
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TrainConfig", "evaluate", "train"]
+
+
+@dataclass
+class TrainConfig:
+    """Training configuration (plain data; saved in checkpoints).
+
+    Loss per stage (reconstruction of the paper's "adversarial and perceptual" losses):
+    ``l1_weight * L1 inside the region + adv_weight * GAN + fm_weight * feature matching
+    (+ perceptual_weight * VGG perceptual when perceptual_weights is given)``; stage 1 is weighted by
+    ``stage1_weight``.
+
+    Args:
+        arch: registry name of the model.
+        model_kwargs: builder overrides.
+        steps: total optimisation steps.
+        batch_size: per-process batch size.
+        lr: Adam learning rate (generator and discriminators).
+        betas: Adam betas.
+        l1_weight: reconstruction weight.
+        adv_weight: adversarial weight (0 disables the discriminators).
+        fm_weight: discriminator feature-matching weight.
+        perceptual_weight: VGG perceptual weight (needs ``perceptual_weights``).
+        perceptual_weights: path to a torchvision VGG-19 state_dict supplied by the user.
+        gan_mode: ``"lsgan"``, ``"hinge"`` or ``"vanilla"``.
+        disc_base_channels: discriminator width.
+        disc_layers: discriminator depth.
+        stage1_weight: weight of the stage-1 losses.
+        checkpoint_every: save every this many steps (and at the end).
+        log_every: call the callback / log every this many steps.
+        num_workers: DataLoader workers.
+        seed: seed of the loop.
+    """
+
+    arch: str = "hairsynth_small"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    steps: int = 1000
+    batch_size: int = 8
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    l1_weight: float = 10.0
+    adv_weight: float = 1.0
+    fm_weight: float = 10.0
+    perceptual_weight: float = 0.0
+    perceptual_weights: str | None = None
+    gan_mode: str = "lsgan"
+    disc_base_channels: int = 32
+    disc_layers: int = 3
+    stage1_weight: float = 1.0
+    checkpoint_every: int = 500
+    log_every: int = 25
+    num_workers: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(
+                f"TrainConfig: 'steps' and 'batch_size' must be >= 1; got {self.steps}, {self.batch_size}"
+            )
+        if self.gan_mode not in ("lsgan", "hinge", "vanilla"):
+            raise ValueError(
+                f"TrainConfig: 'gan_mode' must be 'lsgan', 'hinge' or 'vanilla'; got {self.gan_mode!r}"
+            )
+        if self.perceptual_weight > 0 and not self.perceptual_weights:
+            raise ValueError(
+                "TrainConfig: 'perceptual_weight' > 0 needs 'perceptual_weights' (a local VGG-19 file)"
+            )
+        self.betas = (float(self.betas[0]), float(self.betas[1]))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict."""
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+
+class _Discriminators(nn.Module):
+    def __init__(self, n: int, cfg: TrainConfig) -> None:
+        super().__init__()
+        self.nets = nn.ModuleList(
+            PatchDiscriminator(11, base_channels=cfg.disc_base_channels, num_layers=cfg.disc_layers)
+            for _ in range(n)
+        )
+
+    def forward(self, *xs: torch.Tensor) -> list[list[torch.Tensor]]:
+        return [d.forward_features(x) for d, x in zip(self.nets, xs)]  # type: ignore[operator]
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _world() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _batches(loader: DataLoader, sampler: DistributedSampler | None) -> Iterator[dict[str, Any]]:
+    epoch = 0
+    while True:
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def train(
+    config: TrainConfig,
+    dataset: Dataset,
+    *,
+    out_dir: str | os.PathLike[str] | None = None,
+    resume: str | os.PathLike[str] | None = None,
+    callback: Callable[[int, dict[str, float]], None] | None = None,
+    progress: bool | None = None,
+    device: torch.device | str | None = None,
+) -> dict[str, Any]:
+    """Train a :class:`~hairsynth.models.HairSynthesisNet` on a dataset of hair pairs.
+
+    Works in one process or under ``torch.distributed`` (DDP, any backend; the caller initialises the
+    process group): the data are sharded with a ``DistributedSampler``, only rank 0 writes checkpoints
+    and shows progress.
+
+    Args:
+        config: the :class:`TrainConfig`.
+        dataset: a dataset of dicts with ``image``, ``mask``, ``stroke_color``, ``stroke_mask`` (e.g.
+            :class:`hairsynth.data.HairPairDataset`).
+        out_dir: where ``last.pt`` is written (``None``: no checkpoints).
+        resume: checkpoint to resume from (model, discriminators, optimisers, step, RNG).
+        callback: called as ``callback(step, logs)`` every ``log_every`` steps.
+        progress: tqdm bar; ``None`` shows it only on a TTY (rank 0 only).
+        device: training device (default CUDA if available, else CPU).
+
+    Returns:
+        Dict with ``model`` (unwrapped), ``history`` (list of per-log-step dicts) and ``step``.
+
+    Raises:
+        TypeError: ``config`` is not a :class:`TrainConfig`.
+        ValueError: an empty dataset.
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"train: 'config' must be a TrainConfig; got {type(config).__name__}")
+    if len(dataset) == 0:  # type: ignore[arg-type]
+        raise ValueError("train: 'dataset' is empty")
+    dev = (
+        torch.device(device)
+        if device is not None
+        else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    )
+    rank, world = _rank(), _world()
+    torch.manual_seed(config.seed + rank)
+    model = create_model(config.arch, **config.model_kwargs)
+    assert isinstance(model, HairSynthesisNet)
+    model.to(dev).train()
+    n_stages = 2 if model.refinement is not None else 1
+    discs = (
+        _Discriminators(n_stages, config).to(dev).train()
+        if config.adv_weight > 0 or config.fm_weight > 0
+        else None
+    )
+    opt_g = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas)
+    opt_d = (
+        torch.optim.Adam(discs.parameters(), lr=config.lr, betas=config.betas) if discs is not None else None
+    )
+    perc = (
+        PerceptualLoss(config.perceptual_weights).to(dev)
+        if config.perceptual_weight > 0 and config.perceptual_weights
+        else None
+    )
+    step = 0
+    if resume is not None:
+        ck = load_checkpoint(resume)
+        model.load_state_dict(ck["state_dict"])
+        opt_g.load_state_dict(ck["optimizer"])
+        extra = ck.get("extra_state_dicts", {})
+        if discs is not None and opt_d is not None:
+            discs.load_state_dict(extra["discriminators"])
+            opt_d.load_state_dict(extra["optimizer_d"])
+        step = int(ck.get("step", 0))
+        if "rng" in ck:
+            torch.set_rng_state(ck["rng"])
+        logger.info("resumed from %s at step %d", resume, step)
+    g_run: nn.Module = model
+    d_run: nn.Module | None = discs
+    if world > 1:
+        ids = [dev.index] if dev.type == "cuda" else None
+        g_run = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        if discs is not None:
+            d_run = nn.parallel.DistributedDataParallel(discs, device_ids=ids)
+    sampler: DistributedSampler[Any] | None = (
+        DistributedSampler(dataset, num_replicas=world, rank=rank, seed=config.seed) if world > 1 else None
+    )
+    gen = torch.Generator().manual_seed(config.seed + step)
+    loader = DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        num_workers=config.num_workers,
+        drop_last=len(dataset) >= config.batch_size * world,  # type: ignore[arg-type]
+        generator=gen if sampler is None else None,
+    )
+    show = (sys.stderr.isatty() if progress is None else progress) and rank == 0
+    bar = None
+    if show:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.steps, initial=step, desc="hairsynth train", leave=False)
+    history: list[dict[str, float]] = []
+    batches = _batches(loader, sampler)
+    cfg_dict = config.to_dict()
+
+    def _save() -> None:
+        if out_dir is None or rank != 0:
+            return
+        extra = {}
+        if discs is not None and opt_d is not None:
+            extra = {"discriminators": discs.state_dict(), "optimizer_d": opt_d.state_dict()}
+        save_checkpoint(
+            os.path.join(os.fspath(out_dir), "last.pt"),
+            model,
+            arch=config.arch,
+            config={**getattr(model, "config", {}), "train": cfg_dict},
+            optimizer=opt_g,
+            extra_state_dicts=extra,
+            step=step,
+            rng=True,
+        )
+
+    while step < config.steps:
+        batch = next(batches)
+        img, mask = batch["image"].to(dev), batch["mask"].to(dev)
+        sc, sm = batch["stroke_color"].to(dev), batch["stroke_mask"].to(dev)
+        out = g_run(img, mask, sc, sm)
+        cond = HF.synthesis_input(img, mask, sc, sm)
+        preds = [out["composite1"]] + ([out["output"]] if n_stages == 2 else [])
+        regions = [mask] + ([(out["blend_mask"] > 0).to(img.dtype)] if n_stages == 2 else [])
+        weights = [config.stage1_weight if n_stages == 2 else 1.0] + ([1.0] if n_stages == 2 else [])
+        logs: dict[str, float] = {}
+        loss_g = img.new_zeros(())
+        l1_terms = [HF.masked_l1(p, img, r) for p, r in zip(preds, regions)]
+        for w, t in zip(weights, l1_terms):
+            loss_g = loss_g + w * config.l1_weight * t
+        logs["l1"] = float(l1_terms[-1].detach())
+        if perc is not None:
+            for w, p in zip(weights, preds):
+                loss_g = loss_g + w * config.perceptual_weight * perc(p, img)
+        if d_run is not None and opt_d is not None:
+            fake_feats = d_run(*[torch.cat([cond, p], 1) for p in preds])
+            with torch.no_grad():
+                real_feats = d_run(*[torch.cat([cond, img], 1) for _ in preds])
+            adv = img.new_zeros(())
+            fm = img.new_zeros(())
+            for w, ff, rf in zip(weights, fake_feats, real_feats):
+                adv = adv + w * HF.gan_loss(ff[-1], True, mode=config.gan_mode, for_discriminator=False)
+                fm = fm + w * HF.feature_matching_loss(ff[:-1], rf[:-1])
+            loss_g = loss_g + config.adv_weight * adv + config.fm_weight * fm
+            logs["g_adv"], logs["fm"] = float(adv.detach()), float(fm.detach())
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        logs["loss_g"] = float(loss_g.detach())
+        if d_run is not None and opt_d is not None:
+            opt_d.zero_grad(set_to_none=True)
+            xs = [torch.cat([torch.cat([cond, img], 1), torch.cat([cond, p.detach()], 1)], 0) for p in preds]
+            feats = d_run(*xs)
+            b = img.shape[0]
+            loss_d = img.new_zeros(())
+            for f in feats:
+                logits = f[-1]
+                loss_d = loss_d + 0.5 * (
+                    HF.gan_loss(logits[:b], True, mode=config.gan_mode)
+                    + HF.gan_loss(logits[b:], False, mode=config.gan_mode)
+                )
+            loss_d.backward()
+            opt_d.step()
+            logs["loss_d"] = float(loss_d.detach())
+        step += 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(l1=f"{logs['l1']:.4f}")
+        if step % config.log_every == 0 or step == config.steps:
+            logs["step"] = float(step)
+            history.append(logs)
+            logger.debug("step %d: %s", step, logs)
+            if callback is not None:
+                callback(step, logs)
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            _save()
+    if bar is not None:
+        bar.close()
+    logger.info("training finished at step %d", step)
+    return {"model": model, "history": history, "step": step}
+
+
+@torch.no_grad()
+def evaluate(
+    model: HairSynthesisNet,
+    dataset: Dataset,
+    *,
+    batch_size: int = 8,
+    device: torch.device | str | None = None,
+) -> dict[str, float]:
+    """Masked-region metrics of a model on a dataset (mean over images).
+
+    Args:
+        model: the network.
+        dataset: samples as for :func:`train`.
+        batch_size: evaluation batch size.
+        device: evaluation device (default: the model's).
+
+    Returns:
+        ``l1`` (masked L1), ``psnr`` (masked, dB) and ``ssim`` (masked) of the final output against the
+        original image, over the edit region (the blend mask's support).
+    """
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    was = model.training
+    model.eval()
+    sums = {"l1": 0.0, "psnr": 0.0, "ssim": 0.0}
+    n = 0
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        img, mask = batch["image"].to(dev), batch["mask"].to(dev)
+        out = model(img, mask, batch["stroke_color"].to(dev), batch["stroke_mask"].to(dev))
+        region = (out["blend_mask"] > 0).to(img.dtype)
+        for i in range(img.shape[0]):
+            o, t, r = out["output"][i : i + 1], img[i : i + 1], region[i : i + 1]
+            sums["l1"] += float(HF.masked_l1(o, t, r))
+            sums["psnr"] += float(HF.psnr(o, t, r)[0])
+            sums["ssim"] += float(HF.ssim(o, t, r)[0])
+            n += 1
+    model.train(was)
+    return {k: v / max(n, 1) for k, v in sums.items()}
