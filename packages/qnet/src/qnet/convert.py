@@ -94,12 +94,18 @@ def _batch_input(batch: Any) -> Tensor:
 
 @torch.no_grad()
 def calibrate(
-    model: nn.Module, loader: Iterable[Any], *, num_samples: int = 1000, max_values: int = 200_000
+    model: nn.Module,
+    loader: Iterable[Any],
+    *,
+    num_samples: int = 1000,
+    max_values: int = 200_000,
+    quantized_weights: bool = False,
 ) -> nn.Module:
     """Initialise every input (activation) quantizer from full-precision activations (Sec. 3.3).
 
-    Runs up to ``num_samples`` samples of ``loader`` through ``model`` with all input quantizers off,
-    records each quantized layer's input, then calls ``init_from`` on it (``beta = 5p/(4 max x)``, k-means
+    Runs up to ``num_samples`` samples of ``loader`` through ``model`` with all input quantizers off (and,
+    unless ``quantized_weights``, the weight quantizers too: the pretrained full-precision network, as in
+    the paper), records each quantized layer's input, then calls ``init_from`` on it (``beta = 5p/(4 max x)``, k-means
     thresholds). Weight quantizers are left as they are. The model's train/eval mode is restored.
 
     Args:
@@ -107,6 +113,8 @@ def calibrate(
         loader: iterable of batches (tensor, ``(input, target)`` tuple, or dict with ``"image"``).
         num_samples: number of samples to use (the paper uses 1000).
         max_values: values kept per layer (a fixed stride sub-sample), bounding memory.
+        quantized_weights: run with the weight quantizers on (e.g. phase 2 of the paper's 3-phase
+            schedule, after the weights were trained).
 
     Returns:
         ``model``, calibrated in place.
@@ -134,6 +142,11 @@ def calibrate(
             store[name].append(x[::stride].float().cpu())
 
         hooks.append(layer.register_forward_pre_hook(hook))
+    wmodes: list[tuple[_QuantizerBase, str]] = []
+    if not quantized_weights:
+        for wq in quantizers(model, "weight"):
+            wmodes.append((wq, wq.mode))
+            wq.set_mode("off")
     was_training = model.training
     model.eval()
     seen = 0
@@ -149,6 +162,8 @@ def calibrate(
     finally:
         for h in hooks:
             h.remove()
+        for wq_, mode in wmodes:
+            wq_.set_mode(mode)
         model.train(was_training)
     if seen == 0:
         raise ValueError("calibrate: 'loader' yielded no samples")

@@ -272,7 +272,7 @@ def kmeans_1d(x: Tensor, k: int, *, iters: int = 50, max_samples: int = 200_000)
     v = x.detach().reshape(-1).to(torch.float64).sort().values
     if v.numel() > max_samples:
         stride = math.ceil(v.numel() / max_samples)
-        v = v[stride // 2 :: stride]
+        v = v[stride // 2 :: stride].contiguous()
     qs = (torch.arange(k, dtype=v.dtype, device=v.device) + 0.5) / k
     centres = torch.quantile(v, qs) if v.numel() > 1 else v.repeat(k)
     for _ in range(iters):

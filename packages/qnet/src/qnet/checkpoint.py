@@ -1,0 +1,103 @@
+"""Atomic training checkpoints that load with ``torch.load(..., weights_only=True)``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from typing import Any
+
+import torch
+from torch import nn
+
+from .__about__ import __version__
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FORMAT_VERSION", "clean_state_dict", "load_checkpoint", "save_checkpoint"]
+
+FORMAT_VERSION = 1
+
+
+def clean_state_dict(state: dict[str, Any]) -> dict[str, Any]:
+    """Strip the ``module.`` (DDP) and ``_orig_mod.`` (``torch.compile``) prefixes from keys.
+
+    Args:
+        state: a state dict.
+
+    Returns:
+        A new dict with cleaned keys.
+    """
+    out = {}
+    for k, v in state.items():
+        for pre in ("module.", "_orig_mod."):
+            while k.startswith(pre):
+                k = k[len(pre) :]
+        out[k.replace("._orig_mod.", ".")] = v
+    return out
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: nn.Module,
+    *,
+    arch: str | None = None,
+    config: dict[str, Any] | None = None,
+    **extra: Any,
+) -> None:
+    """Write a checkpoint atomically (temp file, ``fsync``, ``os.replace``).
+
+    Args:
+        path: destination ``.pt`` file.
+        model: the model (DDP/compile wrappers are stripped from the keys).
+        arch: registry name of the architecture.
+        config: JSON-able builder arguments.
+        **extra: more plain entries (``optimizer``, ``epoch``, ``step``, ``metrics``, ``temperature``...).
+    """
+    ckpt = {
+        "format_version": FORMAT_VERSION,
+        "package": "qnet",
+        "package_version": __version__,
+        "arch": arch,
+        "config": dict(config or {}),
+        "state_dict": clean_state_dict(model.state_dict()),
+        **extra,
+    }
+    p = os.fspath(path)
+    d = os.path.dirname(os.path.abspath(p))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".qnet-ckpt-", suffix=".tmp", dir=d)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(ckpt, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    logger.info("saved checkpoint %s", p)
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True`` on the CPU and check its header.
+
+    Args:
+        path: a file written by :func:`save_checkpoint`.
+
+    Returns:
+        The checkpoint dict.
+
+    Raises:
+        ValueError: not a qnet checkpoint, or a newer format version.
+    """
+    ckpt = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("package") != "qnet":
+        raise ValueError(f"load_checkpoint: {os.fspath(path)!r} is not a qnet checkpoint")
+    if int(ckpt.get("format_version", -1)) > FORMAT_VERSION:
+        raise ValueError(
+            f"load_checkpoint: {os.fspath(path)!r} has format_version {ckpt.get('format_version')}; "
+            f"this qnet ({__version__}) reads up to {FORMAT_VERSION}: upgrade qnet"
+        )
+    return ckpt

@@ -1,0 +1,211 @@
+"""Readers for image classification data from user-given paths (nothing is bundled or downloaded).
+
+Samples are ``(image, label)`` tuples: ``image`` a float tensor ``(C, H, W)`` in ``[0, 1]`` (then normalised
+if ``mean``/``std`` are given), ``label`` an int.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+__all__ = ["CIFARBatches", "ImageFolderDataset", "TensorImageDataset", "stratified_split"]
+
+_IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
+
+
+class TensorImageDataset(Dataset[tuple[Tensor, int]]):
+    """In-memory ``uint8`` images ``(N, C, H, W)`` with labels, optional normalisation and flip.
+
+    Args:
+        images: ``uint8`` tensor ``(N, C, H, W)``.
+        labels: ``int64`` tensor ``(N,)``.
+        mean: per-channel mean (on the ``[0, 1]`` scale) or ``None``.
+        std: per-channel std or ``None``.
+        flip: random horizontal flip (drawn with ``torch``'s global RNG in the worker).
+        classes: class names.
+
+    Raises:
+        ValueError: shapes disagree.
+    """
+
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        *,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        flip: bool = False,
+        classes: Sequence[str] = (),
+    ) -> None:
+        if images.ndim != 4 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+            raise ValueError(
+                "TensorImageDataset: 'images' must be (N, C, H, W) and 'labels' (N,); "
+                f"got {tuple(images.shape)} and {tuple(labels.shape)}"
+            )
+        self.images = images
+        self.labels = labels.long()
+        c = images.shape[1]
+        self.mean = torch.tensor(mean if mean is not None else [0.0] * c).view(c, 1, 1)
+        self.std = torch.tensor(std if std is not None else [1.0] * c).view(c, 1, 1)
+        self.flip = flip
+        self.classes = list(classes)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        x = self.images[i].float().div(255.0)
+        if self.flip and bool(torch.rand(()) < 0.5):
+            x = x.flip(-1)
+        return (x - self.mean) / self.std, int(self.labels[i])
+
+    def subset(self, index: Sequence[int] | Tensor, *, flip: bool | None = None) -> TensorImageDataset:
+        """A new dataset holding the rows ``index`` (same normalisation).
+
+        Args:
+            index: row indices.
+            flip: override the flip flag.
+
+        Returns:
+            The subset.
+        """
+        idx = torch.as_tensor(index, dtype=torch.long)
+        return TensorImageDataset(
+            self.images[idx],
+            self.labels[idx],
+            mean=self.mean.flatten().tolist(),
+            std=self.std.flatten().tolist(),
+            flip=self.flip if flip is None else flip,
+            classes=self.classes,
+        )
+
+
+class ImageFolderDataset(TensorImageDataset):
+    """``root/<class>/<image>`` tree (ImageFolder layout) read into memory at a fixed size.
+
+    Args:
+        root: the folder.
+        size: output side length (images are resized to ``size x size`` with bilinear filtering).
+        grayscale: read as one channel.
+        max_per_class: keep at most this many images per class (sorted by file name).
+        mean: normalisation mean.
+        std: normalisation std.
+        flip: random horizontal flip.
+
+    Raises:
+        FileNotFoundError: ``root`` does not exist or holds no image.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        size: int = 32,
+        grayscale: bool = False,
+        max_per_class: int | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        flip: bool = False,
+    ) -> None:
+        from PIL import Image
+
+        r = os.fspath(root)
+        if not os.path.isdir(r):
+            raise FileNotFoundError(f"ImageFolderDataset: 'root' {r!r} is not a directory")
+        classes = sorted(d for d in os.listdir(r) if os.path.isdir(os.path.join(r, d)))
+        imgs, labels = [], []
+        for ci, c in enumerate(classes):
+            files = sorted(f for f in os.listdir(os.path.join(r, c)) if f.lower().endswith(_IMG_EXT))
+            files = files[:max_per_class] if max_per_class else files
+            for f in files:
+                with Image.open(os.path.join(r, c, f)) as im:
+                    im = im.convert("L" if grayscale else "RGB").resize(
+                        (size, size), Image.Resampling.BILINEAR
+                    )
+                    a = np.asarray(im, dtype=np.uint8)
+                imgs.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
+                labels.append(ci)
+        if not imgs:
+            raise FileNotFoundError(f"ImageFolderDataset: no image found under {r!r}")
+        super().__init__(
+            torch.from_numpy(np.stack(imgs)),
+            torch.tensor(labels),
+            mean=mean,
+            std=std,
+            flip=flip,
+            classes=classes,
+        )
+
+
+class CIFARBatches(TensorImageDataset):
+    """CIFAR-10/100 "python version" batches (``data_batch_1..5``, ``test_batch`` or ``train``/``test``).
+
+    Args:
+        root: folder holding the batch files (e.g. ``cifar-10-batches-py``).
+        train: read the training batches, else the test batch.
+        mean: normalisation mean.
+        std: normalisation std.
+        flip: random horizontal flip.
+
+    Raises:
+        FileNotFoundError: no batch file found.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        train: bool = True,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        flip: bool = False,
+    ) -> None:
+        r = os.fspath(root)
+        names = [f"data_batch_{i}" for i in range(1, 6)] + ["train"] if train else ["test_batch", "test"]
+        files = [os.path.join(r, n) for n in names if os.path.isfile(os.path.join(r, n))]
+        if not files:
+            raise FileNotFoundError(f"CIFARBatches: no {'training' if train else 'test'} batch file in {r!r}")
+        data, labels = [], []
+        for f in files:
+            with open(f, "rb") as fh:
+                d = pickle.load(fh, encoding="latin1")
+            data.append(np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels += list(d.get("labels", d.get("fine_labels", [])))
+        super().__init__(
+            torch.from_numpy(np.concatenate(data)), torch.tensor(labels), mean=mean, std=std, flip=flip
+        )
+
+
+def stratified_split(labels: Tensor, fraction: float, *, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Split indices per class into ``(train, held_out)`` with ``fraction`` of each class held out.
+
+    Args:
+        labels: ``(N,)`` integer labels.
+        fraction: held-out fraction in ``(0, 1)``.
+        seed: permutation seed.
+
+    Returns:
+        Two sorted index tensors.
+
+    Raises:
+        ValueError: ``fraction`` outside ``(0, 1)``.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"stratified_split: 'fraction' must lie in (0, 1); got {fraction}")
+    g = torch.Generator().manual_seed(seed)
+    tr, te = [], []
+    for c in torch.unique(labels):
+        idx = torch.nonzero(labels == c).flatten()
+        idx = idx[torch.randperm(idx.numel(), generator=g)]
+        k = max(1, round(idx.numel() * fraction))
+        te.append(idx[:k])
+        tr.append(idx[k:])
+    return torch.cat(tr).sort().values, torch.cat(te).sort().values

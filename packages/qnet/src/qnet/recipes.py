@@ -1,0 +1,225 @@
+"""Own-loop training and evaluation recipes (fine-tuning with a temperature schedule, checkpoints, DDP)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .convert import TemperatureSchedule, _unwrap
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["evaluate", "train"]
+
+
+def _is_rank0() -> bool:
+    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or (
+        torch.distributed.get_rank() == 0
+    )
+
+
+def _progress(it: Iterable[Any], progress: bool | None, desc: str, total: int | None) -> Iterable[Any]:
+    show = (sys.stderr.isatty() if progress is None else progress) and _is_rank0()
+    if not show:
+        return it
+    from tqdm.auto import tqdm
+
+    return tqdm(it, desc=desc, total=total, leave=False)
+
+
+def _xy(batch: Any, device: torch.device) -> tuple[Tensor, Tensor]:
+    if isinstance(batch, dict):
+        return batch["image"].to(device), batch["label"].to(device)
+    x, y = batch[0], batch[1]
+    return x.to(device), torch.as_tensor(y).to(device)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, loader: Iterable[Any], *, device: torch.device | str | None = None
+) -> dict[str, float]:
+    """Top-1 accuracy and mean cross-entropy of ``model`` in eval mode (hard quantizers).
+
+    Args:
+        model: a classifier.
+        loader: batches of ``(images, labels)``.
+        device: device (default: the model's).
+
+    Returns:
+        ``{"accuracy": in [0, 1], "loss": float, "n": int}``.
+    """
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    was = model.training
+    model.eval()
+    correct = total = 0
+    loss = 0.0
+    for batch in loader:
+        x, y = _xy(batch, dev)
+        out = model(x)
+        loss += float(F.cross_entropy(out, y, reduction="sum"))
+        correct += int((out.argmax(1) == y).sum())
+        total += int(y.numel())
+    model.train(was)
+    return {"accuracy": correct / max(total, 1), "loss": loss / max(total, 1), "n": total}
+
+
+def train(
+    model: nn.Module,
+    train_loader: Iterable[Any],
+    *,
+    epochs: int,
+    lr: float = 0.01,
+    momentum: float = 0.9,
+    weight_decay: float = 1e-4,
+    quantizer_lr: float | None = None,
+    milestones: tuple[int, ...] = (),
+    temperature: TemperatureSchedule | Sequence[TemperatureSchedule] | None = None,
+    grad_clip: float | None = 5.0,
+    quantizer_grad_clip: float | None = 5.0,
+    eval_loader: Iterable[Any] | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+    progress: bool | None = None,
+    device: torch.device | str | None = None,
+    max_steps: int | None = None,
+) -> list[dict[str, Any]]:
+    """Fine-tune a (converted) classifier with SGD as in the paper (Sec. 4.1).
+
+    Network weights use SGD with momentum and weight decay, step-decayed by 10x at ``milestones``; quantizer
+    parameters (``alpha``, ``beta``, thresholds) use their own learning rate and no weight decay; gradients of
+    network weights are clipped to L2 norm ``grad_clip``. ``temperature.step()`` is called after every epoch
+    (or every step when the schedule has ``steps_per_epoch``). Works with a DDP-wrapped model (rank 0 logs
+    and writes checkpoints).
+
+    Args:
+        model: the model (plain, DDP or compiled).
+        train_loader: batches of ``(images, labels)``.
+        epochs: number of epochs.
+        lr: learning rate of the network weights.
+        momentum: SGD momentum.
+        weight_decay: weight decay of the network weights.
+        quantizer_lr: learning rate of the quantizer parameters (default ``lr``).
+        milestones: epochs at which both learning rates are divided by 10.
+        temperature: a temperature schedule, several (e.g. one for weights and a slower one for
+            activations), or ``None`` to leave temperatures alone.
+        grad_clip: max L2 norm of network-weight gradients, or ``None``.
+        quantizer_grad_clip: max L2 norm of the quantizer-parameter gradients (clipped on their own:
+            ``dL/dbeta`` sums over every element of a tensor and is scaled by ``T``), or ``None``.
+        eval_loader: evaluated after each epoch when given.
+        checkpoint: path written (atomically) after each epoch.
+        resume: continue from ``checkpoint`` if it exists (model, optimizer, schedule, epoch).
+        callback: called with each epoch's record.
+        progress: tqdm bar; ``None`` shows it only on a TTY.
+        device: training device (default: the model's).
+        max_steps: stop after this many optimizer steps in total (smoke runs).
+
+    Returns:
+        One record per epoch: ``{"epoch", "train_loss", "train_accuracy", "temperature" (list, one value
+        per schedule at the epoch's start), "step", ...eval metrics}``.
+
+    Raises:
+        ValueError: ``epochs < 1`` or a non-positive learning rate.
+    """
+    if epochs < 1:
+        raise ValueError(f"train: 'epochs' must be >= 1; got {epochs}")
+    if not lr > 0 or (quantizer_lr is not None and not quantizer_lr > 0):
+        raise ValueError(f"train: learning rates must be > 0; got lr={lr}, quantizer_lr={quantizer_lr}")
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    inner = _unwrap(model)
+    if temperature is None:
+        scheds: list[TemperatureSchedule] = []
+    elif isinstance(temperature, TemperatureSchedule):
+        scheds = [temperature]
+    else:
+        scheds = list(temperature)
+    qparams: list[nn.Parameter] = []
+    nparams: list[nn.Parameter] = []
+    for name, p in inner.named_parameters():
+        if not p.requires_grad:
+            continue
+        (qparams if "quantizer." in name else nparams).append(p)
+    groups: list[dict[str, Any]] = [{"params": nparams, "weight_decay": weight_decay, "lr": lr}]
+    if qparams:
+        groups.append({"params": qparams, "weight_decay": 0.0, "lr": quantizer_lr or lr})
+    opt = torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(milestones), gamma=0.1)
+    start_epoch, step = 0, 0
+    history: list[dict[str, Any]] = []
+    if resume and checkpoint is not None and os.path.exists(checkpoint):
+        ck = load_checkpoint(checkpoint)
+        inner.load_state_dict(ck["state_dict"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        for sch, st in zip(scheds, ck.get("temperature") or []):
+            sch.load_state_dict(st)
+        start_epoch, step = int(ck["epoch"]) + 1, int(ck.get("step", 0))
+        history = list(ck.get("metrics", []))
+        logger.info("train: resumed from %s at epoch %d", checkpoint, start_epoch)
+    for epoch in range(start_epoch, epochs):
+        model.train()
+        tot_loss, tot_correct, tot_n = 0.0, 0, 0
+        sampler = getattr(train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)  # type: ignore[union-attr]
+        t_epoch = [sch.value for sch in scheds]
+        for batch in _progress(train_loader, progress, f"epoch {epoch}", None):
+            x, y = _xy(batch, dev)
+            out = model(x)
+            loss = F.cross_entropy(out, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(nparams, grad_clip)
+            if quantizer_grad_clip is not None and qparams:
+                torch.nn.utils.clip_grad_norm_(qparams, quantizer_grad_clip)
+            opt.step()
+            step += 1
+            for sch in scheds:
+                if sch.steps_per_epoch is not None:
+                    sch.step()
+            tot_loss += float(loss.detach()) * y.numel()
+            tot_correct += int((out.detach().argmax(1) == y).sum())
+            tot_n += int(y.numel())
+            logger.debug("epoch %d step %d loss %.4f", epoch, step, float(loss.detach()))
+            if max_steps is not None and step >= max_steps:
+                break
+        sched.step()
+        rec: dict[str, Any] = {
+            "epoch": epoch,
+            "train_loss": tot_loss / max(tot_n, 1),
+            "train_accuracy": tot_correct / max(tot_n, 1),
+            "temperature": t_epoch,
+            "step": step,
+        }
+        for sch in scheds:
+            if sch.steps_per_epoch is None:
+                sch.step()
+        if eval_loader is not None:
+            rec.update({f"eval_{k}": v for k, v in evaluate(model, eval_loader, device=dev).items()})
+        history.append(rec)
+        logger.info("train: %s", rec)
+        if callback is not None:
+            callback(rec)
+        if checkpoint is not None and _is_rank0():
+            save_checkpoint(
+                checkpoint,
+                inner,
+                optimizer=opt.state_dict(),
+                scheduler=sched.state_dict(),
+                temperature=[sch.state_dict() for sch in scheds],
+                epoch=epoch,
+                step=step,
+                metrics=history,
+            )
+        if max_steps is not None and step >= max_steps:
+            break
+    return history
