@@ -1,0 +1,151 @@
+"""Benchmark: latency per edit (Synthesizer.synthesize) at 256 and 512 px, stroke extraction time, peak memory.
+
+    python packages/hairsynth/benchmarks/run.py --device cpu|cuda --out bench-results/hairsynth-<device>.json
+
+The paper's interactivity bar is "under one second" per edit (met on a GPU in the paper). Weights are
+random (latency does not depend on them). An edit = rasterise 12 strokes + both networks + compositing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+
+import torch
+
+import hairsynth
+from hairsynth import Stroke, Synthesizer, create_model, strokes_from_image
+
+CONFIGS = [
+    ("hairsynth_small", 256),
+    ("hairsynth_small", 512),
+    ("hairsynth_unet256", 256),
+    ("hairsynth_unet512", 512),
+]
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _peak_mb(dev: torch.device) -> float:
+    if dev.type == "cuda":
+        return torch.cuda.max_memory_allocated(dev) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB -> MiB (process peak)
+
+
+def _inputs(size: int):
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(3, size, size, generator=g)
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    mask = (
+        ((xx - size / 2) ** 2 / (0.3 * size) ** 2 + (yy - 0.65 * size) ** 2 / (0.25 * size) ** 2) < 1
+    ).float()
+    strokes = []
+    for k in range(12):
+        x0 = size * (0.3 + 0.4 * k / 11)
+        pts = [(x0 + 0.05 * size * math.sin(t / 3), size * 0.45 + t * size / 40) for t in range(12)]
+        strokes.append(Stroke(pts, (0.25, 0.18, 0.12), 3.0 * size / 256))
+    return img, mask, strokes
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--out", default=None)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dev = torch.device(args.device)
+    rows = []
+    for arch, size in CONFIGS:
+        model = create_model(arch).to(dev)
+        syn = Synthesizer(model)
+        img, mask, strokes = _inputs(size)
+        img, mask = img.to(dev), mask.to(dev)
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        syn.synthesize(img, mask, strokes)  # warm-up
+        times = []
+        for _ in range(args.repeats):
+            _sync(dev)
+            t0 = time.perf_counter()
+            syn.synthesize(img, mask, strokes)
+            _sync(dev)
+            times.append(time.perf_counter() - t0)
+        med = statistics.median(times)
+        rows.append(
+            {
+                "what": "edit latency",
+                "arch": arch,
+                "size": size,
+                "params_M": sum(q.numel() for q in model.parameters()) / 1e6,
+                "median_s": med,
+                "min_s": min(times),
+                "under_1s": med < 1.0,
+                "peak_mem_MiB": _peak_mb(dev),
+            }
+        )
+        print(
+            f"{arch:18s} {size:4d}px  median {med * 1000:8.1f} ms  min {min(times) * 1000:8.1f} ms  peak {rows[-1]['peak_mem_MiB']:.0f} MiB"
+        )
+        del model, syn
+    for size in (256, 512):
+        img, mask, _ = _inputs(size)
+        g = torch.Generator().manual_seed(0)
+        yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
+        hair = 0.5 + 0.5 * torch.cos(2 * math.pi * (xx * 0.8 - yy * 0.6) / 5) * torch.rand(
+            size, size, generator=g
+        )
+        img = torch.stack([0.3 * hair, 0.2 * hair, 0.1 * hair]).to(dev)
+        times = []
+        n = 0
+        for _ in range(max(1, args.repeats // 2)):
+            _sync(dev)
+            t0 = time.perf_counter()
+            n = len(strokes_from_image(img, mask.to(dev)))
+            _sync(dev)
+            times.append(time.perf_counter() - t0)
+        rows.append(
+            {"what": "stroke extraction", "size": size, "median_s": statistics.median(times), "strokes": n}
+        )
+        print(
+            f"strokes_from_image {size:4d}px  median {statistics.median(times) * 1000:8.1f} ms  ({n} strokes)"
+        )
+    res = {
+        "package": "hairsynth",
+        "version": hairsynth.__version__,
+        "device": args.device,
+        "device_name": torch.cuda.get_device_name(dev)
+        if dev.type == "cuda"
+        else platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "rows": rows,
+    }
+    print("\n| what | arch | size | median s | under 1 s | peak MiB |\n|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['what']} | {r.get('arch', '-')} | {r['size']} | {r['median_s']:.3f} | {r.get('under_1s', '-')} | "
+            f"{r.get('peak_mem_MiB', float('nan')):.0f} |"
+        )
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as fh:
+            json.dump(res, fh, indent=1)
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
