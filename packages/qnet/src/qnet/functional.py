@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -125,10 +126,60 @@ def soft_quantize(
     _check_scalar(offset, "offset", fn=fn)
     wd = _work_dtype(x)
     xw = _upcast(x, wd)
-    z = (xw * _as(beta, x, wd)).unsqueeze(-1) - _upcast(thresholds, wd)
-    sig = torch.sigmoid(z * _as(temperature, x, wd))
-    y = (sig * _upcast(scales, wd)).sum(-1) - _as(offset, x, wd)
-    return (y * _as(alpha, x, wd)).to(x.dtype)
+    a, b, t, o = _as(alpha, x, wd), _as(beta, x, wd), _as(temperature, x, wd), _as(offset, x, wd)
+    if not thresholds.requires_grad and not scales.requires_grad:
+        # Fused path: loops over the K steps without materialising (*, K) tensors and saves only three
+        # tensors of x's size; its backward is the same closed-form exact derivative autograd would give.
+        return _SoftQuantize.apply(xw, thresholds.to(wd), scales.to(wd), t, a, b, o).to(x.dtype)
+    z = (xw * b).unsqueeze(-1) - _upcast(thresholds, wd)
+    sig = torch.sigmoid(z * t)
+    y = (sig * _upcast(scales, wd)).sum(-1) - o
+    return (y * a).to(x.dtype)
+
+
+class _SoftQuantize(torch.autograd.Function):
+    """``alpha * (sum_i s_i sigmoid(T (beta x - b_i)) - o)`` with its exact gradient in closed form."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x: Tensor,
+        thresholds: Tensor,
+        scales: Tensor,
+        temperature: Tensor | float,
+        alpha: Tensor | float,
+        beta: Tensor | float,
+        offset: Tensor | float,
+    ) -> Tensor:
+        xs = x * (beta * temperature)
+        bt = thresholds * temperature
+        acc = torch.zeros_like(x)
+        g = torch.zeros_like(x)
+        for i in range(thresholds.shape[0]):
+            sig = (xs - bt[i]).sigmoid_()
+            acc.addcmul_(sig, scales[i])
+            g.addcmul_(sig.neg().add_(1).mul_(sig), scales[i])
+        del xs
+        base = acc.sub_(offset)
+        tens = [v if isinstance(v, Tensor) else None for v in (temperature, alpha, beta)]
+        ctx.scalars = [None if isinstance(v, Tensor) else v for v in (temperature, alpha, beta)]
+        ctx.save_for_backward(x, g, base, *[v for v in tens if v is not None])
+        ctx.tensor_mask = [v is not None for v in tens]
+        return base * alpha
+
+    @staticmethod
+    def backward(ctx: Any, gy: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        x, g, base, *rest = ctx.saved_tensors
+        it = iter(rest)
+        t, a, b = (next(it) if m else sc for m, sc in zip(ctx.tensor_mask, ctx.scalars))
+        gx = galpha = gbeta = None
+        if ctx.needs_input_grad[0]:
+            gx = gy * g * (a * b * t)
+        if ctx.needs_input_grad[4]:
+            galpha = (gy * base).sum().reshape(a.shape)
+        if ctx.needs_input_grad[5]:
+            gbeta = ((gy * x * g).sum() * (a * t)).reshape(b.shape)
+        return gx, None, None, None, galpha, gbeta, None
 
 
 def hard_quantize(

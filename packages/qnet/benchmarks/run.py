@@ -1,0 +1,300 @@
+"""qnet benchmark: layer overhead, conversion/export, size, frozen inference, and QAT peers.
+
+    python packages/qnet/benchmarks/run.py --device cpu --out bench-results/qnet-cpu.json [--data ../shared/data]
+
+Measures (median wall time of repeated runs):
+  * forward+backward of QConv2d / QLinear (ternary weights; ternary weights + 2-bit inputs) vs nn.Conv2d /
+    nn.Linear;
+  * one SGD training step of CIFAR ResNet-20 (batch 64, 32x32): float, qnet W2, qnet W2/A2, STE W2, and
+    torch.ao.quantization eager fake-quant QAT with the same bit widths (ternary weights as a 3-level
+    symmetric per-tensor int range, 2-bit unsigned activations);
+  * time to quantize + export ResNet-20, the real exported file size ratio, frozen-model inference time;
+  * with --data: accuracy after the same number of fine-tuning steps (small CNN, faces-24id at 16x16) for
+    qnet, STE and torch.ao QAT, all starting from one full-precision model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+import qnet
+from qnet.models import create_model
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _time(fn: Callable[[], Any], device: torch.device, repeat: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    ts = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def _fwd_bwd(mod: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    def run() -> None:
+        mod.zero_grad(set_to_none=True)
+        mod(x).sum().backward()
+
+    return run
+
+
+def bench_layers(device: torch.device, repeat: int) -> list[dict[str, Any]]:
+    rows = []
+    x4 = torch.rand(64, 64, 32, 32, device=device)
+    x2 = torch.rand(256, 512, device=device)
+    cases = [
+        ("conv 64->64 3x3, 64x64x32x32", nn.Conv2d(64, 64, 3, padding=1).to(device), x4, qnet.QConv2d),
+        ("linear 512->512, batch 256", nn.Linear(512, 512).to(device), x2, qnet.QLinear),
+    ]
+    for name, base, x, qcls in cases:
+        t_base = _time(_fwd_bwd(base, x), device, repeat)
+        qw: Any = qcls.from_float(base, weight_levels="ternary")  # type: ignore[attr-defined]
+        t_w = _time(_fwd_bwd(qw.train(), x), device, repeat)
+        qa: Any = qcls.from_float(base, weight_levels="ternary", act_levels="uint2")  # type: ignore[attr-defined]
+        qa.input_quantizer.init_from(x)
+        t_wa = _time(_fwd_bwd(qa.train(), x), device, repeat)
+        rows.append(
+            {
+                "layer": name,
+                "float_ms": 1e3 * t_base,
+                "qnet_w2_ms": 1e3 * t_w,
+                "qnet_w2a2_ms": 1e3 * t_wa,
+                "w2_overhead": t_w / t_base,
+                "w2a2_overhead": t_wa / t_base,
+            }
+        )
+    return rows
+
+
+def _ao_qat(model: nn.Module, act: bool) -> nn.Module:
+    from torch.ao.quantization import FakeQuantize, MovingAverageMinMaxObserver, QConfig, prepare_qat
+
+    wfq = FakeQuantize.with_args(
+        observer=MovingAverageMinMaxObserver,
+        quant_min=-1,
+        quant_max=1,
+        dtype=torch.qint8,
+        qscheme=torch.per_tensor_symmetric,
+    )
+    afq = (
+        FakeQuantize.with_args(
+            observer=MovingAverageMinMaxObserver,
+            quant_min=0,
+            quant_max=3,
+            dtype=torch.quint8,
+            qscheme=torch.per_tensor_affine,
+        )
+        if act
+        else torch.nn.Identity
+    )
+    m = copy.deepcopy(model).train()
+    m.qconfig = QConfig(activation=afq, weight=wfq)  # type: ignore[assignment]
+    # same policy as qnet: first conv and last linear stay float
+    first = next(mod for mod in m.modules() if isinstance(mod, nn.Conv2d))
+    first.qconfig = None  # type: ignore[assignment]
+    m.fc.qconfig = None  # type: ignore[union-attr,assignment]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepare_qat(m, inplace=True)
+    return m
+
+
+def bench_steps(device: torch.device, repeat: int) -> list[dict[str, Any]]:
+    torch.manual_seed(0)
+    base = create_model("resnet20", num_classes=10).to(device)
+    x = torch.randn(64, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (64,), device=device)
+    models = {
+        "float": base,
+        "qnet W2": qnet.quantize(base, weight_levels="ternary"),
+        "qnet W2/A2": qnet.quantize(base, weight_levels="ternary", act_levels="uint2", calibration=[x]),
+        "STE W2": qnet.quantize(base, weight_levels="ternary", method="ste"),
+        "torch.ao QAT W2": _ao_qat(base, act=False),
+        "torch.ao QAT W2/A2": _ao_qat(base, act=True),
+    }
+    rows = []
+    t_float = None
+    for name, m in models.items():
+        m.train()
+        opt = torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9)
+
+        def step(m: nn.Module = m, opt: torch.optim.Optimizer = opt) -> None:
+            opt.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(m(x), y).backward()
+            opt.step()
+
+        t = _time(step, device, repeat)
+        t_float = t if t_float is None else t_float
+        rows.append({"model": f"resnet20 {name}", "step_ms": 1e3 * t, "vs_float": t / t_float})
+    return rows
+
+
+def bench_export(device: torch.device, repeat: int) -> list[dict[str, Any]]:
+    rows = []
+    torch.manual_seed(0)
+    base = create_model("resnet20", num_classes=10).to(device).eval()
+    x = torch.randn(64, 3, 32, 32, device=device)
+    with torch.no_grad():
+        t_float = _time(lambda: base(x), device, repeat)
+    for levels in ("binary", "ternary", "pm4"):
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "m.safetensors")
+            t0 = time.perf_counter()
+            q = qnet.quantize(base, weight_levels=levels)
+            sizes = qnet.export(q, path)
+            t_conv = time.perf_counter() - t0
+            frozen = qnet.load(path, copy.deepcopy(base))
+            with torch.no_grad():
+                t_frozen = _time(lambda f=frozen: f(x), device, repeat)
+                same = bool(torch.equal(frozen(x), q.eval()(x)))
+        rows.append(
+            {
+                "levels": levels,
+                "quantize_export_s": t_conv,
+                "file_bytes": sizes["file_bytes"],
+                "float32_bytes": sizes["float32_bytes"],
+                "size_ratio": sizes["ratio"],
+                "quantized_layers_ratio": sizes["quantized_ratio"],
+                "frozen_infer_ms": 1e3 * t_frozen,
+                "float_infer_ms": 1e3 * t_float,
+                "frozen_equals_hard": same,
+            }
+        )
+    return rows
+
+
+def bench_accuracy(device: torch.device, data: str, epochs: int) -> list[dict[str, Any]]:
+    from torch.utils.data import DataLoader
+
+    from qnet.data import ImageFolderDataset, stratified_split
+    from qnet.recipes import evaluate, train
+
+    ds = ImageFolderDataset(
+        os.path.join(data, "faces-24id"), size=16, mean=[0.56, 0.44, 0.37], std=[0.28, 0.24, 0.23]
+    )
+    tr, te = stratified_split(ds.labels, 0.25)
+    dtr, dte = ds.subset(tr, flip=True), ds.subset(te)
+
+    def loader(d: Any, shuffle: bool, seed: int = 0) -> DataLoader:
+        return DataLoader(d, batch_size=64, shuffle=shuffle, generator=torch.Generator().manual_seed(seed))
+
+    torch.manual_seed(0)
+    net = create_model("small_cnn", num_classes=24, width=16).to(device)
+    train(net, loader(dtr, True), epochs=10, lr=0.05, milestones=(7,), weight_decay=5e-4, grad_clip=None)
+    rows = [
+        {
+            "method": "float (start point)",
+            "accuracy": evaluate(net, loader(dte, False))["accuracy"],
+            "step_ms": None,
+        }
+    ]
+    for name in ("qnet W2", "STE W2", "torch.ao QAT W2"):
+        torch.manual_seed(1)
+        ld = loader(dtr, True, 1)
+        sched = None
+        if name.startswith("qnet"):
+            m = qnet.quantize(net, weight_levels="ternary")
+            sched = qnet.TemperatureSchedule(m, increment=60.0, steps_per_epoch=len(ld))
+        elif name.startswith("STE"):
+            m = qnet.quantize(net, weight_levels="ternary", method="ste")
+        else:
+            m = _ao_qat(net, act=False)
+        t0 = time.perf_counter()
+        hist = train(m, ld, epochs=epochs, lr=0.01, temperature=sched, device=device)
+        dt = (time.perf_counter() - t0) / hist[-1]["step"]
+        rows.append(
+            {"method": name, "accuracy": evaluate(m, loader(dte, False))["accuracy"], "step_ms": 1e3 * dt}
+        )
+    return rows
+
+
+def _table(title: str, rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    keys = list(rows[0])
+
+    def fmt(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    lines = [f"\n## {title}", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(fmt(r[k]) for k in keys) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    ap.add_argument("--out", default="bench-results/qnet-cpu.json")
+    ap.add_argument("--repeat", type=int, default=10)
+    ap.add_argument("--data", default=None, help="shared data folder (enables the accuracy comparison)")
+    ap.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs of the accuracy comparison")
+    args = ap.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("--device cuda requested but CUDA is not available", file=sys.stderr)
+        return 2
+    data = args.data
+    if data is None:
+        cand = os.path.join(
+            os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "..", "shared", "data"
+        )
+        data = cand if os.path.isdir(os.path.join(cand, "faces-24id")) else None
+    res: dict[str, Any] = {
+        "package": "qnet",
+        "version": qnet.__version__,
+        "device": args.device,
+        "device_name": torch.cuda.get_device_name()
+        if device.type == "cuda"
+        else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "layers": bench_layers(device, args.repeat),
+        "train_step": bench_steps(device, args.repeat),
+        "export": bench_export(device, args.repeat),
+    }
+    if data is not None:
+        res["accuracy"] = bench_accuracy(device, data, args.epochs)
+    out = "\n".join(
+        [
+            f"# qnet {qnet.__version__} benchmark on {args.device} ({res['device_name']}, torch {torch.__version__})",
+            _table("Layer forward+backward (ms)", res["layers"]),
+            _table("ResNet-20 training step, batch 64 (ms)", res["train_step"]),
+            _table("Quantize + export ResNet-20", res["export"]),
+            _table(
+                f"Accuracy after the same fine-tuning ({args.epochs} epochs, faces-24id 16x16)",
+                res.get("accuracy", []),
+            ),
+        ]
+    )
+    print(out)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(res, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
