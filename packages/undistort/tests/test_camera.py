@@ -227,6 +227,62 @@ class TestRender:
         n = vertex_normals(v, faces)
         assert torch.allclose(n.norm(dim=-1), torch.ones(len(v), device=device), atol=1e-5)
 
+    def test_uv_texture(self, device):
+        # A fronto-parallel plane x, y in [-10, 10] with uv = ((x + 10) / 20, (y + 10) / 20) and a texture
+        # whose red channel is u (a horizontal ramp): the red albedo at each pixel must equal the u of
+        # the surface point it sees (computed here from the interpolated head-frame point, independently).
+        v, faces = plane_mesh(4, 10.0, dtype=torch.float64)
+        v, faces = v.to(device), faces.to(device)
+        uv = (v[:, :2] + 10.0) / 20.0
+        tw = 256
+        ramp = (torch.arange(tw, dtype=torch.float64, device=device) + 0.5) / tw
+        tex = torch.stack(
+            [
+                ramp.expand(tw, tw),
+                torch.zeros(tw, tw, device=device, dtype=torch.float64),
+                torch.zeros(tw, tw, device=device, dtype=torch.float64),
+            ]
+        )
+        cam = PinholeCamera.centered(60.0, 32)
+        rot = head_rotation(dtype=torch.float64).to(device)
+        t = torch.tensor([0.0, 0.0, 40.0], dtype=torch.float64, device=device)
+        out = render(
+            v,
+            faces,
+            None,
+            cam,
+            rot,
+            t,
+            uv=uv,
+            texture=tex,
+            ambient=1.0,
+            specular=0.0,
+            light_dir=torch.tensor([0.0, 0.0, 1.0]),
+        )
+        m = out["mask"]
+        u_true = (out["points"][..., 0] + 10.0) / 20.0
+        assert m.sum() > 100
+        assert torch.allclose(out["image"][0][m], u_true[m], atol=2e-3)
+        # per-corner uv (F, 3, 2) gives the same image
+        out2 = render(
+            v,
+            faces,
+            None,
+            cam,
+            rot,
+            t,
+            uv=uv[faces],
+            texture=tex,
+            ambient=1.0,
+            specular=0.0,
+            light_dir=torch.tensor([0.0, 0.0, 1.0]),
+        )
+        assert torch.allclose(out2["image"], out["image"], atol=1e-9)
+        with pytest.raises(ValueError, match="render: 'uv' is required with 'texture'"):
+            render(v, faces, None, cam, rot, t, texture=tex)
+        with pytest.raises(ValueError, match="render: give 'colors' or 'uv' \\+ 'texture'"):
+            render(v, faces, None, cam, rot, t)
+
     def test_errors(self, device):
         cam = PinholeCamera.centered(100.0, 8)
         v = torch.zeros(3, 3, device=device)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import check_finite, check_floating, check_positive, check_shape, check_tensor
@@ -221,7 +222,7 @@ def head_rotation(
 def render(
     vertices: Tensor,
     faces: Tensor,
-    colors: Tensor,
+    colors: Tensor | None,
     camera: PinholeCamera,
     rotation: Tensor,
     translation: Tensor,
@@ -230,13 +231,15 @@ def render(
     background: Tensor | None = None,
     ambient: float = 0.35,
     specular: float = 0.15,
+    uv: Tensor | None = None,
+    texture: Tensor | None = None,
 ) -> dict[str, Any]:
-    """Render a shaded head-frame mesh with per-vertex colours through a pinhole camera.
+    """Render a shaded head-frame mesh with per-vertex or UV-mapped colours through a pinhole camera.
 
     Args:
         vertices: ``(V, 3)`` head-frame positions.
         faces: ``(F, 3)`` integer triangles.
-        colors: ``(V, 3)`` per-vertex albedo in [0, 1].
+        colors: ``(V, 3)`` per-vertex albedo in [0, 1] (``None`` when ``texture`` is given).
         camera: the pinhole camera.
         rotation: ``(3, 3)`` head-to-camera rotation (see :func:`head_rotation`).
         translation: ``(3,)`` head translation ``(t_x, t_y, d)``.
@@ -244,6 +247,9 @@ def render(
         background: ``(3, H, W)`` image behind the head (default black).
         ambient: ambient light weight.
         specular: specular weight.
+        uv: texture coordinates in [0, 1] (``v`` up, OBJ convention), per vertex ``(V, 2)`` or per
+            triangle corner ``(F, 3, 2)`` (for meshes with UV seams, such as ICT-FaceKit).
+        texture: ``(3, Th, Tw)`` albedo texture sampled bilinearly at the interpolated ``uv``.
 
     Returns:
         A dict with ``image`` ``(3, H, W)``, ``mask`` ``(H, W)`` bool, ``depth`` ``(H, W)``, ``points``
@@ -256,7 +262,20 @@ def render(
     fn = "render"
     check_floating(vertices, "vertices", fn=fn)
     dims = check_shape(vertices, "V,3", "vertices", fn=fn)
-    check_shape(colors, "V,3", "colors", fn=fn, dims=dims)
+    if texture is not None:
+        check_floating(texture, "texture", fn=fn)
+        check_shape(texture, "3,Th,Tw", "texture", fn=fn)
+        if uv is None:
+            raise ValueError(f"{fn}: 'uv' is required with 'texture'")
+        check_floating(uv, "uv", fn=fn)
+        if uv.ndim == 2:
+            check_shape(uv, "V,2", "uv", fn=fn, dims=dims)
+        else:
+            check_shape(uv, f"{faces.shape[0]},3,2", "uv", fn=fn)
+    elif colors is None:
+        raise ValueError(f"{fn}: give 'colors' or 'uv' + 'texture'")
+    else:
+        check_shape(colors, "V,3", "colors", fn=fn, dims=dims)
     check_shape(rotation, "3,3", "rotation", fn=fn)
     check_shape(translation, "3", "translation", fn=fn)
     check_finite(vertices, "vertices", fn=fn)
@@ -269,7 +288,19 @@ def render(
     normals = vertex_normals(cam, faces)
     pts_cam = interpolate(frag, faces, cam)
     nrm = interpolate(frag, faces, normals)
-    alb = interpolate(frag, faces, colors.to(vertices))
+    if texture is not None and uv is not None:
+        if uv.ndim == 2:
+            uvp = interpolate(frag, faces, uv.to(vertices))
+        else:
+            uvp = (uv.to(vertices)[frag.face_index.clamp(min=0)] * frag.bary[..., None]).sum(-2)
+        grid = torch.stack([uvp[..., 0] * 2 - 1, 1 - uvp[..., 1] * 2], -1)[None]
+        alb = F.grid_sample(
+            texture.to(vertices)[None], grid, mode="bilinear", padding_mode="border", align_corners=False
+        )[0].permute(1, 2, 0)
+    elif colors is not None:
+        alb = interpolate(frag, faces, colors.to(vertices))
+    else:  # unreachable: checked above
+        raise ValueError(f"{fn}: give 'colors' or 'uv' + 'texture'")
     ldir = light_dir if light_dir is not None else vertices.new_tensor([0.0, 0.0, -1.0])
     img = shade(alb, nrm, pts_cam, ldir.to(vertices), ambient=ambient, specular=specular)
     img = img.permute(2, 0, 1)
@@ -282,7 +313,7 @@ def render(
 def synthesize_pair(
     vertices: Tensor,
     faces: Tensor,
-    colors: Tensor,
+    colors: Tensor | None,
     camera: PinholeCamera,
     rotation: Tensor,
     translation: Tensor,
@@ -292,6 +323,8 @@ def synthesize_pair(
     background: Tensor | None = None,
     landmarks: Tensor | None = None,
     visibility_tol: float = 0.75,
+    uv: Tensor | None = None,
+    texture: Tensor | None = None,
 ) -> dict[str, Tensor | float]:
     """Render a head at distance ``d`` and at the dolly-zoom reference, with the exact correction flow.
 
@@ -305,7 +338,7 @@ def synthesize_pair(
     Args:
         vertices: ``(V, 3)`` head-frame positions (the origin is the anchor).
         faces: ``(F, 3)`` integer triangles.
-        colors: ``(V, 3)`` per-vertex albedo in [0, 1].
+        colors: ``(V, 3)`` per-vertex albedo in [0, 1] (``None`` with ``uv`` + ``texture``).
         camera: the near camera (its focal length is ``f``).
         rotation: ``(3, 3)`` head-to-camera rotation.
         translation: ``(3,)`` ``(t_x, t_y, d)``.
@@ -314,6 +347,8 @@ def synthesize_pair(
         background: ``(3, H, W)`` background (shared by both views).
         landmarks: ``(L,)`` vertex indices whose projections are returned in both views.
         visibility_tol: depth tolerance (mesh units) of the visibility test.
+        uv: texture coordinates (see :func:`render`).
+        texture: ``(3, Th, Tw)`` albedo texture (see :func:`render`).
 
     Returns:
         A dict: ``distorted``/``corrected`` ``(3, H, W)`` images, ``flow`` ``(2, H, W)`` backward flow in
@@ -337,12 +372,9 @@ def synthesize_pair(
         check_shape(landmarks, "L", "landmarks", fn=fn)
     f_ref, t_ref = dolly_zoom(camera.focal, translation, distance_ref)
     cam_ref = PinholeCamera(f_ref, camera.cx, camera.cy, camera.width, camera.height)
-    near = render(
-        vertices, faces, colors, camera, rotation, translation, light_dir=light_dir, background=background
-    )
-    ref = render(
-        vertices, faces, colors, cam_ref, rotation, t_ref, light_dir=light_dir, background=background
-    )
+    kw: dict[str, Any] = {"light_dir": light_dir, "background": background, "uv": uv, "texture": texture}
+    near = render(vertices, faces, colors, camera, rotation, translation, **kw)
+    ref = render(vertices, faces, colors, cam_ref, rotation, t_ref, **kw)
     r = rotation.to(vertices)
     h, w = camera.height, camera.width
     # backward flow on the reference grid
