@@ -22,7 +22,8 @@ class HairSynthesisNet(nn.Module):
 
     Stage 1 (``synthesis``, G1) sees ``[I * (1 - M), M, S, S_m]`` and paints the hair region:
     ``C1 = composite(I, G1(.), M)``. Stage 2 (``refinement``, G2) sees ``[C1, M, S, S_m]`` and refines
-    and blends it: ``Y2 = clamp(C1 + G2(.), 0, 1)`` (residual, default) or ``Y2 = G2(.)``, and the
+    and blends it: ``Y2 = clamp(C1 + G2(.), 0, 1)`` (residual, default; G2's last layer starts at zero
+    so training starts from ``Y2 = C1``) or ``Y2 = G2(.)``, and the
     output is ``O = composite(I, Y2, M_f)`` with ``M_f = feather_mask(M, feather_radius)``. Pixels
     farther than ``feather_radius`` from the mask are returned bit-exactly. With ``refinement=None``
     (the "no refinement network" ablation) the output is ``C1``.
@@ -90,6 +91,11 @@ class HairSynthesisNet(nn.Module):
                 output="tanh" if residual_refinement else "sigmoid",
                 **kw,
             )
+            if residual_refinement:
+                # zero-initialised last layer: the refinement starts as the identity on C1 and learns a correction
+                last = self.refinement.final[1]
+                nn.init.zeros_(last.weight)
+                nn.init.zeros_(last.bias)
         self.residual_refinement = residual_refinement
         self.feather_radius = feather_radius
         self.num_downs = num_downs
