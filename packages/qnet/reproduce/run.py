@@ -52,7 +52,15 @@ def _loader(ds: Any, shuffle: bool, seed: int = 0) -> DataLoader:
 
 
 def finetune(
-    net: torch.nn.Module, setting: str, method: str, seed: int, dtr: Any, dte: Any, epochs: int, log: list
+    net: torch.nn.Module,
+    setting: str,
+    method: str,
+    seed: int,
+    dtr: Any,
+    dte: Any,
+    epochs: int,
+    log: list,
+    device: torch.device,
 ) -> dict[str, Any]:
     wl, al = SETTINGS[setting]
     torch.manual_seed(seed)
@@ -65,7 +73,7 @@ def finetune(
         if al:
             scheds.append(qnet.TemperatureSchedule(q, increment=10.0, steps_per_epoch=len(ld), kind="input"))
     qlr = 0.001 if al else 0.01
-    hist = train(q, ld, epochs=epochs, lr=0.01, quantizer_lr=qlr, temperature=scheds)
+    hist = train(q, ld, epochs=epochs, lr=0.01, quantizer_lr=qlr, temperature=scheds, device=device)
     if method == "qn" and scheds and setting == "W2/A2" and seed == 0:
         log.extend(
             {"step": i, "T_weight": 60.0 * (1 + i / len(ld)), "T_act": 10.0 * (1 + i / len(ld))}
@@ -135,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="reports/qnet")
     ap.add_argument("--data", default=None)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     args = ap.parse_args(argv)
     data = args.data or os.path.join(
         os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "..", "shared", "data"
@@ -152,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     ds = ImageFolderDataset(root, size=size, mean=MEAN, std=STD)
     tr, te = stratified_split(ds.labels, 0.25, seed=0)
     dtr, dte = ds.subset(tr, flip=True), ds.subset(te)
-    net = create_model("small_cnn", num_classes=24, width=16)
+    device = torch.device(args.device)
+    net = create_model("small_cnn", num_classes=24, width=16).to(device)
     train(
         net,
         _loader(dtr, True),
@@ -169,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     for setting in settings:
         for method in ("qn", "ste"):
             for seed in seeds:
-                r = finetune(net, setting, method, seed, dtr, dte, ft_epochs, tlog)
+                r = finetune(net, setting, method, seed, dtr, dte, ft_epochs, tlog, device)
                 runs.setdefault(setting, {}).setdefault(method, []).append(r)
                 print(
                     f"{setting:7s} {method:4s} seed {seed}: {100 * r['acc']:.2f} % ({time.time() - t_start:.0f} s)"
@@ -255,17 +264,17 @@ def main(argv: list[str] | None = None) -> int:
             "temperature T",
         )
     cmd = (
-        "python packages/qnet/reproduce/run.py --out "
-        + args.out
+        "python packages/qnet/reproduce/run.py --out reports/qnet --data <shared/data>"
         + (" --quick" if args.quick else "")
-        + " --data <shared/data>"
+        + (f" --device {args.device}" if args.device != "cpu" else "")
     )
     lines = [
         "# qnet reproduction: Quantization Networks at small scale",
         "",
         f"Command: `{cmd}`  ",
         f"Seeds: split 0, full-precision training 0, fine-tuning {seeds}; qnet {qnet.__version__}, torch {torch.__version__}, "
-        f"{platform.machine()} CPU, {time.time() - t_start:.0f} s wall.",
+        f"device {torch.cuda.get_device_name() if device.type == 'cuda' else platform.machine() + ' CPU'}, "
+        f"{time.time() - t_start:.0f} s wall.",
         "",
         f"Data: faces-24id ({len(ds)} real face crops, 24 identities) at {size}x{size}, stratified 75/25 split "
         f"({len(dtr)} train / {len(dte)} held-out). Model: small CNN (width 16, 4 Conv-BN-ReLU blocks), trained "

@@ -181,3 +181,23 @@ class TestFreezeExport:
             h = q[:4](x)  # BN4 input with the frozen (hard) model
         torch.testing.assert_close(q[4].running_mean, h.mean((0, 2, 3)), atol=1e-5, rtol=1e-4)
         assert not torch.equal(before, q[4].running_mean)
+
+
+class TestPhases:
+    def test_three_phases(self, device):
+        x = torch.randn(8, 3, 8, 8, device=device)
+        q = qnet.quantize(_net(device), weight_levels="ternary", act_levels="uint2", calibration=[x])
+        layer = q[3]
+        qnet.set_phase(q, 1)
+        assert layer.input_quantizer.mode == "off" and layer.weight.requires_grad
+        qnet.set_phase(q, 2)
+        assert layer.weight_quantizer.mode == "hard" and not layer.weight.requires_grad
+        assert not layer.weight_quantizer.alpha.requires_grad and layer.input_quantizer.beta.requires_grad
+        q.train()(x).sum().backward()
+        assert layer.weight.grad is None and layer.input_quantizer.beta.grad is not None
+        qnet.set_phase(q, 3)
+        assert layer.weight.requires_grad and layer.weight_quantizer.alpha.requires_grad
+        assert not layer.weight_quantizer.thresholds.requires_grad  # frozen biases stay frozen
+        assert layer.weight_quantizer.mode == "auto" and layer.input_quantizer.mode == "auto"
+        with pytest.raises(ValueError, match=r"set_phase: 'phase' must be 1, 2 or 3"):
+            qnet.set_phase(q, 4)

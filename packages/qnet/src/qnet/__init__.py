@@ -13,6 +13,7 @@ from .convert import (
     quantized_layers,
     quantizers,
     recalibrate_bn,
+    set_phase,
 )
 from .export import export, load, pack_codes, unpack_codes
 from .levels import Levels
@@ -40,5 +41,6 @@ __all__ = [
     "quantized_layers",
     "quantizers",
     "recalibrate_bn",
+    "set_phase",
     "unpack_codes",
 ]

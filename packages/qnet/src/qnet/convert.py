@@ -27,6 +27,7 @@ __all__ = [
     "quantized_layers",
     "quantizers",
     "recalibrate_bn",
+    "set_phase",
 ]
 
 DEFAULT_LAYER_MAP: dict[type[nn.Module], type[nn.Module]] = {nn.Conv2d: QConv2d, nn.Linear: QLinear}
@@ -485,3 +486,56 @@ def _set_frozen(layer: _QuantLayer, codes: Tensor, scale: Tensor, values: Tensor
         mod.register_buffer("weight_scale", scale.reshape(()).to(w.dtype).clone())
     mod.frozen_levels = levels
     mod.weight_quantizer = None
+
+
+def set_phase(model: nn.Module, phase: int) -> nn.Module:
+    """Configure the paper's three-phase W+A fine-tuning (Sec. 3.4), in place.
+
+    * ``phase=1``: weights only; input (activation) quantizers off, everything trainable.
+    * ``phase=2``: activations only; weight quantizers fixed to hard steps, network weights and weight
+      quantizers frozen (``requires_grad=False``), input quantizers on (calibrate them first, e.g. with
+      :func:`calibrate` and ``quantized_weights=True``).
+    * ``phase=3``: both released: every quantizer in ``"auto"`` mode, everything trainable.
+
+    Parameters frozen in phase 2 are re-enabled in phase 3; BatchNorm parameters stay trainable throughout.
+    Build the optimizer after each call (or keep one: frozen parameters simply receive no gradient).
+
+    Args:
+        model: a converted model.
+        phase: 1, 2 or 3.
+
+    Returns:
+        ``model``.
+
+    Raises:
+        ValueError: ``phase`` is not 1, 2 or 3, or the model has no quantized layer.
+    """
+    if phase not in (1, 2, 3):
+        raise ValueError(f"set_phase: 'phase' must be 1, 2 or 3; got {phase!r}")
+    layers = list(quantized_layers(model))
+    if not layers:
+        raise ValueError("set_phase: 'model' has no QConv2d/QLinear layer; call qnet.quantize first")
+    for _, layer in layers:
+        wq, aq = layer.weight_quantizer, layer.input_quantizer
+        if wq is not None:
+            wq.set_mode("hard" if phase == 2 else "auto")
+            for p in wq.parameters():
+                p.requires_grad_(phase != 2 and _learnable(wq, p))
+        if aq is not None:
+            aq.set_mode("off" if phase == 1 else "auto")
+        for name in ("weight", "bias"):
+            lp = getattr(layer, name, None)
+            if isinstance(lp, nn.Parameter) and not hasattr(layer, "weight_codes"):
+                lp.requires_grad_(phase != 2)
+    return model
+
+
+def _learnable(q: nn.Module, p: nn.Parameter) -> bool:
+    if isinstance(q, Quantizer):
+        if p is q.thresholds:
+            return q.learn_thresholds
+        if p is q.alpha:
+            return q.learn_alpha
+        if p is q.beta:
+            return q.learn_beta
+    return True

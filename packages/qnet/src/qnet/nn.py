@@ -152,6 +152,8 @@ class Quantizer(_QuantizerBase):
         self.init = init
         self.margin = float(margin)
         self.learn_thresholds = bool(learn_thresholds)
+        self.learn_alpha = bool(learn_alpha)
+        self.learn_beta = bool(learn_beta)
         fk: dict[str, Any] = {"device": device, "dtype": dtype or torch.get_default_dtype()}
         lv = self.levels
         self.alpha = nn.Parameter(torch.ones((), **fk), requires_grad=learn_alpha)
