@@ -165,7 +165,9 @@ def test_resume_and_checkpoint(faces, device, tmp_path):
         train, config=cfg, steps=5, batch_size=4, device=device, checkpoint=path, resume=True
     )
     assert len(res.history) == 2 and load_checkpoint(path)["step"] == 5
-    with pytest.raises(ValueError, match=r"train_completion: config\.identity_weight=0\.1 needs an 'encoder'"):
+    with pytest.raises(
+        ValueError, match=r"train_completion: config\.identity_weight=0\.1 needs an 'encoder'"
+    ):
         train_completion(train, config=_small_config(), steps=1)
     with pytest.raises(ValueError, match="train_identity_encoder: 'steps' must be > 0"):
         train_identity_encoder(train, num_classes=8, steps=0)
