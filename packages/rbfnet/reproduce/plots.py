@@ -55,7 +55,7 @@ def line_plot(
     xs = [x for s in series.values() for x in s[0]] or [0, 1]
     ys = [y for s in series.values() for y in s[1]] or [0, 1]
     xr = (min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1)
-    yr = (min(0.0, min(ys)), max(1.0, max(ys)))
+    yr = (max(0.0, min(ys) - 0.05), min(1.0, max(ys) + 0.02))
     _axes(d, box, xr, yr, xlabel, ylabel, title)
     for i, (name, (sx, sy)) in enumerate(series.items()):
         c = COLORS[i % len(COLORS)]
