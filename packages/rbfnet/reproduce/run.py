@@ -170,7 +170,17 @@ def build_report(args: argparse.Namespace, command: str, wall: float) -> None:
     from plots import line_plot, scatter_plot
 
     os.makedirs(args.out, exist_ok=True)
-    cfgs = settings(args.quick, args.epochs)
+    # Every setting that has runs in the work dir is reported, so that a --quick smoke run does not hide
+    # finished full runs (and vice versa); settings without any run are left out unless just requested.
+    requested = settings(args.quick, args.epochs)
+    cfgs = {}
+    for name, cfg in {
+        **settings(False, None if args.quick else args.epochs),
+        **settings(True, args.epochs if args.quick else None),
+    }.items():
+        has_runs = os.path.isdir(os.path.join(args.work_dir, name))
+        if has_runs or name in requested:
+            cfgs[name] = cfg
     rows: list[dict[str, Any]] = []
     md = [
         "# Deep RBFNet reproduction (rbfnet " + rbfnet.__version__ + ")",
@@ -284,6 +294,8 @@ def build_report(args: argparse.Namespace, command: str, wall: float) -> None:
                     }
                 )
     bench: dict[str, Any] | None = None
+    if args.bench_json is None and os.path.isfile(os.path.join(args.out, "bench-cuda-h100.json")):
+        args.bench_json = os.path.join(args.out, "bench-cuda-h100.json")
     if args.bench_json and os.path.isfile(args.bench_json):
         with open(args.bench_json, encoding="utf-8") as fh:
             bench = json.load(fh)

@@ -1,0 +1,63 @@
+"""Command line: train, eval and bench on tiny inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from rbfnet.cli import main
+
+
+def _tree(root, n=4, points=48):
+    rng = np.random.default_rng(0)
+    for ci, cls in enumerate(("cone", "plate")):
+        for split in ("train", "test"):
+            os.makedirs(root / cls / split)
+            for i in range(n):
+                p = rng.standard_normal((points, 3)).astype(np.float32)
+                p[:, 2] *= 0.1 if ci else 1.0  # flat plates vs round blobs
+                np.save(root / cls / split / f"{cls}_{i}.npy", p / np.abs(p).max())
+
+
+def test_train_then_eval(tmp_path, capsys, device):
+    _tree(tmp_path / "d")
+    out = tmp_path / "run"
+    args = ["--data", str(tmp_path / "d"), "--num-points", "32", "--batch-size", "4", "--device", str(device)]
+    assert main(["train", *args, "--model", "pointnet", "--epochs", "1", "--out", str(out)]) == 0
+    res = json.loads((out / "result.json").read_text())
+    assert 0.0 <= res["final"]["overall_acc"] <= 1.0
+    assert (out / "last.pt").is_file()
+    capsys.readouterr()
+    assert main(["eval", *args, "--weights", str(out / "last.pt")]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["num_samples"] == 8 and len(m["per_class_acc"]) == 2
+
+
+def test_bench(tmp_path, capsys, device):
+    out = tmp_path / "b.json"
+    argv = ["bench", "--device", str(device), "--batch-size", "2", "--num-points", "64"]
+    assert main([*argv, "--models", "rbfnet_kernelwise", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert rows[0]["model"] == "rbfnet_kernelwise" and rows[0]["params"] > 0
+    assert "rbfnet_kernelwise" in capsys.readouterr().out
+
+
+def test_unknown_model(tmp_path):
+    _tree(tmp_path / "d", n=1)
+    with pytest.raises(SystemExit, match="unknown model 'nope'"):
+        main(["train", "--data", str(tmp_path / "d"), "--model", "nope", "--out", str(tmp_path / "o")])
+
+
+@pytest.mark.slow
+def test_rbfnet_under_torch_compile(device):
+    from rbfnet import RBFNet
+
+    net = RBFNet(3, num_kernels=8, mlp=(8,), head=(8,), device=device).eval()
+    x = torch.rand(2, 32, 3, device=device)
+    compiled = torch.compile(net)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), net(x), atol=1e-5, rtol=1e-5)
