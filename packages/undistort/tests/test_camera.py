@@ -166,7 +166,8 @@ class TestSynthesizePair:
         out = synthesize_pair(v, faces, torch.full_like(v, 0.7), cam, rot, t, distance_ref=60.0)
         assert out["focal_ref"] == pytest.approx(200.0)
         assert float(out["flow"].abs().max()) < 1e-9
-        assert torch.equal(out["distorted"], out["corrected"])
+        # identical cameras: identical renders (up to CUDA's non-deterministic index_add_ in the normals)
+        assert torch.allclose(out["distorted"], out["corrected"], atol=1e-6)
         assert int(out["holes"].sum()) == 0
 
     def test_sphere_hides_sides_at_close_range(self, device):

@@ -96,3 +96,47 @@ class TestPortraitPairs:
             PortraitPairs(ict, distance_range=(100.0, 50.0))
         with pytest.raises(IndexError, match="out of range"):
             PortraitPairs(ict, length=2)[2]
+
+
+class TestHeadSources:
+    def test_toy_head_is_closed_and_outward(self, device):
+        from undistort.heads import toy_head
+        from undistort.render import vertex_normals
+
+        v, f = toy_head(8, 16)
+        # UV sphere: 2 poles + 7 rings x 16 = 114 vertices; 16 + 16 + 6 * 32 = 224 triangles (by hand)
+        assert v.shape == (114, 3) and f.shape == (224, 3)
+        n = vertex_normals(v.to(device), f.to(device))
+        assert bool(((n * v.to(device)).sum(-1) > 0).all())
+
+    def test_from_files_obj_keeps_vertex_order(self, tmp_path):
+        # a quad and a triangle; the OBJ has UVs (seams must not split vertices) and 1-based indices
+        obj = "v 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nv 2 0 0\nvt 0 0\nvt 1 0\nvt 1 1\nvt 0 1\nvt 0.5 0.5\n"
+        obj += "f 1/1 2/2 3/3 4/4\nf 2/5 5/1 3/2\n"
+        (tmp_path / "a.obj").write_text(obj)
+        (tmp_path / "b.obj").write_text(obj.replace("v 2 0 0", "v 3 0 0"))
+        h = HeadModel.from_files([tmp_path / "a.obj", tmp_path / "b.obj"])
+        assert h.meshes is not None and h.meshes.shape == (2, 5, 3)
+        assert h.faces.tolist() == [[0, 1, 2], [0, 2, 3], [1, 4, 2]]
+        assert float(h.meshes[1, 4, 0]) == 3.0
+        (tmp_path / "c.obj").write_text("v 0 0 0\nf 1 1 1\n")
+        with pytest.raises(ValueError, match=r"HeadModel\.from_files: .* has 1 vertices; expected 5"):
+            HeadModel.from_files([tmp_path / "a.obj", tmp_path / "c.obj"])
+
+    def test_from_files_matches_ict_archive(self, shared_data, ict):
+        import numpy as np
+
+        folder = os.path.join(shared_data, "ict-facekit")
+        h = HeadModel.from_files([os.path.join(folder, "FaceXModel", "generic_neutral_mesh.obj")])
+        with np.load(os.path.join(folder, "ict_facekit_shapes.npz")) as z:
+            assert np.array_equal(h.meshes[0].numpy(), z["neutral"])
+
+    def test_from_files_ply_via_trimesh(self, tmp_path):
+        import trimesh
+
+        from undistort.heads import toy_head
+
+        v, f = toy_head(6, 8)
+        trimesh.Trimesh(v.numpy(), f.numpy(), process=False).export(tmp_path / "h.ply")
+        h = HeadModel.from_files([tmp_path / "h.ply"])
+        assert torch.allclose(h.meshes[0], v) and torch.equal(h.faces, f)

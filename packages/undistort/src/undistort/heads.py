@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,7 +23,7 @@ from ._checks import check_floating, check_shape
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["HeadModel", "head_colors", "load_ict_facekit", "triangulate"]
+__all__ = ["HeadModel", "head_colors", "load_ict_facekit", "toy_head", "triangulate"]
 
 # ICT-FaceKit vertex ranges (data README): face, head+neck, mouth socket, eye sockets, gums+tongue,
 # teeth, eyeballs. Later layers (lacrimal fluid, eye blend/occlusion, eyelashes) are see-through shells.
@@ -126,6 +129,35 @@ class HeadModel:
             meshes=m,
         )
 
+    @classmethod
+    def from_files(cls, paths: Sequence[str | os.PathLike]) -> HeadModel:
+        """A head source from mesh files with one topology (OBJ/PLY/..., read with trimesh, order kept).
+
+        Args:
+            paths: mesh files; every file must have the same vertex count and faces (e.g. samples of a
+                morphable model), in the same unit, origin at the camera anchor.
+
+        Returns:
+            The head source (see :meth:`from_meshes`).
+
+        Raises:
+            ValueError: no paths, or meshes with different vertex counts.
+        """
+        if not paths:
+            raise ValueError("HeadModel.from_files: 'paths' must be non-empty")
+        verts: list[np.ndarray] = []
+        faces: np.ndarray | None = None
+        for p in paths:
+            v, f = _read_mesh(os.fspath(p))
+            verts.append(v)
+            if faces is None:
+                faces = f
+            if verts[-1].shape != verts[0].shape:
+                raise ValueError(
+                    f"HeadModel.from_files: {os.fspath(p)!r} has {verts[-1].shape[0]} vertices; expected {verts[0].shape[0]}"
+                )
+        return cls.from_meshes(np.stack(verts), faces if faces is not None else np.zeros((0, 3), np.int64))
+
     @property
     def num_identities(self) -> int:
         """Number of identity modes ``K``."""
@@ -173,6 +205,26 @@ class HeadModel:
             for j in pick.tolist():
                 b[allowed[j]] = float(torch.rand((), generator=generator)) * 0.8
         return self.vertices(a, b), a
+
+
+def _read_mesh(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices and triangles of a mesh file, vertex order kept (OBJ parsed directly: UV seams must not
+    split vertices; other formats through trimesh with ``process=False``)."""
+    if path.lower().endswith(".obj"):
+        vs, fs = [], []
+        with open(path) as fh:
+            for line in fh:
+                if line.startswith("v "):
+                    vs.append([float(x) for x in line.split()[1:4]])
+                elif line.startswith("f "):
+                    idx = [int(tok.split("/")[0]) for tok in line.split()[1:]]
+                    idx = [i - 1 if i > 0 else len(vs) + i for i in idx]
+                    fs += [[idx[0], idx[k], idx[k + 1]] for k in range(1, len(idx) - 1)]
+        return np.asarray(vs, dtype=np.float32), np.asarray(fs, dtype=np.int64).reshape(-1, 3)
+    import trimesh
+
+    mesh: Any = trimesh.load(path, process=False, force="mesh")
+    return np.asarray(mesh.vertices, dtype=np.float32), np.asarray(mesh.faces, dtype=np.int64)
 
 
 def load_ict_facekit(
@@ -293,3 +345,47 @@ def head_colors(region: Tensor, generator: torch.Generator, *, vertices: Tensor 
     col[region == 2] = torch.tensor([0.9, 0.88, 0.8])
     col[region == 3] = torch.tensor([0.25, 0.08, 0.08])
     return col.clamp(0, 1)
+
+
+def toy_head(
+    n_lat: int = 32, n_lon: int = 64, *, nose: float = 3.5, ears: float = 1.5
+) -> tuple[Tensor, Tensor]:
+    """A stand-in head for demos and tests: an ellipsoid (cm) with a nose bump and two ear bumps.
+
+    Args:
+        n_lat: latitude rings of the UV sphere.
+        n_lon: longitude segments.
+        nose: nose height (cm) along ``+z`` (out of the face).
+        ears: ear bump height (cm) along ``+-x``.
+
+    Returns:
+        ``(vertices (V, 3), faces (F, 3))``; head frame ``y`` up, ``z`` out of the face, origin at the centre.
+
+    Example:
+        >>> v, f = toy_head(8, 16)
+        >>> v.shape, f.shape
+        (torch.Size([114, 3]), torch.Size([224, 3]))
+    """
+    th = torch.linspace(0, math.pi, n_lat + 1)[1:-1]
+    ph = torch.linspace(0, 2 * math.pi, n_lon + 1)[:-1]
+    t, p = torch.meshgrid(th, ph, indexing="ij")
+    # y is the polar axis so the poles sit at the top and bottom of the head
+    ring = torch.stack([torch.sin(t) * torch.sin(p), torch.cos(t), torch.sin(t) * torch.cos(p)], -1).reshape(
+        -1, 3
+    )
+    v = torch.cat([torch.tensor([[0.0, 1.0, 0.0]]), ring, torch.tensor([[0.0, -1.0, 0.0]])])
+    v = v * torch.tensor([7.5, 10.5, 9.0])
+    v[:, 2] += nose * torch.exp(-(v[:, 0] ** 2 + (v[:, 1] + 1.0) ** 2) / 5.0) * (v[:, 2] > 0)
+    v[:, 0] += torch.sign(v[:, 0]) * ears * torch.exp(-(v[:, 1] ** 2 + v[:, 2] ** 2) / 6.0)
+    faces = []
+    for j in range(n_lon):
+        faces.append([0, 1 + j, 1 + (j + 1) % n_lon])
+    for i in range(n_lat - 2):
+        r0, r1 = 1 + i * n_lon, 1 + (i + 1) * n_lon
+        for j in range(n_lon):
+            j1 = (j + 1) % n_lon
+            faces += [[r0 + j, r1 + j1, r0 + j1], [r0 + j, r1 + j, r1 + j1]]
+    last, base = v.shape[0] - 1, 1 + (n_lat - 2) * n_lon
+    for j in range(n_lon):
+        faces.append([base + j, last, base + (j + 1) % n_lon])
+    return v, torch.tensor(faces, dtype=torch.long)
