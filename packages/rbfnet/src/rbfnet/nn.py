@@ -206,7 +206,14 @@ class RBFLayer(nn.Module):
         self.center_init = "sampled"
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
-        """Kernel responses of ``points`` ``(B, N, D)``: ``(B, N, M)`` or ``(B, M)`` when aggregated."""
+        """Kernel responses.
+
+        Args:
+            points: ``(B, N, D)`` clouds.
+
+        Returns:
+            ``(B, N, M)``, or ``(B, M)`` when the layer aggregates over points.
+        """
         return rbf_activation(
             points,
             self.centers,

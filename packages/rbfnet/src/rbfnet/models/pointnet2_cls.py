@@ -48,7 +48,15 @@ class SetAbstraction(nn.Module):
         self.mlp = shared_mlp(in_channels + 3, mlp, device=device, dtype=dtype)
 
     def forward(self, xyz: torch.Tensor, features: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Abstract ``xyz`` ``(B, N, 3)`` and ``features`` ``(B, N, C)`` into ``S`` centroids."""
+        """Abstract a point set into ``S`` centroids.
+
+        Args:
+            xyz: ``(B, N, 3)`` coordinates.
+            features: ``(B, N, C)`` point features, or ``None``.
+
+        Returns:
+            ``(new_xyz (B, S, 3), new_features (B, S, mlp[-1]))``.
+        """
         if self.num_centroids is None:
             new_xyz = xyz.new_zeros(xyz.shape[0], 1, 3)
             grouped = xyz.unsqueeze(1)  # (B, 1, N, 3), relative to the origin as in PointNet++
@@ -133,7 +141,15 @@ class PointNet2SSG(nn.Module):
         ]
 
     def forward_features(self, points: torch.Tensor, normals: torch.Tensor | None = None) -> torch.Tensor:
-        """Global descriptor ``(B, num_features)`` of clouds ``(B, N, 3)`` (+ normals ``(B, N, 3)``)."""
+        """Global descriptor of each cloud.
+
+        Args:
+            points: ``(B, N, 3)`` xyz.
+            normals: ``(B, N, 3)`` unit normals, required when the model uses normals.
+
+        Returns:
+            ``(B, num_features)``.
+        """
         check_cloud_input("PointNet2SSG.forward_features", points, normals, self.uses_normals)
         feats = normals.to(points.dtype) if self.uses_normals and normals is not None else None
         xyz, feats = self.sa1(points, feats)
@@ -142,11 +158,27 @@ class PointNet2SSG(nn.Module):
         return feats.squeeze(1)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Classifier head on ``(B, num_features)``; ``pre_logits=True`` returns the last hidden layer."""
+        """Classifier head.
+
+        Args:
+            x: global descriptors, ``(B, num_features)``.
+            pre_logits: return the last hidden layer ``(B, head[-1])`` instead of the logits.
+
+        Returns:
+            ``(B, K)`` logits, or the pre-logit features.
+        """
         return self.head[:-1](x) if pre_logits else self.head(x)
 
     def forward(self, points: torch.Tensor, normals: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits ``(B, K)``."""
+        """Classify clouds.
+
+        Args:
+            points: ``(B, N, 3)`` xyz.
+            normals: ``(B, N, 3)`` unit normals, required when the model uses normals.
+
+        Returns:
+            ``(B, K)`` logits.
+        """
         return self.forward_head(self.forward_features(points, normals))
 
     def extra_repr(self) -> str:

@@ -59,17 +59,41 @@ class PointNet(nn.Module):
         self.feature_info = [{"num_chs": self.num_features, "module": "mlp"}]
 
     def forward_features(self, points: torch.Tensor, normals: torch.Tensor | None = None) -> torch.Tensor:
-        """Global descriptor ``(B, num_features)`` of clouds ``(B, N, 3)`` (+ normals ``(B, N, 3)``)."""
+        """Global descriptor of each cloud.
+
+        Args:
+            points: ``(B, N, 3)`` xyz.
+            normals: ``(B, N, 3)`` unit normals, required when the model uses normals.
+
+        Returns:
+            ``(B, num_features)``.
+        """
         check_cloud_input("PointNet.forward_features", points, normals, self.uses_normals)
         x = points if not self.uses_normals else torch.cat([points, normals.to(points.dtype)], -1)  # type: ignore[union-attr]
         return self.mlp(x).amax(dim=1)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Classifier head on ``(B, num_features)``; ``pre_logits=True`` returns the last hidden layer."""
+        """Classifier head.
+
+        Args:
+            x: global descriptors, ``(B, num_features)``.
+            pre_logits: return the last hidden layer ``(B, head[-1])`` instead of the logits.
+
+        Returns:
+            ``(B, K)`` logits, or the pre-logit features.
+        """
         return self.head[:-1](x) if pre_logits else self.head(x)
 
     def forward(self, points: torch.Tensor, normals: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits ``(B, K)``."""
+        """Classify clouds.
+
+        Args:
+            points: ``(B, N, 3)`` xyz.
+            normals: ``(B, N, 3)`` unit normals, required when the model uses normals.
+
+        Returns:
+            ``(B, K)`` logits.
+        """
         return self.forward_head(self.forward_features(points, normals))
 
     def extra_repr(self) -> str:

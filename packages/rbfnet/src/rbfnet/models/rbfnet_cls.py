@@ -185,11 +185,27 @@ class RBFNet(nn.Module):
         return out
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Classifier head on ``(B, num_features)``; ``pre_logits=True`` returns the last hidden layer."""
+        """Classifier head.
+
+        Args:
+            x: global descriptors, ``(B, num_features)``.
+            pre_logits: return the last hidden layer ``(B, head[-1])`` instead of the logits.
+
+        Returns:
+            ``(B, K)`` logits, or the pre-logit features.
+        """
         return self.head[:-1](x) if pre_logits else self.head(x)
 
     def forward(self, points: torch.Tensor, normals: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits ``(B, K)`` of clouds ``(B, N, 3)`` (and normals ``(B, N, 3)`` when used)."""
+        """Classify clouds.
+
+        Args:
+            points: ``(B, N, 3)`` xyz.
+            normals: ``(B, N, 3)`` unit normals, required when the model uses normals.
+
+        Returns:
+            ``(B, K)`` logits.
+        """
         return self.forward_head(self.forward_features(points, normals))
 
     def extra_repr(self) -> str:
