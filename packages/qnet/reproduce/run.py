@@ -45,6 +45,14 @@ SETTINGS = {
     "W2/A2": ("ternary", "uint2"),
 }
 MEAN, STD = [0.56, 0.44, 0.37], [0.28, 0.24, 0.23]
+NOTE = (
+    "Notes: the STE baseline rounds `tanh(w)/max|tanh(w)|` to the nearest level (DoReFa style), which for "
+    "ternary weights zeroes every weight below half the largest one, hence its weak W2 rows; for binary "
+    "weights it is the BWN scheme (sign times mean|w|), a strong baseline. The 'soft' column is the qnet "
+    "model with sigmoid steps at the final temperature (BatchNorm in eval mode); the gap to the hard "
+    "column is the soft/hard gap the paper's Fig. 4 discusses. The temperature plot shows the schedule "
+    "formula used (T = c (1 + step / steps_per_epoch))."
+)
 
 
 def _loader(ds: Any, shuffle: bool, seed: int = 0) -> DataLoader:
@@ -296,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     lines += [
         "",
         f"Verdict: {verdict}",
+        "",
+        NOTE,
         "",
         "Paper numbers (Table 2, ResNet-18 on ImageNet, top-1): FP 70.3, W1 66.5, W2 69.1, W3(±4) 70.4, W1/A2 63.4. "
         "A small-scale reference from a third-party port (haoyz/quantization-networks-cifar10, CIFAR-10 ResNet-20, "
