@@ -188,7 +188,15 @@ def _mean_std(v: list[float]) -> tuple[float, float]:
 
 
 def build_report(args: argparse.Namespace, command: str, wall: float) -> None:
-    from plots import line_plot, scatter_plot
+    try:
+        from plots import line_plot, scatter_plot
+    except ImportError:  # pillow missing: report without plots
+        logging.getLogger("reproduce").warning("pillow is not installed: the report is written without plots")
+
+        def line_plot(*a: Any, **k: Any) -> None:  # type: ignore[misc]
+            return None
+
+        scatter_plot = line_plot
 
     os.makedirs(args.out, exist_ok=True)
     # Every setting that has runs in the work dir is reported, so that a --quick smoke run does not hide

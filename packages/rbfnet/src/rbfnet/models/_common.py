@@ -78,10 +78,22 @@ def make_head(
     num_classes: int,
     dropout: float,
     *,
-    device=None,
-    dtype=None,  # type: ignore[no-untyped-def]
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
 ) -> nn.Sequential:
-    """FC classifier ``in_ch -> widths... -> num_classes`` with BN, ReLU and dropout after each hidden layer."""
+    """FC classifier ``in_ch -> widths... -> num_classes`` with BN, ReLU and dropout after each hidden layer.
+
+    Args:
+        in_ch: input features.
+        widths: hidden layer widths.
+        num_classes: output logits.
+        dropout: dropout probability after each hidden layer.
+        device: device of the parameters.
+        dtype: dtype of the parameters.
+
+    Returns:
+        The head.
+    """
     layers: list[nn.Module] = []
     c = in_ch
     for w in widths:
