@@ -469,7 +469,11 @@ def main() -> int:
         run_one(args, setting, model, int(seed))
         return 0
     t0 = time.time()
-    command = "python packages/rbfnet/reproduce/run.py " + " ".join(a for a in sys.argv[1:])
+    argv = list(sys.argv[1:])
+    if "--provenance" in argv:  # recorded in its own section
+        i = argv.index("--provenance")
+        argv[i : i + 2] = ["--provenance", "'...'"]
+    command = "python packages/rbfnet/reproduce/run.py " + " ".join(argv)
     if not args.report_only:
         todo = []
         for setting, cfg in settings(args.quick, args.epochs).items():
