@@ -157,3 +157,15 @@ class TestRegistryAndCheckpoints:
         b.load_state_dict(a.state_dict())
         x, m = torch.rand(1, 3, 16, 16, device=device), torch.ones(1, 1, 16, 16, device=device)
         assert torch.equal(a(x, m)["logits"], b(x, m)["logits"])
+
+
+@pytest.mark.slow
+def test_flownet_under_torch_compile(device):
+    net = FlowNet(TINY, device=device).eval()
+    torch.nn.init.normal_(net.net.head.weight, std=0.5)
+    img = torch.rand(2, 3, 16, 16, device=device)
+    mask = torch.ones(2, 1, 16, 16, device=device)
+    d = torch.tensor([30.0, 90.0], device=device)
+    compiled = torch.compile(net)
+    with torch.no_grad():
+        assert torch.allclose(compiled(img, mask, d)["flow"], net(img, mask, d)["flow"], atol=1e-4)
