@@ -101,6 +101,10 @@ class TestTemperatureSchedule:
         assert other.value == 20.0 and float(other.quantizers[0].temperature) == 20.0
         with pytest.raises(ValueError, match=r"TemperatureSchedule: 'increment' must be finite and > 0"):
             qnet.TemperatureSchedule(qs, increment=0.0)
+        with pytest.raises(
+            ValueError, match=r"TemperatureSchedule: 'target' holds no quantizer of kind 'input'"
+        ):
+            qnet.TemperatureSchedule(qnet.quantize(_net(torch.device("cpu"))), increment=1.0, kind="input")
 
 
 class TestFreezeExport:

@@ -31,6 +31,7 @@ __all__ = [
 ]
 
 DEFAULT_LAYER_MAP: dict[type[nn.Module], type[nn.Module]] = {nn.Conv2d: QConv2d, nn.Linear: QLinear}
+"""Float layer class -> quantized twin used by :func:`quantize` (exact type match, subclasses are left alone)."""
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -312,7 +313,7 @@ class TemperatureSchedule:
         kind: ``"weight"``, ``"input"`` or ``"all"`` when ``target`` is a model.
 
     Raises:
-        ValueError: non-positive ``increment``/``start``/``cap``/``steps_per_epoch``.
+        ValueError: non-positive ``increment``/``start``/``cap``/``steps_per_epoch``, or no quantizer found.
 
     Example:
         >>> q = Quantizer("ternary")
@@ -341,6 +342,8 @@ class TemperatureSchedule:
             self.quantizers: list[_QuantizerBase] = list(quantizers(target, kind))
         else:
             self.quantizers = list(target)
+        if not self.quantizers:
+            raise ValueError(f"{fn}: 'target' holds no quantizer of kind {kind!r}; call qnet.quantize first")
         self.increment = float(increment)
         self.start = float(increment if start is None else start)
         self.cap = None if cap is None else float(cap)
