@@ -2,7 +2,7 @@
 
 import logging
 
-from . import functional
+from . import checkpoint, data, functional, models, recipes
 from .__about__ import __version__
 from .convert import (
     DEFAULT_LAYER_MAP,
@@ -31,16 +31,20 @@ __all__ = [
     "TemperatureSchedule",
     "__version__",
     "calibrate",
+    "checkpoint",
+    "data",
     "export",
     "freeze",
     "functional",
     "load",
     "make_quantizer",
+    "models",
     "pack_codes",
     "quantize",
     "quantized_layers",
     "quantizers",
     "recalibrate_bn",
+    "recipes",
     "set_phase",
     "unpack_codes",
 ]
