@@ -137,7 +137,7 @@ class TestLayers:
         x = torch.rand(32, 8, device=device)
         qm = qnet.quantize(net, weight_levels="ternary", act_levels="uint2", calibration=[x])
         ref = qm(x)
-        compiled = torch.compile(qm, backend="eager" if device.type == "cpu" else "inductor")
+        compiled = torch.compile(qm, backend="eager" if device.type == "cpu" else "inductor", fullgraph=True)
         torch.testing.assert_close(compiled(x), ref)
         compiled(x).sum().backward()
         q = qnet.quantizers(qm, "weight")[0]

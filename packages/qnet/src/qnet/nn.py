@@ -70,12 +70,10 @@ class _QuantizerBase(nn.Module):
         return self.mode == "hard" or (self.mode == "auto" and not self.training)
 
     def _maybe_init(self, x: Tensor) -> None:
+        # Under torch.compile the flag is not read (it would break the graph): initialise before compiling.
+        if _compiling():
+            return
         if not bool(self.initialized):
-            if _compiling():
-                raise RuntimeError(
-                    f"{type(self).__name__}: not initialised; call init_from() or qnet.calibrate() before "
-                    "torch.compile"
-                )
             logger.debug("%s: lazy initialisation from the first input", type(self).__name__)
             self.init_from(x)
 
