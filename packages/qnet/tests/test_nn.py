@@ -142,3 +142,12 @@ class TestLayers:
         compiled(x).sum().backward()
         q = qnet.quantizers(qm, "weight")[0]
         assert q.alpha.grad is not None
+
+
+def test_unsorted_learned_thresholds_warn(device):
+    q = Quantizer("ternary", learn_thresholds=True, device=device)
+    q.init_from(torch.randn(20, device=device))
+    with torch.no_grad():
+        q.thresholds.copy_(torch.tensor([0.3, -0.3], device=device))
+    with pytest.warns(UserWarning, match=r"thresholds are no longer sorted"):
+        q.export_codes(torch.randn(5, device=device))

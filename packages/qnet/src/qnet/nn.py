@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import torch
@@ -211,7 +212,14 @@ class Quantizer(_QuantizerBase):
             ``(codes, scale)``: int64 codes shaped like ``x`` and a 0-dim scale.
         """
         self._maybe_init(x)
-        return QF.level_codes(x, self.thresholds.sort().values, self.beta), self.alpha.detach().clone()
+        thr = self.thresholds.detach()
+        if thr.numel() > 1 and not bool((thr[1:] >= thr[:-1]).all()):
+            warnings.warn(
+                "Quantizer.export_codes: learned thresholds are no longer sorted; codes use the sorted "
+                "thresholds, which differs from the hard forward pass where they crossed",
+                stacklevel=2,
+            )
+        return QF.level_codes(x, thr.sort().values, self.beta), self.alpha.detach().clone()
 
     def extra_repr(self) -> str:
         return (
