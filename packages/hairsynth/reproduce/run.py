@@ -134,7 +134,8 @@ def main() -> int:
     if args.quick:
         size, steps, n_train, n_test, arch, kw = 64, 40, 64, 16, "hairsynth_tiny", {}
     else:
-        size, steps, n_train, n_test, arch, kw = 64, 400, None, None, "hairsynth_small", {"num_downs": 6}
+        size, steps, n_train, n_test = 64, 300, None, None
+        arch, kw = "hairsynth_tiny", {"num_downs": 5, "base_channels": 16, "max_channels": 128}
     os.makedirs(args.out, exist_ok=True)
     tr = HairPairDataset(root, "train", size=size, limit=n_train, seed=args.seed)
     te = HairPairDataset(
@@ -305,6 +306,11 @@ def main() -> int:
         "",
         f"**Verdict.** {verdict}",
         "",
+        "Caveats: one seed and a short budget, so absolute quality is far below the paper's, and gaps between "
+        "variants that are small should not be over-read (no multi-seed statistics). The training curves plot the last "
+        "stage's L1 over its own region (feathered blend region for the two-stage models, the mask for no-refinement), "
+        "so curves of different variants are not on the same region; the table is.",
+        "",
         "Paper numbers: none comparable. The paper reports qualitative results, a comparison with alternatives and (per a "
         "secondary source, unverified) FID 278.17 (synthetic only) vs 53.15 (real + synthetic); no FID weights or "
         "synthetic beard renders exist here, so `paper` is null in results.json.",
@@ -314,6 +320,10 @@ def main() -> int:
         "Columns: masked input, strokes, fill baseline, no refinement, colourless strokes, full model, ground truth.",
         "",
         "![training curves](train_curves.png)",
+        "",
+        "Benchmark JSON files beside this report (copied from `benchmarks/run.py` runs): `bench-cuda-h100.json` "
+        "(H100), `bench-cpu-2threads-h100host.json` (2 CPU threads on the idle GPU host), `bench-cpu-local-contended.json` "
+        "(2 shared cores of the development machine, load ~10).",
         "",
     ]
     with open(os.path.join(args.out, "report.md"), "w") as fh:

@@ -94,8 +94,10 @@ class HairSynthesisNet(nn.Module):
             if residual_refinement:
                 # zero-initialised last layer: the refinement starts as the identity on C1 and learns a correction
                 last = self.refinement.final[1]
+                assert isinstance(last, nn.ConvTranspose2d)  # internal invariant, not user input
                 nn.init.zeros_(last.weight)
-                nn.init.zeros_(last.bias)
+                if last.bias is not None:
+                    nn.init.zeros_(last.bias)
         self.residual_refinement = residual_refinement
         self.feather_radius = feather_radius
         self.num_downs = num_downs
