@@ -10,7 +10,9 @@ Measures (median wall time of repeated runs):
     symmetric per-tensor int range, 2-bit unsigned activations);
   * time to quantize + export ResNet-20, the real exported file size ratio, frozen-model inference time;
   * with --data: accuracy after the same number of fine-tuning steps (small CNN, faces-24id at 16x16) for
-    qnet, STE and torch.ao QAT, all starting from one full-precision model.
+    qnet, STE and torch.ao QAT, all starting from one full-precision model, W2 and W2/A2 (torch.ao eager
+    QAT fake-quantizes each quantized module's output, i.e. conv outputs before BatchNorm/ReLU, while qnet
+    and STE quantize the ReLU outputs feeding each layer; accuracy is measured without BN re-estimation).
 """
 
 from __future__ import annotations
@@ -211,19 +213,28 @@ def bench_accuracy(device: torch.device, data: str, epochs: int) -> list[dict[st
             "step_ms": None,
         }
     ]
-    for name in ("qnet W2", "STE W2", "torch.ao QAT W2"):
+    for name in ("qnet W2", "STE W2", "torch.ao QAT W2", "qnet W2/A2", "STE W2/A2", "torch.ao QAT W2/A2"):
         torch.manual_seed(1)
         ld = loader(dtr, True, 1)
-        sched = None
+        act = name.endswith("/A2")
+        al = "uint2" if act else None
+        scheds: list[qnet.TemperatureSchedule] = []
         if name.startswith("qnet"):
-            m = qnet.quantize(net, weight_levels="ternary")
-            sched = qnet.TemperatureSchedule(m, increment=60.0, steps_per_epoch=len(ld))
+            m = qnet.quantize(net, weight_levels="ternary", act_levels=al, calibration=ld if act else None)
+            scheds.append(qnet.TemperatureSchedule(m, increment=60.0, steps_per_epoch=len(ld), kind="weight"))
+            if act:
+                scheds.append(
+                    qnet.TemperatureSchedule(m, increment=10.0, steps_per_epoch=len(ld), kind="input")
+                )
         elif name.startswith("STE"):
-            m = qnet.quantize(net, weight_levels="ternary", method="ste")
+            m = qnet.quantize(
+                net, weight_levels="ternary", act_levels=al, method="ste", calibration=ld if act else None
+            )
         else:
-            m = _ao_qat(net, act=False)
+            m = _ao_qat(net, act=act)
         t0 = time.perf_counter()
-        hist = train(m, ld, epochs=epochs, lr=0.01, temperature=sched, device=device)
+        qlr = 0.001 if act else 0.01
+        hist = train(m, ld, epochs=epochs, lr=0.01, quantizer_lr=qlr, temperature=scheds, device=device)
         dt = (time.perf_counter() - t0) / hist[-1]["step"]
         rows.append(
             {"method": name, "accuracy": evaluate(m, loader(dte, False))["accuracy"], "step_ms": 1e3 * dt}
