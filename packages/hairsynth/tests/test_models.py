@@ -229,3 +229,44 @@ class TestPerceptual:
         assert all(not p.requires_grad for p in loss.parameters())
         with pytest.raises(ValueError, match=r"PerceptualLoss: 'weights' lack VGG-19 keys"):
             PerceptualLoss({"features.0.weight": torch.zeros(64, 3, 3, 3)}, layers=(6,))
+
+
+class TestBeardMask:
+    @staticmethod
+    def _landmarks():
+        """A synthetic 68-point face: U-shaped jaw, lower nose at y~56, lips an ellipse at (50, 68)."""
+        t = np.linspace(0, np.pi, 17)
+        lm = np.zeros((68, 2))
+        lm[:17] = np.stack([50 - 40 * np.cos(t), 40 + 45 * np.sin(t)], 1)
+        lm[31:36] = [(40, 55), (45, 57), (50, 58), (55, 57), (60, 55)]
+        a = np.linspace(0, 2 * np.pi, 12, endpoint=False)
+        lm[48:60] = np.stack([50 + 12 * np.cos(a), 68 + 5 * np.sin(a)], 1)
+        return lm
+
+    def test_styles(self):
+        from hairsynth import BEARD_STYLES, beard_mask
+
+        lm = self._landmarks()
+        masks = {s: beard_mask(lm, (100, 100), style=s) for s in BEARD_STYLES}
+        for s, m in masks.items():
+            assert m.shape == (100, 100) and m.sum() > 0, s
+            assert m[68, 50] == 0 and m[68, 45] == 0, s  # lips excluded
+            assert m[:50].sum() == 0, s  # nothing above the nose
+        # by construction: moustache and goatee lie inside the full beard outline (+ 1 px polygon rasterisation)
+        full = torch.nn.functional.max_pool2d(masks["full_beard"][None, None], 3, 1, 1)[0, 0]
+        assert (masks["moustache"] <= full).all() and (masks["goatee"] <= full).all()
+        assert masks["moustache"].sum() < masks["goatee"].sum() < masks["full_beard"].sum()
+        assert (
+            masks["moustache"][61, 50] == 1 and masks["moustache"][80, 50] == 0
+        )  # above the lip, not the chin
+        assert beard_mask(lm, (100, 100), grow=2).sum() > masks["full_beard"].sum()
+
+    def test_errors(self):
+        from hairsynth import beard_mask
+
+        with pytest.raises(ValueError, match=r"beard_mask: 'landmarks' must have shape \(68, 2\)"):
+            beard_mask(np.zeros((5, 2)), (10, 10))
+        with pytest.raises(ValueError, match=r"beard_mask: 'style' must be one of"):
+            beard_mask(self._landmarks(), (100, 100), style="mutton")
+        with pytest.raises(ValueError, match=r"beard_mask: 'grow' must be an int >= 0"):
+            beard_mask(self._landmarks(), (100, 100), grow=-1)

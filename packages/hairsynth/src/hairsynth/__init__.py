@@ -23,6 +23,7 @@ from .functional import (
     ssim,
     synthesis_input,
 )
+from .masks import BEARD_STYLES, beard_mask
 from .models import HairSynthesisNet, create_model, list_models, register_model
 from .nn import GANLoss, PatchDiscriminator, PerceptualLoss, UNetGenerator, VGG19Features
 from .strokes import (
@@ -40,6 +41,7 @@ from .synthesizer import EditSession, Synthesizer
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
+    "BEARD_STYLES",
     "EditSession",
     "GANLoss",
     "HairSynthesisNet",
@@ -50,6 +52,7 @@ __all__ = [
     "UNetGenerator",
     "VGG19Features",
     "__version__",
+    "beard_mask",
     "composite",
     "create_model",
     "dilate_mask",
