@@ -65,9 +65,10 @@ def test_weights_roundtrip_and_conflict(tmp_path, device):
     iekd.save_checkpoint(path, m, arch="resnet8", config={"num_classes": 7})
     m2 = create_model("resnet8", weights=path).to(device)
     assert m2.num_classes == 7
-    x = torch.randn(2, 3, 16, 16)
+    m = m.to(device)
+    x = torch.randn(2, 3, 16, 16, device=device)
     m.eval(), m2.eval()
-    torch.testing.assert_close(m(x).to(device), m2(x.to(device)))
+    torch.testing.assert_close(m(x), m2(x))
     with pytest.raises(
         ValueError, match="resnet8: argument num_classes=3 conflicts with the checkpoint's num_classes=7"
     ):

@@ -50,7 +50,14 @@ def _coder(
         conv = nn.Conv2d(a, b, 3, padding=1, bias=False, **kw)
         # He init as in the authors' code: N(0, sqrt(2 / (k * k * C_out))).
         with torch.no_grad():
-            conv.weight.normal_(0.0, math.sqrt(2.0 / (9 * b)), generator=generator)
+            std = math.sqrt(2.0 / (9 * b))
+            if generator is None or generator.device == conv.weight.device:
+                conv.weight.normal_(0.0, std, generator=generator)
+            else:  # draw with the user's generator on its device, then move
+                w = torch.empty(conv.weight.shape, device=generator.device).normal_(
+                    0.0, std, generator=generator
+                )
+                conv.weight.copy_(w)
         layers.append(conv)
         if use_bn:
             layers.append(nn.BatchNorm2d(b, **kw))
@@ -325,7 +332,9 @@ class InheritExploreLoss(nn.Module):
         self.explore_encoder_mode = explore_encoder
         self.layer = layer
         if split_mode == "random":
-            idx = torch.randperm(student_channels, generator=generator)
+            idx = torch.randperm(
+                student_channels, generator=generator, device=generator.device if generator else None
+            )
         else:
             idx = torch.arange(student_channels)
         self.register_buffer("split_index", idx.to(device=device))
