@@ -30,9 +30,18 @@ def _worker(rank: int, world: int, port: int, tmp: str) -> None:
         ds = AttributeMapDataset(toy_face_model(grid=9, n_identity=3), 16, 8)
         g = AttributeGenerator(16, base_channels=4, n_down=2, latent_dim=4)
         d = PatchDiscriminator(11, base_channels=4, n_layers=2)
-        train_attribute_model(g, d, ds, steps=1, batch_size=2, checkpoint_path=os.path.join(tmp, "gan.pt"), progress=False)
+        train_attribute_model(
+            g, d, ds, steps=1, batch_size=2, checkpoint_path=os.path.join(tmp, "gan.pt"), progress=False
+        )
         u = Upsampler(5, scale=2, hidden=4, n_blocks=1)
-        train_upsampler(u, ds.attribute_maps, steps=1, batch_size=2, checkpoint_path=os.path.join(tmp, "up.pt"), progress=False)
+        train_upsampler(
+            u,
+            ds.attribute_maps,
+            steps=1,
+            batch_size=2,
+            checkpoint_path=os.path.join(tmp, "up.pt"),
+            progress=False,
+        )
         # parameters stay synchronised across ranks after a DDP step
         flat = torch.cat([p.detach().flatten() for p in g.parameters()])
         other = flat.clone()

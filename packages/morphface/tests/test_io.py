@@ -89,3 +89,41 @@ class TestObj:
             io.read_obj(p)
         with pytest.raises(ValueError, match="write_obj: 'faces' must index"):
             io.write_obj(tmp_path / "x.obj", torch.zeros(3, 3), torch.tensor([[0, 1, 3]]))
+
+
+class TestICTFitting:
+    def test_fit_real_render_landmarks(self, ict_dir, shared_data, device):
+        # real task: the 68 landmarks stored with a real ICT render (ict-faces-128, known identity and focal
+        # length); the fitted neutral face must be closer to the true identity than the mean face is.
+        import json
+
+        from morphface import PerspectiveCamera, fit
+        from morphface.fit import umeyama
+
+        meta_path = os.path.join(shared_data, "ict-faces-128", "meta.jsonl")
+        if not os.path.isfile(meta_path):
+            pytest.skip(f"ict-faces-128 missing at {meta_path}")
+        model = io.load_ict_npz(
+            os.path.join(ict_dir, "ict_facekit_shapes.npz"), expressions="all", device=device
+        )
+        with open(meta_path) as fh:
+            rows = [json.loads(next(fh)) for _ in range(2)]
+        coeffs = torch.from_numpy(
+            np.load(os.path.join(shared_data, "ict-faces-128", "identity_coefficients.npy"))
+        )
+        face = torch.arange(9409, device=device)
+
+        def err(pred, gt):  # mean distance after similarity alignment
+            r, t, s = umeyama(pred[None], gt[None])
+            return float(
+                (s[:, None, None] * (pred[None] @ r.transpose(1, 2)) + t[:, None] - gt[None])
+                .norm(dim=-1)
+                .mean()
+            )
+
+        for row in rows:
+            cam = PerspectiveCamera(row["focal_px"], 64.0, 64.0)
+            out = fit(model, torch.tensor(row["landmarks68"], device=device), camera=cam, prior_weight=1.0)
+            assert float(out.residuals.mean()) < 1.0  # pixels, in a 128 px image
+            gt = model.vertices(coeffs[row["identity"]][None].float().to(device))[0, face]
+            assert err(model.vertices(out.identity)[0, face], gt) < err(model.mean[face], gt)

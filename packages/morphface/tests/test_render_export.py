@@ -220,3 +220,13 @@ class TestPipelineAndCLI:
             == 0
         )
         assert cv2.imread(str(tmp_path / "p.png")).shape == (32, 32, 3)
+
+
+def test_pipeline_and_export_errors(device, tmp_path):
+    m = toy_face_model(grid=9, n_identity=3, device=device)
+    with pytest.raises(ValueError, match=r"generate_faces: 'identity' must have shape \(B, 3\)"):
+        morphface.generate_faces(m, torch.zeros(1, 4, device=device))
+    with pytest.raises(TypeError, match="generate_faces: 'model' must be a LinearFaceModel"):
+        morphface.generate_faces("m", torch.zeros(1, 3))
+    with pytest.raises(TypeError, match="export: 'face' must be a FaceAsset"):
+        morphface.export({"vertices": 1}, tmp_path)

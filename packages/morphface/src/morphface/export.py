@@ -142,9 +142,12 @@ def export(
         ``displacement``, ``normal``).
 
     Raises:
+        TypeError: ``face`` is not a :class:`FaceAsset`.
         ValueError: bad map shapes.
     """
     fn = "export"
+    if not isinstance(face, FaceAsset):
+        raise TypeError(f"{fn}: 'face' must be a FaceAsset; got {type(face).__name__}")
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)
     paths: dict[str, str] = {}

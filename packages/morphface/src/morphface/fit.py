@@ -275,26 +275,49 @@ def fit(
             e = e + expression_prior_weight * beta.pow(2).sum(1)
         return e
 
-    opt = torch.optim.LBFGS(
-        params,
-        lr=1.0,
-        max_iter=iters_per_round,
-        line_search_fn="strong_wolfe",
-        tolerance_grad=1e-10,
-        tolerance_change=1e-14,
-    )
+    def make_opt(group: list[torch.Tensor]) -> torch.optim.LBFGS:
+        return torch.optim.LBFGS(
+            group,
+            lr=1.0,
+            max_iter=iters_per_round,
+            line_search_fn="strong_wolfe",
+            tolerance_grad=1e-10,
+            tolerance_change=1e-14,
+        )
 
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = objective().sum()
-        loss.backward()
-        return loss
+    def run_round(opt: torch.optim.LBFGS) -> bool:
+        """One L-BFGS round; reverts and returns False if the objective turns non-finite."""
+        saved = [p.detach().clone() for p in params]
 
-    for _ in range(max(1, rounds)):
+        def closure() -> torch.Tensor:
+            opt.zero_grad()
+            loss = objective().sum()
+            loss.backward()
+            return loss
+
         opt.step(closure)
-        if n_e:
-            with torch.no_grad():
+        with torch.no_grad():
+            if n_e:
                 beta.clamp_(0.0, 1.0)
+            ok = bool(torch.isfinite(objective()).all())
+            if not ok:
+                for p, v in zip(params, saved):
+                    p.copy_(v)
+        return ok
+
+    if fit_similarity:  # pose first, with the mean shape (standard coarse-to-fine initialisation)
+        run_round(make_opt([rot, trans, logs]))
+    opt = make_opt(params)
+    failures = 0
+    for _ in range(max(1, rounds)):
+        if not run_round(opt):  # e.g. a line search that put points behind the camera
+            failures += 1
+            if failures > 2:
+                logger.warning(
+                    "fit: the objective kept turning non-finite; stopped at the last finite iterate"
+                )
+                break
+            opt = make_opt(params)  # restart from the last finite iterate with a fresh history
     with torch.no_grad():
         loss = objective()
         res = (points() - y).norm(dim=-1)

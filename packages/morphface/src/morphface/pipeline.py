@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ._checks import check_floating, check_shape
 from .export import FaceAsset
 from .models.attribute import AttributeGenerator
 from .models.linear import LinearFaceModel
@@ -42,7 +43,18 @@ def generate_faces(
 
     Returns:
         One :class:`~morphface.export.FaceAsset` per identity (maps are ``None`` without a generator).
+
+    Raises:
+        TypeError: ``model`` is not a :class:`~morphface.LinearFaceModel`.
+        ValueError: wrong coefficient shapes, or a generator with a model without UVs.
     """
+    fn = "generate_faces"
+    if not isinstance(model, LinearFaceModel):
+        raise TypeError(f"{fn}: 'model' must be a LinearFaceModel; got {type(model).__name__}")
+    check_floating(identity, "identity", fn=fn)
+    dims = check_shape(identity, f"B,{model.n_identity}", "identity", fn=fn)
+    if z is not None and attribute_generator is not None:
+        check_shape(z, f"B,{attribute_generator.latent_dim}", "z", fn=fn, dims=dims)
     verts = model.vertices(identity, expression)
     albedo = specular = displacement = None
     if attribute_generator is not None:

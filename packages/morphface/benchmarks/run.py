@@ -1,0 +1,169 @@
+"""morphface benchmark: geometry decoding, attribute-map generation, landmark fitting, preview rendering.
+
+Usage: python packages/morphface/benchmarks/run.py --device cpu|cuda --out bench-results/morphface-<device>.json
+
+Uses the real ICT-FaceKit model when ``--data`` (default: ../shared/data relative to the repo) holds it,
+otherwise the synthetic toy model (reported in the JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+
+import torch
+
+import morphface
+from morphface import AttributeGenerator, PerspectiveCamera, fit, project_points, render_preview
+from morphface.data import toy_face_model
+from morphface.geometry import similarity_transform
+from morphface.io import load_ict_npz
+from morphface.uv import geometry_maps, rasterize_uv
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timeit(fn: Callable[[], object], device: torch.device, *, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    times.sort()
+    return times[len(times) // 2]  # median
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--out", default=None)
+    p.add_argument(
+        "--data", default=os.path.normpath(os.path.join(HERE, "..", "..", "..", "..", "shared", "data"))
+    )
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--quick", action="store_true", help="fewer repeats, smaller batches")
+    args = p.parse_args()
+    dev = torch.device(args.device)
+    torch.manual_seed(0)
+    npz = os.path.join(args.data, "ict-facekit", "ict_facekit_shapes.npz")
+    if os.path.isfile(npz):
+        model, model_name = load_ict_npz(npz, device=dev), "ICT-FaceKit Light (26719 v, 100 id, 53 expr)"
+    else:
+        model, model_name = toy_face_model(grid=65, n_identity=50, device=dev), "toy (4225 v, 50 id)"
+    reps = 2 if args.quick else args.repeats
+    rows = []
+
+    # 1. sampling + decoding geometry
+    b = 16 if args.quick else 64
+    gen = torch.Generator(dev).manual_seed(0)
+    t = timeit(lambda: model.vertices(model.sample(b, generator=gen)), dev, repeats=reps)
+    rows.append(
+        {
+            "name": "sample + decode geometry",
+            "setting": f"batch {b}",
+            "seconds": t,
+            "throughput": b / t,
+            "unit": "faces/s",
+        }
+    )
+
+    # 2. geometry map + attribute generator at 256 px
+    res = 256
+    g = AttributeGenerator(res, device=dev).eval()
+    raster = rasterize_uv(model.uvs, model.face_uvs, res, face_mask=model.uv_face_mask)
+    bm = 2 if args.quick else 8
+    ids = model.sample(bm, generator=gen)
+
+    @torch.no_grad()
+    def maps() -> torch.Tensor:
+        pos, nrm, _ = geometry_maps(model.vertices(ids), model.faces, raster, mean=model.mean)
+        return g(torch.cat([pos / 2.0, nrm], 1), g.sample_latent(bm))
+
+    t = timeit(maps, dev, repeats=reps)
+    rows.append(
+        {
+            "name": "geometry map + AttributeGenerator",
+            "setting": f"{res} px, batch {bm}, {sum(x.numel() for x in g.parameters()) / 1e6:.1f} M params",
+            "seconds": t,
+            "throughput": bm / t,
+            "unit": "maps/s",
+        }
+    )
+
+    # 3. fit to 68 2D landmarks (perspective)
+    cam = PerspectiveCamera(800.0, 256.0, 256.0)
+    a = model.sample(1, generator=gen)
+    lm = model.landmarks(model.vertices(a))
+    uv = project_points(
+        similarity_transform(
+            lm,
+            torch.tensor([[0.05, 0.2, 0.0]], device=dev),
+            torch.tensor([[0.0, 0.0, -100.0]], device=dev),
+            torch.ones(1, device=dev),
+        ),
+        cam,
+    )
+    t = timeit(lambda: fit(model, uv, camera=cam, prior_weight=1.0), dev, repeats=reps)
+    rows.append(
+        {
+            "name": "fit to 68 2D landmarks",
+            "setting": "id + expr + pose, 10x20 L-BFGS iters",
+            "seconds": t,
+            "throughput": 1 / t,
+            "unit": "fits/s",
+        }
+    )
+
+    # 4. preview render
+    v = model.vertices(a)[0]
+    t = timeit(lambda: render_preview(v, model.faces, resolution=512), dev, repeats=reps)
+    rows.append(
+        {
+            "name": "render_preview",
+            "setting": f"512 px, {model.faces.shape[0]} triangles",
+            "seconds": t,
+            "throughput": 1 / t,
+            "unit": "images/s",
+        }
+    )
+
+    header = f"{'benchmark':36s} {'setting':50s} {'median s':>10s} {'throughput':>14s}"
+    print(f"morphface {morphface.__version__} on {args.device} ({model_name})")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['name']:36s} {r['setting']:50s} {r['seconds']:10.4f} {r['throughput']:9.2f} {r['unit']}")
+    result = {
+        "package": "morphface",
+        "version": morphface.__version__,
+        "device": args.device,
+        "device_name": torch.cuda.get_device_name(dev)
+        if dev.type == "cuda"
+        else platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "model": model_name,
+        "rows": rows,
+    }
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w", encoding="utf-8") as fh:
+            json.dump(result, fh, indent=2)
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
