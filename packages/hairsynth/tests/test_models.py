@@ -270,3 +270,14 @@ class TestBeardMask:
             beard_mask(self._landmarks(), (100, 100), style="mutton")
         with pytest.raises(ValueError, match=r"beard_mask: 'grow' must be an int >= 0"):
             beard_mask(self._landmarks(), (100, 100), grow=-1)
+
+
+@pytest.mark.slow
+def test_torch_compile_matches_eager(device):
+    model = create_model("hairsynth_tiny", num_downs=3).to(device).eval()
+    img, m, sc, sm = _inputs(device, b=1)
+    compiled = torch.compile(model)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            compiled(img, m, sc, sm)["output"], model(img, m, sc, sm)["output"], rtol=1e-4, atol=1e-5
+        )
