@@ -308,12 +308,7 @@ def main() -> int:
         "A same-identity reference photo (identity prior) plus a pose map / pose discriminator make the completion of "
         "a large ocular occlusion more faithful and identity-consistent than inpainting without them (Zhao et al., BMVC 2018)."
     )
-    command = (
-        "python packages/occfill/reproduce/run.py --out "
-        + args.out
-        + (" --quick" if q else "")
-        + f" --seed {args.seed}"
-    )
+    command = "python " + " ".join(sys.argv)
     payload = {
         "package": "occfill",
         "claim": claim,
