@@ -16,7 +16,7 @@ import logging
 
 import torch
 
-from ._checks import check_finite, check_floating, check_positive, check_shape
+from ._checks import _compiling, check_finite, check_floating, check_positive, check_shape
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def box_masks(
     _check_shape_name(shape, fn)
     check_finite(boxes, "boxes", fn=fn)
     if (
-        not torch.compiler.is_compiling()
+        not _compiling()
         and boxes.numel()
         and bool(((boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])).any())
     ):

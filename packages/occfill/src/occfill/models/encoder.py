@@ -24,6 +24,8 @@ class IdentityEncoder(nn.Module):
         embedding_dim: embedding size D.
         base_channels: width of the first stage (doubles at each of the 4 stages).
         input_size: images are resized (bilinear) to ``input_size x input_size`` first.
+        device: device of the parameters.
+        dtype: dtype of the parameters.
 
     Shape:
         - image: ``(B, 3, H, W)`` in [0, 1]; output: ``(B, D)`` unit vectors.
@@ -131,6 +133,8 @@ class CosFaceHead(nn.Module):
         num_classes: number of identities N.
         scale: the scale s.
         margin: the cosine margin m.
+        device: device of the parameters.
+        dtype: dtype of the parameters.
 
     Shape:
         - embedding: ``(B, D)``; labels: ``(B,)`` int64 or ``None`` (no margin); output ``(B, N)`` logits.

@@ -74,6 +74,8 @@ class CompletionGenerator(nn.Module):
             (feature injection, an option not shown in the figure).
         base_channels: width of the first level.
         depth: number of stride-2 levels (H, W divisible by ``2 ** depth``).
+        device: device of the parameters.
+        dtype: dtype of the parameters.
 
     Shape:
         - occluded: ``(B, 3, H, W)``; reference: ``(B, 3, H, W)``; pose: ``(B, P, H, W)``.
@@ -231,6 +233,8 @@ class PatchDiscriminator(nn.Module):
         base_channels: width of the first layer.
         n_layers: number of stride-2 convolutions.
         spectral_norm: wrap convolutions in spectral normalisation.
+        device: device of the parameters.
+        dtype: dtype of the parameters.
 
     Shape:
         - image: ``(B, in_channels, H, W)`` in [0, 1] for the first 3 channels (mapped to [-1, 1]).
@@ -297,6 +301,8 @@ class PoseDiscriminator(nn.Module):
         base_channels: width of the first layer.
         n_layers: number of stride-2 convolutions.
         spectral_norm: use spectral normalisation.
+        device: device of the parameters.
+        dtype: dtype of the parameters.
 
     Shape:
         - image: ``(B, 3, H, W)``; pose: ``(B, P, H, W)``; output: patch logits ``(B, 1, h, w)``.
@@ -354,6 +360,8 @@ class LocalDiscriminator(nn.Module):
         base_channels: width of the first layer.
         n_layers: number of stride-2 convolutions.
         spectral_norm: use spectral normalisation.
+        device: device of the parameters.
+        dtype: dtype of the parameters.
 
     Shape:
         - image: ``(B, 3, H, W)``; mask: ``(B, 1, H, W)`` (non-empty); output: ``(B, 1, h, w)`` logits.
