@@ -171,3 +171,39 @@ def test_resume_and_checkpoint(faces, device, tmp_path):
         train_completion(train, config=_small_config(), steps=1)
     with pytest.raises(ValueError, match="train_identity_encoder: 'steps' must be > 0"):
         train_identity_encoder(train, num_classes=8, steps=0)
+
+
+def test_recipe_options_run(shared_data, device, tmp_path):
+    """Every optional branch of the completion recipe runs (local D, mismatched pose negatives, LSGAN, mask
+    channel) on posed renders, and the identity-encoder recipe resumes from its checkpoint."""
+    root = os.path.join(shared_data, "ict-faces-128")
+    ds = PairedFaces.from_meta_jsonl(root, identities=range(4), size=SIZE, mask="landmarks")
+    cfg = CompletionConfig(
+        base_channels=4,
+        depth=3,
+        d_base_channels=4,
+        d_layers=2,
+        identity_weight=0.0,
+        local_discriminator=True,
+        pose_mismatch=True,
+        gan="lsgan",
+        mask_channel=True,
+    )
+    res = train_completion(ds, config=cfg, steps=2, batch_size=4, device=device, checkpoint=tmp_path / "g.pt")
+    assert set(res.discriminators) == {"global", "pose", "local"}
+    assert {"d_local", "g_local", "d_pose", "g_pose"} <= set(res.history[-1])
+    assert set(load_checkpoint(tmp_path / "g.pt")["modules"]) == {"global", "pose", "local"}
+    kw = {
+        "num_classes": 4,
+        "batch_size": 4,
+        "base_channels": 4,
+        "embedding_dim": 8,
+        "input_size": SIZE,
+        "device": device,
+    }
+    train_identity_encoder(ds, steps=2, checkpoint=tmp_path / "e.pt", **kw)
+    steps: list[int] = []
+    train_identity_encoder(
+        ds, steps=3, checkpoint=tmp_path / "e.pt", resume=True, callback=lambda s, m: steps.append(s), **kw
+    )
+    assert steps == [3] and load_checkpoint(tmp_path / "e.pt")["step"] == 3

@@ -189,11 +189,11 @@ def train_identity_encoder(
         opt.load_state_dict(ck["optimizer"]["encoder"])
         start = int(ck.get("step", 0))
         logger.info("%s: resumed from %s at step %d", fn, checkpoint, start)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / steps, 1.0)))
-    )
-    for _ in range(start):
-        sched.step()
+
+    def _lr_factor(s: int) -> float:  # cosine decay over `steps`, offset by the resumed step
+        return 0.5 * (1 + math.cos(math.pi * min((s + start) / steps, 1.0)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor)
     enc_w, head_w = _wrap(encoder), _wrap(head)
     encoder.train()
     bar = _progress(progress, steps - start, fn, rank)
