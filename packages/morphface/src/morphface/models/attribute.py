@@ -206,8 +206,9 @@ class PatchDiscriminator(nn.Module):
 
     Example:
         >>> d = PatchDiscriminator(5, base_channels=4, n_layers=2, n_scales=2)
-        >>> [f[-1].shape[1] for f in d(torch.zeros(1, 5, 32, 32))]
-        [1, 1]
+        >>> out = d(torch.zeros(1, 5, 32, 32))
+        >>> len(out), out.pop().pop().shape
+        (2, torch.Size([1, 1, 4, 4]))
     """
 
     def __init__(
