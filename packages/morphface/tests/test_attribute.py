@@ -211,6 +211,24 @@ class TestRecipes:
         with pytest.raises(ValueError, match=r"load_checkpoint: .* is not a morphface checkpoint"):
             load_checkpoint(tmp_path / "x.pt")
 
+    def test_upsampler_checkpoint_rebuild(self, toy_ds, device, tmp_path):
+        u = Upsampler(5, scale=2, hidden=4, n_blocks=1, device=device)
+        train_upsampler(
+            u,
+            toy_ds.attribute_maps,
+            steps=2,
+            batch_size=2,
+            device=device,
+            checkpoint_path=tmp_path / "u.pt",
+            progress=False,
+        )
+        u2 = build_from_checkpoint(tmp_path / "u.pt", "upsampler", device=device)
+        x = toy_ds.attribute_maps[:1].to(device)
+        torch.testing.assert_close(u2(x), u(x))
+        assert repr(u2) == repr(u)
+        with pytest.raises(KeyError, match="build_from_checkpoint: no network 'generator'"):
+            build_from_checkpoint(tmp_path / "u.pt", "generator")
+
     def test_upsampler_beats_bilinear(self, toy_ds, device):
         torch.manual_seed(0)
         u = Upsampler(5, scale=2, hidden=16, n_blocks=2, device=device)

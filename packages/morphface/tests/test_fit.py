@@ -81,6 +81,8 @@ class TestFit:
             fit(m, torch.zeros(7, 3, dtype=torch.float64, device=device))
         with pytest.raises(ValueError, match="fit: 'kind' must be"):
             fit(m, torch.zeros(15, 3, dtype=torch.float64, device=device), kind="image")
+        with pytest.raises(ValueError, match=r"fit: 'target' must have shape \(B, N, 2\) or \(B, N, 3\)"):
+            fit(m, torch.zeros(2, 3, 4, 5, dtype=torch.float64, device=device))
         with pytest.raises(TypeError, match="fit: 'model' must be a LinearFaceModel"):
             fit("model", torch.zeros(15, 3))
 

@@ -27,6 +27,8 @@ class TestLinearFaceModel:
         torch.testing.assert_close(out, ref)
         torch.testing.assert_close(m.vertices(), m.mean[None])
         torch.testing.assert_close(m(a, b), out)
+        # expression only: identity defaults to zeros with the expression's batch size
+        torch.testing.assert_close(m.vertices(expression=b), m.vertices(torch.zeros_like(a), b))
 
     def test_gradcheck(self, device):
         m, _ = synthetic_model(device=device)

@@ -177,11 +177,11 @@ def fit(
     fn = "fit"
     if not isinstance(model, LinearFaceModel):
         raise TypeError(f"{fn}: 'model' must be a LinearFaceModel; got {type(model).__name__}")
-    y = as_vertex_tensor(target, fn=fn, name="target")
+    y = as_vertex_tensor(target, fn=fn, name="target").to(model.mean.device)
     if y.ndim == 2:
         y = y.unsqueeze(0)
     if y.ndim != 3 or y.shape[-1] not in (2, 3):
-        raise ValueError(f"{fn}: 'target' must have shape (B, N, 2) or (B, N, 3); got {tuple(target.shape)}")
+        raise ValueError(f"{fn}: 'target' must have shape (B, N, 2) or (B, N, 3); got {tuple(y.shape)}")
     check_finite(y, "target", fn=fn)
     check_positive(prior_weight, "prior_weight", fn=fn, strict=False)
     check_positive(expression_prior_weight, "expression_prior_weight", fn=fn, strict=False)
@@ -201,7 +201,7 @@ def fit(
     if kind == "mesh":
         idx = vertex_indices if vertex_indices is not None else torch.arange(model.n_vertices)
         if y.shape[1] == model.n_vertices and vertex_indices is not None:
-            y = y[:, vertex_indices]
+            y = y[:, vertex_indices.to(y.device)]
     else:
         idx = vertex_indices if vertex_indices is not None else model.landmark_indices
         if idx.numel() == 0:
