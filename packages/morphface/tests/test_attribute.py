@@ -229,6 +229,38 @@ class TestRecipes:
         with pytest.raises(KeyError, match="build_from_checkpoint: no network 'generator'"):
             build_from_checkpoint(tmp_path / "u.pt", "generator")
 
+    def test_upsampler_adversarial(self, toy_ds, device, tmp_path):
+        u = Upsampler(5, scale=2, hidden=4, n_blocks=1, device=device)
+        d = PatchDiscriminator(5, base_channels=4, n_layers=2, n_scales=1, device=device)
+        logs = train_upsampler(
+            u,
+            toy_ds.attribute_maps,
+            discriminator=d,
+            steps=3,
+            batch_size=2,
+            device=device,
+            checkpoint_path=tmp_path / "u.pt",
+            progress=False,
+        )
+        assert {"loss_d", "loss_adv", "l1"} <= set(logs[-1])
+        assert set(load_checkpoint(tmp_path / "u.pt")["state_dict"]) == {"upsampler", "discriminator"}
+        more = train_upsampler(
+            u,
+            toy_ds.attribute_maps,
+            discriminator=d,
+            steps=4,
+            batch_size=2,
+            device=device,
+            checkpoint_path=tmp_path / "u.pt",
+            resume=True,
+            progress=False,
+        )
+        assert [r["step"] for r in more] == [4.0]
+        with pytest.raises(ValueError, match="train_upsampler: 'discriminator' must take 5 channels"):
+            train_upsampler(
+                u, toy_ds.attribute_maps, discriminator=PatchDiscriminator(11, device=device), steps=1
+            )
+
     def test_upsampler_beats_bilinear(self, toy_ds, device):
         torch.manual_seed(0)
         u = Upsampler(5, scale=2, hidden=16, n_blocks=2, device=device)

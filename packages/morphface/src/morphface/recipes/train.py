@@ -206,6 +206,8 @@ def train_upsampler(
     *,
     geometry: torch.Tensor | None = None,
     mask: torch.Tensor | None = None,
+    discriminator: PatchDiscriminator | None = None,
+    adv_weight: float = 0.01,
     steps: int = 500,
     batch_size: int = 8,
     lr: float = 2e-4,
@@ -216,13 +218,18 @@ def train_upsampler(
     callback: Callable[[int, dict[str, float]], None] | None = None,
     progress: bool | None = None,
 ) -> list[dict[str, float]]:
-    """Train the upsampler on (area-downsampled, original) pairs of high-resolution maps with masked L1.
+    """Train the upsampler on (area-downsampled, original) pairs of high-resolution maps.
+
+    Loss: masked L1, plus ``adv_weight`` x LSGAN against ``discriminator`` when one is given (the paper's
+    GAN-based upscaling; the discriminator sees the high-resolution maps only, so it must take C channels).
 
     Args:
         upsampler: the :class:`~morphface.Upsampler`.
         high_maps: (N, C, H, W) high-resolution attribute maps.
         geometry: (N, G, H, W) high-resolution geometry maps when the upsampler takes them.
         mask: optional (1, H, W) coverage.
+        discriminator: optional :class:`~morphface.PatchDiscriminator` over C channels (adversarial term).
+        adv_weight: weight of the adversarial term.
         steps: total optimisation steps.
         batch_size: per-rank batch size.
         lr: Adam learning rate.
@@ -234,9 +241,16 @@ def train_upsampler(
         progress: tqdm bar (``None``: only on a TTY).
 
     Returns:
-        Per-step logs ``{"step", "l1", "l1_bilinear"}``.
+        Per-step logs ``{"step", "l1", "l1_bilinear"}`` (plus ``"loss_d"``, ``"loss_adv"`` with a discriminator).
+
+    Raises:
+        ValueError: bad map shapes or a discriminator with the wrong number of channels.
     """
     fn = "train_upsampler"
+    if discriminator is not None and discriminator.in_channels != upsampler.channels:
+        raise ValueError(
+            f"{fn}: 'discriminator' must take {upsampler.channels} channels; got {discriminator.in_channels}"
+        )
     if high_maps.ndim != 4 or high_maps.shape[1] != upsampler.channels:
         raise ValueError(
             f"{fn}: 'high_maps' must have shape (N, {upsampler.channels}, H, W); got {tuple(high_maps.shape)}"
@@ -247,13 +261,21 @@ def train_upsampler(
     dev = torch.device(device) if device is not None else next(upsampler.parameters()).device
     upsampler.to(dev).train()
     opt = torch.optim.Adam(upsampler.parameters(), lr=lr, betas=(0.9, 0.99))
+    opt_d = None
+    if discriminator is not None:
+        discriminator.to(dev).train()
+        opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=(0.5, 0.999))
     start = 0
     if resume and checkpoint_path is not None and os.path.isfile(checkpoint_path):
         ck = load_checkpoint(checkpoint_path)
         upsampler.load_state_dict(ck["state_dict"]["upsampler"])
         opt.load_state_dict(ck["optimizer"]["upsampler"])
+        if discriminator is not None and opt_d is not None and "discriminator" in ck["state_dict"]:
+            discriminator.load_state_dict(ck["state_dict"]["discriminator"])
+            opt_d.load_state_dict(ck["optimizer"]["discriminator"])
         start = int(ck["step"])
     net = _wrap(upsampler, dev)
+    d_net = _wrap(discriminator, dev) if discriminator is not None else None
     m = (mask if mask is not None else torch.ones(1, *high_maps.shape[-2:])).to(dev)
     gen = torch.Generator().manual_seed(seed * 1000 + _rank() + start)
     bar = _progress(progress, steps - start, "upsampler")
@@ -264,15 +286,27 @@ def train_upsampler(
         lo = F.avg_pool2d(hi, s)
         geo = geometry[idx].to(dev) if geometry is not None else None
         pred = net(lo, geo)
+        extra: dict[str, float] = {}
+        if d_net is not None and opt_d is not None:
+            opt_d.zero_grad(set_to_none=True)
+            loss_d = 0.5 * (lsgan_loss(d_net(hi * m), True) + lsgan_loss(d_net(pred.detach() * m), False))
+            loss_d.backward()
+            opt_d.step()
+            extra["loss_d"] = float(loss_d.detach())
         loss = masked_l1(pred, hi, m)
+        total = loss
+        if d_net is not None:
+            adv = lsgan_loss(d_net(pred * m), True)
+            total = loss + adv_weight * adv
+            extra["loss_adv"] = float(adv.detach())
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        total.backward()
         opt.step()
         with torch.no_grad():
             base = masked_l1(
                 F.interpolate(lo, scale_factor=float(s), mode="bilinear", align_corners=False), hi, m
             )
-        rec = {"step": float(step + 1), "l1": float(loss.detach()), "l1_bilinear": float(base)}
+        rec = {"step": float(step + 1), "l1": float(loss.detach()), "l1_bilinear": float(base), **extra}
         logs.append(rec)
         if callback is not None:
             callback(step + 1, rec)
@@ -281,10 +315,14 @@ def train_upsampler(
     if bar is not None:
         bar.close()
     if checkpoint_path is not None and _rank() == 0:
+        nets: dict[str, nn.Module] = {"upsampler": upsampler}
+        opts: dict[str, torch.optim.Optimizer] = {"upsampler": opt}
+        if discriminator is not None and opt_d is not None:
+            nets["discriminator"], opts["discriminator"] = discriminator, opt_d
         save_checkpoint(
             checkpoint_path,
-            {"upsampler": upsampler},
-            optimizers={"upsampler": opt},
+            nets,
+            optimizers=opts,
             step=steps,
             metrics=logs[-1] if logs else None,
         )
