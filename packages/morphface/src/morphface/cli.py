@@ -175,9 +175,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 with open(args.identity, encoding="utf-8") as fh:
                     ident = torch.tensor(json.load(fh)["identity"], dtype=torch.float32)[None]
             else:
-                ident = torch.from_numpy(np.load(args.identity).astype(np.float32)).reshape(
-                    -1, model.n_identity
-                )[:1]
+                arr = np.load(args.identity).astype(np.float32)
+                ident = torch.from_numpy(arr.reshape(-1, arr.shape[-1]))[:1]
+            if ident.shape[-1] != model.n_identity:
+                p.error(
+                    f"export: --identity has {ident.shape[-1]} coefficients but the model has {model.n_identity} "
+                    "identity modes; use the model the coefficients were fitted with"
+                )
         gen = torch.Generator().manual_seed(args.seed)
         face = generate_faces(
             model, ident, attribute_generator=_generator(args.generator, device), generator=gen
