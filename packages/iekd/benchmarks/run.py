@@ -29,7 +29,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench_method(method: str, device: torch.device, batch: int, steps: int, warmup: int) -> dict:
+def make_step(method: str, device: torch.device, batch: int) -> tuple:
+    """Build one method's models and return ``(step, cleanup)``."""
     torch.manual_seed(0)
     teacher = iekd.models.resnet56(num_classes=100).to(device).eval()
     student = iekd.models.resnet20(num_classes=100).to(device)
@@ -64,21 +65,40 @@ def bench_method(method: str, device: torch.device, batch: int, steps: int, warm
         loss.backward()
         opt.step()
 
-    for _ in range(warmup):
-        step()
-    _sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
+    def cleanup() -> None:
+        t_tap.remove()
+        s_tap.remove()
+
+    return step, cleanup
+
+
+def bench(methods: list[str], device: torch.device, batch: int, steps: int, warmup: int) -> list[dict]:
+    """Time the methods round-robin (one step each per round) so that load drift hits all alike."""
+    built = {m: make_step(m, device, batch) for m in methods}
+    peaks: dict[str, float | None] = {}
+    for m, (step, _) in built.items():
+        for _ in range(warmup):
+            step()
         _sync(device)
-        times.append(time.perf_counter() - t0)
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-    t_tap.remove()
-    s_tap.remove()
-    return {"method": method, "step_ms": 1000 * statistics.median(times), "peak_mib": peak}
+        if device.type == "cuda":  # peak of one step of this method alone
+            torch.cuda.reset_peak_memory_stats(device)
+            step()
+            _sync(device)
+            peaks[m] = torch.cuda.max_memory_allocated(device) / 2**20
+        else:
+            peaks[m] = None
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    for _ in range(steps):
+        for m, (step, _) in built.items():
+            t0 = time.perf_counter()
+            step()
+            _sync(device)
+            times[m].append(time.perf_counter() - t0)
+    for _, cleanup in built.values():
+        cleanup()
+    return [
+        {"method": m, "step_ms": 1000 * statistics.median(times[m]), "peak_mib": peaks[m]} for m in methods
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--out", default=None, help="JSON output path")
     ap.add_argument("--batch", type=int, default=None, help="batch size (default 32 on CPU, 128 on CUDA)")
-    ap.add_argument("--steps", type=int, default=None, help="timed steps (default 5 on CPU, 50 on CUDA)")
+    ap.add_argument("--steps", type=int, default=None, help="timed rounds (default 10 on CPU, 50 on CUDA)")
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("iekd bench: --device cuda requested but CUDA is not available", file=sys.stderr)
@@ -94,9 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     cpu = device.type == "cpu"
     batch = args.batch or (32 if cpu else 128)
-    steps = args.steps or (5 if cpu else 50)
+    steps = args.steps or (10 if cpu else 50)
     warmup = 2 if cpu else 10
-    rows = [bench_method(m, device, batch, steps, warmup) for m in ("ce", "kd", "ft", "ie-kd")]
+    rows = bench(["ce", "kd", "ft", "ie-kd"], device, batch, steps, warmup)
     kd = next(r for r in rows if r["method"] == "kd")["step_ms"]
     for r in rows:
         r["vs_kd_pct"] = 100.0 * (r["step_ms"] / kd - 1.0)
