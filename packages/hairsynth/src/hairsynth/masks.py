@@ -63,7 +63,7 @@ def beard_mask(
     Raises:
         ValueError: landmarks not ``(68, 2)`` or not finite, unknown style, bad size or ``grow``.
 
-    Example:
+    Examples:
         >>> t = np.linspace(0, np.pi, 17)
         >>> jaw = np.stack([50 - 40 * np.cos(t), 40 + 45 * np.sin(t)], 1)  # a U-shaped jaw line
         >>> lm = np.zeros((68, 2)); lm[:17] = jaw

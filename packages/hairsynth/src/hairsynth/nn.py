@@ -60,7 +60,7 @@ class UNetGenerator(nn.Module):
     Raises:
         ValueError: bad configuration, or (in forward) a size not divisible by ``2**num_downs``.
 
-    Example:
+    Examples:
         >>> net = UNetGenerator(8, 3, base_channels=4, num_downs=3)
         >>> tuple(net(torch.rand(1, 8, 16, 16)).shape)
         (1, 3, 16, 16)
@@ -191,7 +191,7 @@ class PatchDiscriminator(nn.Module):
     Shape:
         ``(B, in_channels, H, W) -> (B, 1, H', W')`` patch logits.
 
-    Example:
+    Examples:
         >>> d = PatchDiscriminator(11, base_channels=4, num_layers=2)
         >>> tuple(d(torch.rand(1, 11, 32, 32)).shape)
         (1, 1, 6, 6)
@@ -277,7 +277,7 @@ class GANLoss(nn.Module):
     Args:
         mode: ``"lsgan"``, ``"vanilla"`` or ``"hinge"``.
 
-    Example:
+    Examples:
         >>> float(GANLoss("lsgan")(torch.ones(3), True))
         0.0
     """

@@ -56,7 +56,7 @@ class Stroke:
     Raises:
         ValueError: malformed points, colour outside ``[0, 1]`` or a non-positive width.
 
-    Example:
+    Examples:
         >>> s = Stroke([(2, 5), (10, 5)], color=(0.4, 0.2, 0.1), width=1.0)
         >>> s.points.shape
         (2, 2)
@@ -189,7 +189,7 @@ def rasterize_strokes(
         TypeError: ``strokes`` is not a sequence of :class:`Stroke`.
         ValueError: bad ``size``.
 
-    Example:
+    Examples:
         >>> color, cov = rasterize_strokes([Stroke([(2, 5), (10, 5)], (1.0, 0.0, 0.0), 1.0)], (12, 12))
         >>> int(cov.sum()), float(color[0, 5, 6])
         (9, 1.0)
@@ -382,7 +382,7 @@ def orientation_field(
         TypeError: non-tensor or integer image.
         ValueError: bad shapes or non-finite values.
 
-    Example:
+    Examples:
         >>> x = torch.arange(32.0)
         >>> img = (0.5 + 0.5 * torch.cos(2 * math.pi * x / 4)).view(1, 32).expand(32, 32)  # vertical stripes
         >>> theta, conf = orientation_field(img[None, None])

@@ -97,7 +97,7 @@ class Synthesizer:
         device: where to run (default: the model's device).
         colorless_strokes: feed strokes as white coverage only (for models trained that way).
 
-    Example:
+    Examples:
         >>> from hairsynth.models import create_model
         >>> syn = Synthesizer(create_model("hairsynth_tiny"))
         >>> img = torch.rand(3, 40, 40); m = torch.zeros(40, 40); m[10:30, 10:30] = 1

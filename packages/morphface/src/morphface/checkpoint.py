@@ -34,7 +34,7 @@ def clean_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     Returns:
         A new dict with clean keys.
 
-    Example:
+    Examples:
         >>> list(clean_state_dict({"module._orig_mod.w": torch.zeros(1)}))
         ['w']
     """

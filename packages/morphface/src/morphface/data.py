@@ -77,7 +77,7 @@ def toy_face_model(
     Returns:
         A :class:`~morphface.LinearFaceModel` in centimetres (about 16 x 22 x 10 cm), looking along +z.
 
-    Example:
+    Examples:
         >>> m = toy_face_model(grid=9, n_identity=3)
         >>> m.vertices(m.sample(2)).shape
         torch.Size([2, 81, 3])

@@ -58,7 +58,7 @@ def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
     Returns:
         sRGB-encoded values.
 
-    Example:
+    Examples:
         >>> round(linear_to_srgb(torch.tensor(0.5)).item(), 4)
         0.7354
     """

@@ -58,7 +58,7 @@ def project_points(points: torch.Tensor, camera: PerspectiveCamera) -> torch.Ten
     Returns:
         (..., 2) pixel coordinates ``(u, v)``.
 
-    Example:
+    Examples:
         >>> project_points(torch.tensor([1.0, 2.0, -10.0]), PerspectiveCamera(100.0, 64.0, 64.0)).tolist()
         [74.0, 44.0]
     """

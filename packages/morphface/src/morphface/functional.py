@@ -21,7 +21,7 @@ def lsgan_loss(logits: list[list[torch.Tensor]], target_is_real: bool) -> torch.
     Returns:
         Scalar loss.
 
-    Example:
+    Examples:
         >>> lsgan_loss([[torch.ones(1, 1, 2, 2)]], True).item()
         0.0
     """
@@ -67,7 +67,7 @@ def masked_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> t
     Returns:
         Scalar ``sum(|pred - target| * mask) / (C * sum(mask))``.
 
-    Example:
+    Examples:
         >>> masked_l1(torch.ones(1, 1, 2, 2), torch.zeros(1, 1, 2, 2), torch.tensor([[[1.0, 0], [0, 0]]])).item()
         1.0
     """

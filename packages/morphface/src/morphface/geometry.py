@@ -23,7 +23,7 @@ def triangulate(polygons: torch.Tensor) -> torch.Tensor:
         TypeError: ``polygons`` is not an integer tensor.
         ValueError: it does not have 3 or 4 columns.
 
-    Example:
+    Examples:
         >>> triangulate(torch.tensor([[0, 1, 2, 3], [0, 2, 4, -1]])).tolist()
         [[0, 1, 2], [0, 2, 4], [0, 2, 3]]
     """
@@ -52,7 +52,7 @@ def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     Returns:
         Unit normals with the shape of ``vertices``; isolated vertices get the zero vector.
 
-    Example:
+    Examples:
         >>> v = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0]])
         >>> vertex_normals(v, torch.tensor([[0, 1, 2]]))[0].tolist()
         [0.0, 0.0, 1.0]
@@ -82,7 +82,7 @@ def axis_angle_to_matrix(axis_angle: torch.Tensor) -> torch.Tensor:
     Returns:
         (..., 3, 3) rotation matrices.
 
-    Example:
+    Examples:
         >>> import math
         >>> r = axis_angle_to_matrix(torch.tensor([0.0, 0.0, math.pi / 2]))
         >>> [round(x, 4) + 0.0 for x in (r @ torch.tensor([1.0, 0.0, 0.0])).tolist()]

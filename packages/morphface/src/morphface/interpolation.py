@@ -30,7 +30,7 @@ def interpolate(
     Raises:
         ValueError: shape mismatch or unknown mode.
 
-    Example:
+    Examples:
         >>> interpolate(torch.zeros(2), torch.ones(2), torch.tensor([0.0, 0.5])).tolist()
         [[0.0, 0.0], [0.5, 0.5]]
     """

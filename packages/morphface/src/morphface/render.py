@@ -86,7 +86,7 @@ def render_preview(
     Raises:
         ValueError: bad shapes, or UV maps without ``uvs``/``face_uvs``.
 
-    Example:
+    Examples:
         >>> v = torch.tensor([[-1.0, -1, 0], [1, -1, 0], [0, 1, 0]])
         >>> render_preview(v, torch.tensor([[0, 1, 2]]), resolution=16).shape
         torch.Size([16, 16, 3])

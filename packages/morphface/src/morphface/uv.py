@@ -84,7 +84,7 @@ def rasterize_uv(
         TypeError: non-float ``uvs`` or non-integer ``face_uvs``.
         ValueError: bad shapes, resolution or indices.
 
-    Example:
+    Examples:
         >>> uv = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
         >>> r = rasterize_uv(uv, torch.tensor([[0, 1, 2]]), 4)
         >>> int(r.mask.sum())  # texel centres strictly below the diagonal u + v = 1, plus the diagonal ones
@@ -128,7 +128,7 @@ def uv_maps(
     Raises:
         ValueError: bad shapes.
 
-    Example:
+    Examples:
         >>> uv = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
         >>> f = torch.tensor([[0, 1, 2]])
         >>> maps, mask = uv_maps(uv, f, rasterize_uv(uv, f, 4))  # the UVs themselves as attribute
@@ -209,7 +209,7 @@ def sample_uv(maps: torch.Tensor, uv: torch.Tensor, *, mode: str = "bilinear") -
     Raises:
         ValueError: bad shapes or mode.
 
-    Example:
+    Examples:
         >>> m = torch.arange(4.0).view(1, 1, 2, 2)  # rows top->bottom: [0, 1], [2, 3]
         >>> sample_uv(m, torch.tensor([[0.25, 0.75]])).flatten().tolist()  # centre of the top-left texel
         [0.0]
@@ -271,7 +271,7 @@ class UVRasterizer(nn.Module):
     Shape:
         - Input: (B, V, C). Output: (B, C, H, W).
 
-    Example:
+    Examples:
         >>> uv = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
         >>> f = torch.tensor([[0, 1, 2]])
         >>> UVRasterizer(f, uv, f, 8)(torch.ones(1, 3, 1)).shape

@@ -36,7 +36,7 @@ def clean_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     Returns:
         A new dict with clean keys.
 
-    Example:
+    Examples:
         >>> clean_state_dict({"module._orig_mod.w": 1})
         {'w': 1}
     """

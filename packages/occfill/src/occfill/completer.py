@@ -52,7 +52,7 @@ class Completer:
             angle map).
         focal: focal length in pixels for pose estimation (default ``2 * max(H, W)``).
 
-    Example:
+    Examples:
         >>> from occfill.models import CompletionGenerator
         >>> c = Completer(CompletionGenerator(base_channels=8, depth=2))
         >>> x = torch.rand(1, 3, 16, 16); m = torch.zeros(1, 1, 16, 16); m[..., 4:8, 2:14] = 1

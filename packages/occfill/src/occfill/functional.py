@@ -49,7 +49,7 @@ def occlude(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         TypeError: non-floating inputs.
         ValueError: mismatched shapes.
 
-    Example:
+    Examples:
         >>> occlude(torch.ones(1, 3, 2, 2), torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]]))[0, 0]
         tensor([[0., 1.],
                 [1., 1.]])
@@ -75,7 +75,7 @@ def composite(generated: torch.Tensor, image: torch.Tensor, mask: torch.Tensor) 
         TypeError: non-floating inputs.
         ValueError: mismatched shapes.
 
-    Example:
+    Examples:
         >>> composite(torch.zeros(1, 1, 1, 2), torch.ones(1, 1, 1, 2), torch.tensor([[[[1.0, 0.0]]]]))
         tensor([[[[0., 1.]]]])
     """
@@ -115,7 +115,7 @@ def masked_l1_loss(
         TypeError: non-floating inputs.
         ValueError: mismatched shapes or negative weights.
 
-    Example:
+    Examples:
         >>> masked_l1_loss(torch.ones(1, 1, 1, 2), torch.zeros(1, 1, 1, 2), torch.tensor([[[[1.0, 0.0]]]]))
         tensor(3.)
     """
@@ -146,7 +146,7 @@ def identity_loss(embedding: torch.Tensor, reference_embedding: torch.Tensor) ->
         TypeError: non-floating inputs.
         ValueError: mismatched shapes.
 
-    Example:
+    Examples:
         >>> identity_loss(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 2.0]]))
         tensor(1.)
     """
@@ -186,7 +186,7 @@ def discriminator_loss(
         TypeError: non-floating inputs.
         ValueError: unknown ``kind``.
 
-    Example:
+    Examples:
         >>> discriminator_loss(torch.tensor([2.0]), torch.tensor([-2.0]))
         tensor(0.)
     """
@@ -218,7 +218,7 @@ def generator_adversarial_loss(fake_logits: torch.Tensor, *, kind: str = "hinge"
         TypeError: non-floating input.
         ValueError: unknown ``kind``.
 
-    Example:
+    Examples:
         >>> generator_adversarial_loss(torch.tensor([1.0, 3.0]))
         tensor(-2.)
     """
@@ -252,7 +252,7 @@ def masked_psnr(
         TypeError: non-floating inputs.
         ValueError: mismatched shapes, non-positive ``max_val``.
 
-    Example:
+    Examples:
         >>> masked_psnr(torch.full((1, 1, 1, 2), 0.1), torch.zeros(1, 1, 1, 2), torch.ones(1, 1, 1, 2)).round()
         tensor([20.])
     """
@@ -294,7 +294,7 @@ def masked_ssim(
         TypeError: non-floating inputs.
         ValueError: mismatched shapes, an even or non-positive ``window``.
 
-    Example:
+    Examples:
         >>> x = torch.rand(1, 1, 8, 8)
         >>> masked_ssim(x, x, torch.ones(1, 1, 8, 8))
         tensor([1.])

@@ -68,7 +68,7 @@ def box_masks(
         TypeError: ``boxes`` is not a floating tensor.
         ValueError: bad shape, non-finite or empty boxes, non-positive size, unknown ``shape``.
 
-    Example:
+    Examples:
         >>> m = box_masks(torch.tensor([[1.0, 1.0, 3.0, 2.0]]), 4, 4)
         >>> m[0, 0]
         tensor([[0., 0., 0., 0.],
@@ -137,7 +137,7 @@ def eye_box_mask(
     Raises:
         ValueError: a relative coordinate outside [0, 1], an empty box, non-positive sizes.
 
-    Example:
+    Examples:
         >>> eye_box_mask(112, 112).mean().item() > 0.2
         True
     """
@@ -179,7 +179,7 @@ def eye_box_from_landmarks(
         TypeError: ``landmarks`` is not a floating tensor.
         ValueError: wrong shape, non-finite values or negative padding.
 
-    Example:
+    Examples:
         >>> lm = torch.zeros(1, 68, 2); lm[0, 36:48] = torch.tensor([[10.0, 20.0], [30.0, 24.0]]).repeat(6, 1)
         >>> lm[0, 17:27] = torch.tensor([12.0, 16.0]); lm[0, 29] = torch.tensor([20.0, 30.0])
         >>> eye_box_from_landmarks(lm, pad_x=0.0, pad_top=0.0, pad_bottom=0.0)
@@ -243,7 +243,7 @@ def random_eye_masks(
     Raises:
         ValueError: negative ``shift``/``scale``, ``scale >= 1``, ``headset_prob`` outside [0, 1].
 
-    Example:
+    Examples:
         >>> g = torch.Generator().manual_seed(0)
         >>> random_eye_masks(2, 64, 64, generator=g).shape
         torch.Size([2, 1, 64, 64])

@@ -21,7 +21,7 @@ class MaskedL1Loss(nn.Module):
     Shape:
         - output, target: ``(B, C, H, W)``; mask: ``(B, 1, H, W)``; result: scalar.
 
-    Example:
+    Examples:
         >>> MaskedL1Loss()(torch.ones(1, 1, 1, 2), torch.zeros(1, 1, 1, 2), torch.tensor([[[[1.0, 0.0]]]]))
         tensor(3.)
     """
@@ -55,7 +55,7 @@ class IdentityLoss(nn.Module):
     Shape:
         - output, reference: ``(B, 3, H, W)``; result: scalar.
 
-    Example:
+    Examples:
         >>> from occfill.models import IdentityEncoder
         >>> loss = IdentityLoss(IdentityEncoder(embedding_dim=8, base_channels=4))
         >>> x = torch.rand(2, 3, 32, 32)
@@ -93,7 +93,7 @@ class AdversarialLoss(nn.Module):
     Args:
         kind: ``"hinge"``, ``"lsgan"`` or ``"bce"``.
 
-    Example:
+    Examples:
         >>> AdversarialLoss()(torch.tensor([-2.0]), torch.tensor([2.0]))
         tensor(0.)
     """

@@ -53,7 +53,7 @@ def angles_to_rotation(angles: torch.Tensor) -> torch.Tensor:
         TypeError: ``angles`` is not a floating tensor.
         ValueError: ``angles`` is not ``(B, 3)``.
 
-    Example:
+    Examples:
         >>> angles_to_rotation(torch.zeros(1, 3))[0]
         tensor([[1., 0., 0.],
                 [0., 1., 0.],
@@ -84,7 +84,7 @@ def rotation_to_angles(rotation: torch.Tensor) -> torch.Tensor:
         TypeError: ``rotation`` is not a floating tensor.
         ValueError: ``rotation`` is not ``(B, 3, 3)``.
 
-    Example:
+    Examples:
         >>> a = torch.tensor([[0.1, -0.3, 0.05]])
         >>> torch.allclose(rotation_to_angles(angles_to_rotation(a)), a)
         True
@@ -248,7 +248,7 @@ def pose_map(
         TypeError: ``angles`` is not a floating tensor.
         ValueError: wrong shape, non-finite angles, non-positive sizes.
 
-    Example:
+    Examples:
         >>> pose_map(torch.tensor([[0.0, math.pi / 4, 0.0]]), 2, 2)[0, 1]
         tensor([[0.5000, 0.5000],
                 [0.5000, 0.5000]])
@@ -283,7 +283,7 @@ def landmark_heatmaps(
         TypeError: ``landmarks`` is not a floating tensor.
         ValueError: wrong shape, non-finite values, non-positive sizes or ``sigma``.
 
-    Example:
+    Examples:
         >>> landmark_heatmaps(torch.tensor([[[0.5, 0.5]]]), 2, 2, sigma=1.0)[0, 0, 0, 0]
         tensor(1.)
     """
@@ -315,7 +315,7 @@ class PoseMap(nn.Module):
         - pose: ``(B, 3)`` angles or ``(B, K, 2)`` landmarks.
         - output: ``(B, C, H, W)`` with ``C = out_channels`` (3, or K).
 
-    Example:
+    Examples:
         >>> PoseMap()(torch.zeros(2, 3), (8, 8)).shape
         torch.Size([2, 3, 8, 8])
     """

@@ -231,7 +231,7 @@ def quantize(
         TypeError: ``model`` is not an ``nn.Module``.
         ValueError: invalid levels or method, unsigned weight levels, or nothing to quantize.
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.Flatten(), nn.LazyLinear(2))
         >>> qnet_model = quantize(net, weight_levels="ternary", keep_first_last=False, skip=["4"])
         >>> [type(m).__name__ for m in qnet_model]
@@ -315,7 +315,7 @@ class TemperatureSchedule:
     Raises:
         ValueError: non-positive ``increment``/``start``/``cap``/``steps_per_epoch``, or no quantizer found.
 
-    Example:
+    Examples:
         >>> q = Quantizer("ternary")
         >>> sched = TemperatureSchedule([q], increment=5.0)
         >>> sched.step(); sched.value

@@ -40,7 +40,7 @@ def pack_codes(codes: Tensor, bits: int) -> Tensor:
     Raises:
         ValueError: ``bits`` out of range or a code does not fit.
 
-    Example:
+    Examples:
         >>> pack_codes(torch.tensor([1, 0, 1, 1, 0, 0, 0, 1, 1]), 1)
         tensor([177, 128], dtype=torch.uint8)
     """

@@ -113,7 +113,7 @@ def soft_quantize(
         TypeError: a non-floating tensor or a non-scalar parameter.
         ValueError: shapes disagree, devices differ, or ``temperature`` is not finite and positive.
 
-    Example:
+    Examples:
         >>> x = torch.tensor([-1.0, 0.0, 1.0])
         >>> soft_quantize(x, torch.tensor([0.0]), torch.tensor([2.0]), 1e6, offset=1.0)
         tensor([-1.,  0.,  1.])
@@ -211,7 +211,7 @@ def hard_quantize(
         TypeError: a non-floating tensor or a non-scalar parameter.
         ValueError: shapes disagree or devices differ.
 
-    Example:
+    Examples:
         >>> hard_quantize(torch.tensor([-0.3, 0.01, 0.2]), torch.tensor([-0.05, 0.05]), torch.ones(2), offset=1.0)
         tensor([-1.,  0.,  1.])
     """
@@ -243,7 +243,7 @@ def level_codes(x: Tensor, thresholds: Tensor, beta: ScalarLike = 1.0) -> Tensor
         TypeError: a non-floating tensor.
         ValueError: ``thresholds`` is not one-dimensional.
 
-    Example:
+    Examples:
         >>> level_codes(torch.tensor([-0.3, 0.01, 0.2]), torch.tensor([-0.05, 0.05]))
         tensor([0, 1, 2])
     """
@@ -275,7 +275,7 @@ def ste_quantize(x: Tensor, values: Tensor, scale: ScalarLike = 1.0) -> Tensor:
         TypeError: a non-floating tensor.
         ValueError: ``values`` is not one-dimensional with at least two entries, or ``scale`` is not > 0.
 
-    Example:
+    Examples:
         >>> ste_quantize(torch.tensor([-0.8, 0.2, 3.0]), torch.tensor([-1.0, 0.0, 1.0]))
         tensor([-1.,  0.,  1.])
     """
@@ -310,7 +310,7 @@ def kmeans_1d(x: Tensor, k: int, *, iters: int = 50, max_samples: int = 200_000)
         TypeError: ``x`` is not floating point.
         ValueError: ``k < 1`` or ``x`` is empty.
 
-    Example:
+    Examples:
         >>> kmeans_1d(torch.tensor([0.0, 0.1, 5.0, 5.1]), 2)
         tensor([0.0500, 5.0500])
     """
@@ -366,7 +366,7 @@ def init_parameters(
         TypeError: ``x`` is not a floating tensor.
         ValueError: unknown ``init``, non-positive ``margin``, ``x`` empty, all zero or not finite.
 
-    Example:
+    Examples:
         >>> a, b, t = init_parameters(torch.tensor([-2.0, 0.5, 1.0]), "ternary")
         >>> round(b, 4), t
         (0.625, tensor([-0.0500,  0.0500]))

@@ -32,7 +32,7 @@ class Levels:
         TypeError: a value is not an integer.
         ValueError: fewer than two levels, or not strictly increasing.
 
-    Example:
+    Examples:
         >>> Levels.pow2(2).values
         (-4, -2, -1, 0, 1, 2, 4)
         >>> Levels.pow2(2).steps, Levels.pow2(2).offset

@@ -123,7 +123,7 @@ class Quantizer(_QuantizerBase):
         - Input: ``(*)``.
         - Output: ``(*)``, same dtype.
 
-    Example:
+    Examples:
         >>> q = Quantizer("ternary")
         >>> q.init_from(torch.tensor([-1.0, 0.0, 1.0]))
         >>> q.eval()(torch.tensor([-0.9, 0.01, 0.7])).detach()
@@ -246,7 +246,7 @@ class STEQuantizer(_QuantizerBase):
         - Input: ``(*)``.
         - Output: ``(*)``.
 
-    Example:
+    Examples:
         >>> q = STEQuantizer("binary")
         >>> q(torch.tensor([-0.5, 0.1, 0.3]))
         tensor([-0.3000,  0.3000,  0.3000])
@@ -445,7 +445,7 @@ class QConv2d(nn.Conv2d, _QuantLayer):
         - Input: ``(B, C_in, H, W)``.
         - Output: ``(B, C_out, H_out, W_out)``.
 
-    Example:
+    Examples:
         >>> conv = QConv2d(3, 4, 3, padding=1, weight_levels="ternary")
         >>> conv(torch.randn(1, 3, 8, 8)).shape
         torch.Size([1, 4, 8, 8])
@@ -606,7 +606,7 @@ class QLinear(nn.Linear, _QuantLayer):
         - Input: ``(*, in_features)``.
         - Output: ``(*, out_features)``.
 
-    Example:
+    Examples:
         >>> QLinear(4, 2, weight_levels="binary")(torch.randn(3, 4)).shape
         torch.Size([3, 2])
     """

@@ -77,7 +77,7 @@ def rbf_kernel(sq_dist: torch.Tensor, widths: torch.Tensor, kernel: str = "gauss
         TypeError: non-tensor or non-floating input.
         ValueError: unknown kernel, mismatched ``M``, non-positive widths.
 
-    Example:
+    Examples:
         >>> rbf_kernel(torch.tensor([[0.0, 1.0]]), torch.tensor([1.0, 1.0]))
         tensor([[1.0000, 0.3679]])
     """
@@ -120,7 +120,7 @@ def pairwise_sq_dist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         TypeError: non-floating input.
         ValueError: shape mismatch or non-finite values.
 
-    Example:
+    Examples:
         >>> pairwise_sq_dist(torch.zeros(1, 1, 3), torch.tensor([[1.0, 2.0, 2.0]]))
         tensor([[[9.]]])
     """
@@ -189,7 +189,7 @@ def rbf_activation(
         ValueError: shape mismatch, empty or non-finite cloud, unknown kernel/aggregation, widths <= 0,
             ``chunk_size < 1``, tensors on different devices.
 
-    Example:
+    Examples:
         >>> p = torch.tensor([[[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]]])
         >>> c = torch.zeros(1, 3)
         >>> rbf_activation(p, c, torch.ones(1)).squeeze(-1)

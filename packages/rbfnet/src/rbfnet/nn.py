@@ -48,7 +48,7 @@ def init_centers(
         TypeError: non-int sizes.
         ValueError: unknown method, non-positive sizes or radius.
 
-    Example:
+    Examples:
         >>> init_centers(8, 3, "grid").abs().max().item()
         1.0
     """
@@ -103,7 +103,7 @@ class RBFLayer(nn.Module):
         - Input: ``(B, N, D)``.
         - Output: ``(B, N, M)`` (``aggregation=None``) or ``(B, M)``.
 
-    Example:
+    Examples:
         >>> layer = RBFLayer(16, generator=torch.Generator().manual_seed(0))
         >>> layer(torch.rand(2, 100, 3)).shape
         torch.Size([2, 100, 16])

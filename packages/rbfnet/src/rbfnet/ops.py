@@ -29,7 +29,7 @@ def gather_points(points: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         TypeError: non-tensor input or non-integer indices.
         ValueError: batch mismatch.
 
-    Example:
+    Examples:
         >>> gather_points(torch.arange(6.0).view(1, 3, 2), torch.tensor([[2, 0]]))
         tensor([[[4., 5.],
                  [0., 1.]]])
@@ -90,7 +90,7 @@ def farthest_point_sample(
         TypeError: non-floating points, non-int sizes.
         ValueError: bad shape, non-finite points, ``S`` outside ``[1, N]``, bad ``start_index``.
 
-    Example:
+    Examples:
         >>> farthest_point_sample(torch.tensor([[[0.0], [1.0], [3.0], [2.9]]]), 3)
         tensor([[0, 2, 1]])
     """
@@ -128,7 +128,7 @@ def knn(
         TypeError: non-floating inputs.
         ValueError: shape mismatch, non-finite values, ``k`` outside ``[1, N]``.
 
-    Example:
+    Examples:
         >>> knn(torch.zeros(1, 1, 1), torch.tensor([[[3.0], [1.0], [-2.0]]]), 2)[1]
         tensor([[[1, 2]]])
     """
@@ -178,7 +178,7 @@ def ball_query(
         TypeError: non-floating inputs.
         ValueError: shape mismatch, non-finite values, ``radius <= 0``, ``k < 1``.
 
-    Example:
+    Examples:
         >>> ball_query(torch.zeros(1, 1, 1), torch.tensor([[[5.0], [0.5], [0.1]]]), 1.0, 3)
         tensor([[[1, 2, 1]]])
     """

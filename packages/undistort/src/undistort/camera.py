@@ -111,7 +111,7 @@ def project(points: Tensor, focal: float | Tensor, principal: tuple[float, float
         TypeError: ``points`` is not a floating tensor.
         ValueError: ``points`` does not end in 3.
 
-    Example:
+    Examples:
         >>> project(torch.tensor([[1.0, 2.0, 4.0]]), 8.0, (16.0, 16.0))
         tensor([[18., 20.,  4.]])
     """
@@ -141,7 +141,7 @@ def dolly_zoom(focal: float, translation: Tensor, distance_ref: float) -> tuple[
     Raises:
         ValueError: non-positive focal, distance or reference distance.
 
-    Example:
+    Examples:
         >>> f, t = dolly_zoom(500.0, torch.tensor([0.0, 0.0, 50.0]), 500.0)
         >>> f, t.tolist()
         (5000.0, [0.0, 0.0, 500.0])
@@ -175,7 +175,7 @@ def magnification(depth_offset: Tensor | float, distance: float, distance_ref: f
     Raises:
         ValueError: non-positive distances.
 
-    Example:
+    Examples:
         >>> round(float(magnification(10.0, 30.0)), 3), round(float(magnification(10.0, 160.0)), 3)
         (1.5, 1.067)
     """
@@ -204,7 +204,7 @@ def head_rotation(
     Returns:
         ``(3, 3)`` rotation matrix.
 
-    Example:
+    Examples:
         >>> head_rotation().tolist()
         [[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]]
     """

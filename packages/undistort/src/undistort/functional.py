@@ -56,7 +56,7 @@ def endpoint_error(
         TypeError: non-floating inputs.
         ValueError: shape mismatch or unknown reduction.
 
-    Example:
+    Examples:
         >>> p = torch.zeros(1, 2, 1, 2); t = torch.tensor([[[[3.0, 0.0]], [[4.0, 0.0]]]])
         >>> round(float(endpoint_error(p, t)), 4)
         2.5
@@ -143,7 +143,7 @@ def distance_bin_centers(num_bins: int, d_min: float, d_max: float) -> Tensor:
     Raises:
         ValueError: ``K < 1`` or ``0 < d_min < d_max`` violated.
 
-    Example:
+    Examples:
         >>> [round(c, 2) for c in distance_bin_centers(2, 25.0, 100.0).tolist()]
         [35.36, 70.71]
     """
@@ -173,7 +173,7 @@ def distance_to_bin(distance: Tensor, num_bins: int, d_min: float, d_max: float)
         TypeError: non-floating distance.
         ValueError: bad bin parameters or non-positive distances.
 
-    Example:
+    Examples:
         >>> distance_to_bin(torch.tensor([26.0, 99.0]), 2, 25.0, 100.0).tolist()
         [0, 1]
     """

@@ -50,7 +50,7 @@ def triangulate(polygons: np.ndarray | Tensor) -> Tensor:
     Raises:
         ValueError: not ``(P, 3)`` or ``(P, 4)``.
 
-    Example:
+    Examples:
         >>> triangulate(np.array([[0, 1, 2, 3], [0, 2, 4, -1]])).tolist()
         [[0, 1, 2], [0, 2, 4], [0, 2, 3]]
     """
@@ -361,7 +361,7 @@ def toy_head(
     Returns:
         ``(vertices (V, 3), faces (F, 3))``; head frame ``y`` up, ``z`` out of the face, origin at the centre.
 
-    Example:
+    Examples:
         >>> v, f = toy_head(8, 16)
         >>> v.shape, f.shape
         (torch.Size([114, 3]), torch.Size([224, 3]))

@@ -72,7 +72,7 @@ def rasterize(vertices: Tensor, faces: Tensor, height: int, width: int, *, near:
         TypeError: ``vertices`` is not floating or ``faces`` is not an integer tensor.
         ValueError: wrong shapes, a non-positive size, or face indices out of range.
 
-    Example:
+    Examples:
         >>> v = torch.tensor([[0.0, 0.0, 1.0], [4.0, 0.0, 1.0], [0.0, 4.0, 1.0]])
         >>> frag = rasterize(v, torch.tensor([[0, 1, 2]]), 4, 4)
         >>> int(frag.mask.sum())

@@ -100,7 +100,7 @@ def warp(image: Tensor, flow: Tensor, *, mode: str = "bilinear", padding_mode: s
         TypeError: non-floating inputs.
         ValueError: shape mismatch, empty image, non-finite flow, unknown mode.
 
-    Example:
+    Examples:
         >>> img = torch.arange(16.0).view(1, 1, 4, 4)
         >>> flow = torch.zeros(1, 2, 4, 4); flow[:, 0] = 1.0  # read one pixel to the right
         >>> warp(img, flow)[0, 0, 0].tolist()
@@ -136,7 +136,7 @@ def splat(image: Tensor, flow: Tensor, *, eps: float = 1e-6) -> tuple[Tensor, Te
         TypeError: non-floating inputs.
         ValueError: shape mismatch, empty image, non-finite flow.
 
-    Example:
+    Examples:
         >>> img = torch.arange(4.0).view(1, 1, 2, 2)
         >>> out, w = splat(img, torch.zeros(1, 2, 2, 2))
         >>> torch.equal(out, img)

@@ -49,7 +49,7 @@ def list_models(pattern: str = "*") -> list[str]:
     Returns:
         Sorted names.
 
-    Example:
+    Examples:
         >>> "hairsynth_unet256" in list_models("hairsynth_*")
         True
     """

@@ -45,7 +45,7 @@ class HairSynthesisNet(nn.Module):
         ``image (B, 3, H, W)``, ``mask (B, 1, H, W)``, ``stroke_color (B, 3, H, W)``,
         ``stroke_mask (B, 1, H, W)`` -> dict of ``(B, 3, H, W)`` images.
 
-    Example:
+    Examples:
         >>> net = HairSynthesisNet(base_channels=4, num_downs=3)
         >>> x = torch.rand(1, 3, 32, 32); m = torch.zeros(1, 1, 32, 32); m[..., 8:24, 8:24] = 1
         >>> out = net(x, m, torch.zeros(1, 3, 32, 32), torch.zeros(1, 1, 32, 32))

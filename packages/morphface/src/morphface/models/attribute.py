@@ -72,7 +72,7 @@ class AttributeGenerator(nn.Module):
     Shape:
         - geometry: (B, 6, H, W); z: (B, latent_dim); output: (B, 5, H, W).
 
-    Example:
+    Examples:
         >>> g = AttributeGenerator(16, base_channels=4, n_down=2, latent_dim=8)
         >>> g(torch.zeros(2, 6, 16, 16), torch.zeros(2, 8)).shape
         torch.Size([2, 5, 16, 16])
@@ -204,7 +204,7 @@ class PatchDiscriminator(nn.Module):
     Shape:
         - Input: (B, C, H, W). Output: list over scales of lists of feature maps, last = patch logits.
 
-    Example:
+    Examples:
         >>> d = PatchDiscriminator(5, base_channels=4, n_layers=2, n_scales=2)
         >>> out = d(torch.zeros(1, 5, 32, 32))
         >>> len(out), out.pop().pop().shape
@@ -302,7 +302,7 @@ class Upsampler(nn.Module):
     Shape:
         - low: (B, C, h, w); geometry: (B, G, h*scale, w*scale); output: (B, C, h*scale, w*scale).
 
-    Example:
+    Examples:
         >>> Upsampler(5, scale=4, hidden=8, n_blocks=1)(torch.zeros(1, 5, 8, 8)).shape
         torch.Size([1, 5, 32, 32])
     """

@@ -53,7 +53,7 @@ class LinearFaceModel(nn.Module):
     Shape:
         - identity: (B, K); expression: (B, E); output of :meth:`vertices`: (B, V, 3).
 
-    Example:
+    Examples:
         >>> m = LinearFaceModel(torch.zeros(4, 3), torch.randn(2, 4, 3))
         >>> m.vertices(torch.zeros(1, 2)).shape
         torch.Size([1, 4, 3])

@@ -33,7 +33,7 @@ class IdentityEncoder(nn.Module):
     Attributes:
         feature_info: one dict per stage with ``num_chs``, ``reduction`` and ``module``.
 
-    Example:
+    Examples:
         >>> enc = IdentityEncoder(embedding_dim=16, base_channels=8)
         >>> torch.allclose(enc(torch.rand(2, 3, 64, 64)).norm(dim=1), torch.ones(2))
         True
@@ -139,7 +139,7 @@ class CosFaceHead(nn.Module):
     Shape:
         - embedding: ``(B, D)``; labels: ``(B,)`` int64 or ``None`` (no margin); output ``(B, N)`` logits.
 
-    Example:
+    Examples:
         >>> CosFaceHead(4, 3)(torch.randn(2, 4), torch.tensor([0, 2])).shape
         torch.Size([2, 3])
     """

@@ -83,7 +83,7 @@ class CompletionGenerator(nn.Module):
         - output: ``(B, 3, H, W)`` in (0, 1), the raw generator image (compose with
           :func:`occfill.functional.composite` to keep the visible pixels).
 
-    Example:
+    Examples:
         >>> g = CompletionGenerator(base_channels=8, depth=2)
         >>> x = torch.rand(1, 3, 16, 16)
         >>> g(x, x, torch.zeros(1, 3, 16, 16)).shape
@@ -240,7 +240,7 @@ class PatchDiscriminator(nn.Module):
         - image: ``(B, in_channels, H, W)`` in [0, 1] for the first 3 channels (mapped to [-1, 1]).
         - output: ``(B, 1, H / 2**n_layers, W / 2**n_layers)`` logits (roughly).
 
-    Example:
+    Examples:
         >>> PatchDiscriminator(base_channels=8, n_layers=2)(torch.rand(2, 3, 16, 16)).shape
         torch.Size([2, 1, 4, 4])
     """
@@ -307,7 +307,7 @@ class PoseDiscriminator(nn.Module):
     Shape:
         - image: ``(B, 3, H, W)``; pose: ``(B, P, H, W)``; output: patch logits ``(B, 1, h, w)``.
 
-    Example:
+    Examples:
         >>> d = PoseDiscriminator(base_channels=8, n_layers=2)
         >>> d(torch.rand(1, 3, 16, 16), torch.zeros(1, 3, 16, 16)).shape
         torch.Size([1, 1, 4, 4])
@@ -366,7 +366,7 @@ class LocalDiscriminator(nn.Module):
     Shape:
         - image: ``(B, 3, H, W)``; mask: ``(B, 1, H, W)`` (non-empty); output: ``(B, 1, h, w)`` logits.
 
-    Example:
+    Examples:
         >>> from occfill.masks import eye_box_mask
         >>> d = LocalDiscriminator(crop_size=16, base_channels=8, n_layers=2)
         >>> d(torch.rand(2, 3, 32, 32), eye_box_mask(32, 32, batch=2)).shape

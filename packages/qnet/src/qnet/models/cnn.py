@@ -43,7 +43,7 @@ class SmallCNN(nn.Module):
         - Input: ``(B, in_chans, H, W)``.
         - Output: ``(B, num_classes)`` logits.
 
-    Example:
+    Examples:
         >>> SmallCNN(num_classes=10)(torch.randn(2, 3, 32, 32)).shape
         torch.Size([2, 10])
     """
@@ -139,7 +139,7 @@ class CifarResNet(nn.Module):
     Raises:
         ValueError: ``depth`` is not ``6 n + 2``.
 
-    Example:
+    Examples:
         >>> CifarResNet(20)(torch.randn(1, 3, 32, 32)).shape
         torch.Size([1, 10])
     """

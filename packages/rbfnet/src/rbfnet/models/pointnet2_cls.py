@@ -101,7 +101,7 @@ class PointNet2SSG(nn.Module):
         - points: ``(B, N, 3)``; normals: ``(B, N, 3)`` when ``use_normals``.
         - output: ``(B, K)`` logits.
 
-    Example:
+    Examples:
         >>> net = PointNet2SSG(10, sa1=(16, 0.4, 8), sa2=(4, 0.8, 8), mlps=((8,), (8,), (16,)), head=(8,))
         >>> net.eval()(torch.rand(2, 64, 3)).shape
         torch.Size([2, 10])

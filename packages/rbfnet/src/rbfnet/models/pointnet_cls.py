@@ -29,7 +29,7 @@ class PointNet(nn.Module):
         - points: ``(B, N, 3)``; normals: ``(B, N, 3)`` when ``use_normals``.
         - output: ``(B, K)`` logits.
 
-    Example:
+    Examples:
         >>> PointNet(10, mlp=(8, 16), head=(16,)).eval()(torch.rand(2, 32, 3)).shape
         torch.Size([2, 10])
     """

@@ -62,7 +62,7 @@ class RBFNet(nn.Module):
         - points: ``(B, N, 3)``; normals: ``(B, N, 3)`` when ``use_normals``.
         - output: ``(B, K)`` logits.
 
-    Example:
+    Examples:
         >>> net = RBFNet(10, num_kernels=32, mlp=(16, 32), head=(32,)).eval()
         >>> net(torch.rand(2, 64, 3)).shape
         torch.Size([2, 10])
