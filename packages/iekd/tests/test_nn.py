@@ -183,3 +183,15 @@ class TestTwins:
     def test_reprs_show_config(self):
         assert "temperature=2.0" in repr(iekd.KDLoss(temperature=2.0))
         assert "explore_encoder='frozen'" in repr(iekd.InheritExploreLoss(8, 4))
+
+
+@pytest.mark.slow
+def test_torch_compile_matches_eager(device):
+    ie = iekd.InheritExploreLoss(8, 4, device=device).eval()
+    s, t = torch.randn(2, 8, 4, 4, device=device), torch.randn(2, 4, 4, 4, device=device)
+    ref = ie(s, t)
+    out = torch.compile(ie)(s, t)
+    torch.testing.assert_close(out.total, ref.total, rtol=1e-4, atol=1e-5)
+    zs, zt = torch.randn(3, 5, device=device), torch.randn(3, 5, device=device)
+    kd = torch.compile(iekd.KDLoss(temperature=4.0))
+    torch.testing.assert_close(kd(zs, zt), IF.kd_loss(zs, zt, temperature=4.0), rtol=1e-4, atol=1e-5)
