@@ -10,7 +10,7 @@ accuracy, mean +/- std over seeds, beside the paper's (secondary-source, CIFAR-1
 
 Default (full): 24 identities at 16 px (32 px, the CIFAR size, with ``--size 32``; about 4x slower), seeds 1 2 3,
 teacher 30 epochs, students 12 epochs. ``--quick``: 8 identities, 16 px, one seed, teacher 20 epochs (a smoke
-check, about 2 min on one CPU thread). Run with ``OMP_NUM_THREADS=1`` on a shared 2-core machine.
+check, 84 s on one CPU thread of the development machine). Run with ``OMP_NUM_THREADS=1`` on a shared 2-core machine.
 Writes ``report.md``, ``results.json`` and ``accuracy_curves.png`` into ``--out``.
 """
 

@@ -82,3 +82,27 @@ def test_dataset_normalise_and_augment():
     assert aug[0][0].shape == (3, 8, 8)
     with pytest.raises(ValueError, match=r"ImageTensorDataset: 'labels' must have shape \(3,\)"):
         ImageTensorDataset(imgs, torch.tensor([0, 1]))
+
+
+def test_cifar100_reader(tmp_path):
+    # CIFAR-100 python layout: 'meta' with 'fine_label_names', 'train'/'test' dicts with 'fine_labels'.
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    with open(folder / "meta", "wb") as fh:
+        pickle.dump({"fine_label_names": [f"f{i}" for i in range(100)], "coarse_label_names": ["c"]}, fh)
+    for name, n in (("train", 6), ("test", 3)):
+        data = {
+            "data": rng.integers(0, 255, (n, 3072), dtype=np.uint8),
+            "fine_labels": list(range(90, 90 + n)),
+        }
+        data["coarse_labels"] = [0] * n
+        with open(folder / name, "wb") as fh:
+            pickle.dump(data, fh)
+    tr = read_cifar(tmp_path, train=True)
+    te = read_cifar(tmp_path, train=False)
+    assert tr.images.shape == (6, 3, 32, 32) and te.labels.tolist() == [90, 91, 92]
+    assert len(tr.classes) == 100 and tr.classes[90] == "f90"
+    # Row-major CHW layout of the official files: the first 1024 bytes are the red plane.
+    raw = pickle.load(open(folder / "test", "rb"))["data"]
+    assert int(te.images[1, 0, 0, 1]) == int(raw[1, 1]) and int(te.images[1, 1, 0, 0]) == int(raw[1, 1024])
