@@ -138,3 +138,46 @@ def count_parameters(model: nn.Module, *, trainable_only: bool = True) -> int:
         The parameter count.
     """
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+class PointCloudClassifier(nn.Module):
+    """Shared interface of the classifiers: ``forward_features`` -> global descriptor -> ``head``.
+
+    Subclasses set ``self.head`` (an ``nn.Sequential`` ending in the logit layer), ``self.num_classes``
+    and ``self.uses_normals``, and implement ``forward_features(points, normals)`` -> ``(B, num_features)``.
+    """
+
+    head: nn.Sequential
+    num_classes: int
+    uses_normals: bool
+
+    def forward_features(self, points: torch.Tensor, normals: torch.Tensor | None = None) -> torch.Tensor:
+        """Global descriptors ``(B, num_features)`` of clouds ``(B, N, 3)``; implemented by subclasses."""
+        raise NotImplementedError
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Classifier head.
+
+        Args:
+            x: global descriptors, ``(B, num_features)``.
+            pre_logits: return the last hidden layer ``(B, head[-1])`` instead of the logits.
+
+        Returns:
+            ``(B, K)`` logits, or the pre-logit features.
+        """
+        return self.head[:-1](x) if pre_logits else self.head(x)
+
+    def forward(self, points: torch.Tensor, normals: torch.Tensor | None = None) -> torch.Tensor:
+        """Classify clouds.
+
+        Args:
+            points: ``(B, N, 3)`` xyz.
+            normals: ``(B, N, 3)`` unit normals, required when the model uses normals.
+
+        Returns:
+            ``(B, K)`` logits.
+        """
+        return self.forward_head(self.forward_features(points, normals))
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, use_normals={self.uses_normals}"

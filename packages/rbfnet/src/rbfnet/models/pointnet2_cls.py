@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..ops import ball_query, farthest_point_sample, gather_points
-from ._common import check_cloud_input, check_num_classes, make_head, shared_mlp
+from ._common import PointCloudClassifier, check_cloud_input, check_num_classes, make_head, shared_mlp
 
 __all__ = ["PointNet2SSG", "SetAbstraction"]
 
@@ -78,7 +78,7 @@ class SetAbstraction(nn.Module):
         return f"num_centroids={self.num_centroids}, radius={self.radius}, num_neighbors={self.num_neighbors}"
 
 
-class PointNet2SSG(nn.Module):
+class PointNet2SSG(PointCloudClassifier):
     """PointNet++ SSG classifier (Qi et al., NeurIPS 2017): SA(512, 0.2, 32; 64-64-128),
     SA(128, 0.4, 64; 128-128-256), SA(all; 256-512-1024), FC 512-256-K with dropout.
 
@@ -156,30 +156,3 @@ class PointNet2SSG(nn.Module):
         xyz, feats = self.sa2(xyz, feats)
         _, feats = self.sa3(xyz, feats)
         return feats.squeeze(1)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Classifier head.
-
-        Args:
-            x: global descriptors, ``(B, num_features)``.
-            pre_logits: return the last hidden layer ``(B, head[-1])`` instead of the logits.
-
-        Returns:
-            ``(B, K)`` logits, or the pre-logit features.
-        """
-        return self.head[:-1](x) if pre_logits else self.head(x)
-
-    def forward(self, points: torch.Tensor, normals: torch.Tensor | None = None) -> torch.Tensor:
-        """Classify clouds.
-
-        Args:
-            points: ``(B, N, 3)`` xyz.
-            normals: ``(B, N, 3)`` unit normals, required when the model uses normals.
-
-        Returns:
-            ``(B, K)`` logits.
-        """
-        return self.forward_head(self.forward_features(points, normals))
-
-    def extra_repr(self) -> str:
-        return f"num_classes={self.num_classes}, use_normals={self.uses_normals}"

@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 
-from ._common import check_cloud_input, check_num_classes, make_head, shared_mlp
+from ._common import PointCloudClassifier, check_cloud_input, check_num_classes, make_head, shared_mlp
 
 __all__ = ["PointNet"]
 
 
-class PointNet(nn.Module):
+class PointNet(PointCloudClassifier):
     """PointNet vanilla (Qi et al., CVPR 2017, "PointNet (vanilla)" row of its Table 1): shared per-point
     MLP 64-64-64-128-1024 (BN + ReLU), max-pool over points, FC 512-256-K with dropout.
 
@@ -71,30 +70,3 @@ class PointNet(nn.Module):
         check_cloud_input("PointNet.forward_features", points, normals, self.uses_normals)
         x = points if not self.uses_normals else torch.cat([points, normals.to(points.dtype)], -1)  # type: ignore[union-attr]
         return self.mlp(x).amax(dim=1)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Classifier head.
-
-        Args:
-            x: global descriptors, ``(B, num_features)``.
-            pre_logits: return the last hidden layer ``(B, head[-1])`` instead of the logits.
-
-        Returns:
-            ``(B, K)`` logits, or the pre-logit features.
-        """
-        return self.head[:-1](x) if pre_logits else self.head(x)
-
-    def forward(self, points: torch.Tensor, normals: torch.Tensor | None = None) -> torch.Tensor:
-        """Classify clouds.
-
-        Args:
-            points: ``(B, N, 3)`` xyz.
-            normals: ``(B, N, 3)`` unit normals, required when the model uses normals.
-
-        Returns:
-            ``(B, K)`` logits.
-        """
-        return self.forward_head(self.forward_features(points, normals))
-
-    def extra_repr(self) -> str:
-        return f"num_classes={self.num_classes}, use_normals={self.uses_normals}"

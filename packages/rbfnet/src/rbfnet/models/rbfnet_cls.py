@@ -11,12 +11,12 @@ from torch import nn
 from .._checks import check_choice, check_int, check_positive
 from ..functional import AGGREGATIONS
 from ..nn import RBFLayer
-from ._common import check_cloud_input, check_num_classes, make_head, shared_mlp
+from ._common import PointCloudClassifier, check_cloud_input, check_num_classes, make_head, shared_mlp
 
 __all__ = ["RBFNet"]
 
 
-class RBFNet(nn.Module):
+class RBFNet(PointCloudClassifier):
     """Point-cloud classifier built on RBF activation layers (Chen et al., arXiv:1812.04302).
 
     Point-wise aggregation (default; the reading both public re-implementations share): each point's
@@ -183,30 +183,6 @@ class RBFNet(nn.Module):
             out = part if out is None else torch.maximum(out, part)
         assert out is not None
         return out
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Classifier head.
-
-        Args:
-            x: global descriptors, ``(B, num_features)``.
-            pre_logits: return the last hidden layer ``(B, head[-1])`` instead of the logits.
-
-        Returns:
-            ``(B, K)`` logits, or the pre-logit features.
-        """
-        return self.head[:-1](x) if pre_logits else self.head(x)
-
-    def forward(self, points: torch.Tensor, normals: torch.Tensor | None = None) -> torch.Tensor:
-        """Classify clouds.
-
-        Args:
-            points: ``(B, N, 3)`` xyz.
-            normals: ``(B, N, 3)`` unit normals, required when the model uses normals.
-
-        Returns:
-            ``(B, K)`` logits.
-        """
-        return self.forward_head(self.forward_features(points, normals))
 
     def extra_repr(self) -> str:
         return (
