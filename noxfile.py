@@ -129,6 +129,9 @@ def tests(session: nox.Session, package: str, device: str) -> None:
     if device == "cuda":
         _require_cuda(session)
     session.env[f"{package.upper()}_TEST_DEVICE"] = device
+    # Small test tensors gain nothing from intra-op threads, and OpenMP spin-waiting on a busy 2-core
+    # machine slowed suites ~10x; the training tests' thresholds were tuned single-threaded.
+    session.env.setdefault("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
     session.env.setdefault("SHARED_DATA", str(SHARED_DATA))
     session.chdir(ROOT / "packages" / package)
     session.run("python", "-m", "pytest", "-p", "no:cacheprovider", *session.posargs)
