@@ -29,7 +29,7 @@ def clean_state_dict(state_dict: dict[str, Any]) -> dict[str, Any]:
     Returns:
         A new dict with clean keys (same tensors).
 
-    Example:
+    Examples:
         >>> list(clean_state_dict({"module.fc.weight": 1}))
         ['fc.weight']
     """

@@ -104,7 +104,7 @@ def factor_distance(
         TypeError: an input is not a floating tensor.
         ValueError: shapes, dtypes or devices differ, ``p`` or ``reduction`` is invalid.
 
-    Example:
+    Examples:
         >>> x = torch.tensor([[3.0, 4.0]]); y = torch.tensor([[4.0, 3.0]])
         >>> round(float(factor_distance(x, y)), 4)  # (|0.6-0.8| + |0.8-0.6|) / 2
         0.2
@@ -139,7 +139,7 @@ def inheritance_loss(
         TypeError: non-floating inputs.
         ValueError: mismatched shapes/dtypes/devices, bad ``p``/``reduction``.
 
-    Example:
+    Examples:
         >>> s = torch.randn(2, 4, 3, 3); inheritance_loss(s, s).item()
         0.0
     """
@@ -174,7 +174,7 @@ def exploration_loss(
         TypeError: non-floating inputs.
         ValueError: mismatched shapes/dtypes/devices, bad ``p``/``reduction``.
 
-    Example:
+    Examples:
         >>> x = torch.tensor([[3.0, 4.0]]); y = torch.tensor([[4.0, 3.0]])
         >>> round(float(exploration_loss(x, y)), 4)
         -0.2
@@ -209,7 +209,7 @@ def factor_transfer_loss(
         TypeError: non-floating inputs.
         ValueError: mismatched shapes/dtypes/devices, bad ``p``/``reduction``.
 
-    Example:
+    Examples:
         >>> s = torch.randn(2, 4, 3, 3); factor_transfer_loss(s, 2 * s).abs().item() < 1e-6
         True
     """
@@ -237,7 +237,7 @@ def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor, *, p
         TypeError: non-floating inputs.
         ValueError: mismatched shapes/dtypes/devices or bad ``p``.
 
-    Example:
+    Examples:
         >>> reconstruction_loss(torch.zeros(1, 2), torch.tensor([[1.0, -3.0]])).item()
         2.0
     """
@@ -280,7 +280,7 @@ def kd_loss(
         TypeError: non-floating logits.
         ValueError: shape/device mismatch or ``temperature <= 0``.
 
-    Example:
+    Examples:
         >>> z = torch.randn(3, 5); kd_loss(z, z).abs().item() < 1e-6
         True
     """
@@ -309,7 +309,7 @@ def attention_map(feature: torch.Tensor, *, p: int = 2) -> torch.Tensor:
         TypeError: non-floating input.
         ValueError: not 4-D, or ``p < 1``.
 
-    Example:
+    Examples:
         >>> attention_map(torch.ones(1, 3, 2, 2)).tolist()
         [[0.5, 0.5, 0.5, 0.5]]
     """
@@ -341,7 +341,7 @@ def attention_transfer_loss(
         TypeError: non-floating inputs.
         ValueError: not 4-D, batch or spatial sizes differ, devices differ.
 
-    Example:
+    Examples:
         >>> f = torch.randn(2, 3, 4, 4); attention_transfer_loss(f, torch.cat([f, f], 1)).abs().item() < 1e-6
         True
     """
@@ -382,7 +382,7 @@ def dml_loss(
         TypeError: non-floating logits.
         ValueError: shape/device mismatch or ``temperature <= 0``.
 
-    Example:
+    Examples:
         >>> z = torch.randn(3, 5); dml_loss(z, z).abs().item() < 1e-6
         True
     """
@@ -413,7 +413,7 @@ def split_channels(
         TypeError: ``feature`` or ``index`` is not a tensor, or ``index`` is not integer.
         ValueError: bad rank, ``inherit_channels`` out of range, or ``index`` not of shape ``(C,)``.
 
-    Example:
+    Examples:
         >>> a, b = split_channels(torch.zeros(2, 6, 3, 3), 2)
         >>> tuple(a.shape), tuple(b.shape)
         ((2, 2, 3, 3), (2, 4, 3, 3))

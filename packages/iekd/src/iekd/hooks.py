@@ -26,7 +26,7 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     Returns:
         The innermost wrapped module (``model`` itself when it is not wrapped).
 
-    Example:
+    Examples:
         >>> m = nn.Linear(2, 2); unwrap_model(m) is m
         True
     """
@@ -66,7 +66,7 @@ class FeatureTap:
         TypeError: ``model`` is not an ``nn.Module`` or a name is not a string.
         ValueError: no layers, a duplicated name, or a name that does not exist (the message lists close matches).
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
         >>> with FeatureTap(net, ["1"]) as tap:
         ...     y = net(torch.randn(5, 4))

@@ -90,7 +90,7 @@ class Translator(nn.Module):
         - Input: ``(B, in_channels, H, W)``.
         - Output: ``(B, out_channels, H, W)``.
 
-    Example:
+    Examples:
         >>> Translator(8, 4)(torch.randn(2, 8, 5, 5)).shape
         torch.Size([2, 4, 5, 5])
     """
@@ -152,7 +152,7 @@ class FactorAutoencoder(nn.Module):
         - Input: ``(B, C, H, W)``.
         - Output: :class:`FactorOutput` with ``factor (B, C', H, W)`` and ``reconstruction (B, C, H, W)``.
 
-    Example:
+    Examples:
         >>> ae = FactorAutoencoder(8, 0.5)
         >>> out = ae(torch.randn(2, 8, 4, 4)); out.factor.shape, out.reconstruction.shape
         (torch.Size([2, 4, 4, 4]), torch.Size([2, 8, 4, 4]))
@@ -262,7 +262,7 @@ class InheritExploreLoss(nn.Module):
         - student_feature: ``(B, C_s, H, W)``; teacher_factor: ``(B, C', H, W)``.
         - Output: :class:`IELossOutput` of scalars.
 
-    Example:
+    Examples:
         >>> ie = InheritExploreLoss(8, 4)
         >>> out = ie(torch.randn(2, 8, 4, 4), torch.randn(2, 4, 4, 4))
         >>> bool(out.inherit >= 0), bool(out.explore <= 0)
@@ -406,7 +406,7 @@ class InheritanceLoss(nn.Module):
     Shape:
         - Inputs: two tensors ``(B, C', H, W)``; output: scalar.
 
-    Example:
+    Examples:
         >>> x = torch.randn(2, 3, 2, 2); InheritanceLoss()(x, x).item()
         0.0
     """
@@ -433,7 +433,7 @@ class ExplorationLoss(InheritanceLoss):
     Shape:
         - Inputs: two tensors ``(B, C', H, W)``; output: scalar ``<= 0``.
 
-    Example:
+    Examples:
         >>> x = torch.randn(2, 3, 2, 2); ExplorationLoss()(x, x).item()
         -0.0
     """
@@ -453,7 +453,7 @@ class FactorTransferLoss(InheritanceLoss):
     Shape:
         - Inputs: two tensors ``(B, C', H, W)``; output: scalar.
 
-    Example:
+    Examples:
         >>> x = torch.randn(2, 3, 2, 2); FactorTransferLoss()(x, x).item()
         0.0
     """
@@ -472,7 +472,7 @@ class ReconstructionLoss(nn.Module):
     Shape:
         - Inputs: two tensors ``(B, C, H, W)``; output: scalar.
 
-    Example:
+    Examples:
         >>> ReconstructionLoss()(torch.zeros(1, 2), torch.ones(1, 2)).item()
         1.0
     """
@@ -498,7 +498,7 @@ class KDLoss(nn.Module):
     Shape:
         - Inputs: two tensors ``(B, K)``; output: scalar.
 
-    Example:
+    Examples:
         >>> z = torch.randn(2, 3); KDLoss(temperature=2.0)(z, z).abs().item() < 1e-6
         True
     """
@@ -525,7 +525,7 @@ class AttentionTransferLoss(nn.Module):
     Shape:
         - Inputs: ``(B, C_s, H, W)`` and ``(B, C_t, H, W)``; output: scalar.
 
-    Example:
+    Examples:
         >>> f = torch.randn(2, 3, 4, 4); AttentionTransferLoss()(f, f).item()
         0.0
     """
@@ -552,7 +552,7 @@ class DMLLoss(nn.Module):
     Shape:
         - Inputs: two tensors ``(B, K)``; output: scalar.
 
-    Example:
+    Examples:
         >>> z = torch.randn(2, 3); DMLLoss()(z, z).abs().item() < 1e-6
         True
     """

@@ -167,7 +167,7 @@ def stratified_split(
     Raises:
         ValueError: ``test_fraction`` outside ``(0, 1)`` or ``labels`` not 1-D.
 
-    Example:
+    Examples:
         >>> tr, te = stratified_split(torch.tensor([0, 0, 0, 0, 1, 1, 1, 1]), test_fraction=0.25)
         >>> len(tr), len(te)
         (6, 2)

@@ -43,7 +43,7 @@ def list_models(pattern: str = "*") -> list[str]:
     Returns:
         The matching names.
 
-    Example:
+    Examples:
         >>> "resnet20" in list_models("resnet*")
         True
     """
@@ -64,7 +64,7 @@ def create_model(name: str, *, weights: str | os.PathLike[str] | None = None, **
     Raises:
         ValueError: unknown ``name`` (the message lists close names).
 
-    Example:
+    Examples:
         >>> create_model("resnet20", num_classes=10).num_classes
         10
     """
