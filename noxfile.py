@@ -135,6 +135,11 @@ def tests(session: nox.Session, package: str, device: str) -> None:
     session.env.setdefault("SHARED_DATA", str(SHARED_DATA))
     session.chdir(ROOT / "packages" / package)
     session.run("python", "-m", "pytest", "-p", "no:cacheprovider", *session.posargs)
+    if device == "cpu" and not session.posargs:
+        # Docstring examples of the installed package (not the source tree), so they cannot rot.
+        session.run(
+            "python", "-m", "pytest", "-p", "no:cacheprovider", "-q", "--doctest-modules", "--pyargs", package
+        )
 
 
 @nox.session
