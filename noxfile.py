@@ -210,7 +210,12 @@ def summary(session: nox.Session) -> None:
             cells = [row.get(k) for k in ("setting", "metric", "ours", "baseline", "paper")]
             fmt = ["" if c is None else (f"{c:.4g}" if isinstance(c, float) else str(c)) for c in cells]
             lines.append(f"| {package} | " + " | ".join(fmt) + " |")
-    session.log("Reproduction summary\n" + "\n".join(lines))
+    verdicts = []
+    for package in PACKAGES:
+        path = ROOT / "reports" / package / "results.json"
+        if path.exists():
+            verdicts.append(f"- {package}: {json.loads(path.read_text()).get('verdict', '(no verdict)')}")
+    session.log("Reproduction summary\n" + "\n".join(lines) + "\n\nVerdicts\n" + "\n".join(verdicts))
 
 
 @nox.session(tags=["check"])
