@@ -53,7 +53,7 @@ def wheels(tmp_path_factory) -> dict[str, str]:
     built = {}
     for name in PACKAGES:
         dest = out / name
-        _run(["hatch", "build", "-t", "wheel", str(dest)], cwd=ROOT / "packages" / name)
+        _run([sys.executable, "-m", "hatch", "build", "-t", "wheel", str(dest)], cwd=ROOT / "packages" / name)
         (wheel,) = dest.glob("*.whl")
         built[name] = str(wheel)
     return built
@@ -81,3 +81,19 @@ def test_wheel_installs_alone_and_quick_start_runs(name, wheels, tmp_path):
     script = work / "quick_start.py"
     script.write_text(quick_start)
     _run([py, str(script)], cwd=work, env={**os.environ, "PYTHONPATH": ""})
+
+
+def test_all_wheels_install_together_without_clashes(wheels, tmp_path):
+    """A user may install several methods in one environment: no file clashes, every package imports."""
+    venv = tmp_path / "venv"
+    _run([sys.executable, "-m", "venv", str(venv)])
+    py = str(venv / "bin" / "python")
+    _run([py, "-m", "pip", "install", "-q", *shlex.split(TORCH_SPEC)])
+    _run([py, "-m", "pip", "install", "-q", *wheels.values()])
+    # pip check: every declared dependency of every package is satisfied by the shared environment.
+    _run([py, "-m", "pip", "check"])
+    code = "import json, {mods}; print(json.dumps({{m.__name__: m.__version__ for m in ({mods},)}}))".format(
+        mods=", ".join(PACKAGES)
+    )
+    out = json.loads(_run([py, "-c", code], cwd=tmp_path).stdout.strip().splitlines()[-1])
+    assert out == {name: package_version(name) for name in PACKAGES}
