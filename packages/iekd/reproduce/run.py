@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     teacher = iekd.models.resnet20(num_classes=ncls).to(dev)
     tres = distill(
         teacher,
-        teacher,
+        None,
         train,
         method="ce",
         epochs=cfg["teacher_epochs"],

@@ -95,6 +95,55 @@ def test_ie_at_native_and_bad_args(device):
         distill(student, teacher, _tiny_loader(), method="at", student_layer="layer2", epochs=1)
 
 
+def test_ce_trains_without_teacher(device):
+    """``ce`` takes teacher=None and any classifier (no 'feature_layer'); a given teacher is ignored, so the
+    run is identical with or without one, and the teacher is neither run nor switched to eval mode."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(48, 6, generator=g)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()  # 3 classes, learnable by a small MLP
+    loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=False)
+
+    def run(teacher):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3)).to(device)
+        return distill(
+            net,
+            teacher,
+            loader,
+            method="ce",
+            epochs=8,
+            optimizer=sgd(0.1),
+            eval_loader=loader,
+            progress=False,
+        )
+
+    res = run(None)
+    hist = res.history
+    assert set(hist[0]) >= {"ce", "total", "correct", "val_acc"} and "kd" not in hist[0]
+    assert hist[-1]["ce"] < hist[0]["ce"] and res.extras == {}
+    teacher = torch.nn.Linear(6, 3)  # not even a valid teacher for these inputs' methods: never run
+    teacher.train()
+    with_teacher = run(teacher).history
+    assert teacher.training and all(p.grad is None for p in teacher.parameters())
+    for a, b in zip(hist, with_teacher, strict=True):
+        assert a["ce"] == pytest.approx(b["ce"], rel=1e-6)
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "ce"])
+def test_teacher_none_needs_ce(method, device):
+    student, _ = _nets(device)
+    with pytest.raises(ValueError, match=rf"distill: 'teacher' is required for method='{method}'.*got None"):
+        distill(student, None, _tiny_loader(), method=method, epochs=1, progress=False)
+
+
+def test_distill_rejects_non_modules(device):
+    student, _ = _nets(device)
+    with pytest.raises(TypeError, match=r"distill: 'teacher' must be a torch\.nn\.Module or None; got str"):
+        distill(student, "resnet20", _tiny_loader(), method="kd")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"distill: 'student' must be a torch\.nn\.Module; got function"):
+        distill(lambda x: x, None, _tiny_loader(), method="ce")  # type: ignore[arg-type]
+
+
 def test_checkpoint_resume_is_exact(device, tmp_path):
     _, teacher = _nets(device)
     factor = train_factor(teacher, _tiny_loader(), epochs=1, progress=False)
@@ -175,7 +224,7 @@ def test_ie_kd_beats_cross_entropy_on_real_faces(shared_data, device):
     torch.manual_seed(0)
     teacher = iekd.models.resnet14(num_classes=8).to(device)
     t = distill(
-        teacher, teacher, train, method="ce", epochs=20, optimizer=sgd(0.05), eval_loader=test, progress=False
+        teacher, None, train, method="ce", epochs=20, optimizer=sgd(0.05), eval_loader=test, progress=False
     )
     assert t.history[-1]["val_acc"] > 0.55  # chance is 0.125
     results = {}

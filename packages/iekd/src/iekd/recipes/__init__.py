@@ -166,7 +166,7 @@ class _DistillStudent(nn.Module):
     """Student + its loss heads; forward returns the loss terms so DDP syncs every trained parameter."""
 
     def __init__(
-        self, student: nn.Module, layer: str, method: str, heads: nn.ModuleDict, hp: dict[str, Any]
+        self, student: nn.Module, layer: str | None, method: str, heads: nn.ModuleDict, hp: dict[str, Any]
     ) -> None:
         super().__init__()
         self.student = student
@@ -174,7 +174,8 @@ class _DistillStudent(nn.Module):
         self.layer = layer
         self.method = method
         self.hp = hp
-        self.tap = FeatureTap(student, layer)
+        # "ce" uses no feature: no hook, so a student without a 'feature_layer' trains as is
+        self.tap = FeatureTap(student, layer) if layer is not None else None
 
     def forward(
         self,
@@ -186,9 +187,13 @@ class _DistillStudent(nn.Module):
     ) -> dict[str, torch.Tensor]:
         hp, m = self.hp, self.method
         logits = self.student(x)
-        f_s = self.tap[self.layer]
         ce = F.cross_entropy(logits, y)
         terms: dict[str, torch.Tensor] = {"ce": ce}
+        if m == "ce" or self.tap is None or self.layer is None:
+            terms["total"] = ce
+            terms["correct"] = (logits.detach().argmax(1) == y).float().mean()
+            return terms
+        f_s = self.tap[self.layer]
         if m in ("kd", "ie-kd"):
             assert t_logits is not None
             terms["kd"] = IF.kd_loss(logits, t_logits, temperature=hp["temperature"])
@@ -223,7 +228,7 @@ class _DistillStudent(nn.Module):
 
 def distill(
     student: nn.Module,
-    teacher: nn.Module,
+    teacher: nn.Module | None,
     loader: Iterable[Any],
     *,
     method: Method = "ie-kd",
@@ -253,7 +258,7 @@ def distill(
     checkpoint: str | os.PathLike[str] | None = None,
     resume: bool = False,
 ) -> TrainResult:
-    """Train ``student`` from a frozen ``teacher`` with one of the paper's methods.
+    """Train ``student`` from a frozen ``teacher`` with one of the paper's methods (or alone with ``ce``).
 
     Losses per batch (``CE`` = cross-entropy on labels, ``F_T`` = teacher factor, ``IE`` =
     :class:`iekd.InheritExploreLoss` total ``w_inh L_inh + w_exp L_exp``):
@@ -268,15 +273,17 @@ def distill(
       ``CE + at_weight * (AT(f_inh, f_T) - AT(f_exp, f_T))`` (``ie_at="native"``).
 
     The teacher and its factor auto-encoder run in eval mode without gradients. Methods that need ``F_T``
-    train a factor auto-encoder first with :func:`train_factor` when ``factor`` is ``None``.
+    train a factor auto-encoder first with :func:`train_factor` when ``factor`` is ``None``. ``ce`` needs no
+    teacher: pass ``teacher=None`` (a teacher given with ``ce`` is ignored: not moved, not put in eval mode,
+    never run), and no feature layer is tapped, so any classifier trains with it.
 
     Args:
         student: the network to train (returns logits).
-        teacher: the frozen teacher (returns logits).
+        teacher: the frozen teacher (returns logits); ``None`` is allowed only with ``method="ce"``.
         loader: training batches ``(images, labels)``.
         method: one of :data:`METHODS`.
-        student_layer: distilled student submodule (default: its ``feature_layer``).
-        teacher_layer: distilled teacher submodule (default: its ``feature_layer``).
+        student_layer: distilled student submodule (default: its ``feature_layer``; unused by ``ce``).
+        teacher_layer: distilled teacher submodule (default: its ``feature_layer``; unused by ``ce``).
         factor: a trained teacher :class:`iekd.FactorAutoencoder` (``ft`` and ``ie-*``).
         epochs: student epochs (paper: 160).
         factor_epochs: epochs of the auto-encoder when it is trained here.
@@ -306,11 +313,38 @@ def distill(
         ``factor``).
 
     Raises:
-        ValueError: unknown ``method``/``ie_at``, bad layer names, or feature shapes that do not fit.
+        TypeError: ``student`` (or a given ``teacher``) is not an ``nn.Module``.
+        ValueError: unknown ``method``/``ie_at``, ``teacher=None`` with a method other than ``ce``, bad layer
+            names, or feature shapes that do not fit.
     """
     fn = "distill"
     if method not in METHODS:
         raise ValueError(f"{fn}: 'method' must be one of {METHODS}; got {method!r}")
+    if not isinstance(student, nn.Module):
+        raise TypeError(f"{fn}: 'student' must be a torch.nn.Module; got {type(student).__name__}")
+    if method == "ce":
+        if teacher is not None:
+            logger.debug("%s: method='ce' ignores the given teacher", fn)
+        return _train_ce(
+            student,
+            loader,
+            student_layer=student_layer,
+            epochs=epochs,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            eval_loader=eval_loader,
+            device=device,
+            callback=callback,
+            progress=progress,
+            checkpoint=checkpoint,
+            resume=resume,
+        )
+    if teacher is None:
+        raise ValueError(
+            f"{fn}: 'teacher' is required for method={method!r} (only 'ce' trains without one); got None"
+        )
+    if not isinstance(teacher, nn.Module):
+        raise TypeError(f"{fn}: 'teacher' must be a torch.nn.Module or None; got {type(teacher).__name__}")
     if ie_at not in ("additive", "native"):
         raise ValueError(f"{fn}: 'ie_at' must be 'additive' or 'native'; got {ie_at!r}")
     if not 0.0 <= alpha <= 1.0:
@@ -399,17 +433,15 @@ def distill(
         resume=resume,
         config=config,
     )
-    needs_teacher = method != "ce"
 
     def step(batch: Any) -> dict[str, float]:
         x, y = to_device(batch, dev)
-        t_logits = t_feat = t_factor = None
-        if needs_teacher:
-            with torch.no_grad():
-                t_logits = teacher(x)
-                t_feat = t_tap[t_layer]
-                if factor is not None and needs_factor:
-                    t_factor = factor.encode(t_feat)
+        t_factor = None
+        with torch.no_grad():
+            t_logits = teacher(x)
+            t_feat = t_tap[t_layer]
+            if factor is not None and needs_factor:
+                t_factor = factor.encode(t_feat)
         terms = wrapped(x, y, t_logits, t_feat, t_factor)
         opt.zero_grad(set_to_none=True)
         terms["total"].backward()
@@ -424,11 +456,66 @@ def distill(
         runner.run(loader, step, evaluate if eval_loader is not None else None)
     finally:
         t_tap.remove()
-        bundle.tap.remove()
+        if bundle.tap is not None:
+            bundle.tap.remove()
     extras: dict[str, nn.Module] = dict(heads.items())
     if factor is not None:
         extras["factor"] = factor
     return TrainResult(student, runner.history, extras)
+
+
+def _train_ce(
+    student: nn.Module,
+    loader: Iterable[Any],
+    *,
+    student_layer: str | None,
+    epochs: int,
+    optimizer: OptimizerFactory | None,
+    scheduler: SchedulerFactory | None,
+    eval_loader: Iterable[Any] | None,
+    device: torch.device | str | None,
+    callback: Callback | None,
+    progress: bool | None,
+    checkpoint: str | os.PathLike[str] | None,
+    resume: bool,
+) -> TrainResult:
+    """The ``ce`` branch of :func:`distill`: cross-entropy only, no teacher, no feature hook."""
+    fn = "distill"
+    dev = resolve_device(device, student)
+    student = unwrap_model(student).to(dev)
+    bundle = _DistillStudent(student, None, "ce", nn.ModuleDict(), {})
+    wrapped = maybe_ddp(bundle, dev)
+    opt = (optimizer or sgd(0.1))(p_ for p_ in bundle.parameters() if p_.requires_grad)
+    sch = (scheduler or default_scheduler(epochs))(opt)
+    # same recipe name and module keys as the teacher methods, so checkpoint formats stay one
+    config: dict[str, Any] = {"method": "ce", "student_layer": student_layer, "teacher_layer": None}
+    runner = EpochRunner(
+        name=fn,
+        modules={"bundle": bundle},
+        optimizers={"student": opt},
+        schedulers={"student": sch},
+        epochs=epochs,
+        callback=callback,
+        progress=progress,
+        checkpoint=checkpoint,
+        resume=resume,
+        config=config,
+    )
+
+    def step(batch: Any) -> dict[str, float]:
+        x, y = to_device(batch, dev)
+        terms = wrapped(x, y, None, None, None)
+        opt.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        opt.step()
+        return {k: float(v.detach()) for k, v in terms.items()}
+
+    def evaluate() -> dict[str, float]:
+        assert eval_loader is not None
+        return {"val_acc": accuracy(student, eval_loader, dev)}
+
+    runner.run(loader, step, evaluate if eval_loader is not None else None)
+    return TrainResult(student, runner.history, {})
 
 
 class _MutualNet(nn.Module):
