@@ -107,6 +107,29 @@ def main() -> int:
                     "peak_mib": peak,
                 }
             )
+        if variant == "small":  # same weights in the default contiguous layout (the pre-0.1.0 path)
+            ref = (
+                undistort.Undistorter(
+                    und.flow_net, und.distance_net, und.completion_net, und.seg_net, channels_last=False
+                )
+                .to(dev)
+                .eval()
+            )
+            for prm in ref.parameters():
+                prm.data = prm.data.contiguous()
+            img = torch.rand(1, 3, 256, 256, device=dev)
+            with torch.inference_mode():
+                ms = _time(lambda ref=ref, img=img: ref(img), args.reps, dev)
+            rows.append(
+                {
+                    "what": "Undistorter[small, work 128] full cascade, channels_last=False",
+                    "size": 256,
+                    "ms": ms,
+                }
+            )
+            for prm in ref.parameters():
+                if prm.dim() == 4:
+                    prm.data = prm.data.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             img = torch.rand(1, 3, 256, 256, device=dev)
             ms = _time(

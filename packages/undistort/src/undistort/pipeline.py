@@ -108,6 +108,10 @@ class Undistorter(nn.Module):
         head_height_cm: physical height of what the head mask covers, for :meth:`estimate_camera`
             (default: the ICT-FaceKit head+neck height that the synthetic masks cover).
         hole_threshold: probability threshold of the corrected-head mask.
+        channels_last: store the sub-networks' 4-D weights in ``torch.channels_last`` memory format
+            (performance only: the oneDNN CPU convolutions, pooling and concatenations run about 1.3x
+            faster; results equal the default layout's to float rounding, ~1e-5). The networks passed in
+            are converted in place. ``False`` keeps PyTorch's default (contiguous) layout.
 
     Shape:
         - image: ``(B, 3, H, W)``; output ``corrected`` ``(B, 3, H, W)``, ``flow`` ``(B, 2, H, W)``.
@@ -123,6 +127,7 @@ class Undistorter(nn.Module):
         work_size: int = 128,
         head_height_cm: float = 33.8,
         hole_threshold: float = 0.5,
+        channels_last: bool = True,
     ) -> None:
         super().__init__()
         fn = "Undistorter"
@@ -141,9 +146,16 @@ class Undistorter(nn.Module):
             float(head_height_cm),
             float(hole_threshold),
         )
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            # Parameters only (a memory-format change, not a value change); ``.to(device)`` preserves it.
+            self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # valid kwarg, not in stubs
 
     def extra_repr(self) -> str:
-        return f"work_size={self.work_size}, head_height_cm={self.head_height_cm}, hole_threshold={self.hole_threshold}"
+        return (
+            f"work_size={self.work_size}, head_height_cm={self.head_height_cm}, "
+            f"hole_threshold={self.hole_threshold}, channels_last={self.channels_last}"
+        )
 
     def _resize(self, x: Tensor, mode: str = "bilinear") -> Tensor:
         s = self.work_size
@@ -319,6 +331,7 @@ class Undistorter(nn.Module):
             "work_size": self.work_size,
             "head_height_cm": self.head_height_cm,
             "hole_threshold": self.hole_threshold,
+            "channels_last": self.channels_last,
             "parts": {},
         }
         for name, m in self._parts().items():
@@ -361,6 +374,7 @@ class Undistorter(nn.Module):
             work_size=cfg["work_size"],
             head_height_cm=cfg["head_height_cm"],
             hole_threshold=cfg["hole_threshold"],
+            channels_last=cfg.get("channels_last", True),
         )
         model.load_state_dict(ckpt["state_dict"])
         return model.eval()
