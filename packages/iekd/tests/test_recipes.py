@@ -144,6 +144,69 @@ def test_distill_rejects_non_modules(device):
         distill(lambda x: x, None, _tiny_loader(), method="ce")  # type: ignore[arg-type]
 
 
+class _UntouchableLoader:
+    """A loader that fails the test if iterated: argument errors must come before any work."""
+
+    def __iter__(self):
+        raise AssertionError("the recipe touched the data before validating its arguments")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"epochs": -1}, ValueError, r"distill: 'epochs' must be an int >= 0; got -1"),
+        ({"epochs": 1.5}, TypeError, r"distill: 'epochs' must be an int; got float"),
+        ({"factor_epochs": -2}, ValueError, r"distill: 'factor_epochs' must be an int >= 0; got -2"),
+        ({"temperature": 0.0}, ValueError, r"distill: 'temperature' must be > 0\.0; got 0\.0"),
+        ({"alpha": 1.5}, ValueError, r"distill: 'alpha' must lie in \[0\.0, 1\.0\]; got 1\.5"),
+        ({"inherit_weight": -1.0}, ValueError, r"distill: 'inherit_weight' must be >= 0\.0; got -1\.0"),
+        ({"explore_weight": "50"}, TypeError, r"distill: 'explore_weight' must be a number; got str"),
+        ({"at_weight": float("nan")}, ValueError, r"distill: 'at_weight' must not be NaN"),
+        ({"split": 1.0}, ValueError, r"distill: 'split' as a ratio must lie in \(0, 1\); got 1\.0"),
+        ({"split": 0}, ValueError, r"distill: 'split' must be an int >= 1; got 0"),
+        ({"split": "half"}, TypeError, r"distill: 'split' must be a float ratio or an int channel count"),
+        ({"split_mode": "odd"}, ValueError, r"distill: 'split_mode' must be one of \('natural', 'random'\)"),
+        ({"explore_encoder": "ema"}, ValueError, r"distill: 'explore_encoder' must be one of"),
+        ({"p": 3}, ValueError, r"distill: 'p' must be one of \(1, 2\); got 3"),
+        ({"factor_rate": 0.0}, ValueError, r"distill: 'factor_rate' must be > 0\.0; got 0\.0"),
+        (
+            {"factor": torch.nn.Linear(2, 2)},
+            TypeError,
+            r"distill: 'factor' must be an iekd\.FactorAutoencoder",
+        ),
+    ],
+)
+def test_distill_validates_arguments_before_work(kwargs, exc, match, device):
+    student, teacher = _nets(device)
+    with pytest.raises(exc, match=match):
+        distill(student, teacher, _UntouchableLoader(), method="ie-kd", progress=False, **kwargs)
+
+
+def test_train_factor_and_mutual_validate_arguments_before_work(device):
+    student, teacher = _nets(device)
+    loader = _UntouchableLoader()
+    with pytest.raises(TypeError, match=r"train_factor: 'teacher' must be a torch\.nn\.Module; got NoneType"):
+        train_factor(None, loader)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"train_factor: 'rate' must be > 0\.0; got -0\.5"):
+        train_factor(teacher, loader, rate=-0.5)
+    with pytest.raises(ValueError, match=r"train_factor: 'p' must be one of \(1, 2\); got 0"):
+        train_factor(teacher, loader, p=0)
+    with pytest.raises(ValueError, match=r"train_factor: 'epochs' must be an int >= 0; got -3"):
+        train_factor(teacher, loader, epochs=-3)
+    with pytest.raises(ValueError, match=r"mutual: 'net_a' and 'net_b' must be two different networks"):
+        mutual(student, student, loader)
+    with pytest.raises(TypeError, match=r"mutual: 'net_b' must be a torch\.nn\.Module; got str"):
+        mutual(student, "resnet8", loader)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"mutual: 'ie' must be a bool; got str"):
+        mutual(student, teacher, loader, ie="yes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"mutual: 'kl_weight' must be >= 0\.0; got -1\.0"):
+        mutual(student, teacher, loader, kl_weight=-1.0)
+    with pytest.raises(ValueError, match=r"mutual: 'temperature' must be > 0\.0; got 0"):
+        mutual(student, teacher, loader, temperature=0)
+    with pytest.raises(ValueError, match=r"mutual: 'explore_encoder' must be one of"):
+        mutual(student, teacher, loader, ie=True, explore_encoder="free")  # type: ignore[arg-type]
+
+
 def test_checkpoint_resume_is_exact(device, tmp_path):
     _, teacher = _nets(device)
     factor = train_factor(teacher, _tiny_loader(), epochs=1, progress=False)

@@ -15,8 +15,11 @@ from typing import Any
 import torch
 
 __all__ = [
+    "check_choice",
     "check_finite",
     "check_floating",
+    "check_int",
+    "check_number",
     "check_positive",
     "check_range",
     "check_same_device",
@@ -121,3 +124,45 @@ def check_positive(value: float, name: str, *, fn: str, strict: bool = True) -> 
     ok = value > 0 if strict else value >= 0
     if not ok:
         raise ValueError(f"{fn}: '{name}' must be {'>' if strict else '>='} 0; got {value!r}")
+
+
+def check_int(value: Any, name: str, *, fn: str, low: int = 0) -> None:
+    """Raise ``TypeError`` unless ``value`` is an int (not a bool), ``ValueError`` if it is below ``low``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{fn}: '{name}' must be an int; got {type(value).__name__}")
+    if value < low:
+        raise ValueError(f"{fn}: '{name}' must be an int >= {low}; got {value}")
+
+
+def check_number(
+    value: Any,
+    name: str,
+    *,
+    fn: str,
+    low: float | None = None,
+    high: float | None = None,
+    strict: bool = False,
+) -> None:
+    """Raise ``TypeError`` unless ``value`` is a real number, ``ValueError`` outside ``[low, high]``.
+
+    With ``strict=True`` the lower bound is exclusive (``value > low``).
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{fn}: '{name}' must be a number; got {type(value).__name__}")
+    if value != value:  # NaN
+        raise ValueError(f"{fn}: '{name}' must not be NaN")
+    below = low is not None and (value <= low if strict else value < low)
+    if below or (high is not None and value > high):
+        if low is not None and high is not None:
+            want = f"lie in {'(' if strict else '['}{low}, {high}]"
+        elif low is not None:
+            want = f"be {'>' if strict else '>='} {low}"
+        else:
+            want = f"be <= {high}"
+        raise ValueError(f"{fn}: '{name}' must {want}; got {value!r}")
+
+
+def check_choice(value: Any, name: str, choices: tuple[Any, ...], *, fn: str) -> None:
+    """Raise ``ValueError`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{fn}: '{name}' must be one of {choices}; got {value!r}")

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import functional as IF
+from .._checks import check_choice, check_int, check_number
 from ..hooks import FeatureTap, unwrap_model
 from ..nn import FactorAutoencoder, InheritExploreLoss, Translator
 from ._loop import (
@@ -42,6 +43,36 @@ __all__ = ["METHODS", "TrainResult", "distill", "multistep", "mutual", "sgd", "t
 
 METHODS = ("ce", "kd", "at", "ft", "ie-kd", "ie-at", "ie-ft")
 Method = Literal["ce", "kd", "at", "ft", "ie-kd", "ie-at", "ie-ft"]
+
+
+def _check_module(value: Any, name: str, fn: str) -> None:
+    if not isinstance(value, nn.Module):
+        raise TypeError(f"{fn}: '{name}' must be a torch.nn.Module; got {type(value).__name__}")
+
+
+def _check_ie_args(
+    fn: str,
+    split: Any,
+    inherit_weight: Any,
+    explore_weight: Any,
+    explore_encoder: Any,
+    p: Any,
+    factor_rate: Any,
+) -> None:
+    """Validate the IE hyper-parameters up front, before any factor or student training."""
+    if isinstance(split, bool) or not isinstance(split, (int, float)):
+        raise TypeError(
+            f"{fn}: 'split' must be a float ratio or an int channel count; got {type(split).__name__}"
+        )
+    if isinstance(split, int):
+        check_int(split, "split", fn=fn, low=1)
+    elif not 0.0 < split < 1.0:
+        raise ValueError(f"{fn}: 'split' as a ratio must lie in (0, 1); got {split!r}")
+    check_number(inherit_weight, "inherit_weight", fn=fn, low=0.0)
+    check_number(explore_weight, "explore_weight", fn=fn, low=0.0)
+    check_choice(explore_encoder, "explore_encoder", ("frozen", "trainable"), fn=fn)
+    check_choice(p, "p", (1, 2), fn=fn)
+    check_number(factor_rate, "factor_rate", fn=fn, low=0.0, strict=True)
 
 
 def _feature_layer(model: nn.Module, layer: str | None, fn: str, arg: str) -> str:
@@ -116,8 +147,22 @@ def train_factor(
 
     Returns:
         The trained :class:`iekd.FactorAutoencoder` (in eval mode).
+
+    Raises:
+        TypeError: ``teacher`` is not an ``nn.Module``, ``factor`` not a ``FactorAutoencoder``, or a
+            hyper-parameter of the wrong type.
+        ValueError: ``rate <= 0``, ``p`` not 1 or 2, ``epochs < 0``, or a layer that does not exist / does not
+            output ``(B, C, H, W)`` maps; all raised before any training.
     """
     fn = "train_factor"
+    _check_module(teacher, "teacher", fn)
+    if factor is not None and not isinstance(factor, FactorAutoencoder):
+        raise TypeError(
+            f"{fn}: 'factor' must be an iekd.FactorAutoencoder or None; got {type(factor).__name__}"
+        )
+    check_number(rate, "rate", fn=fn, low=0.0, strict=True)
+    check_choice(p, "p", (1, 2), fn=fn)
+    check_int(epochs, "epochs", fn=fn, low=0)
     dev = resolve_device(device, teacher)
     teacher = teacher.to(dev).eval()
     layer = _feature_layer(teacher, layer, fn, "layer")
@@ -313,15 +358,18 @@ def distill(
         ``factor``).
 
     Raises:
-        TypeError: ``student`` (or a given ``teacher``) is not an ``nn.Module``.
-        ValueError: unknown ``method``/``ie_at``, ``teacher=None`` with a method other than ``ce``, bad layer
-            names, or feature shapes that do not fit.
+        TypeError: ``student`` (or a given ``teacher``) is not an ``nn.Module``, ``factor`` is not a
+            ``FactorAutoencoder``, or a hyper-parameter has the wrong type.
+        ValueError: unknown ``method``/``ie_at``/``split_mode``/``explore_encoder``, ``teacher=None`` with a
+            method other than ``ce``, out-of-range hyper-parameters (negative weights or epochs,
+            ``temperature <= 0``, ``alpha`` outside ``[0, 1]``, ``p`` not 1 or 2), bad layer names, or
+            feature shapes that do not fit. Argument errors are raised before any training.
     """
     fn = "distill"
     if method not in METHODS:
         raise ValueError(f"{fn}: 'method' must be one of {METHODS}; got {method!r}")
-    if not isinstance(student, nn.Module):
-        raise TypeError(f"{fn}: 'student' must be a torch.nn.Module; got {type(student).__name__}")
+    _check_module(student, "student", fn)
+    check_int(epochs, "epochs", fn=fn, low=0)
     if method == "ce":
         if teacher is not None:
             logger.debug("%s: method='ce' ignores the given teacher", fn)
@@ -345,10 +393,19 @@ def distill(
         )
     if not isinstance(teacher, nn.Module):
         raise TypeError(f"{fn}: 'teacher' must be a torch.nn.Module or None; got {type(teacher).__name__}")
+    if factor is not None and not isinstance(factor, FactorAutoencoder):
+        raise TypeError(
+            f"{fn}: 'factor' must be an iekd.FactorAutoencoder or None; got {type(factor).__name__}"
+        )
+    check_int(factor_epochs, "factor_epochs", fn=fn, low=0)
+    check_number(temperature, "temperature", fn=fn, low=0.0, strict=True)
+    check_number(at_weight, "at_weight", fn=fn, low=0.0)
+    check_number(ft_weight, "ft_weight", fn=fn, low=0.0)
+    check_choice(split_mode, "split_mode", ("natural", "random"), fn=fn)
+    _check_ie_args(fn, split, inherit_weight, explore_weight, explore_encoder, p, factor_rate)
     if ie_at not in ("additive", "native"):
         raise ValueError(f"{fn}: 'ie_at' must be 'additive' or 'native'; got {ie_at!r}")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"{fn}: 'alpha' must lie in [0, 1]; got {alpha}")
+    check_number(alpha, "alpha", fn=fn, low=0.0, high=1.0)
     dev = resolve_device(device, student)
     student = unwrap_model(student).to(dev)
     teacher = unwrap_model(teacher).to(dev).eval()
@@ -622,9 +679,25 @@ def mutual(
         :class:`TrainResult` with ``model = net_a``, ``extras["peer"] = net_b`` and the IE heads.
 
     Raises:
-        ValueError: the two networks' features do not fit (spatial sizes) or bad arguments.
+        TypeError: a network is not an ``nn.Module``, ``ie`` is not a bool, or a hyper-parameter has the
+            wrong type.
+        ValueError: ``net_a is net_b``, out-of-range hyper-parameters (negative weights or epochs,
+            ``temperature <= 0``, ``p`` not 1 or 2, bad ``split``/``explore_encoder``), or features that do
+            not fit (spatial sizes). Argument errors are raised before any training.
     """
     fn = "mutual"
+    _check_module(net_a, "net_a", fn)
+    _check_module(net_b, "net_b", fn)
+    if net_a is net_b:
+        raise ValueError(
+            f"{fn}: 'net_a' and 'net_b' must be two different networks; got the same object twice"
+        )
+    if not isinstance(ie, bool):
+        raise TypeError(f"{fn}: 'ie' must be a bool; got {type(ie).__name__}")
+    check_int(epochs, "epochs", fn=fn, low=0)
+    check_number(kl_weight, "kl_weight", fn=fn, low=0.0)
+    check_number(temperature, "temperature", fn=fn, low=0.0, strict=True)
+    _check_ie_args(fn, split, inherit_weight, explore_weight, explore_encoder, p, factor_rate)
     dev = resolve_device(device, net_a)
     net_a = unwrap_model(net_a).to(dev)
     net_b = unwrap_model(net_b).to(dev)
