@@ -207,7 +207,8 @@ def test_train_factor_and_mutual_validate_arguments_before_work(device):
         mutual(student, teacher, loader, ie=True, explore_encoder="free")  # type: ignore[arg-type]
 
 
-def test_checkpoint_resume_is_exact(device, tmp_path):
+@pytest.mark.parametrize("method", ["ie-kd", "ce"])
+def test_checkpoint_resume_is_exact(method, device, tmp_path):
     _, teacher = _nets(device)
     factor = train_factor(teacher, _tiny_loader(), epochs=1, progress=False)
     x, y = torch.randn(16, 3, 8, 8), torch.arange(16) % 3
@@ -219,10 +220,10 @@ def test_checkpoint_resume_is_exact(device, tmp_path):
         loader = DataLoader(TensorDataset(x, y), batch_size=8, shuffle=True)
         return distill(
             student,
-            teacher,
+            teacher if method != "ce" else None,
             loader,
-            method="ie-kd",
-            factor=factor,
+            method=method,
+            factor=factor if method != "ce" else None,
             epochs=epochs,
             checkpoint=ckpt,
             resume=resume,
