@@ -58,6 +58,7 @@ def make_step(method: str, device: torch.device, batch: int) -> tuple:
             if method in ("kd", "ie-kd"):
                 loss = 0.1 * loss + 0.9 * IF.kd_loss(logits, t_logits, temperature=4.0)
             if method == "ft":
+                assert t_factor is not None
                 loss = loss + 500 * IF.factor_transfer_loss(heads["translator"](s_tap["layer3"]), t_factor)
             if method == "ie-kd":
                 loss = loss + heads["ie"](s_tap["layer3"], t_factor).total

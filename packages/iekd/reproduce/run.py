@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"iekd reproduce: {args.data}/faces-24id not found (pass --data)", file=sys.stderr)
         return 2
     dev = torch.device(args.device)
+    cfg: dict[str, Any]
     if args.quick:
         cfg = {"size": 16, "classes": 8, "teacher_epochs": 20, "factor_epochs": 5, "epochs": 12, "lr": 0.05}
         seeds = args.seeds or [1]
@@ -286,10 +287,10 @@ def main(argv: list[str] | None = None) -> int:
         mean, std = ms(acc[m])
         base = BASE.get(m)
         bmean = ms(acc[base])[0] if base else None
-        gain = f"{mean - bmean:+.2f}" if bmean is not None else ""
+        gain_s = f"{mean - bmean:+.2f}" if bmean is not None else ""
         paper = f"{PAPER_GAIN[m]:+.2f}" if m in PAPER_GAIN else ""
         lines.append(
-            f"| {m} | {mean:.2f} +/- {std:.2f} | {base or ''} | {'' if bmean is None else f'{bmean:.2f}'} | {gain} | {paper} |"
+            f"| {m} | {mean:.2f} +/- {std:.2f} | {base or ''} | {'' if bmean is None else f'{bmean:.2f}'} | {gain_s} | {paper} |"
         )
     lines += [
         "",
