@@ -288,3 +288,58 @@ def test_fused_path_matches_autograd_path(device):
     # temperature given as a tensor (the modules' buffer)
     y3 = QF.soft_quantize(x, b, s, torch.tensor(3.0, **fk), a, be, 4.0)
     torch.testing.assert_close(y3, y1)
+
+
+def _reference_soft_quantize(x, b, s, t, a, be, o):
+    # Straightforward (*, K) broadcast written independently of qnet, same algebraic order as the fused
+    # kernel (x * (beta T) - b T) so that float32 values agree to rounding; gradients come from autograd.
+    z = x.unsqueeze(-1) * (be * t) - b * t
+    return a * ((torch.sigmoid(z) * s).sum(-1) - o)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 6])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("temperature", [3.0, 1e6])
+@pytest.mark.parametrize("chunk", [7, 1 << 16])
+def test_fused_kernel_matches_reference(device, k, dtype, temperature, chunk, monkeypatch):
+    # The fused, chunked kernel against the broadcast reference on random inputs: values and the gradients
+    # of x, alpha and beta. chunk=7 forces many CPU chunks plus a ragged last one (1000 = 142 * 7 + 6).
+    monkeypatch.setattr(QF, "_CPU_CHUNK", chunk)
+    gen = torch.Generator().manual_seed(100 * k + int(temperature > 10) + chunk)
+    fk = {"device": device, "dtype": dtype}
+    x = (2 * torch.randn(10, 100, generator=gen, dtype=dtype)).to(device).requires_grad_(True)
+    b = torch.sort(torch.randn(k, generator=gen, dtype=dtype)).values.to(device)
+    s = torch.randint(1, 4, (k,), generator=gen).to(**fk)
+    a = torch.tensor(0.7, **fk, requires_grad=True)
+    be = torch.tensor(1.3, **fk, requires_grad=True)
+    o = float(s.sum()) / 2
+    gy = torch.randn(10, 100, generator=gen, dtype=dtype).to(device)
+    y = QF.soft_quantize(x, b, s, temperature, a, be, o)
+    g = torch.autograd.grad(y, (x, a, be), gy)
+    y_ref = _reference_soft_quantize(x, b, s, temperature, a, be, o)
+    g_ref = torch.autograd.grad(y_ref, (x, a, be), gy)
+    tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-10}
+    torch.testing.assert_close(y, y_ref, **tol)
+    scale = 1.0 + (temperature if temperature > 10 else 0.0)  # dx ~ alpha beta T s / 4 near a threshold
+    torch.testing.assert_close(g[0], g_ref[0], rtol=tol["rtol"], atol=tol["atol"] * scale)
+    torch.testing.assert_close(g[1], g_ref[1], **tol)
+    torch.testing.assert_close(g[2], g_ref[2], rtol=tol["rtol"] * 10, atol=tol["atol"] * scale)
+    assert torch.isfinite(torch.stack([g[1], g[2]])).all() and torch.isfinite(g[0]).all()
+
+
+@pytest.mark.parametrize("needs", [(True, False, False), (False, True, False), (False, False, True)])
+def test_fused_kernel_partial_gradients(device, needs, monkeypatch):
+    # only some of x / alpha / beta require grad (the backward skips the others), chunked on CPU
+    monkeypatch.setattr(QF, "_CPU_CHUNK", 5)
+    fk = {"device": device, "dtype": torch.float64}
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 11, generator=gen, dtype=torch.float64).to(device).requires_grad_(needs[0])
+    b = torch.tensor([-0.5, 0.0, 0.7], **fk)
+    s = torch.tensor([1.0, 2.0, 1.0], **fk)
+    a = torch.tensor(0.9, **fk, requires_grad=needs[1])
+    be = torch.tensor(1.1, **fk, requires_grad=needs[2])
+    inputs = [v for v, n in zip((x, a, be), needs) if n]
+    g = torch.autograd.grad(QF.soft_quantize(x, b, s, 4.0, a, be, 2.0).sum(), inputs)
+    g_ref = torch.autograd.grad(_reference_soft_quantize(x, b, s, 4.0, a, be, 2.0).sum(), inputs)
+    torch.testing.assert_close(g, g_ref)
+    assert torch.autograd.gradcheck(lambda *t: QF.soft_quantize(*t[:1], b, s, 4.0, *t[1:], 2.0), (x, a, be))

@@ -137,8 +137,26 @@ def soft_quantize(
     return (y * a).to(x.dtype)
 
 
+# ``grad * (1 - out) * out`` in one kernel (with ``grad`` a 0-dim step height, broadcast)
+_sigmoid_grad = torch.ops.aten.sigmoid_backward.grad_input
+
+# On CPU the elementwise passes are memory-bound: run them over chunks of this many elements so that the
+# per-level temporaries stay in cache (elementwise math, so the values do not depend on the chunking).
+_CPU_CHUNK = 1 << 16
+
+
+def _chunk_size(x: Tensor) -> int:
+    n = x.numel()
+    return max(1, min(n, _CPU_CHUNK)) if x.device.type == "cpu" else max(1, n)
+
+
 class _SoftQuantize(torch.autograd.Function):
-    """``alpha * (sum_i s_i sigmoid(T (beta x - b_i)) - o)`` with its exact gradient in closed form."""
+    """``alpha * (sum_i s_i sigmoid(T (beta x - b_i)) - o)`` with its exact gradient in closed form.
+
+    Forward writes the output, ``base = sum_i s_i sig_i - o`` and ``g = sum_i s_i sig_i (1 - sig_i)`` (both
+    saved, x-sized); no ``(*, K)`` tensor is formed and the two per-level temporaries are chunk-sized.
+    Backward: ``dx = gy g alpha beta T``, ``dalpha = <gy, base>``, ``dbeta = <gy g, x> alpha T``.
+    """
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -151,35 +169,80 @@ class _SoftQuantize(torch.autograd.Function):
         beta: Tensor | float,
         offset: Tensor | float,
     ) -> Tensor:
-        xs = x * (beta * temperature)
+        bscale = beta * temperature
         bt = thresholds * temperature
-        acc = torch.zeros_like(x)
-        g = torch.zeros_like(x)
-        for i in range(thresholds.shape[0]):
-            sig = (xs - bt[i]).sigmoid_()
-            acc.addcmul_(sig, scales[i])
-            g.addcmul_(sig.neg().add_(1).mul_(sig), scales[i])
-        del xs
-        base = acc.sub_(offset)
+        k = thresholds.shape[0]
+        xf = x.reshape(-1)
+        n = xf.numel()
+        base = torch.empty_like(xf)
+        g = torch.empty_like(xf)
+        y = torch.empty_like(xf)
+        cs = _chunk_size(xf)
+        xs_buf = torch.empty(cs, dtype=x.dtype, device=x.device)
+        sig_buf = torch.empty(cs, dtype=x.dtype, device=x.device)
+        for lo in range(0, n, cs):
+            hi = min(n, lo + cs)
+            xs = torch.mul(xf[lo:hi], bscale, out=xs_buf[: hi - lo])
+            sig = sig_buf[: hi - lo]
+            acc, gc = base[lo:hi], g[lo:hi]
+            # per level: sub -> sigmoid -> accumulate s_i sig_i -> s_i sig_i (1 - sig_i) -> accumulate;
+            # the last level reuses ``xs``
+            for i in range(k):
+                if i == k - 1:
+                    sig = xs.sub_(bt[i])
+                else:
+                    torch.sub(xs, bt[i], out=sig)
+                sig.sigmoid_()
+                if i == 0:
+                    torch.mul(sig, scales[0], out=acc)
+                    _sigmoid_grad(scales[0], sig, grad_input=gc)
+                else:
+                    acc.addcmul_(sig, scales[i])
+                    _sigmoid_grad(scales[i], sig, grad_input=sig)
+                    gc.add_(sig)
+            acc.sub_(offset)
+            torch.mul(acc, alpha, out=y[lo:hi])
         tens = [v if isinstance(v, Tensor) else None for v in (temperature, alpha, beta)]
         ctx.scalars = [None if isinstance(v, Tensor) else v for v in (temperature, alpha, beta)]
         ctx.save_for_backward(x, g, base, *[v for v in tens if v is not None])
         ctx.tensor_mask = [v is not None for v in tens]
-        return base * alpha
+        return y.view_as(x)
 
     @staticmethod
     def backward(ctx: Any, gy: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         x, g, base, *rest = ctx.saved_tensors
         it = iter(rest)
         t, a, b = (next(it) if m else sc for m, sc in zip(ctx.tensor_mask, ctx.scalars))
-        gx = galpha = gbeta = None
-        if ctx.needs_input_grad[0]:
-            gx = gy * g * (a * b * t)
-        if ctx.needs_input_grad[4]:
-            galpha = (gy * base).sum().reshape(a.shape)
-        if ctx.needs_input_grad[5]:
-            gbeta = ((gy * x * g).sum() * (a * t)).reshape(b.shape)
-        return gx, None, None, None, galpha, gbeta, None
+        need_x, need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[4], ctx.needs_input_grad[5]
+        gyf, xf = gy.reshape(-1), x.reshape(-1)
+        n = xf.numel()
+        cs = _chunk_size(xf)
+        gx = torch.empty_like(xf) if need_x else None
+        buf = None if need_x or not need_b else torch.empty(cs, dtype=xf.dtype, device=xf.device)
+        galpha = xf.new_zeros(()) if need_a else None
+        gbeta = xf.new_zeros(()) if need_b else None
+        abt = a * b * t
+        for lo in range(0, n, cs):
+            hi = min(n, lo + cs)
+            # dot products instead of (gy * ...).sum(): one pass, no temporary
+            if galpha is not None:
+                galpha += torch.dot(gyf[lo:hi], base[lo:hi])
+            if gx is None and buf is None:
+                continue
+            gg = torch.mul(gyf[lo:hi], g[lo:hi], out=gx[lo:hi] if gx is not None else buf[: hi - lo])  # type: ignore[index]
+            if gbeta is not None:
+                gbeta += torch.dot(gg, xf[lo:hi])
+            if gx is not None:
+                gg.mul_(abt)
+        return (
+            None if gx is None else gx.view_as(x),
+            None,
+            None,
+            None,
+            None if galpha is None else galpha.reshape(a.shape),
+            None if gbeta is None else (gbeta * (a * t)).reshape(b.shape),
+            None,
+        )
 
 
 def hard_quantize(
