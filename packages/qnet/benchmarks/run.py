@@ -262,13 +262,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--data", default=None, help="shared data folder (enables the accuracy comparison)")
     ap.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs of the accuracy comparison")
+    ap.add_argument(
+        "--parts",
+        default="layers,steps,export,accuracy",
+        help="comma-separated subset of layers,steps,export,accuracy (e.g. 'layers,steps' for timings only)",
+    )
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("--device cuda requested but CUDA is not available", file=sys.stderr)
         return 2
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    unknown = parts - {"layers", "steps", "export", "accuracy"}
+    if unknown:
+        print(f"--parts: unknown part(s) {sorted(unknown)}", file=sys.stderr)
+        return 2
     data = args.data
-    if data is None:
+    if data is None and "accuracy" in parts:
         cand = os.path.join(
             os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "..", "shared", "data"
         )
@@ -282,11 +292,11 @@ def main(argv: list[str] | None = None) -> int:
         else platform.processor() or "cpu",
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "layers": bench_layers(device, args.repeat),
-        "train_step": bench_steps(device, args.repeat),
-        "export": bench_export(device, args.repeat),
+        "layers": bench_layers(device, args.repeat) if "layers" in parts else [],
+        "train_step": bench_steps(device, args.repeat) if "steps" in parts else [],
+        "export": bench_export(device, args.repeat) if "export" in parts else [],
     }
-    if data is not None:
+    if data is not None and "accuracy" in parts:
         res["accuracy"] = bench_accuracy(device, data, args.epochs)
     out = "\n".join(
         [

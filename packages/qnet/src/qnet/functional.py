@@ -170,8 +170,9 @@ class _SoftQuantize(torch.autograd.Function):
         offset: Tensor | float,
     ) -> Tensor:
         bscale = beta * temperature
-        bt = thresholds * temperature
-        k = thresholds.shape[0]
+        bt = (thresholds * temperature).unbind()
+        sc = scales.unbind()
+        k = len(bt)
         xf = x.reshape(-1)
         n = xf.numel()
         base = torch.empty_like(xf)
@@ -194,11 +195,11 @@ class _SoftQuantize(torch.autograd.Function):
                     torch.sub(xs, bt[i], out=sig)
                 sig.sigmoid_()
                 if i == 0:
-                    torch.mul(sig, scales[0], out=acc)
-                    _sigmoid_grad(scales[0], sig, grad_input=gc)
+                    torch.mul(sig, sc[0], out=acc)
+                    _sigmoid_grad(sc[0], sig, grad_input=gc)
                 else:
-                    acc.addcmul_(sig, scales[i])
-                    _sigmoid_grad(scales[i], sig, grad_input=sig)
+                    acc.addcmul_(sig, sc[i])
+                    _sigmoid_grad(sc[i], sig, grad_input=sig)
                     gc.add_(sig)
             acc.sub_(offset)
             torch.mul(acc, alpha, out=y[lo:hi])
