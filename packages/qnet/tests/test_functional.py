@@ -343,3 +343,23 @@ def test_fused_kernel_partial_gradients(device, needs, monkeypatch):
     g_ref = torch.autograd.grad(_reference_soft_quantize(x, b, s, 4.0, a, be, 2.0).sum(), inputs)
     torch.testing.assert_close(g, g_ref)
     assert torch.autograd.gradcheck(lambda *t: QF.soft_quantize(*t[:1], b, s, 4.0, *t[1:], 2.0), (x, a, be))
+
+
+def test_fused_kernel_create_graph(device):
+    # create_graph=True still gives the first-order gradients; differentiating them again raises instead of
+    # returning a silently incomplete second derivative (the fused backward is first-order only)
+    fk = {"device": device, "dtype": torch.float64}
+    x = torch.randn(2, 9, **fk, requires_grad=True)
+    b = torch.tensor([0.0, 0.5], **fk)
+    s = torch.tensor([1.0, 1.0], **fk)
+    (g,) = torch.autograd.grad(QF.soft_quantize(x, b, s, 2.0).sum(), x, create_graph=True)
+    (g_ref,) = torch.autograd.grad(_reference_soft_quantize(x, b, s, 2.0, 1.0, 1.0, 0.0).sum(), x)
+    torch.testing.assert_close(g, g_ref)
+    with pytest.raises(RuntimeError, match=r"does not require grad"):
+        g.sum().backward()
+    # incoming gradient that itself requires grad (e.g. a gradient penalty): the error names the cause
+    w = torch.rand(2, 9, **fk, requires_grad=True)
+    (g2,) = torch.autograd.grad((QF.soft_quantize(x, b, s, 2.0) * w).sum(), x, create_graph=True)
+    torch.testing.assert_close(g2, g_ref * w.detach())
+    with pytest.raises(RuntimeError, match=r"once_differentiable"):
+        g2.sum().backward()

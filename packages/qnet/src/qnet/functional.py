@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from ._checks import _compiling, check_floating, check_same_device, check_shape, check_tensor
 from .levels import Levels, LevelsLike
@@ -155,7 +156,8 @@ class _SoftQuantize(torch.autograd.Function):
 
     Forward writes the output, ``base = sum_i s_i sig_i - o`` and ``g = sum_i s_i sig_i (1 - sig_i)`` (both
     saved, x-sized); no ``(*, K)`` tensor is formed and the two per-level temporaries are chunk-sized.
-    Backward: ``dx = gy g alpha beta T``, ``dalpha = <gy, base>``, ``dbeta = <gy g, x> alpha T``.
+    Backward: ``dx = gy g alpha beta T``, ``dalpha = <gy, base>``, ``dbeta = <gy g, x> alpha T``; it is
+    first-order only (double backward raises; pass thresholds requiring grad for the plain autograd path).
     """
 
     @staticmethod
@@ -210,6 +212,7 @@ class _SoftQuantize(torch.autograd.Function):
         return y.view_as(x)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, gy: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         x, g, base, *rest = ctx.saved_tensors
         it = iter(rest)
