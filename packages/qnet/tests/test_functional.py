@@ -363,3 +363,17 @@ def test_fused_kernel_create_graph(device):
     torch.testing.assert_close(g2, g_ref * w.detach())
     with pytest.raises(RuntimeError, match=r"once_differentiable"):
         g2.sum().backward()
+
+
+def test_fused_kernel_non_contiguous_input(device, monkeypatch):
+    # a transposed (non-contiguous) input: values and gradients follow the logical element order
+    monkeypatch.setattr(QF, "_CPU_CHUNK", 4)
+    fk = {"device": device, "dtype": torch.float64}
+    x = torch.randn(5, 3, **fk).t().requires_grad_(True)
+    b = torch.tensor([-0.3, 0.4], **fk)
+    s = torch.tensor([1.0, 2.0], **fk)
+    gy = torch.randn(3, 5, **fk)
+    y = QF.soft_quantize(x, b, s, 5.0, 0.8, 1.2, 1.0)
+    y_ref = _reference_soft_quantize(x, b, s, 5.0, 0.8, 1.2, 1.0)
+    torch.testing.assert_close(y, y_ref)
+    torch.testing.assert_close(torch.autograd.grad(y, x, gy)[0], torch.autograd.grad(y_ref, x, gy)[0])
