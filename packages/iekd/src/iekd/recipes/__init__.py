@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 import torch
@@ -474,43 +474,33 @@ def distill(
         "ie_at": ie_at,
     }
     bundle = _DistillStudent(student, s_layer, method, heads, hp)
-    wrapped = maybe_ddp(bundle, dev)
-    opt = (optimizer or sgd(0.1))(p_ for p_ in bundle.parameters() if p_.requires_grad)
-    sch = (scheduler or default_scheduler(epochs))(opt)
     config = {"method": method, "student_layer": s_layer, "teacher_layer": t_layer, **hp}
-    runner = EpochRunner(
-        name=fn,
-        modules={"bundle": bundle},
-        optimizers={"student": opt},
-        schedulers={"student": sch},
-        epochs=epochs,
-        callback=callback,
-        progress=progress,
-        checkpoint=checkpoint,
-        resume=resume,
-        config=config,
-    )
 
-    def step(batch: Any) -> dict[str, float]:
-        x, y = to_device(batch, dev)
+    def teacher_inputs(x: torch.Tensor) -> tuple[Any, Any, Any]:
         t_factor = None
         with torch.no_grad():
             t_logits = teacher(x)
             t_feat = t_tap[t_layer]
             if factor is not None and needs_factor:
                 t_factor = factor.encode(t_feat)
-        terms = wrapped(x, y, t_logits, t_feat, t_factor)
-        opt.zero_grad(set_to_none=True)
-        terms["total"].backward()
-        opt.step()
-        return {k: float(v.detach()) for k, v in terms.items()}
-
-    def evaluate() -> dict[str, float]:
-        assert eval_loader is not None
-        return {"val_acc": accuracy(student, eval_loader, dev)}
+        return t_logits, t_feat, t_factor
 
     try:
-        runner.run(loader, step, evaluate if eval_loader is not None else None)
+        history = _run_distill_bundle(
+            bundle,
+            teacher_inputs,
+            loader,
+            dev=dev,
+            epochs=epochs,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            eval_loader=eval_loader,
+            callback=callback,
+            progress=progress,
+            checkpoint=checkpoint,
+            resume=resume,
+            config=config,
+        )
     finally:
         t_tap.remove()
         if bundle.tap is not None:
@@ -518,7 +508,7 @@ def distill(
     extras: dict[str, nn.Module] = dict(heads.items())
     if factor is not None:
         extras["factor"] = factor
-    return TrainResult(student, runner.history, extras)
+    return TrainResult(student, history, extras)
 
 
 def _train_ce(
@@ -537,17 +527,55 @@ def _train_ce(
     resume: bool,
 ) -> TrainResult:
     """The ``ce`` branch of :func:`distill`: cross-entropy only, no teacher, no feature hook."""
-    fn = "distill"
     dev = resolve_device(device, student)
     student = unwrap_model(student).to(dev)
     bundle = _DistillStudent(student, None, "ce", nn.ModuleDict(), {})
+    # same recipe name and module keys as the teacher methods, so checkpoint formats stay one
+    config: dict[str, Any] = {"method": "ce", "student_layer": student_layer, "teacher_layer": None}
+    history = _run_distill_bundle(
+        bundle,
+        lambda x: (None, None, None),
+        loader,
+        dev=dev,
+        epochs=epochs,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        eval_loader=eval_loader,
+        callback=callback,
+        progress=progress,
+        checkpoint=checkpoint,
+        resume=resume,
+        config=config,
+    )
+    return TrainResult(student, history, {})
+
+
+def _run_distill_bundle(
+    bundle: _DistillStudent,
+    teacher_inputs: Callable[[torch.Tensor], tuple[Any, Any, Any]],
+    loader: Iterable[Any],
+    *,
+    dev: torch.device,
+    epochs: int,
+    optimizer: OptimizerFactory | None,
+    scheduler: SchedulerFactory | None,
+    eval_loader: Iterable[Any] | None,
+    callback: Callback | None,
+    progress: bool | None,
+    checkpoint: str | os.PathLike[str] | None,
+    resume: bool,
+    config: dict[str, Any],
+) -> Any:
+    """The training loop shared by every :func:`distill` method; returns the runner's history.
+
+    ``teacher_inputs(x)`` gives ``(teacher_logits, teacher_feature, teacher_factor)`` for the batch
+    (all ``None`` for ``ce``).
+    """
     wrapped = maybe_ddp(bundle, dev)
     opt = (optimizer or sgd(0.1))(p_ for p_ in bundle.parameters() if p_.requires_grad)
     sch = (scheduler or default_scheduler(epochs))(opt)
-    # same recipe name and module keys as the teacher methods, so checkpoint formats stay one
-    config: dict[str, Any] = {"method": "ce", "student_layer": student_layer, "teacher_layer": None}
     runner = EpochRunner(
-        name=fn,
+        name="distill",
         modules={"bundle": bundle},
         optimizers={"student": opt},
         schedulers={"student": sch},
@@ -561,18 +589,18 @@ def _train_ce(
 
     def step(batch: Any) -> dict[str, float]:
         x, y = to_device(batch, dev)
-        terms = wrapped(x, y, None, None, None)
+        terms = wrapped(x, y, *teacher_inputs(x))
         opt.zero_grad(set_to_none=True)
         terms["total"].backward()
         opt.step()
         return {k: float(v.detach()) for k, v in terms.items()}
 
     def evaluate() -> dict[str, float]:
-        assert eval_loader is not None
-        return {"val_acc": accuracy(student, eval_loader, dev)}
+        assert eval_loader is not None  # only called when given
+        return {"val_acc": accuracy(bundle.student, eval_loader, dev)}
 
     runner.run(loader, step, evaluate if eval_loader is not None else None)
-    return TrainResult(student, runner.history, {})
+    return runner.history
 
 
 class _MutualNet(nn.Module):
