@@ -194,6 +194,12 @@ class TestPhases:
         layer = q[3]
         qnet.set_phase(q, 1)
         assert layer.input_quantizer.mode == "off" and layer.weight.requires_grad
+        # unused input-quantizer parameters are frozen in phase 1 (DDP waits for every trainable one)
+        assert not layer.input_quantizer.alpha.requires_grad and not layer.input_quantizer.beta.requires_grad
+        q.train()(x).sum().backward()
+        unused = [n for n, p in q.named_parameters() if p.requires_grad and p.grad is None]
+        assert unused == []
+        q.zero_grad(set_to_none=True)
         qnet.set_phase(q, 2)
         assert layer.weight_quantizer.mode == "hard" and not layer.weight.requires_grad
         assert not layer.weight_quantizer.alpha.requires_grad and layer.input_quantizer.beta.requires_grad
@@ -201,6 +207,7 @@ class TestPhases:
         assert layer.weight.grad is None and layer.input_quantizer.beta.grad is not None
         qnet.set_phase(q, 3)
         assert layer.weight.requires_grad and layer.weight_quantizer.alpha.requires_grad
+        assert layer.input_quantizer.alpha.requires_grad and layer.input_quantizer.beta.requires_grad
         assert not layer.weight_quantizer.thresholds.requires_grad  # frozen biases stay frozen
         assert layer.weight_quantizer.mode == "auto" and layer.input_quantizer.mode == "auto"
         with pytest.raises(ValueError, match=r"set_phase: 'phase' must be 1, 2 or 3"):

@@ -83,34 +83,39 @@ class TestData:
             ImageFolderDataset(os.path.join(shared_data, "missing-folder"))
 
 
-def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    torch.manual_seed(0)
-    from qnet.models import small_cnn
-    from qnet.recipes import train
+def _ddp_worker(rank: int, world: int, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{out}/rendezvous", rank=rank, world_size=world)
+    from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
+    from qnet.models import small_cnn
+    from qnet.recipes import evaluate, train
+
+    torch.manual_seed(rank)  # different float weights per rank: DDP broadcasts rank 0's when it wraps
     net = small_cnn(num_classes=3, width=4)
-    x = torch.randn(8, 3, 16, 16)
-    q = qnet.quantize(net, weight_levels="ternary", act_levels="uint2", calibration=[x])
+    g = torch.Generator().manual_seed(0)
+    ds = TensorDataset(torch.randn(16, 3, 16, 16, generator=g), torch.randint(0, 3, (16,), generator=g))
+    loader = DataLoader(ds, batch_size=4, sampler=DistributedSampler(ds, world, rank, seed=0))
+    q = qnet.quantize(net, weight_levels="ternary", act_levels="uint2", calibration=loader)
     ddp = torch.nn.parallel.DistributedDataParallel(q)
-    g = torch.Generator().manual_seed(rank)
-    data = [(torch.randn(4, 3, 16, 16, generator=g), torch.randint(0, 3, (4,), generator=g))]
+    qnet.calibrate(ddp, loader, quantized_weights=True)  # after wrapping: rank 0's quantizers broadcast
     sched = qnet.TemperatureSchedule(q, increment=5.0)
-    train(
-        ddp, data, epochs=1, temperature=sched, checkpoint=os.path.join(out, "ddp.pt") if rank == 0 else None
+    train(ddp, loader, epochs=1, max_steps=1, temperature=sched, checkpoint=os.path.join(out, "ddp.pt"))
+    metrics = evaluate(ddp, loader)  # each rank its own half; counts all-reduced
+    # everything, BatchNorm running statistics included (averaged after the epoch), must agree
+    torch.save(
+        {**{k: v.detach() for k, v in q.state_dict().items()}, "n": torch.tensor(metrics["n"])},
+        os.path.join(out, f"rank{rank}.pt"),
     )
-    # parameters (not BN running statistics, which each rank updates on its own batch) must agree
-    torch.save({k: v.detach() for k, v in q.named_parameters()}, os.path.join(out, f"rank{rank}.pt"))
     dist.destroy_process_group()
 
 
 @pytest.mark.slow
 def test_ddp_two_processes(tmp_path):
-    port = 29500 + os.getpid() % 1000
-    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
     a = torch.load(os.path.join(tmp_path, "rank0.pt"), weights_only=True)
     b = torch.load(os.path.join(tmp_path, "rank1.pt"), weights_only=True)
+    assert a.keys() == b.keys()
     for k in a:
-        torch.testing.assert_close(a[k], b[k], msg=k)  # gradients were averaged: ranks agree
+        assert torch.equal(a[k], b[k]), k  # gradients averaged, BN statistics averaged: bit-identical
+    assert int(a["n"]) == 16  # evaluate summed both ranks' 8 samples
     assert load_checkpoint(os.path.join(tmp_path, "ddp.pt"))["step"] == 1

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ._dist import average_bn_stats, broadcast_state, world_size
 from .levels import Levels, LevelsLike
 from .nn import QConv2d, QLinear, Quantizer, STEQuantizer, _QuantizerBase, _QuantLayer
 
@@ -110,6 +111,10 @@ def calibrate(
     the paper), records each quantized layer's input, then calls ``init_from`` on it (``beta = 5p/(4 max x)``, k-means
     thresholds). Weight quantizers are left as they are. The model's train/eval mode is restored.
 
+    Under ``torch.distributed`` (every rank calls this, each on its own shard) the input quantizers of
+    rank 0 are then broadcast to all ranks, so a model calibrated after it was wrapped in DDP stays
+    identical across ranks.
+
     Args:
         model: a converted model.
         loader: iterable of batches (tensor, ``(input, target)`` tuple, or dict with ``"image"``).
@@ -181,6 +186,7 @@ def calibrate(
             )
         aq.init_from(vals.to(aq.values))
         aq.set_mode(modes[name])
+        broadcast_state(aq)
     logger.info("calibrated %d input quantizers on %d samples", len(layers), seen)
     return model
 
@@ -401,7 +407,8 @@ def recalibrate_bn(model: nn.Module, loader: Iterable[Any], *, num_batches: int 
     """Re-estimate BatchNorm running statistics with the model as it runs at inference (hard quantizers).
 
     Closes the train/test gap of W+A models, whose soft-quantized activations in training have different
-    statistics from the hard ones used at test time (issue #8 of the official repository).
+    statistics from the hard ones used at test time (issue #8 of the official repository). Under
+    ``torch.distributed`` (every rank calls this on its own shard) the statistics are averaged over the ranks.
 
     Args:
         model: a converted (or frozen) model.
@@ -431,6 +438,8 @@ def recalibrate_bn(model: nn.Module, loader: Iterable[Any], *, num_batches: int 
         for bn, mom in zip(bns, saved):
             bn.momentum = mom
         model.eval()
+    if world_size() > 1:
+        average_bn_stats(model)
     return model
 
 
@@ -494,14 +503,17 @@ def _set_frozen(layer: _QuantLayer, codes: Tensor, scale: Tensor, values: Tensor
 def set_phase(model: nn.Module, phase: int) -> nn.Module:
     """Configure the paper's three-phase W+A fine-tuning (Sec. 3.4), in place.
 
-    * ``phase=1``: weights only; input (activation) quantizers off, everything trainable.
+    * ``phase=1``: weights only; input (activation) quantizers off and their parameters frozen (they get
+      no gradient, which DDP would wait for), everything else trainable.
     * ``phase=2``: activations only; weight quantizers fixed to hard steps, network weights and weight
       quantizers frozen (``requires_grad=False``), input quantizers on (calibrate them first, e.g. with
       :func:`calibrate` and ``quantized_weights=True``).
     * ``phase=3``: both released: every quantizer in ``"auto"`` mode, everything trainable.
 
-    Parameters frozen in phase 2 are re-enabled in phase 3; BatchNorm parameters stay trainable throughout.
-    Build the optimizer after each call (or keep one: frozen parameters simply receive no gradient).
+    Parameters frozen in phases 1 and 2 are re-enabled in phase 3; BatchNorm parameters stay trainable
+    throughout. Build the optimizer after each call (or keep one: frozen parameters simply receive no
+    gradient); under DDP, call this on the plain model and wrap it again (DDP fixes the set of trainable
+    parameters when it wraps).
 
     Args:
         model: a converted model.
@@ -526,6 +538,8 @@ def set_phase(model: nn.Module, phase: int) -> nn.Module:
                 p.requires_grad_(phase != 2 and _learnable(wq, p))
         if aq is not None:
             aq.set_mode("off" if phase == 1 else "auto")
+            for p in aq.parameters():
+                p.requires_grad_(phase != 1 and _learnable(aq, p))
         for name in ("weight", "bias"):
             lp = getattr(layer, name, None)
             if isinstance(lp, nn.Parameter) and not hasattr(layer, "weight_codes"):

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._dist import average_bn_stats, barrier, is_rank0, world_size
 from .checkpoint import load_checkpoint, save_checkpoint
 from .convert import TemperatureSchedule, _unwrap
 
@@ -20,19 +21,17 @@ logger = logging.getLogger(__name__)
 __all__ = ["evaluate", "train"]
 
 
-def _is_rank0() -> bool:
-    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or (
-        torch.distributed.get_rank() == 0
-    )
-
-
 def _progress(it: Iterable[Any], progress: bool | None, desc: str, total: int | None) -> Iterable[Any]:
-    show = (sys.stderr.isatty() if progress is None else progress) and _is_rank0()
+    show = (sys.stderr.isatty() if progress is None else progress) and is_rank0()
     if not show:
         return it
     from tqdm.auto import tqdm
 
     return tqdm(it, desc=desc, total=total, leave=False)
+
+
+def _is_ddp(model: nn.Module) -> bool:
+    return isinstance(model, nn.parallel.DistributedDataParallel) and world_size() > 1
 
 
 def _xy(batch: Any, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -48,8 +47,11 @@ def evaluate(
 ) -> dict[str, float]:
     """Top-1 accuracy and mean cross-entropy of ``model`` in eval mode (hard quantizers).
 
+    With a ``DistributedDataParallel`` model (and ``loader`` sharded, e.g. by a ``DistributedSampler``)
+    the counts are summed over the ranks, so every rank returns the metrics of the whole data.
+
     Args:
-        model: a classifier.
+        model: a classifier (plain, DDP or compiled).
         loader: batches of ``(images, labels)``.
         device: device (default: the model's).
 
@@ -68,6 +70,10 @@ def evaluate(
         correct += int((out.argmax(1) == y).sum())
         total += int(y.numel())
     model.train(was)
+    if _is_ddp(model):
+        sums = torch.tensor([float(correct), loss, float(total)], dtype=torch.float64, device=dev)
+        torch.distributed.all_reduce(sums)
+        correct, loss, total = int(sums[0]), float(sums[1]), int(sums[2])
     return {"accuracy": correct / max(total, 1), "loss": loss / max(total, 1), "n": total}
 
 
@@ -91,14 +97,21 @@ def train(
     progress: bool | None = None,
     device: torch.device | str | None = None,
     max_steps: int | None = None,
+    sync_bn_stats: bool = True,
 ) -> list[dict[str, Any]]:
     """Fine-tune a (converted) classifier with SGD as in the paper (Sec. 4.1).
 
     Network weights use SGD with momentum and weight decay, step-decayed by 10x at ``milestones``; quantizer
     parameters (``alpha``, ``beta``, thresholds) use their own learning rate and no weight decay; gradients of
     network weights are clipped to L2 norm ``grad_clip``. ``temperature.step()`` is called after every epoch
-    (or every step when the schedule has ``steps_per_epoch``). Works with a DDP-wrapped model (rank 0 logs
-    and writes checkpoints).
+    (or every step when the schedule has ``steps_per_epoch``).
+
+    Distributed training: wrap the converted model in ``DistributedDataParallel`` yourself (after
+    :func:`~qnet.quantize` / :func:`~qnet.calibrate` / :func:`~qnet.set_phase`, since DDP registers the
+    trainable parameters when it wraps) and shard ``train_loader`` with a ``DistributedSampler`` (its
+    ``set_epoch`` is called here). After each epoch the BatchNorm running statistics are averaged over the
+    ranks (``sync_bn_stats``), so every rank holds the same model; rank 0 alone writes the checkpoint and
+    the others wait for it.
 
     Args:
         model: the model (plain, DDP or compiled).
@@ -121,6 +134,8 @@ def train(
         progress: tqdm bar; ``None`` shows it only on a TTY.
         device: training device (default: the model's).
         max_steps: stop after this many optimizer steps in total (smoke runs).
+        sync_bn_stats: with a DDP model, average BatchNorm running statistics over the ranks after each
+            epoch (each rank updated them on its own batches).
 
     Returns:
         One record per epoch: ``{"epoch", "train_loss", "train_accuracy", "temperature" (list, one value
@@ -193,6 +208,8 @@ def train(
             if max_steps is not None and step >= max_steps:
                 break
         sched.step()
+        if sync_bn_stats and _is_ddp(model):
+            average_bn_stats(inner)
         rec: dict[str, Any] = {
             "epoch": epoch,
             "train_loss": tot_loss / max(tot_n, 1),
@@ -209,7 +226,7 @@ def train(
         logger.info("train: %s", rec)
         if callback is not None:
             callback(rec)
-        if checkpoint is not None and _is_rank0():
+        if checkpoint is not None and is_rank0():
             save_checkpoint(
                 checkpoint,
                 inner,
@@ -220,6 +237,8 @@ def train(
                 step=step,
                 metrics=history,
             )
+        if _is_ddp(model):
+            barrier()  # rank 0 may be writing a checkpoint the others resume from
         if max_steps is not None and step >= max_steps:
             break
     return history
