@@ -1,7 +1,8 @@
 """Training and evaluation recipes (own loops): identity encoder and the completion GAN.
 
 Both recipes: seeded, device-agnostic, ``torch.distributed``-aware (DDP + ``DistributedSampler`` when a
-process group is initialised; only rank 0 logs, shows progress and writes checkpoints), atomic checkpoints
+process group is initialised; floating buffers such as BatchNorm statistics are averaged over the ranks
+after every step; only rank 0 logs, shows progress and writes checkpoints), atomic checkpoints
 every ``checkpoint_every`` steps and at the end, ``resume=True`` continues from ``checkpoint``, an optional
 ``callback(step, metrics)`` per step, and a tqdm bar only when ``progress`` is True (``None``: only on a TTY).
 """
@@ -103,6 +104,24 @@ def _wrap(model: nn.Module) -> nn.Module:
         ids = [dev.index] if dev.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(model, device_ids=ids)
     return model
+
+
+@torch.no_grad()
+def _average_buffers(*modules: nn.Module) -> None:
+    """Average floating buffers (BatchNorm running statistics) over the ranks of a process group.
+
+    DDP keeps parameters identical but each rank updates its BatchNorm running statistics from its own
+    batch (``SyncBatchNorm`` needs a GPU), so after every step they are averaged; ranks then hold
+    bit-identical models and rank 0's checkpoint carries statistics of the whole global batch.
+    """
+    distributed, _, world = _dist()
+    if not distributed or world == 1:
+        return
+    for module in modules:
+        for buf in module.buffers():
+            if buf.is_floating_point():
+                torch.distributed.all_reduce(buf, op=torch.distributed.ReduceOp.SUM)
+                buf.div_(world)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -212,6 +231,7 @@ def train_identity_encoder(
         loss.backward()
         opt.step()
         sched.step()
+        _average_buffers(encoder, head)
         step += 1
         metrics = {"loss": float(loss.detach()), "acc": float((logits.argmax(1) == y).float().mean())}
         logger.debug("%s step %d %s", fn, step, metrics)
@@ -483,6 +503,7 @@ def train_completion(
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
+        _average_buffers(gen, *ds.values())
         step += 1
         metrics["g_total"] = float(g_loss.detach())
         history.append(metrics)
