@@ -143,7 +143,10 @@ class TestInheritExploreLoss:
             )
         with pytest.raises(ValueError, match="InheritExploreLoss: 'split' as a ratio must lie in"):
             iekd.InheritExploreLoss(8, 4, split=1.0)
-        with pytest.raises(ValueError, match="gives 8 inheritance channels of 8"):
+        with pytest.raises(
+            ValueError,
+            match=r"InheritExploreLoss: 'split'=8 gives 8 inheritance channels of the student's 8; need 1\.\.7",
+        ):
             iekd.InheritExploreLoss(8, 4, split=8)
         with pytest.raises(ValueError, match="'explore_encoder' must be"):
             iekd.InheritExploreLoss(8, 4, explore_encoder="shared")  # type: ignore[arg-type]

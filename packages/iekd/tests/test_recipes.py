@@ -207,6 +207,56 @@ def test_train_factor_and_mutual_validate_arguments_before_work(device):
         mutual(student, teacher, loader, ie=True, explore_encoder="free")  # type: ignore[arg-type]
 
 
+class _CountingLoader:
+    """Wraps a loader and counts how often it is iterated (each recipe probe takes one ``iter``)."""
+
+    def __init__(self, loader: DataLoader) -> None:
+        self.loader, self.iters = loader, 0
+
+    def __iter__(self):
+        self.iters += 1
+        return iter(self.loader)
+
+
+def test_distill_checks_an_int_split_against_the_student_before_training_the_factor(device):
+    # Regression (issue 3, known defect): an int split >= C_s used to fail only after the factor auto-encoder
+    # had trained. Now the two shape probes (one iter each) are all that touches the data.
+    student, teacher = _nets(device)  # student layer3: 16 channels
+    loader = _CountingLoader(_tiny_loader())
+    with pytest.raises(
+        ValueError, match=r"distill: 'split'=16 gives 16 inheritance channels of the student's 16"
+    ):
+        distill(student, teacher, loader, method="ie-kd", split=16, factor_epochs=3, progress=False)
+    assert loader.iters == 2
+
+
+def test_mutual_checks_class_counts_and_split_before_training(device):
+    torch.manual_seed(0)
+    a = iekd.models.resnet8(num_classes=3, base_width=4).to(device)
+    b = iekd.models.resnet8(num_classes=5, base_width=4).to(device)
+    state = {k: v.clone() for k, v in a.state_dict().items()}
+    loader = _CountingLoader(_tiny_loader())
+    with pytest.raises(
+        ValueError, match=r"mutual: 'net_a' and 'net_b' must output logits \(B, K\) with the same "
+    ):
+        mutual(a, b, loader, epochs=2, progress=False)
+    assert loader.iters == 2  # the two probes, no training
+    for k, v in a.state_dict().items():  # not even BatchNorm statistics moved (probe in eval mode)
+        torch.testing.assert_close(v, state[k])
+    b3 = iekd.models.resnet8(num_classes=3, base_width=4).to(device)
+    with pytest.raises(ValueError, match=r"mutual \(net_a\): 'split'=20 gives 20 inheritance channels"):
+        mutual(a, b3, _tiny_loader(), ie=True, split=20, progress=False)
+
+
+def test_native_ie_at_freezes_the_unused_encoders(device):
+    # Native IE-AT uses only the channel split of its IE head; trainable but unused encoders would make DDP
+    # wait for gradients that never come (and the optimizer carry dead parameters).
+    student, teacher = _nets(device)
+    res = distill(student, teacher, _tiny_loader(), method="ie-at", ie_at="native", epochs=1, progress=False)
+    assert not any(p.requires_grad for p in res.extras["ie"].parameters())
+    assert all(p.requires_grad for p in res.model.parameters())
+
+
 @pytest.mark.parametrize("method", ["ie-kd", "ce"])
 def test_checkpoint_resume_is_exact(method, device, tmp_path):
     _, teacher = _nets(device)

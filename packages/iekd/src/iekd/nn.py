@@ -72,6 +72,30 @@ def _check_int(value: Any, name: str, fn: str, low: int = 1) -> None:
         raise ValueError(f"{fn}: '{name}' must be >= {low}; got {value}")
 
 
+def inherit_channel_count(split: Any, student_channels: int, *, fn: str) -> int:
+    """Number of inheritance channels that ``split`` (a ratio in ``(0, 1)`` or an int count) gives of ``C_s``.
+
+    Shared by :class:`InheritExploreLoss` and the recipes, which call it as soon as they know the student's
+    channel count, before any training. Raises ``TypeError``/``ValueError`` prefixed with ``fn``.
+    """
+    if isinstance(split, bool) or not isinstance(split, (int, float)):
+        raise TypeError(
+            f"{fn}: 'split' must be a float ratio or an int channel count; got {type(split).__name__}"
+        )
+    if isinstance(split, int):
+        n_inh = split
+    else:
+        if not 0.0 < split < 1.0:
+            raise ValueError(f"{fn}: 'split' as a ratio must lie in (0, 1); got {split!r}")
+        n_inh = round(split * student_channels)
+    if not 1 <= n_inh <= student_channels - 1:
+        raise ValueError(
+            f"{fn}: 'split'={split!r} gives {n_inh} inheritance channels of the student's {student_channels}; "
+            f"need 1..{student_channels - 1}"
+        )
+    return n_inh
+
+
 class Translator(nn.Module):
     """Convolutional encoder mapping a feature to a factor (FT's translator, IE-KD's part encoders).
 
@@ -293,21 +317,7 @@ class InheritExploreLoss(nn.Module):
         fn = "InheritExploreLoss"
         _check_int(student_channels, "student_channels", fn, low=2)
         _check_int(teacher_channels, "teacher_channels", fn)
-        if isinstance(split, bool) or not isinstance(split, (int, float)):
-            raise TypeError(
-                f"{fn}: 'split' must be a float ratio or an int channel count; got {type(split).__name__}"
-            )
-        if isinstance(split, int):
-            n_inh = split
-        else:
-            if not 0.0 < split < 1.0:
-                raise ValueError(f"{fn}: 'split' as a ratio must lie in (0, 1); got {split!r}")
-            n_inh = round(split * student_channels)
-        if not 1 <= n_inh <= student_channels - 1:
-            raise ValueError(
-                f"{fn}: 'split'={split!r} gives {n_inh} inheritance channels of {student_channels}; "
-                f"need 1..{student_channels - 1}"
-            )
+        n_inh = inherit_channel_count(split, student_channels, fn=fn)
         check_positive(float(inherit_weight), "inherit_weight", fn=fn, strict=False)
         check_positive(float(explore_weight), "explore_weight", fn=fn, strict=False)
         if p not in (1, 2):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +21,7 @@ from torch import nn
 from .. import functional as IF
 from .._checks import check_choice, check_int, check_number
 from ..hooks import FeatureTap, unwrap_model
-from ..nn import FactorAutoencoder, InheritExploreLoss, Translator
+from ..nn import FactorAutoencoder, InheritExploreLoss, Translator, inherit_channel_count
 from ._loop import (
     Callback,
     EpochRunner,
@@ -87,22 +87,53 @@ def _feature_layer(model: nn.Module, layer: str | None, fn: str, arg: str) -> st
     return name
 
 
+@overload
 def _probe(
-    model: nn.Module, tap: FeatureTap, layer: str, loader: Iterable[Any], device: torch.device
-) -> torch.Tensor:
-    """One no-grad forward on the first batch to learn a tapped feature's shape."""
+    model: nn.Module,
+    tap: FeatureTap,
+    layer: str,
+    loader: Iterable[Any],
+    device: torch.device,
+    with_output: Literal[False] = False,
+) -> torch.Tensor: ...
+
+
+@overload
+def _probe(
+    model: nn.Module,
+    tap: FeatureTap,
+    layer: str,
+    loader: Iterable[Any],
+    device: torch.device,
+    with_output: Literal[True],
+) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def _probe(
+    model: nn.Module,
+    tap: FeatureTap,
+    layer: str,
+    loader: Iterable[Any],
+    device: torch.device,
+    with_output: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """One no-grad eval-mode forward on the first batch to learn a tapped feature's (and the output's) shape."""
     batch = next(iter(loader))
     x, _ = to_device(batch, device)
     was = model.training
     model.eval()
     with torch.no_grad():
-        model(x[:2])
+        out = model(x[:2])
     model.train(was)
     feat = tap[layer]
     if feat.dim() != 4:
         raise ValueError(
             f"recipes: layer {layer!r} must output (B, C, H, W) feature maps; got {tuple(feat.shape)}"
         )
+    if with_output:
+        if not isinstance(out, torch.Tensor):
+            raise ValueError(f"recipes: the network must return a logits tensor; got {type(out).__name__}")
+        return feat, out
     return feat
 
 
@@ -414,6 +445,27 @@ def distill(
     needs_factor = method == "ft" or (
         method.startswith("ie-") and not (method == "ie-at" and ie_at == "native")
     )
+    # Probe both features first: every shape / split check runs before the factor auto-encoder trains.
+    with FeatureTap(teacher, t_layer) as probe_t, FeatureTap(student, s_layer) as probe_s:
+        f_t = _probe(teacher, probe_t, t_layer, loader, dev)
+        f_s = _probe(student, probe_s, s_layer, loader, dev)
+    if method in ("at", "ie-at") and f_s.shape[2:] != f_t.shape[2:]:
+        raise ValueError(
+            f"{fn}: AT needs equal spatial sizes; student layer {s_layer!r} gives {tuple(f_s.shape)}, "
+            f"teacher layer {t_layer!r} gives {tuple(f_t.shape)}"
+        )
+    if needs_factor and f_s.shape[2:] != f_t.shape[2:]:  # the factor auto-encoder keeps the spatial size
+        raise ValueError(
+            f"{fn}: student layer {s_layer!r} gives {tuple(f_s.shape)} but teacher layer {t_layer!r} gives "
+            f"{tuple(f_t.shape)}; the factor methods need equal spatial sizes"
+        )
+    if needs_factor and factor is not None and factor.in_channels != f_t.shape[1]:
+        raise ValueError(
+            f"{fn}: 'factor' expects {factor.in_channels} channels but teacher layer {t_layer!r} "
+            f"gives {tuple(f_t.shape)}"
+        )
+    if method.startswith("ie-"):
+        inherit_channel_count(split, int(f_s.shape[1]), fn=fn)
     if needs_factor and factor is None:
         logger.info("%s: training the teacher factor auto-encoder for %d epochs", fn, factor_epochs)
         factor = train_factor(
@@ -421,24 +473,9 @@ def distill(
         )
     if factor is not None:
         factor = factor.to(dev).eval()
-    t_tap = FeatureTap(teacher, t_layer)
-    s_tap = FeatureTap(student, s_layer)
-    f_t = _probe(teacher, t_tap, t_layer, loader, dev)
-    f_s = _probe(student, s_tap, s_layer, loader, dev)
-    s_tap.remove()
-    if method in ("at", "ie-at") and f_s.shape[2:] != f_t.shape[2:]:
-        raise ValueError(
-            f"{fn}: AT needs equal spatial sizes; student layer {s_layer!r} gives {tuple(f_s.shape)}, "
-            f"teacher layer {t_layer!r} gives {tuple(f_t.shape)}"
-        )
     heads = nn.ModuleDict()
     if needs_factor:
         assert factor is not None
-        if factor.in_channels != f_t.shape[1]:
-            raise ValueError(
-                f"{fn}: 'factor' expects {factor.in_channels} channels but teacher layer {t_layer!r} "
-                f"gives {tuple(f_t.shape)}"
-            )
         with torch.no_grad():
             ft_shape = factor.encode(f_t).shape
         if ft_shape[2:] != f_s.shape[2:]:
@@ -465,6 +502,10 @@ def distill(
             device=dev,
             dtype=f_s.dtype,
         )
+        if not needs_factor:
+            # native IE-AT uses only the head's channel split, never its encoders: freeze them so that the
+            # optimizer and DDP (which waits for a gradient of every trainable parameter) ignore them
+            heads["ie"].requires_grad_(False)
     hp = {
         "alpha": alpha,
         "temperature": temperature,
@@ -473,6 +514,7 @@ def distill(
         "p": p,
         "ie_at": ie_at,
     }
+    t_tap = FeatureTap(teacher, t_layer)
     bundle = _DistillStudent(student, s_layer, method, heads, hp)
     config = {"method": method, "student_layer": s_layer, "teacher_layer": t_layer, **hp}
 
@@ -733,15 +775,23 @@ def mutual(
     lb = _feature_layer(net_b, layer_b, fn, "layer_b")
     hp = {"kl_weight": kl_weight, "temperature": temperature, "p": p}
     heads_a, heads_b = nn.ModuleDict(), nn.ModuleDict()
+    # One no-grad probe of both networks on the first batch: every shape check runs before training.
+    with FeatureTap(net_a, la) as ta, FeatureTap(net_b, lb) as tb:
+        fa, za = _probe(net_a, ta, la, loader, dev, with_output=True)
+        fb, zb = _probe(net_b, tb, lb, loader, dev, with_output=True)
+    if za.dim() != 2 or zb.dim() != 2 or za.shape[1] != zb.shape[1]:
+        raise ValueError(
+            f"{fn}: 'net_a' and 'net_b' must output logits (B, K) with the same number of classes K; "
+            f"got {tuple(za.shape)} and {tuple(zb.shape)}"
+        )
     if ie:
-        with FeatureTap(net_a, la) as ta, FeatureTap(net_b, lb) as tb:
-            fa = _probe(net_a, ta, la, loader, dev)
-            fb = _probe(net_b, tb, lb, loader, dev)
         if fa.shape[2:] != fb.shape[2:]:
             raise ValueError(
                 f"{fn}: IE-DML needs equal spatial sizes; layer {la!r} gives {tuple(fa.shape)}, "
                 f"layer {lb!r} gives {tuple(fb.shape)}"
             )
+        inherit_channel_count(split, int(fa.shape[1]), fn=f"{fn} (net_a)")
+        inherit_channel_count(split, int(fb.shape[1]), fn=f"{fn} (net_b)")
         kw: dict[str, Any] = {"device": dev, "dtype": fa.dtype}
         ae_a = FactorAutoencoder(int(fa.shape[1]), factor_rate, **kw)
         ae_b = FactorAutoencoder(int(fb.shape[1]), factor_rate, **kw)

@@ -98,6 +98,26 @@ def maybe_ddp(module: nn.Module, device: torch.device) -> nn.Module:
     return module
 
 
+def sync_buffers(module: nn.Module) -> None:
+    """Make every rank hold the same buffers (BatchNorm running statistics) after an epoch.
+
+    DDP all-reduces gradients, so parameters agree, but each rank's forward updates its BatchNorm statistics
+    on its own shard. Floating buffers are averaged over the ranks (timm's ``distribute_bn(reduce=True)``), the
+    others (``num_batches_tracked``, index buffers) are taken from rank 0. A no-op without a multi-rank group.
+    """
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return
+    world = dist.get_world_size()
+    with torch.no_grad():
+        for buf in unwrap_model(module).buffers():
+            if buf.is_floating_point() or buf.is_complex():
+                dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+                buf.div_(world)
+            else:
+                dist.broadcast(buf, src=0)
+
+
 def progress_iter(it: Iterable[Any], progress: bool | None, desc: str, total: int | None) -> Iterator[Any]:
     """``tqdm`` over ``it`` when asked (``None``: only on a TTY), rank 0 only."""
     show = sys.stderr.isatty() if progress is None else progress
@@ -227,6 +247,8 @@ class EpochRunner:
                     sums[k] = sums.get(k, 0.0) + v
                 n += 1
                 logger.debug("%s epoch %d step %d: %s", self.name, epoch, n, losses)
+            for m in self.modules.values():
+                sync_buffers(m)
             for s in self.schedulers.values():
                 if s is not None:
                     s.step()

@@ -1,0 +1,95 @@
+"""iekd under 2-process DDP: every training recipe for one optimisation step (gloo, CPU).
+
+The documented DDP usage of ``iekd.recipes``: start the process group (torchrun or ``init_process_group``), give
+the loader a ``DistributedSampler``, build the networks identically on every rank, and call the recipe; it wraps
+the trained modules in ``DistributedDataParallel`` itself and writes its checkpoint on rank 0. Each rank here
+draws different in-memory data, so the ranks agree after the step only if the gradients were all-reduced and the
+BatchNorm statistics synchronised.
+
+Recipes: ``train_factor``; ``distill`` with every method (``ce``, ``kd``, ``at``, ``ft``, ``ie-kd``, ``ie-at``
+additive and native, ``ie-ft``); ``mutual`` with ``ie=False`` and ``ie=True`` (both networks digested).
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+# This file is named like the package: move its folder (which Python put first on sys.path) to the end, so
+# that ``import iekd`` finds the installed package and ``_harness`` is still found here (also in the
+# spawned workers, which inherit this sys.path).
+_HERE = pathlib.Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if pathlib.Path(p or ".").resolve() != _HERE] + [str(_HERE)]
+
+import torch  # noqa: E402
+from _harness import digest, launch  # noqa: E402
+from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
+from torch.utils.data.distributed import DistributedSampler  # noqa: E402
+
+import iekd  # noqa: E402
+from iekd.recipes import METHODS, distill, mutual, sgd, train_factor  # noqa: E402
+
+BATCH = 4  # per rank; the loader yields exactly one batch per rank, so epochs=1 is one optimisation step
+CLASSES = 3
+
+
+def _loader(rank: int, world_size: int) -> DataLoader:
+    g = torch.Generator().manual_seed(100 + rank)  # different data on every rank
+    n = BATCH * world_size
+    ds = TensorDataset(torch.randn(n, 3, 8, 8, generator=g), torch.randint(0, CLASSES, (n,), generator=g))
+    sampler = DistributedSampler(ds, shuffle=True, seed=0)
+    return DataLoader(ds, batch_size=BATCH, sampler=sampler)
+
+
+def _net(seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)  # the same initial weights on every rank (DDP would also broadcast rank 0's)
+    return iekd.models.resnet8(num_classes=CLASSES, base_width=4)
+
+
+def scenario(rank: int, world_size: int, workdir: pathlib.Path) -> dict:
+    loader = _loader(rank, world_size)
+    common = {"epochs": 1, "optimizer": sgd(0.1), "progress": False}
+    out: dict[str, dict] = {}
+    teacher = _net(0).eval()  # stands for a pre-trained teacher; identical on every rank
+
+    # Step A: the teacher's factor auto-encoder.
+    torch.manual_seed(1)
+    factor = iekd.FactorAutoencoder(teacher.num_features, rate=0.5)
+    before = digest(factor)
+    ckpt = workdir / "train_factor.pt"
+    factor = train_factor(teacher, loader, factor=factor, checkpoint=ckpt, **common)
+    out["train_factor"] = {"before": before, "after": digest(factor), "checkpoint": str(ckpt)}
+
+    # Steps B/C: every distillation method, each from the same fresh student.
+    runs = [(m, {}) for m in METHODS] + [("ie-at", {"ie_at": "native"})]
+    for method, extra in runs:
+        name = f"distill:{method}" + (":native" if extra else "")
+        student = _net(2)
+        before = digest(student)
+        ckpt = workdir / f"{name.replace(':', '_')}.pt"
+        res = distill(
+            student,
+            None if method == "ce" else teacher,
+            loader,
+            method=method,
+            factor=factor,
+            checkpoint=ckpt,
+            **extra,
+            **common,
+        )
+        out[name] = {"before": before, "after": digest(res.model), "checkpoint": str(ckpt)}
+
+    # Deep mutual learning and IE-DML: both networks train.
+    for ie in (False, True):
+        net_a, net_b = _net(3), _net(4)
+        before_a, before_b = digest(net_a), digest(net_b)
+        ckpt = workdir / f"mutual_ie{int(ie)}.pt"
+        res = mutual(net_a, net_b, loader, ie=ie, checkpoint=ckpt, **common)
+        tag = "mutual-ie" if ie else "mutual"
+        out[f"{tag}:a"] = {"before": before_a, "after": digest(res.model), "checkpoint": str(ckpt)}
+        out[f"{tag}:b"] = {"before": before_b, "after": digest(res.extras["peer"]), "checkpoint": str(ckpt)}
+    return out
+
+
+if __name__ == "__main__":
+    launch(scenario)
