@@ -10,14 +10,18 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import trimesh
 
 import morphface
-from morphface import AttributeGenerator, FaceAsset, interpolate, render_preview
+from morphface import AttributeGenerator, FaceAsset, Upsampler, interpolate, project_points, render_preview
+from morphface.checkpoint import save_checkpoint
 from morphface.cli import main
 from morphface.data import toy_face_model
 from morphface.export import displacement_to_normal_map, linear_to_srgb
 from morphface.fit import PerspectiveCamera
+from morphface.io import write_obj
+from morphface.uv import rasterize_uv
 
 
 class TestRender:
@@ -163,54 +167,161 @@ class TestPipelineAndCLI:
         )
         assert faces[0].vertices.shape == (m.n_vertices, 3)
 
-    def test_cli_sample_fit_export_preview(self, tmp_path):
-        m = toy_face_model(grid=9, n_identity=3)
-        mp = str(tmp_path / "toy.safetensors")
-        m.save(mp)
+    def test_generate_faces_with_upsampler_cascade(self, device):
+        m = toy_face_model(grid=9, n_identity=3, device=device)
+        g = AttributeGenerator(16, base_channels=4, n_down=2, latent_dim=4, device=device)
+        stages = [
+            Upsampler(5, scale=2, hidden=4, n_blocks=1, geometry_channels=6, device=device),
+            Upsampler(5, scale=2, hidden=4, n_blocks=1, device=device),
+        ]
+        ident = m.sample(2)
+        low = morphface.generate_faces(
+            m, ident, attribute_generator=g, generator=torch.Generator(device).manual_seed(0)
+        )
+        high = morphface.generate_faces(
+            m,
+            ident,
+            attribute_generator=g,
+            upsamplers=stages,
+            generator=torch.Generator(device).manual_seed(0),
+        )
+        assert high[0].albedo.shape == (3, 64, 64) and high[0].displacement.shape == (1, 64, 64)
+        assert float(high[0].albedo.min()) >= 0 and float(high[0].albedo.max()) <= 1
+        # untrained stages are bilinear x2 twice (zero-initialised output layers), then the 64 px face mask
+        raster = rasterize_uv(m.uvs, m.face_uvs, 64, face_mask=m.uv_face_mask)
+        lo = low[0].albedo[None]
+        ref = F.interpolate(
+            F.interpolate(lo, scale_factor=2.0, mode="bilinear"), scale_factor=2.0, mode="bilinear"
+        )
+        torch.testing.assert_close(high[0].albedo, (ref[0] * raster.mask).clamp(0, 1))
+        # the mesh does not depend on the maps
+        torch.testing.assert_close(high[1].vertices, low[1].vertices)
+
+    def test_generate_faces_upsampler_errors(self, device):
+        m = toy_face_model(grid=9, n_identity=3, device=device)
+        g = AttributeGenerator(16, base_channels=4, n_down=2, latent_dim=4, device=device)
+        ident = torch.zeros(1, 3, device=device)
+        with pytest.raises(ValueError, match="generate_faces: 'upsamplers' need an 'attribute_generator'"):
+            morphface.generate_faces(m, ident, upsamplers=Upsampler(5, scale=2, hidden=4))
+        with pytest.raises(ValueError, match=r"generate_faces: 'upsamplers\[0\]' takes 3 channels"):
+            morphface.generate_faces(m, ident, attribute_generator=g, upsamplers=[Upsampler(3, scale=2)])
+        with pytest.raises(ValueError, match=r"'upsamplers\[0\]' expects 4 geometry channels"):
+            morphface.generate_faces(
+                m, ident, attribute_generator=g, upsamplers=[Upsampler(5, scale=2, geometry_channels=4)]
+            )
+        with pytest.raises(TypeError, match=r"generate_faces: 'upsamplers\[1\]' must be an Upsampler"):
+            morphface.generate_faces(m, ident, attribute_generator=g, upsamplers=[Upsampler(5), "x4"])
+
+
+@pytest.fixture
+def cli_files(tmp_path):
+    """A saved toy model, an attribute-generator checkpoint and an upsampler checkpoint."""
+    m = toy_face_model(grid=9, n_identity=3)
+    model_path = str(tmp_path / "toy.safetensors")
+    m.save(model_path)
+    g = AttributeGenerator(16, base_channels=4, n_down=2, latent_dim=4)
+    save_checkpoint(tmp_path / "gen.pt", {"generator": g})
+    u = Upsampler(5, scale=2, hidden=4, n_blocks=1, geometry_channels=6)
+    save_checkpoint(tmp_path / "up.pt", {"upsampler": u})
+    return m, model_path, str(tmp_path / "gen.pt"), str(tmp_path / "up.pt")
+
+
+class TestCLI:
+    def test_sample(self, tmp_path, cli_files):
+        m, mp, gen, up = cli_files
         out = tmp_path / "s"
         assert main(["sample", "--model", mp, "--n", "2", "--out", str(out), "--preview"]) == 0
         assert os.path.isfile(out / "face001.obj") and os.path.isfile(out / "face000.png")
-        lm = m.landmarks(m.vertices(m.sample(1)))[0].numpy()
-        np.save(tmp_path / "lm.npy", lm)
-        assert (
-            main(
-                [
-                    "fit",
-                    "--model",
-                    mp,
-                    "--target",
-                    str(tmp_path / "lm.npy"),
-                    "--out",
-                    str(tmp_path / "fit.json"),
-                    "--prior-weight",
-                    "0.0001",
-                ]
-            )
-            == 0
-        )
+        assert np.load(out / "identity.npy").shape == (2, 3)
+        # with the attribute generator and one upsampler stage: 16 px maps -> 32 px
+        out2 = tmp_path / "s2"
+        args = [
+            "sample",
+            "--model",
+            mp,
+            "--n",
+            "1",
+            "--generator",
+            gen,
+            "--upsampler",
+            up,
+            "--out",
+            str(out2),
+        ]
+        assert main(args) == 0
+        assert cv2.imread(str(out2 / "face000_specular.png"), cv2.IMREAD_UNCHANGED).shape == (32, 32)
+        tm = trimesh.load(out2 / "face000.obj", process=False, maintain_order=True, force="mesh")
+        assert len(tm.vertices) == m.n_vertices
+        with pytest.raises(SystemExit):  # an upsampler without a generator is a usage error
+            main(["sample", "--model", mp, "--upsampler", up, "--out", str(out2)])
+
+    def test_fit_3d_landmarks(self, tmp_path, cli_files):
+        m, mp, _, _ = cli_files
+        a = m.sample(1, generator=torch.Generator().manual_seed(3))
+        np.save(tmp_path / "lm.npy", m.landmarks(m.vertices(a))[0].numpy())
+        args = ["fit", "--model", mp, "--target", str(tmp_path / "lm.npy"), "--no-expression"]
+        args += [
+            "--out",
+            str(tmp_path / "fit.json"),
+            "--prior-weight",
+            "0.0001",
+            "--mesh-out",
+            str(tmp_path / "f.obj"),
+        ]
+        assert main(args) == 0
         res = json.loads((tmp_path / "fit.json").read_text())
+        # noise-free landmarks of a model sample: the fit reproduces them (the toy model's size is ~10)
         assert res["mean_residual"] < 0.05 and len(res["identity"]) == 3
-        assert (
-            main(
-                [
-                    "export",
-                    "--model",
-                    mp,
-                    "--identity",
-                    str(tmp_path / "fit.json"),
-                    "--out",
-                    str(tmp_path / "e"),
-                ]
-            )
-            == 0
-        )
-        assert os.path.isfile(tmp_path / "e" / "face.obj")
+        assert len(trimesh.load(tmp_path / "f.obj", process=False).vertices) == m.n_vertices
+
+    def test_fit_2d_landmarks(self, tmp_path, cli_files):
+        m, mp, _, _ = cli_files
+        cam = PerspectiveCamera(focal=300.0, cx=64.0, cy=64.0)
+        a = m.sample(1, generator=torch.Generator().manual_seed(4))
+        pts = m.landmarks(m.vertices(a)) + torch.tensor([0.0, 0.0, -40.0])
+        uv = project_points(pts, cam)[0]
+        (tmp_path / "lm.json").write_text(json.dumps(uv.tolist()))
+        args = [
+            "fit",
+            "--model",
+            mp,
+            "--target",
+            str(tmp_path / "lm.json"),
+            "--out",
+            str(tmp_path / "fit.json"),
+        ]
+        with pytest.raises(SystemExit):  # 2D landmarks need the camera
+            main(args)
+        assert main([*args, "--focal", "300", "--cx", "64", "--cy", "64", "--prior-weight", "0.01"]) == 0
+        res = json.loads((tmp_path / "fit.json").read_text())
+        assert res["mean_residual"] < 0.5  # pixels, noise-free landmarks
+        assert len(res["residuals"]) == uv.shape[0]
+
+    def test_export(self, tmp_path, cli_files):
+        m, mp, gen, up = cli_files
+        ident = tmp_path / "id.npy"
+        np.save(ident, np.array([[0.5, -1.0, 0.2]], dtype=np.float32))
+        args = ["export", "--model", mp, "--identity", str(ident), "--generator", gen, "--upsampler", up]
+        assert main([*args, "--albedo-bits", "16", "--out", str(tmp_path / "e")]) == 0
+        for key in ("albedo", "specular", "displacement", "normal"):
+            img = cv2.imread(str(tmp_path / "e" / f"face_{key}.png"), cv2.IMREAD_UNCHANGED)
+            assert img.dtype == np.uint16 and img.shape[:2] == (32, 32), key
+        tm = trimesh.load(tmp_path / "e" / "face.obj", process=False, maintain_order=True, force="mesh")
+        assert len(tm.vertices) == m.n_vertices and tm.visual.material.image.size == (32, 32)
+        bad = tmp_path / "bad.npy"
+        np.save(bad, np.zeros((1, 5), dtype=np.float32))
+        with pytest.raises(SystemExit):
+            main(["export", "--model", mp, "--identity", str(bad), "--out", str(tmp_path / "x")])
+
+    def test_preview(self, tmp_path, cli_files):
+        m, _, _, _ = cli_files
+        write_obj(tmp_path / "m.obj", m.mean, m.faces)
         assert (
             main(
                 [
                     "preview",
                     "--mesh",
-                    str(out / "face000.obj"),
+                    str(tmp_path / "m.obj"),
                     "--resolution",
                     "32",
                     "--out",
@@ -219,7 +330,10 @@ class TestPipelineAndCLI:
             )
             == 0
         )
-        assert cv2.imread(str(tmp_path / "p.png")).shape == (32, 32, 3)
+        img = cv2.imread(str(tmp_path / "p.png"))
+        assert img.shape == (32, 32, 3)
+        # the face covers some pixels (not all background white)
+        assert int((img < 250).any(-1).sum()) > 20
 
 
 def test_pipeline_and_export_errors(device, tmp_path):

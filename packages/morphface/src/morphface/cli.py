@@ -19,7 +19,7 @@ import torch
 from .export import FaceAsset, export, write_png
 from .fit import PerspectiveCamera, fit
 from .io import load_ict_facekit, load_ict_npz, read_obj, save_mesh
-from .models.attribute import AttributeGenerator
+from .models.attribute import AttributeGenerator, Upsampler
 from .models.linear import LinearFaceModel
 from .pipeline import generate_faces
 from .render import render_preview
@@ -56,6 +56,18 @@ def _generator(path: str | None, device: str) -> AttributeGenerator | None:
     return net
 
 
+def _upsamplers(paths: Sequence[str] | None, device: str) -> list[Upsampler]:
+    from .checkpoint import build_from_checkpoint
+
+    out = []
+    for path in paths or ():
+        net = build_from_checkpoint(path, "upsampler", device=device)
+        if not isinstance(net, Upsampler):
+            raise ValueError(f"'upsampler' in {path!r} is a {type(net).__name__}, not an Upsampler")
+        out.append(net)
+    return out
+
+
 def _preview_png(path: str, f: FaceAsset, model: LinearFaceModel, resolution: int) -> None:
     img = render_preview(
         f.vertices,
@@ -88,6 +100,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--truncation", type=float, default=2.0)
     s.add_argument("--generator", help="attribute-generator checkpoint (.pt)")
+    s.add_argument(
+        "--upsampler",
+        action="append",
+        help="upsampler checkpoint (.pt, from train_upsampler); repeat to cascade stages in order",
+    )
+    s.add_argument("--device", default="cpu", help="torch device of the networks (cpu, cuda, cuda:1, ...)")
     s.add_argument("--out", required=True)
     s.add_argument("--preview", action="store_true", help="also render PNG previews")
     f = sub.add_parser(
@@ -105,7 +123,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     e = sub.add_parser("export", help="export a face (coefficients from .npy/.json) as OBJ + MTL + PNG maps")
     e.add_argument("--model", required=True)
     e.add_argument("--identity", help=".npy or fit .json; default: the mean face")
-    e.add_argument("--generator")
+    e.add_argument("--generator", help="attribute-generator checkpoint (.pt)")
+    e.add_argument("--upsampler", action="append", help="upsampler checkpoint (.pt); repeat to cascade")
+    e.add_argument("--device", default="cpu", help="torch device of the networks")
+    e.add_argument("--albedo-bits", type=int, choices=(8, 16), default=8, help="albedo PNG bit depth")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", required=True)
     v = sub.add_parser("preview", help="render a mesh file to PNG")
@@ -116,16 +137,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
-    device = "cpu"
+    device = getattr(args, "device", "cpu")
+    if getattr(args, "upsampler", None) and not args.generator:
+        p.error(f"{args.command}: --upsampler needs --generator (it upsamples the generated maps)")
     if args.command == "sample":
-        model = load_any_model(args.model)
-        gen = torch.Generator().manual_seed(args.seed)
+        model = load_any_model(args.model).to(device)
+        gen = torch.Generator(device).manual_seed(args.seed)
         ids = model.sample(args.n, generator=gen, truncation=args.truncation)
         faces = generate_faces(
-            model, ids, attribute_generator=_generator(args.generator, device), generator=gen
+            model,
+            ids,
+            attribute_generator=_generator(args.generator, device),
+            upsamplers=_upsamplers(args.upsampler, device),
+            generator=gen,
         )
         os.makedirs(args.out, exist_ok=True)
-        np.save(os.path.join(args.out, "identity.npy"), ids.numpy())
+        np.save(os.path.join(args.out, "identity.npy"), ids.cpu().numpy())
         for i, face in enumerate(faces):
             if face.albedo is not None:
                 export(face, args.out, name=f"face{i:03d}")
@@ -182,11 +209,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"export: --identity has {ident.shape[-1]} coefficients but the model has {model.n_identity} "
                     "identity modes; use the model the coefficients were fitted with"
                 )
-        gen = torch.Generator().manual_seed(args.seed)
+        gen = torch.Generator(device).manual_seed(args.seed)
         face = generate_faces(
-            model, ident, attribute_generator=_generator(args.generator, device), generator=gen
+            model.to(device),
+            ident.to(device),
+            attribute_generator=_generator(args.generator, device),
+            upsamplers=_upsamplers(args.upsampler, device),
+            generator=gen,
         )[0]
-        paths = export(face, args.out)
+        paths = export(face, args.out, albedo_bits=args.albedo_bits)
         logger.info("exported %s", ", ".join(sorted(paths)))
     elif args.command == "preview":
         mesh = read_obj(args.mesh)

@@ -123,6 +123,7 @@ def export(
     name: str = "face",
     displacement_range: float | None = None,
     uv_extent_cm: float = 25.0,
+    albedo_bits: int = 8,
 ) -> dict[str, str]:
     """Write ``<name>.obj``, ``<name>.mtl``, ``<name>.json`` and the maps present in ``face``.
 
@@ -136,6 +137,7 @@ def export(
         name: file stem.
         displacement_range: cm mapped to the 16-bit range ``[-r, r]`` (default: the map's max magnitude).
         uv_extent_cm: physical size of the UV square, for the normal map.
+        albedo_bits: bit depth of the sRGB albedo PNG, 8 (what viewers expect) or 16 (every map 16-bit).
 
     Returns:
         Dict of written paths (keys ``obj``, ``mtl``, ``json``, ``albedo``, ``specular``,
@@ -143,11 +145,16 @@ def export(
 
     Raises:
         TypeError: ``face`` is not a :class:`FaceAsset`.
-        ValueError: bad map shapes.
+        ValueError: bad map shapes or ``albedo_bits``.
     """
     fn = "export"
     if not isinstance(face, FaceAsset):
         raise TypeError(f"{fn}: 'face' must be a FaceAsset; got {type(face).__name__}")
+    if albedo_bits not in (8, 16):
+        raise ValueError(f"{fn}: 'albedo_bits' must be 8 or 16; got {albedo_bits!r}")
+    for attr, channels in (("albedo", 3), ("specular", 1), ("displacement", 1)):
+        if getattr(face, attr) is not None:
+            check_shape(getattr(face, attr), f"{channels},H,W", f"face.{attr}", fn=fn)
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)
     paths: dict[str, str] = {}
@@ -160,19 +167,20 @@ def export(
         "Ns 32",
         "illum 2",
     ]
-    meta: dict[str, object] = {"units": "cm", "albedo": "sRGB 8-bit", "specular": "linear intensity, 16-bit"}
+    meta: dict[str, object] = {
+        "units": "cm",
+        "albedo": f"sRGB {albedo_bits}-bit",
+        "specular": "linear intensity, 16-bit",
+    }
     if face.albedo is not None:
-        check_shape(face.albedo, "3,H,W", "face.albedo", fn=fn)
         paths["albedo"] = os.path.join(directory, f"{name}_albedo.png")
-        write_png(paths["albedo"], linear_to_srgb(face.albedo), bits=8)
+        write_png(paths["albedo"], linear_to_srgb(face.albedo), bits=albedo_bits)
         mtl.append(f"map_Kd {name}_albedo.png")
     if face.specular is not None:
-        check_shape(face.specular, "1,H,W", "face.specular", fn=fn)
         paths["specular"] = os.path.join(directory, f"{name}_specular.png")
         write_png(paths["specular"], face.specular, bits=16)
         mtl.append(f"map_Ks {name}_specular.png")
     if face.displacement is not None:
-        check_shape(face.displacement, "1,H,W", "face.displacement", fn=fn)
         r = (
             float(displacement_range)
             if displacement_range

@@ -1,12 +1,15 @@
-"""End-to-end face generation: identity coefficients -> base mesh -> geometry map -> attribute maps."""
+"""End-to-end face generation: identity coefficients -> base mesh -> geometry map -> attribute maps
+(-> cascaded low-to-high resolution upsampling)."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 
 from ._checks import check_floating, check_shape
 from .export import FaceAsset
-from .models.attribute import AttributeGenerator
+from .models.attribute import AttributeGenerator, Upsampler
 from .models.linear import LinearFaceModel
 from .uv import geometry_maps, rasterize_uv
 
@@ -22,6 +25,7 @@ def generate_faces(
     attribute_generator: AttributeGenerator | None = None,
     z: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    upsamplers: Upsampler | Sequence[Upsampler] = (),
     position_scale: float = 2.0,
     displacement_scale: float = 0.05,
 ) -> list[FaceAsset]:
@@ -29,7 +33,10 @@ def generate_faces(
 
     The geometry map is computed on the *neutral* identity (attributes belong to the person, not to the
     expression), with the scaling of :class:`~morphface.data.AttributeMapDataset` (``position_scale``,
-    ``displacement_scale`` must match the training data).
+    ``displacement_scale`` must match the training data). With ``upsamplers`` the generated maps go
+    through the cascade of :class:`~morphface.Upsampler` stages (low-to-high resolution transfer, e.g.
+    256 -> 1024 px with one x4 stage or two x2 stages); a stage with ``geometry_channels > 0`` gets the
+    geometry map rasterised at its output resolution.
 
     Args:
         model: the linear model (with UVs when an attribute generator is given).
@@ -38,6 +45,8 @@ def generate_faces(
         attribute_generator: optional trained :class:`~morphface.AttributeGenerator`.
         z: optional (B, latent_dim) latents (default: drawn from ``generator``).
         generator: RNG for latents and noise.
+        upsamplers: one :class:`~morphface.Upsampler` or a sequence of them applied in order to the
+            generated maps (needs ``attribute_generator``).
         position_scale: divisor of position offsets used in training.
         displacement_scale: multiplier that turns the network's displacement back into cm.
 
@@ -46,13 +55,34 @@ def generate_faces(
 
     Raises:
         TypeError: ``model`` is not a :class:`~morphface.LinearFaceModel`.
-        ValueError: wrong coefficient shapes, or a generator with a model without UVs.
+        ValueError: wrong coefficient shapes, a generator with a model without UVs, or upsamplers that
+            do not match the generator's channels (or come without a generator).
     """
     fn = "generate_faces"
     if not isinstance(model, LinearFaceModel):
         raise TypeError(f"{fn}: 'model' must be a LinearFaceModel; got {type(model).__name__}")
     check_floating(identity, "identity", fn=fn)
     dims = check_shape(identity, f"B,{model.n_identity}", "identity", fn=fn)
+    stages = [upsamplers] if isinstance(upsamplers, Upsampler) else list(upsamplers)
+    for i, st in enumerate(stages):
+        if not isinstance(st, Upsampler):
+            raise TypeError(f"{fn}: 'upsamplers[{i}]' must be an Upsampler; got {type(st).__name__}")
+    if stages and attribute_generator is None:
+        raise ValueError(
+            f"{fn}: 'upsamplers' need an 'attribute_generator' whose maps they upsample; got None"
+        )
+    if attribute_generator is not None:
+        for i, st in enumerate(stages):
+            if st.channels != attribute_generator.out_channels:
+                raise ValueError(
+                    f"{fn}: 'upsamplers[{i}]' takes {st.channels} channels but the generator makes "
+                    f"{attribute_generator.out_channels}"
+                )
+            if st.geometry_channels not in (0, attribute_generator.geometry_channels):
+                raise ValueError(
+                    f"{fn}: 'upsamplers[{i}]' expects {st.geometry_channels} geometry channels; the geometry "
+                    f"map has {attribute_generator.geometry_channels} (or use 0)"
+                )
     if z is not None and attribute_generator is not None:
         check_shape(z, f"B,{attribute_generator.latent_dim}", "z", fn=fn, dims=dims)
     verts = model.vertices(identity, expression)
@@ -61,19 +91,29 @@ def generate_faces(
         if model.uvs.shape[0] == 0:
             raise ValueError("generate_faces: 'model' has no UVs, so no geometry map can be made")
         p = next(attribute_generator.parameters())
-        raster = rasterize_uv(
-            model.uvs, model.face_uvs, attribute_generator.resolution, face_mask=model.uv_face_mask
-        )
         neutral = model.vertices(identity)
-        pos, nrm, mask = geometry_maps(neutral, model.faces, raster, mean=model.mean)
-        geo = torch.cat([pos / position_scale, nrm], 1).to(p.device, p.dtype)
+
+        def geometry_at(res: int) -> tuple[torch.Tensor, torch.Tensor]:
+            raster = rasterize_uv(model.uvs, model.face_uvs, res, face_mask=model.uv_face_mask)
+            pos, nrm, mask = geometry_maps(neutral, model.faces, raster, mean=model.mean)
+            geo = torch.cat([pos / position_scale, nrm], 1).to(p.device, p.dtype)
+            return geo, mask.to(p.device, p.dtype)
+
+        r = attribute_generator.resolution
+        geo, mask = geometry_at(r)
         b = identity.shape[0]
         if z is None:
             z = attribute_generator.sample_latent(b, generator=generator)
-        r = attribute_generator.resolution
         gdev = generator.device if generator is not None else p.device
         noise = torch.randn(b, 1, r, r, generator=generator, device=gdev).to(p.device, p.dtype)
-        maps = attribute_generator(geo, z.to(p.device, p.dtype), noise) * mask.to(p.device, p.dtype)
+        maps = attribute_generator(geo, z.to(p.device, p.dtype), noise) * mask
+        for st in stages:
+            r = r * st.scale
+            geo, mask = geometry_at(r)
+            q = next(st.parameters())
+            hi = st(maps.to(q.device, q.dtype), geo.to(q.device, q.dtype) if st.geometry_channels else None)
+            # albedo and specular stay in [0, 1] (the generator's sigmoid range); displacement is free
+            maps = torch.cat([hi[:, :4].clamp(0, 1), hi[:, 4:]], 1).to(p.device, p.dtype) * mask
         albedo, specular, displacement = maps[:, :3], maps[:, 3:4], maps[:, 4:5] * displacement_scale
     out = []
     for i in range(verts.shape[0]):
