@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 
 import numpy as np
 import pytest
@@ -113,35 +112,87 @@ def test_train_argument_errors(shared_data):
         train(nm, tr, epochs=1, max_steps=1)
 
 
-def _ddp_worker(rank: int, world: int, port: int, root: str, out_dir: str) -> None:
+def test_evaluate_errors_and_loader_input(shared_data):
+    te = _mn10(shared_data, "test", 2, num_points=32)  # 20 clouds, labels 0..9
+    model = rbfnet.create_model("pointnet", num_classes=10, mlp=(8,), head=(8,)).train()
+    via_set = evaluate(model, te, batch_size=7)
+    via_loader = evaluate(model, torch.utils.data.DataLoader(te, batch_size=20))
+    assert via_set["confusion"] == via_loader["confusion"] and via_set["num_samples"] == 20
+    assert model.training  # evaluate restores the mode it found
+    # 10 labels do not fit 5 classes: an error, not a silently wrong confusion matrix
+    with pytest.raises(ValueError, match=r"evaluate: labels must lie in \[0, 5\)"):
+        evaluate(model, te, num_classes=5)
+    with pytest.raises(ValueError, match="evaluate: the model gives 10 logits but 'num_classes' is 2"):
+        evaluate(model, torch.utils.data.Subset(te, [0, 1]), num_classes=2)  # labels 0, 0
+    assert model.training
+    with pytest.raises(ValueError, match="train: 'train_set' is empty"):
+        train(model, torch.utils.data.TensorDataset(torch.zeros(0, 3)), epochs=1)
+
+
+# Tiny members of every classifier family for the DDP test (same builders as the full models).
+_DDP_MODELS = {
+    "rbfnet_single": {"num_kernels": 8, "mlp": (8,), "head": (8,)},
+    "rbfnet_kernelwise": {"num_kernels": 8, "head": (8,)},
+    "pointnet": {"mlp": (8,), "head": (8,)},
+    "pointnet2_ssg": {"sa1": (8, 0.4, 8), "sa2": (4, 0.8, 4), "mlps": ((8,), (8,), (8,)), "head": (8,)},
+}
+
+
+def _ddp_worker(rank: int, world: int, init: str, root: str, out_dir: str) -> None:
     import torch.distributed as dist
 
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
-        torch.manual_seed(0)
-        ds = PointCloudFolder(root, "train", num_points=64, max_per_class=2)
-        model = rbfnet.create_model("rbfnet_single", num_classes=10, num_kernels=8, mlp=(8,), head=(8,))
-        out = train(model, ds, epochs=1, batch_size=4, max_steps=1, checkpoint_dir=out_dir)
-        assert out["steps"] == 1
-        torch.save(model.state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))
+        # 20 training shapes: the DistributedSampler gives each rank 10 (2 steps of 4 per epoch)
+        ds = PointCloudFolder(root, "train", num_points=64, max_per_class=2, sampling="random", seed=0)
+        te = PointCloudFolder(root, "test", num_points=64, classes=["bed", "chair", "sofa"], max_per_class=3)
+        res = {}
+        # 9 test shapes: not a multiple of the 2 ranks
+        for name, kw in _DDP_MODELS.items():
+            torch.manual_seed(0)
+            model = rbfnet.create_model(name, num_classes=10, **kw)
+            # 2 epochs x 2 steps: a second step after the first (unused parameters would fail there)
+            out = train(
+                model, ds, te, epochs=2, batch_size=4, max_steps=4, checkpoint_dir=f"{out_dir}/{name}"
+            )
+            res[name] = {
+                "steps": out["steps"],
+                "history": out["history"],
+                "eval": evaluate(model, te, batch_size=2),
+            }
+            torch.save(model.state_dict(), os.path.join(out_dir, f"{name}-rank{rank}.pt"))
+        torch.save(res, os.path.join(out_dir, f"res-rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
 
 @pytest.mark.slow
-def test_ddp_two_process_gloo_one_step(shared_data, tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+def test_ddp_two_process_gloo_every_family(shared_data, tmp_path):
     root = os.path.join(shared_data, "modelnet10-pc1024")
-    mp.spawn(_ddp_worker, args=(2, port, root, str(tmp_path)), nprocs=2, join=True)
-    a = torch.load(tmp_path / "rank0.pt", weights_only=True)
-    b = torch.load(tmp_path / "rank1.pt", weights_only=True)
-    for k in a:  # gradients were all-reduced: both ranks hold the same parameters after the step
-        if "running" not in k and "num_batches" not in k:
-            torch.testing.assert_close(a[k], b[k])
-    assert (tmp_path / "last.pt").is_file()
-    rbfnet.load_checkpoint(tmp_path / "last.pt")
+    init = f"file://{tmp_path}/rendezvous"
+    mp.spawn(_ddp_worker, args=(2, init, root, str(tmp_path)), nprocs=2, join=True)
+    res = [torch.load(tmp_path / f"res-rank{r}.pt", weights_only=False) for r in range(2)]
+    te = PointCloudFolder(root, "test", num_points=64, classes=["bed", "chair", "sofa"], max_per_class=3)
+    for name, kw in _DDP_MODELS.items():
+        a = torch.load(tmp_path / f"{name}-rank0.pt", weights_only=True)
+        b = torch.load(tmp_path / f"{name}-rank1.pt", weights_only=True)
+        for k in a:  # gradients all-reduced and BatchNorm statistics averaged: identical, buffers included
+            assert torch.equal(a[k], b[k]), (name, k)
+        assert res[0][name]["steps"] == res[1][name]["steps"] == 4
+        # epoch records are all-reduced: the same on both ranks (so callbacks decide alike)
+        assert repr(res[0][name]["history"]) == repr(res[1][name]["history"])  # repr: NaN == NaN
+        # evaluate() shards the 9 test clouds over the ranks and all-reduces: both ranks see all 9 and
+        # agree with a single-process evaluation of the same weights
+        e0, e1 = res[0][name]["eval"], res[1][name]["eval"]
+        assert e0["num_samples"] == e1["num_samples"] == 9
+        assert e0["confusion"] == e1["confusion"] and e0["overall_acc"] == e1["overall_acc"]
+        single = rbfnet.create_model(name, num_classes=10, **kw)
+        single.load_state_dict(a)
+        ref = evaluate(single, te, batch_size=9)
+        assert ref["confusion"] == e0["confusion"]
+        assert ref["loss"] == pytest.approx(e0["loss"], rel=1e-5)
+        ck = rbfnet.load_checkpoint(tmp_path / name / "last.pt")
+        assert ck["step"] == 4 and ck["epoch"] == 2
+        for k in a:
+            assert torch.equal(ck["state_dict"][k], a[k])

@@ -41,8 +41,39 @@ def _rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
+def _world() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+@torch.no_grad()
+def _sync_buffers(model: nn.Module) -> None:
+    """Average floating-point buffers (BatchNorm running statistics) over the ranks; integer buffers
+    (``num_batches_tracked``) take rank 0's value. Afterwards every rank holds the same model."""
+    if _world() == 1:
+        return
+    for buf in _unwrap(model).buffers():
+        if buf.is_floating_point():
+            dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+            buf.div_(_world())
+        else:
+            dist.broadcast(buf, src=0)
+
+
+class _Shard(torch.utils.data.Dataset):  # type: ignore[type-arg]
+    """Samples ``rank, rank + world, ...`` of a dataset: a padding-free split for evaluation."""
+
+    def __init__(self, dataset: Dataset, rank: int, world: int) -> None:  # type: ignore[type-arg]
+        self.dataset, self.indices = dataset, range(rank, len(dataset), world)  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.dataset[self.indices[i]]
 
 
 def _forward(
@@ -83,11 +114,15 @@ def classification_metrics(pred: np.ndarray, target: np.ndarray, num_classes: in
         )
     conf = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(conf, (target, pred), 1)
+    return _metrics_from_confusion(conf)
+
+
+def _metrics_from_confusion(conf: np.ndarray) -> dict[str, Any]:
     support = conf.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         per_class = np.where(support > 0, np.diag(conf) / np.maximum(support, 1), np.nan)
     return {
-        "overall_acc": float((pred == target).mean()),
+        "overall_acc": float(np.trace(conf) / max(int(conf.sum()), 1)),
         "class_mean_acc": float(np.nanmean(per_class)),
         "per_class_acc": [float(x) for x in per_class],
         "confusion": conf.tolist(),
@@ -107,51 +142,85 @@ def evaluate(
 ) -> dict[str, Any]:
     """Evaluate a classifier: loss, overall / class-mean / per-class accuracy and inference throughput.
 
+    Under an initialised process group (DDP), a dataset is split over the ranks (rank ``r`` takes samples
+    ``r, r + world, ...``, no padding), the confusion matrix, loss and sample count are all-reduced, and
+    every rank returns the same metrics, equal to a single-process evaluation of the whole set. A
+    ``DataLoader`` is used as given: its results are all-reduced only when its sampler is a
+    ``DistributedSampler`` (which may repeat a few samples to even out the shards); otherwise each rank
+    evaluates the whole loader on its own. Call it on every rank.
+
     Args:
-        model: a classifier taking ``(points, normals)``.
+        model: a classifier taking ``(points, normals)`` (a DDP wrapper is unwrapped).
         dataset: a dataset of sample dicts, or a ready ``DataLoader``.
         num_classes: ``K`` (default: the model's ``num_classes``).
         batch_size: evaluation batch size (ignored for a ``DataLoader``).
         device: device (default: the model's).
         num_workers: loader workers.
-        progress: tqdm bar (``None``: only on a TTY).
+        progress: tqdm bar (``None``: only on a TTY); rank 0 only.
 
     Returns:
-        :func:`classification_metrics` plus ``"loss"``, ``"num_samples"``, ``"clouds_per_s"``.
+        :func:`classification_metrics` plus ``"loss"``, ``"num_samples"`` and ``"clouds_per_s"`` (under
+        DDP: all samples over the slowest rank's forward time).
+
+    Raises:
+        ValueError: an empty evaluation set.
     """
     inner = _unwrap(model)
     k = int(num_classes if num_classes is not None else getattr(inner, "num_classes"))  # noqa: B009
     dev = torch.device(device) if device is not None else next(inner.parameters()).device
-    loader = (
-        dataset
-        if isinstance(dataset, DataLoader)
-        else DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    )
+    world = _world()
+    if isinstance(dataset, DataLoader):
+        loader = dataset
+        reduce = world > 1 and isinstance(dataset.sampler, DistributedSampler)
+    else:
+        reduce = world > 1
+        part = _Shard(dataset, _rank(), world) if reduce else dataset
+        loader = DataLoader(part, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     was_training = inner.training
     inner.eval()
-    preds: list[np.ndarray] = []
-    targets: list[np.ndarray] = []
-    loss_sum, n, seconds = 0.0, 0, 0.0
+    conf = torch.zeros(k, k, dtype=torch.int64)
+    loss_sum, seconds = 0.0, 0.0
     it: Iterable[Any] = loader
     if _progress_on(progress) and _rank() == 0:
         from tqdm.auto import tqdm
 
         it = tqdm(loader, desc="eval", leave=False)
-    for batch in it:
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        t0 = time.perf_counter()
-        logits, y = _forward(inner, batch, dev)
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        seconds += time.perf_counter() - t0
-        loss_sum += float(F.cross_entropy(logits.float(), y, reduction="sum"))
-        preds.append(logits.argmax(1).cpu().numpy())
-        targets.append(y.cpu().numpy())
-        n += y.numel()
-    inner.train(was_training)
-    out = classification_metrics(np.concatenate(preds), np.concatenate(targets), k)
-    out.update({"loss": loss_sum / max(n, 1), "num_samples": n, "clouds_per_s": n / max(seconds, 1e-9)})
+    try:
+        for batch in it:
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            t0 = time.perf_counter()
+            logits, y = _forward(inner, batch, dev)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            seconds += time.perf_counter() - t0
+            if y.numel() and (int(y.min()) < 0 or int(y.max()) >= k):
+                raise ValueError(
+                    f"evaluate: labels must lie in [0, {k}) (num_classes); got {int(y.min())}..{int(y.max())}"
+                )
+            if logits.shape[1] > k:
+                raise ValueError(
+                    f"evaluate: the model gives {logits.shape[1]} logits but 'num_classes' is {k}"
+                )
+            loss_sum += float(F.cross_entropy(logits.float(), y, reduction="sum"))
+            conf += torch.bincount((y * k + logits.argmax(1)).cpu(), minlength=k * k).view(k, k)
+    finally:
+        inner.train(was_training)
+    if reduce:
+        # gloo reduces CPU tensors; NCCL needs them on the GPU
+        comm = torch.device("cpu") if dist.get_backend() == "gloo" else dev
+        stats = torch.tensor([loss_sum], dtype=torch.float64, device=comm)
+        conf_c = conf.to(comm)
+        dist.all_reduce(conf_c)
+        dist.all_reduce(stats)
+        slowest = torch.tensor([seconds], dtype=torch.float64, device=comm)
+        dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
+        conf, loss_sum, seconds = conf_c.cpu(), float(stats[0]), float(slowest[0])
+    n = int(conf.sum())
+    if n == 0:
+        raise ValueError("evaluate: the evaluation set is empty")
+    out = _metrics_from_confusion(conf.numpy())
+    out.update({"loss": loss_sum / n, "num_samples": n, "clouds_per_s": n / max(seconds, 1e-9)})
     return out
 
 
@@ -180,13 +249,21 @@ def train(
 
     Each epoch: shuffled batches (``drop_last`` when the set is larger than a batch, since BatchNorm needs
     more than one sample), ``dataset.set_epoch(epoch)`` when available so that seeded augmentations change,
-    then evaluation of ``val_set``. The global torch RNG (dropout) is re-seeded from ``(seed, epoch)`` at the
-    start of every epoch so that a resumed run repeats the uninterrupted one.
+    then evaluation of ``val_set``. The global torch RNG (dropout) is re-seeded from ``(seed, epoch, rank)``
+    at the start of every epoch so that a resumed run repeats the uninterrupted one.
 
     With ``checkpoint_dir``, ``last.pt`` (model, optimizer, scheduler, epoch, step, history) is written
     atomically after every epoch and ``best.pt`` whenever validation overall accuracy improves;
-    ``resume=True`` continues from ``last.pt`` when it exists. Under an initialised process group the
-    model is wrapped in DDP and the data sharded; rank 0 alone writes files.
+    ``resume=True`` continues from ``last.pt`` when it exists.
+
+    Distributed data parallel: start one process per device (e.g. ``torchrun``), initialise the process
+    group, build the model and call ``train`` on every rank exactly as in one process (or pass a model you
+    wrapped in ``DistributedDataParallel`` yourself). The recipe wraps the model in DDP (which broadcasts
+    rank 0's weights), shards ``train_set`` with a ``DistributedSampler`` (``batch_size`` is per process),
+    averages the BatchNorm running statistics over the ranks after every epoch (every rank then holds the
+    same model), evaluates ``val_set`` sharded over the ranks (:func:`evaluate`), lets rank 0 alone write
+    checkpoints, and returns on every rank once they are written. ``checkpoint_dir`` must be shared by the
+    ranks for ``resume``.
 
     Args:
         model: classifier taking ``(points, normals)``; built by :func:`rbfnet.create_model` for
@@ -215,7 +292,7 @@ def train(
         ``train_seconds``, ``train_clouds_per_s`` and, with ``val_set``, ``val_*`` metrics.
 
     Raises:
-        ValueError: bad hyper-parameters, or a model/dataset normals mismatch.
+        ValueError: bad hyper-parameters, an empty ``train_set``, or a model/dataset normals mismatch.
     """
     fn = "train"
     for name, val in (("epochs", epochs), ("batch_size", batch_size)):
@@ -227,15 +304,23 @@ def train(
         raise ValueError(f"{fn}: 'max_steps' must be >= 1 or None; got {max_steps!r}")
     if resume and checkpoint_dir is None:
         raise ValueError(f"{fn}: resume=True needs 'checkpoint_dir'")
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
-    model.to(dev)
+    if len(train_set) == 0:  # type: ignore[arg-type]
+        raise ValueError(f"{fn}: 'train_set' is empty")
     distributed = dist.is_available() and dist.is_initialized()
-    rank = _rank()
-    net: nn.Module = (
-        nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-        if distributed
-        else model
-    )
+    rank, world = _rank(), _world()
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        net: nn.Module = model  # wrapped by the user: used as is
+        model = model.module
+        dev = torch.device(device) if device is not None else next(model.parameters()).device
+    else:
+        dev = torch.device(device) if device is not None else next(model.parameters()).device
+        model.to(dev)
+        # DDP broadcasts rank 0's parameters and buffers when it wraps, so every rank starts alike.
+        net = (
+            nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+            if distributed
+            else model
+        )
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=lr_step, gamma=lr_gamma)
     history: list[dict[str, Any]] = []
@@ -252,16 +337,18 @@ def train(
         history = list(ckpt.get("metrics", {}).get("history", []))
         best = ckpt.get("metrics", {}).get("best")
         logger.info("resumed from %s at epoch %d (step %d)", last_path, start_epoch, step)
-    drop_last = len(train_set) > batch_size  # type: ignore[arg-type]
+    # Samples per process per epoch (a DistributedSampler pads the shards to equal length).
+    local = math.ceil(len(train_set) / world)  # type: ignore[arg-type]
+    drop_last = local > batch_size
     sampler: DistributedSampler[Any] | None = (
-        DistributedSampler(train_set, shuffle=True, seed=seed, drop_last=drop_last) if distributed else None
+        DistributedSampler(train_set, shuffle=True, seed=seed, drop_last=False) if distributed else None
     )
     show = _progress_on(progress) and rank == 0
     total_seconds = sum(float(r.get("train_seconds", 0.0)) for r in history)
     for epoch in range(start_epoch, epochs):
         if max_steps is not None and step >= max_steps:
             break
-        torch.manual_seed(seed * 100003 + epoch)
+        torch.manual_seed(seed * 100003 + epoch + 7919 * rank)  # dropout masks differ between ranks
         if hasattr(train_set, "set_epoch"):
             train_set.set_epoch(epoch)
         gen = torch.Generator().manual_seed(seed * 100003 + epoch)
@@ -301,6 +388,17 @@ def train(
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         seconds = time.perf_counter() - t0
+        # DDP all-reduces gradients but each rank updates its own BatchNorm running statistics: average
+        # them, so that every rank evaluates and checkpoints the same model.
+        _sync_buffers(model)
+        if distributed:  # epoch records (and callbacks' decisions) are the same on every rank
+            comm = torch.device("cpu") if dist.get_backend() == "gloo" else dev
+            tot = torch.tensor([loss_sum, correct, seen], dtype=torch.float64, device=comm)
+            dist.all_reduce(tot)
+            loss_sum, correct, seen = float(tot[0]), int(tot[1]), int(tot[2])
+            wall = torch.tensor([seconds], dtype=torch.float64, device=comm)
+            dist.all_reduce(wall, op=dist.ReduceOp.MAX)
+            seconds = float(wall[0])
         total_seconds += seconds
         sched.step()
         record: dict[str, Any] = {
@@ -342,4 +440,6 @@ def train(
         if callback is not None and callback(epoch + 1, record):
             logger.info("callback stopped training after epoch %d", epoch + 1)
             break
+    if distributed:
+        dist.barrier()  # rank 0's checkpoints exist on return, on every rank
     return {"history": history, "best": best, "steps": step, "train_seconds": total_seconds}
