@@ -62,8 +62,11 @@ def test_cli_extract_and_synthesize(photo, tmp_path, capsys):
 def test_cli_train(shared_data, tmp_path):
     root = os.path.join(shared_data, "celeb1k-hair")
     argv = ["train", "--data", root, "--split", "val", "--out", str(tmp_path), "--arch", "hairsynth_tiny"]
-    assert main([*argv, "--size", "32", "--steps", "2", "--batch-size", "2", "--device", "cpu"]) == 0
-    assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == 2
+    argv += ["--size", "32", "--steps", "2", "--batch-size", "2", "--device", "cpu"]
+    assert main([*argv, "--schedule", "staged", "--stage-steps", "1", "1"]) == 0
+    ck = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert ck["step"] == 2 and ck["config"]["train"]["schedule"] == "staged"
+    assert ck["config"]["train"]["stage_steps"] == [1, 1]
 
 
 def _data_url(arr: np.ndarray) -> str:

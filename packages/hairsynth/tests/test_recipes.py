@@ -8,8 +8,8 @@ import socket
 import pytest
 import torch
 
+from hairsynth import create_model, load_checkpoint
 from hairsynth import functional as HF
-from hairsynth import load_checkpoint
 from hairsynth.data import HairPairDataset, find_pairs
 from hairsynth.recipes import TrainConfig, evaluate, train
 
@@ -136,3 +136,105 @@ def test_ddp_two_process_gloo_step(celeb, tmp_path):
         port = sck.getsockname()[1]
     mp.spawn(_ddp_worker, args=(port, celeb, str(tmp_path)), nprocs=2, join=True)
     assert load_checkpoint(tmp_path / "last.pt")["step"] == 1
+
+
+def _states(path):
+    ck = torch.load(path, weights_only=True)
+    sd, dsd = ck["state_dict"], ck["extra_state_dicts"]["discriminators"]
+    return {
+        "G1": {k: v for k, v in sd.items() if k.startswith("synthesis.")},
+        "G2": {k: v for k, v in sd.items() if k.startswith("refinement.")},
+        "D1": {k: v for k, v in dsd.items() if k.startswith("nets.0.")},
+        "D2": {k: v for k, v in dsd.items() if k.startswith("nets.1.")},
+    }
+
+
+def _moved(a, b):
+    """Names of the parts (G1, G2, D1, D2) whose trainable tensors differ between two checkpoints."""
+    # spectral-norm power-iteration vectors (`_u`/`_v`) are buffers updated by every discriminator forward
+    # pass, trained or not; only parameters count as "moved"
+    return {
+        part
+        for part in a
+        if any(not torch.equal(a[part][k], b[part][k]) for k in a[part] if not k.endswith(("_u", "_v")))
+    }
+
+
+class TestStagedSchedule:
+    def test_phases(self):
+        cfg = TrainConfig(steps=10, schedule="staged", stage_steps=(2, 3))
+        assert [cfg.phase(i) for i in range(7)] == ["synthesis"] * 2 + ["refinement"] * 3 + ["joint"] * 2
+        # default: a third of the steps each (9 // 3 = 3)
+        assert [TrainConfig(steps=9, schedule="staged").phase(i) for i in (2, 3, 5, 6)] == [
+            "synthesis",
+            "refinement",
+            "refinement",
+            "joint",
+        ]
+        assert {TrainConfig(steps=4).phase(i) for i in range(4)} == {"joint"}
+        assert TrainConfig(schedule="staged", stage_steps=[1, 2]).to_dict()["stage_steps"] == [1, 2]
+
+    def test_each_phase_moves_only_its_parameters(self, celeb, device, tmp_path):
+        """G1 then G2 then joint: a resume chain, one checkpoint per step, parts compared between them."""
+        ds = HairPairDataset(celeb, "val", size=32, limit=4)
+        base = dict(
+            arch="hairsynth_tiny",
+            model_kwargs={"num_downs": 3},
+            batch_size=2,
+            schedule="staged",
+            stage_steps=(2, 2),
+            disc_layers=2,
+        )
+        paths, resume = [], None
+        for steps in range(1, 6):  # steps 0-1 synthesis, 2-3 refinement, 4 joint
+            out = tmp_path / f"s{steps}"
+            res = train(
+                TrainConfig(steps=steps, **base),
+                ds,
+                out_dir=out,
+                resume=resume,
+                progress=False,
+                device=device,
+            )
+            assert res["step"] == steps
+            # frozen parts are trainable again once train returns
+            assert all(p.requires_grad for p in res["model"].parameters())
+            paths.append(out / "last.pt")
+            resume = paths[-1]
+        st = [_states(p) for p in paths]
+        assert _moved(st[0], st[1]) == {"G1", "D1"}  # step 1: synthesis phase
+        assert _moved(st[1], st[2]) == {"G2", "D2"}  # step 2: refinement phase, G1 frozen
+        assert _moved(st[2], st[3]) == {"G2", "D2"}  # step 3: refinement phase
+        assert _moved(st[3], st[4]) == {"G1", "G2", "D1", "D2"}  # step 4: joint fine-tuning
+
+    def test_user_frozen_parameters_stay_frozen(self, celeb, device):
+        ds = HairPairDataset(celeb, "val", size=32, limit=2)
+        model = create_model("hairsynth_tiny", num_downs=3)
+        first = model.synthesis.final[1]
+        first.requires_grad_(False)
+        before = first.weight.detach().clone()
+        cfg = TrainConfig(
+            steps=2, batch_size=2, schedule="staged", stage_steps=(1, 0), adv_weight=0.0, fm_weight=0.0
+        )
+        res = train(cfg, ds, model=model, progress=False, device=device)
+        assert res["model"] is model
+        assert torch.equal(first.weight.detach().cpu(), before.cpu()) and not first.weight.requires_grad
+
+    def test_errors(self, celeb):
+        ds = HairPairDataset(celeb, "val", size=32, limit=2)
+        with pytest.raises(
+            ValueError, match=r"TrainConfig: 'schedule' must be 'joint' or 'staged'; got 'g1'"
+        ):
+            TrainConfig(schedule="g1")
+        with pytest.raises(ValueError, match=r"TrainConfig: 'stage_steps' must be None or two ints >= 0"):
+            TrainConfig(schedule="staged", stage_steps=(1, -1))
+        with pytest.raises(
+            ValueError, match=r"train: schedule='staged' needs a model with a refinement network"
+        ):
+            train(
+                TrainConfig(steps=1, schedule="staged", model_kwargs={"use_refinement": False}),
+                ds,
+                progress=False,
+            )
+        with pytest.raises(TypeError, match=r"train: 'model' must be a HairSynthesisNet or None; got Linear"):
+            train(TrainConfig(steps=1), ds, model=torch.nn.Linear(2, 2), progress=False)  # type: ignore[arg-type]

@@ -73,6 +73,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--perceptual-weight", type=float, default=0.0)
     t.add_argument("--colorless-strokes", action="store_true")
     t.add_argument("--no-refinement", action="store_true")
+    t.add_argument(
+        "--schedule",
+        choices=("joint", "staged"),
+        default="joint",
+        help="joint: both stages from the start; staged: G1 alone, then G2 alone, then joint fine-tuning",
+    )
+    t.add_argument(
+        "--stage-steps",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("S1", "S2"),
+        help="steps of the G1-only and G2-only phases of --schedule staged (default: a third each)",
+    )
     t.add_argument("--resume", default=None)
     t.add_argument("--device", default=None)
     t.add_argument("--seed", type=int, default=0)
@@ -136,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             perceptual_weight=args.perceptual_weight,
             perceptual_weights=args.perceptual_weights,
             seed=args.seed,
+            schedule=args.schedule,
+            stage_steps=tuple(args.stage_steps) if args.stage_steps else None,
         )
         res = train(cfg, ds, out_dir=args.out, resume=args.resume, device=args.device)
         print(json.dumps({"step": res["step"], "last": res["history"][-1] if res["history"] else {}}))

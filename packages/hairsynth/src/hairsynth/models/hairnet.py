@@ -113,6 +113,8 @@ class HairSynthesisNet(nn.Module):
         mask: torch.Tensor,
         stroke_color: torch.Tensor,
         stroke_mask: torch.Tensor,
+        *,
+        refine: bool = True,
     ) -> dict[str, torch.Tensor]:
         """Synthesise hair in ``mask`` following the strokes.
 
@@ -121,6 +123,9 @@ class HairSynthesisNet(nn.Module):
             mask: ``(B, 1, H, W)`` region to synthesise, 1 = synthesise.
             stroke_color: ``(B, 3, H, W)`` stroke colours.
             stroke_mask: ``(B, 1, H, W)`` stroke coverage.
+            refine: run the refinement stage (when the model has one). ``False`` skips it and returns
+                ``C1`` as the output, as a model without refinement does (the synthesis-only phase of the
+                staged training schedule uses this).
 
         Returns:
             Dict with ``stage1`` (G1 output), ``composite1`` (``C1``), ``blend_mask`` (``M_f``, or ``M``
@@ -138,7 +143,7 @@ class HairSynthesisNet(nn.Module):
         y1 = self.synthesis(x1)
         c1 = HF.composite(image, y1, mask)
         out = {"stage1": y1, "composite1": c1}
-        if self.refinement is None:
+        if self.refinement is None or not refine:
             out["blend_mask"] = mask
             out["output"] = c1
             return out

@@ -34,6 +34,17 @@ class TrainConfig:
     (+ perceptual_weight * VGG perceptual when perceptual_weights is given)``; stage 1 is weighted by
     ``stage1_weight``.
 
+    Schedules (both reconstructions; the paper's schedule could not be read):
+
+    - ``"joint"`` (default): both stages and both discriminators are trained together from step 0.
+    - ``"staged"``: the usual schedule of two-stage generators of the period. Steps
+      ``[0, s1)`` train the synthesis network G1 (and its discriminator) alone on the stage-1 losses;
+      the refinement network is not run. Steps ``[s1, s1 + s2)`` freeze G1 and train the refinement
+      network G2 (and its discriminator) on the stage-2 losses. The remaining steps fine-tune
+      everything jointly, as ``"joint"`` does. ``(s1, s2) = stage_steps``, by default
+      ``(steps // 3, steps // 3)``. The phase depends only on the global step, so a resumed run
+      continues in the right phase.
+
     Args:
         arch: registry name of the model.
         model_kwargs: builder overrides.
@@ -54,6 +65,9 @@ class TrainConfig:
         log_every: call the callback / log every this many steps.
         num_workers: DataLoader workers.
         seed: seed of the loop.
+        schedule: ``"joint"`` or ``"staged"`` (see above).
+        stage_steps: ``(s1, s2)``, the steps of the synthesis-only and refinement-only phases of the
+            ``"staged"`` schedule (``None``: a third of ``steps`` each). Ignored by ``"joint"``.
     """
 
     arch: str = "hairsynth_small"
@@ -75,6 +89,8 @@ class TrainConfig:
     log_every: int = 25
     num_workers: int = 0
     seed: int = 0
+    schedule: str = "joint"
+    stage_steps: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
@@ -89,13 +105,54 @@ class TrainConfig:
             raise ValueError(
                 "TrainConfig: 'perceptual_weight' > 0 needs 'perceptual_weights' (a local VGG-19 file)"
             )
+        if self.schedule not in _SCHEDULES:
+            raise ValueError(f"TrainConfig: 'schedule' must be 'joint' or 'staged'; got {self.schedule!r}")
+        if self.stage_steps is not None:
+            ss = tuple(self.stage_steps)
+            if len(ss) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in ss):
+                raise ValueError(
+                    "TrainConfig: 'stage_steps' must be None or two ints >= 0 (synthesis steps, "
+                    f"refinement steps); got {self.stage_steps!r}"
+                )
+            self.stage_steps = (ss[0], ss[1])
         self.betas = (float(self.betas[0]), float(self.betas[1]))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict."""
         d = dataclasses.asdict(self)
         d["betas"] = list(self.betas)
+        if self.stage_steps is not None:
+            d["stage_steps"] = list(self.stage_steps)
         return d
+
+    def phase(self, step: int) -> str:
+        """The training phase of the 0-based optimisation step ``step``.
+
+        Args:
+            step: global step index (0 is the first step).
+
+        Returns:
+            ``"joint"`` for the joint schedule; for ``"staged"``: ``"synthesis"``, ``"refinement"`` or
+            ``"joint"``.
+
+        Examples:
+            >>> cfg = TrainConfig(steps=9, schedule="staged")
+            >>> [cfg.phase(i) for i in (0, 2, 3, 5, 6, 8)]
+            ['synthesis', 'synthesis', 'refinement', 'refinement', 'joint', 'joint']
+        """
+        if self.schedule == "joint":
+            return "joint"
+        s1, s2 = self.stage_steps if self.stage_steps is not None else (self.steps // 3, self.steps // 3)
+        if step < s1:
+            return "synthesis"
+        if step < s1 + s2:
+            return "refinement"
+        return "joint"
+
+
+_SCHEDULES = ("joint", "staged")
+# which stages (0: synthesis G1 / its discriminator, 1: refinement G2 / its discriminator) each phase trains
+_PHASE_STAGES = {"synthesis": (0,), "refinement": (1,), "joint": (0, 1)}
 
 
 class _Discriminators(nn.Module):
@@ -106,8 +163,8 @@ class _Discriminators(nn.Module):
             for _ in range(n)
         )
 
-    def forward(self, *xs: torch.Tensor) -> list[list[torch.Tensor]]:
-        return [d.forward_features(x) for d, x in zip(self.nets, xs)]  # type: ignore[operator]
+    def forward(self, xs: list[torch.Tensor], which: tuple[int, ...]) -> list[list[torch.Tensor]]:
+        return [self.nets[i].forward_features(x) for i, x in zip(which, xs)]  # type: ignore[operator]
 
 
 def _rank() -> int:
@@ -131,6 +188,7 @@ def train(
     config: TrainConfig,
     dataset: Dataset,
     *,
+    model: HairSynthesisNet | None = None,
     out_dir: str | os.PathLike[str] | None = None,
     resume: str | os.PathLike[str] | None = None,
     callback: Callable[[int, dict[str, float]], None] | None = None,
@@ -140,13 +198,20 @@ def train(
     """Train a :class:`~hairsynth.models.HairSynthesisNet` on a dataset of hair pairs.
 
     Works in one process or under ``torch.distributed`` (DDP, any backend; the caller initialises the
-    process group): the data are sharded with a ``DistributedSampler``, only rank 0 writes checkpoints
-    and shows progress.
+    process group, e.g. with ``torchrun``, and calls ``train`` on every rank as in one process): the model
+    and discriminators are wrapped in ``DistributedDataParallel``, the data are sharded with a
+    ``DistributedSampler``, only rank 0 writes checkpoints and shows progress, and every rank waits
+    for the checkpoint to be written, so ``last.pt`` is readable by all ranks when ``train`` returns.
+    Under the ``"staged"`` schedule the wrappers are rebuilt at each phase change (frozen parts
+    are excluded from gradient synchronisation).
 
     Args:
         config: the :class:`TrainConfig`.
         dataset: a dataset of dicts with ``image``, ``mask``, ``stroke_color``, ``stroke_mask`` (e.g.
             :class:`hairsynth.data.HairPairDataset`).
+        model: the network to train (e.g. ``create_model(..., weights=...)`` to fine-tune); ``None``
+            builds ``create_model(config.arch, **config.model_kwargs)`` after
+            ``torch.manual_seed(config.seed)`` (the same initial weights on every rank).
         out_dir: where ``last.pt`` is written (``None``: no checkpoints).
         resume: checkpoint to resume from (model, discriminators, optimisers, step, RNG).
         callback: called as ``callback(step, logs)`` every ``log_every`` steps.
@@ -154,14 +219,17 @@ def train(
         device: training device (default CUDA if available, else CPU).
 
     Returns:
-        Dict with ``model`` (unwrapped), ``history`` (list of per-log-step dicts) and ``step``.
+        Dict with ``model`` (unwrapped, with the ``requires_grad`` flags it came with), ``history`` (list of
+        per-log-step dicts) and ``step``.
 
     Raises:
-        TypeError: ``config`` is not a :class:`TrainConfig`.
-        ValueError: an empty dataset.
+        TypeError: ``config`` is not a :class:`TrainConfig` or ``model`` not a ``HairSynthesisNet``.
+        ValueError: an empty dataset, or the ``"staged"`` schedule for a model without refinement.
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"train: 'config' must be a TrainConfig; got {type(config).__name__}")
+    if model is not None and not isinstance(model, HairSynthesisNet):
+        raise TypeError(f"train: 'model' must be a HairSynthesisNet or None; got {type(model).__name__}")
     if len(dataset) == 0:  # type: ignore[arg-type]
         raise ValueError("train: 'dataset' is empty")
     dev = (
@@ -170,9 +238,17 @@ def train(
         else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     )
     rank, world = _rank(), _world()
-    torch.manual_seed(config.seed + rank)
-    model = create_model(config.arch, **config.model_kwargs)
-    assert isinstance(model, HairSynthesisNet)
+    torch.manual_seed(config.seed)  # same initial weights on every rank
+    if model is None:
+        built = create_model(config.arch, **config.model_kwargs)
+        if not isinstance(built, HairSynthesisNet):
+            raise TypeError(f"train: arch {config.arch!r} does not build a HairSynthesisNet")
+        model = built
+    if config.schedule == "staged" and model.refinement is None:
+        raise ValueError(
+            "train: schedule='staged' needs a model with a refinement network; got use_refinement=False "
+            "(use schedule='joint')"
+        )
     model.to(dev).train()
     n_stages = 2 if model.refinement is not None else 1
     discs = (
@@ -180,6 +256,8 @@ def train(
         if config.adv_weight > 0 or config.fm_weight > 0
         else None
     )
+    if rank:
+        torch.manual_seed(config.seed + rank)  # different dropout noise per rank
     opt_g = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas)
     opt_d = (
         torch.optim.Adam(discs.parameters(), lr=config.lr, betas=config.betas) if discs is not None else None
@@ -199,16 +277,11 @@ def train(
             discs.load_state_dict(extra["discriminators"])
             opt_d.load_state_dict(extra["optimizer_d"])
         step = int(ck.get("step", 0))
-        if "rng" in ck:
+        if "rng" in ck and rank == 0:
             torch.set_rng_state(ck["rng"])
+        elif rank:
+            torch.manual_seed(config.seed + rank + 7919 * step)
         logger.info("resumed from %s at step %d", resume, step)
-    g_run: nn.Module = model
-    d_run: nn.Module | None = discs
-    if world > 1:
-        ids = [dev.index] if dev.type == "cuda" else None
-        g_run = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        if discs is not None:
-            d_run = nn.parallel.DistributedDataParallel(discs, device_ids=ids)
     sampler: DistributedSampler[Any] | None = (
         DistributedSampler(dataset, num_replicas=world, rank=rank, seed=config.seed) if world > 1 else None
     )
@@ -231,86 +304,122 @@ def train(
     history: list[dict[str, float]] = []
     batches = _batches(loader, sampler)
     cfg_dict = config.to_dict()
+    g_nets = [model.synthesis] + ([model.refinement] if model.refinement is not None else [])
+    # the user's own requires_grad flags: kept in every phase and restored at the end
+    params = list(model.parameters()) + (list(discs.parameters()) if discs is not None else [])
+    trainable = {id(p): p.requires_grad for p in params}
 
     def _save() -> None:
-        if out_dir is None or rank != 0:
-            return
-        extra = {}
-        if discs is not None and opt_d is not None:
-            extra = {"discriminators": discs.state_dict(), "optimizer_d": opt_d.state_dict()}
-        save_checkpoint(
-            os.path.join(os.fspath(out_dir), "last.pt"),
-            model,
-            arch=config.arch,
-            config={**getattr(model, "config", {}), "train": cfg_dict},
-            optimizer=opt_g,
-            extra_state_dicts=extra,
-            step=step,
-            rng=True,
-        )
+        if out_dir is not None and rank == 0:
+            extra = {}
+            if discs is not None and opt_d is not None:
+                extra = {"discriminators": discs.state_dict(), "optimizer_d": opt_d.state_dict()}
+            save_checkpoint(
+                os.path.join(os.fspath(out_dir), "last.pt"),
+                model,
+                arch=str(getattr(model, "arch", config.arch)),
+                config={**getattr(model, "config", {}), "train": cfg_dict},
+                optimizer=opt_g,
+                extra_state_dicts=extra,
+                step=step,
+                rng=True,
+            )
+        if out_dir is not None and world > 1:
+            dist.barrier()  # every rank may read last.pt once this returns
 
-    while step < config.steps:
-        batch = next(batches)
-        img, mask = batch["image"].to(dev), batch["mask"].to(dev)
-        sc, sm = batch["stroke_color"].to(dev), batch["stroke_mask"].to(dev)
-        out = g_run(img, mask, sc, sm)
-        cond = HF.synthesis_input(img, mask, sc, sm)
-        preds = [out["composite1"]] + ([out["output"]] if n_stages == 2 else [])
-        regions = [mask] + ([(out["blend_mask"] > 0).to(img.dtype)] if n_stages == 2 else [])
-        weights = [config.stage1_weight if n_stages == 2 else 1.0] + ([1.0] if n_stages == 2 else [])
-        logs: dict[str, float] = {}
-        loss_g = img.new_zeros(())
-        l1_terms = [HF.masked_l1(p, img, r) for p, r in zip(preds, regions)]
-        for w, t in zip(weights, l1_terms):
-            loss_g = loss_g + w * config.l1_weight * t
-        logs["l1"] = float(l1_terms[-1].detach())
-        if perc is not None:
-            for w, p in zip(weights, preds):
-                loss_g = loss_g + w * config.perceptual_weight * perc(p, img)
-        if d_run is not None and opt_d is not None:
-            fake_feats = d_run(*[torch.cat([cond, p], 1) for p in preds])
-            with torch.no_grad():
-                real_feats = d_run(*[torch.cat([cond, img], 1) for _ in preds])
-            adv = img.new_zeros(())
-            fm = img.new_zeros(())
-            for w, ff, rf in zip(weights, fake_feats, real_feats):
-                adv = adv + w * HF.gan_loss(ff[-1], True, mode=config.gan_mode, for_discriminator=False)
-                fm = fm + w * HF.feature_matching_loss(ff[:-1], rf[:-1])
-            loss_g = loss_g + config.adv_weight * adv + config.fm_weight * fm
-            logs["g_adv"], logs["fm"] = float(adv.detach()), float(fm.detach())
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
-        logs["loss_g"] = float(loss_g.detach())
-        if d_run is not None and opt_d is not None:
-            opt_d.zero_grad(set_to_none=True)
-            xs = [torch.cat([torch.cat([cond, img], 1), torch.cat([cond, p.detach()], 1)], 0) for p in preds]
-            feats = d_run(*xs)
-            b = img.shape[0]
-            loss_d = img.new_zeros(())
-            for f in feats:
-                logits = f[-1]
-                loss_d = loss_d + 0.5 * (
-                    HF.gan_loss(logits[:b], True, mode=config.gan_mode)
-                    + HF.gan_loss(logits[b:], False, mode=config.gan_mode)
-                )
-            loss_d.backward()
-            opt_d.step()
-            logs["loss_d"] = float(loss_d.detach())
-        step += 1
+    def _enter(phase: str) -> tuple[nn.Module, nn.Module | None, tuple[int, ...]]:
+        """Freeze what the phase does not train; (re)wrap the trained parts for DDP."""
+        stages = tuple(i for i in _PHASE_STAGES[phase] if i < n_stages)
+        nets = list(enumerate(g_nets)) + (list(enumerate(discs.nets)) if discs is not None else [])
+        for i, net in nets:
+            for p in net.parameters():
+                p.requires_grad_(i in stages and trainable[id(p)])
+        logger.info("step %d: %s phase (stages %s)", step, phase, stages)
+        if world == 1:
+            return model, discs, stages
+        ids = [dev.index] if dev.type == "cuda" else None
+        g = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        d = nn.parallel.DistributedDataParallel(discs, device_ids=ids) if discs is not None else None
+        return g, d, stages
+
+    phase = ""
+    g_run: nn.Module = model
+    d_run: nn.Module | None = discs
+    stages: tuple[int, ...] = ()
+    try:
+        while step < config.steps:
+            if config.phase(step) != phase:
+                phase = config.phase(step)
+                g_run, d_run, stages = _enter(phase)
+            batch = next(batches)
+            img, mask = batch["image"].to(dev), batch["mask"].to(dev)
+            sc, sm = batch["stroke_color"].to(dev), batch["stroke_mask"].to(dev)
+            out = g_run(img, mask, sc, sm, refine=1 in stages)
+            cond = HF.synthesis_input(img, mask, sc, sm)
+            all_preds = [out["composite1"]] + ([out["output"]] if 1 in stages else [None])
+            all_regions = [mask] + ([(out["blend_mask"] > 0).to(img.dtype)] if 1 in stages else [None])
+            all_weights = [config.stage1_weight if len(stages) == 2 else 1.0, 1.0]
+            preds = [all_preds[i] for i in stages]
+            regions = [all_regions[i] for i in stages]
+            weights = [all_weights[i] for i in stages]
+            logs: dict[str, float] = {}
+            loss_g = img.new_zeros(())
+            l1_terms = [HF.masked_l1(p, img, r) for p, r in zip(preds, regions)]
+            for w, t in zip(weights, l1_terms):
+                loss_g = loss_g + w * config.l1_weight * t
+            logs["l1"] = float(l1_terms[-1].detach())
+            if perc is not None:
+                for w, p in zip(weights, preds):
+                    loss_g = loss_g + w * config.perceptual_weight * perc(p, img)
+            if d_run is not None and opt_d is not None:
+                fake_feats = d_run([torch.cat([cond, p], 1) for p in preds], stages)
+                with torch.no_grad():
+                    real_feats = d_run([torch.cat([cond, img], 1) for _ in preds], stages)
+                adv = img.new_zeros(())
+                fm = img.new_zeros(())
+                for w, ff, rf in zip(weights, fake_feats, real_feats):
+                    adv = adv + w * HF.gan_loss(ff[-1], True, mode=config.gan_mode, for_discriminator=False)
+                    fm = fm + w * HF.feature_matching_loss(ff[:-1], rf[:-1])
+                loss_g = loss_g + config.adv_weight * adv + config.fm_weight * fm
+                logs["g_adv"], logs["fm"] = float(adv.detach()), float(fm.detach())
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+            logs["loss_g"] = float(loss_g.detach())
+            if d_run is not None and opt_d is not None:
+                opt_d.zero_grad(set_to_none=True)
+                xs = [
+                    torch.cat([torch.cat([cond, img], 1), torch.cat([cond, p.detach()], 1)], 0) for p in preds
+                ]
+                feats = d_run(xs, stages)
+                b = img.shape[0]
+                loss_d = img.new_zeros(())
+                for f in feats:
+                    logits = f[-1]
+                    loss_d = loss_d + 0.5 * (
+                        HF.gan_loss(logits[:b], True, mode=config.gan_mode)
+                        + HF.gan_loss(logits[b:], False, mode=config.gan_mode)
+                    )
+                loss_d.backward()
+                opt_d.step()
+                logs["loss_d"] = float(loss_d.detach())
+            step += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(l1=f"{logs['l1']:.4f}", phase=phase)
+            if step % config.log_every == 0 or step == config.steps:
+                logs["step"] = float(step)
+                history.append(logs)
+                logger.debug("step %d (%s): %s", step, phase, logs)
+                if callback is not None:
+                    callback(step, logs)
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                _save()
+    finally:
+        for p in params:
+            p.requires_grad_(trainable[id(p)])
         if bar is not None:
-            bar.update(1)
-            bar.set_postfix(l1=f"{logs['l1']:.4f}")
-        if step % config.log_every == 0 or step == config.steps:
-            logs["step"] = float(step)
-            history.append(logs)
-            logger.debug("step %d: %s", step, logs)
-            if callback is not None:
-                callback(step, logs)
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            _save()
-    if bar is not None:
-        bar.close()
+            bar.close()
     logger.info("training finished at step %d", step)
     return {"model": model, "history": history, "step": step}
 
