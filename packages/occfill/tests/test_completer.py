@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
+import os
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from occfill import Completer, CompletionGenerator, PoseMap
-from occfill.data import tensor_to_pil
+from occfill.data import pil_to_tensor, tensor_to_pil
 from occfill.masks import eye_box_mask
-from occfill.pose import project_template
+from occfill.pose import estimate_pose, project_template, smooth_angles
 
 
 def _completer(device, **kw):
@@ -100,9 +103,79 @@ class TestVideo:
         again = c.complete_video(frames, [m] * 3, x, angles=angles, seed=1)
         assert all(torch.equal(a, b) for a, b in zip(out, again))
 
+    @staticmethod
+    def _flicker(seq, m):
+        """Mean absolute frame-to-frame change inside the mask, averaged over the T - 1 frame pairs."""
+        diffs = [((b - a).abs() * m).sum() / (3 * m.sum()) for a, b in itertools.pairwise(seq)]
+        return float(torch.stack(diffs).mean())
+
+    @staticmethod
+    def _turning_face(shared_data, device, frames=8):
+        """A real face moving 1 px per frame (a 100 px window sliding over the 112 px crop, resized to 32 px)
+        while its yaw turns by 0.02 rad per frame, and a reference photo of the same person."""
+        root = os.path.join(shared_data, "faces-24id", "Barack_Obama")
+        with Image.open(os.path.join(root, "0.jpg")) as im:
+            im = im.convert("RGB")
+            seq = [
+                pil_to_tensor(
+                    im.crop((t, t // 2, 100 + t, 100 + t // 2)).resize((32, 32), Image.Resampling.BICUBIC)
+                )
+                for t in range(frames)
+            ]
+        with Image.open(os.path.join(root, "1.jpg")) as im:
+            ref = pil_to_tensor(im.convert("RGB").resize((32, 32), Image.Resampling.BICUBIC))
+        angles = torch.stack([torch.tensor([0.0, 0.02 * t, 0.0]) for t in range(frames)])
+        return [f.to(device) for f in seq], ref.to(device), angles.to(device)
+
+    def test_slowly_turning_real_face_is_coherent(self, shared_data, device):
+        """Video mode (shared noise and reference) changes the completion from frame to frame less than the
+        true face changes; per-frame random noise makes it flicker (measured, untrained generator: video
+        0.009, ground truth 0.021, fresh noise 0.117 mean absolute change per frame in the hole)."""
+        frames, ref, angles = self._turning_face(shared_data, device)
+        m = eye_box_mask(32, 32, device=device)[0]
+        c = _completer(device)
+        video = c.complete_video(frames, [m] * len(frames), ref, angles=angles, seed=0)
+        fresh = [
+            c.complete(
+                f, m, ref, angles=angles[t : t + 1], generator=torch.Generator(device=device).manual_seed(t)
+            )
+            for t, f in enumerate(frames)
+        ]
+        truth, coherent, flicker = (self._flicker(s, m) for s in (frames, video, fresh))
+        assert coherent < truth
+        assert coherent < 0.25 * flicker
+
+    def test_pose_smoothing_removes_landmark_jitter(self, device):
+        """Landmarks of a slowly turning head with 0.5 px detector jitter: smoothing the PnP angles brings
+        them closer to the true pose and makes the completion of a still frame flicker less (measured:
+        angle error 0.018 -> 0.008 rad, flicker / 10 with strength 0.5, zero-phase)."""
+        n = 8
+        true = torch.stack([torch.tensor([0.05, 0.02 * t, 0.0]) for t in range(n)]).double()
+        lm = project_template(true, (32, 32))
+        lm = (
+            lm + torch.randn(lm.shape, generator=torch.Generator().manual_seed(0), dtype=lm.dtype) * 0.5
+        ).float()
+        raw = estimate_pose(lm, (32, 32))
+        smooth = smooth_angles(raw, 0.5, causal=False)
+        assert float((smooth - true).abs().mean()) < 0.7 * float((raw - true).abs().mean())
+        c = _completer(device)
+        x = torch.rand(3, 32, 32, device=device)
+        m = eye_box_mask(32, 32, device=device)[0]
+        lm = lm.to(device)
+        plain = c.complete_video([x] * n, [m] * n, x, lm, seed=0)
+        steady = c.complete_video([x] * n, [m] * n, x, lm, seed=0, pose_smoothing=0.5, causal=False)
+        assert self._flicker(steady, m) < 0.5 * self._flicker(plain, m)
+        # the same as feeding the smoothed angles directly
+        direct = c.complete_video([x] * n, [m] * n, x, angles=smooth.to(device), seed=0)
+        assert all(torch.allclose(a, b) for a, b in zip(steady, direct))
+
     def test_errors(self, device):
         c = _completer(device)
         x = torch.rand(3, 32, 32, device=device)
+        with pytest.raises(ValueError, match=r"complete_video: 'angles' must have shape \(2, 3\)"):
+            c.complete_video([x, x], [x[:1]] * 2, x, angles=torch.zeros(3, 3, device=device))
+        with pytest.raises(ValueError, match=r"complete_video: 'landmarks' must have shape \(2, 68, 2\)"):
+            c.complete_video([x, x], [x[:1]] * 2, x, torch.zeros(1, 68, 2, device=device))
         with pytest.raises(ValueError, match=r"complete_video: 'masks' must have one entry per frame \(2\)"):
             c.complete_video([x, x], [x[:1]], x)
         with pytest.raises(ValueError, match="'pose_smoothing' must lie in"):

@@ -18,6 +18,7 @@ from occfill.pose import (
     pose_map,
     project_template,
     rotation_to_angles,
+    smooth_angles,
 )
 
 
@@ -135,3 +136,35 @@ class TestPoseMap:
             PoseMap("mesh")
         with pytest.raises(ValueError, match=r"PoseMap: 'pose' must have shape \(B, 68, 2\)"):
             PoseMap("heatmaps")(torch.zeros(1, 3, device=device), (4, 4))
+
+
+class TestSmoothAngles:
+    def test_reference_values(self, device, dtype):
+        a = torch.tensor([[0.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 1.0, 0.0]], device=device, dtype=dtype)
+        causal = smooth_angles(a, 0.5)
+        # by hand: s0 = 0, s1 = 0.5 * 0 + 0.5 * 1 = 0.5, s2 = 0.5 * 0.5 + 0.5 * 1 = 0.75
+        assert torch.allclose(causal[:, 1], torch.tensor([0.0, 0.5, 0.75], device=device, dtype=dtype))
+        # backward pass over (0, 0.5, 0.75): r2 = 0.75, r1 = 0.5 * 0.75 + 0.5 * 0.5 = 0.625,
+        # r0 = 0.5 * 0.625 + 0.5 * 0 = 0.3125
+        both = smooth_angles(a, 0.5, causal=False)
+        assert torch.allclose(both[:, 1], torch.tensor([0.3125, 0.625, 0.75], device=device, dtype=dtype))
+        assert both.dtype == dtype and both.device == a.device
+        assert torch.equal(smooth_angles(a, 0.0), a) and torch.equal(causal[:, 0], a[:, 0])
+
+    def test_zero_phase_has_no_lag(self, device):
+        # a head turning at a constant rate: the causal filter lags by strength / (1 - strength) = 3 frames
+        # (in the steady state, s_t = a_t - rate * 3); the forward-backward filter is exact on a line
+        # away from the ends
+        t = torch.arange(60, dtype=torch.float64, device=device)
+        a = torch.stack([t * 0.0, t * 0.01, t * 0.0], dim=1)
+        lag = (a - smooth_angles(a, 0.75))[40:, 1]
+        assert torch.allclose(lag, torch.full_like(lag, 0.03), atol=1e-5)
+        assert float((a - smooth_angles(a, 0.75, causal=False))[25:35, 1].abs().max()) < 1e-4
+
+    def test_errors(self, device):
+        with pytest.raises(ValueError, match=r"smooth_angles: 'strength' must lie in \[0, 1\); got 1.0"):
+            smooth_angles(torch.zeros(2, 3, device=device), 1.0)
+        with pytest.raises(ValueError, match=r"smooth_angles: 'angles' must have shape \(T, 3\)"):
+            smooth_angles(torch.zeros(2, 2, device=device), 0.5)
+        with pytest.raises(TypeError, match="smooth_angles: 'angles' must have a floating-point dtype"):
+            smooth_angles(torch.zeros(2, 3, dtype=torch.long, device=device), 0.5)

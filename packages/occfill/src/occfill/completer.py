@@ -16,7 +16,7 @@ from ._checks import check_floating, check_range, check_shape, check_tensor
 from .data import pil_to_tensor, tensor_to_pil
 from .functional import composite, occlude
 from .models import CompletionGenerator, create_model
-from .pose import PoseMap, estimate_pose
+from .pose import PoseMap, estimate_pose, smooth_angles
 
 logger = logging.getLogger(__name__)
 
@@ -233,12 +233,16 @@ class Completer:
         angles: torch.Tensor | None = None,
         seed: int = 0,
         pose_smoothing: float = 0.0,
+        causal: bool = True,
     ) -> list[ImageLike]:
         """Complete a video: one fixed reference, per-frame pose, ONE noise draw shared by every frame.
 
         The paper claims identity-consistent video completion without showing a temporal component; here
-        coherence comes from the shared reference and noise (the generator is deterministic given them),
-        plus optional exponential smoothing of the per-frame angles (our option).
+        coherence comes from the shared reference and noise (the generator is deterministic given them, so
+        the completion changes only as much as the frame and its pose change), plus optional exponential
+        smoothing of the per-frame angles against landmark jitter (:func:`occfill.pose.smooth_angles`; our
+        option). With per-frame random noise instead, the completion flickers from frame to frame
+        (``tests/test_completer.py::TestVideo`` measures both on a slowly turning real face).
 
         Args:
             frames: T frames (tensors ``(3, H, W)`` or PIL images) or a ``(T, 3, H, W)`` tensor.
@@ -247,7 +251,10 @@ class Completer:
             landmarks: ``(T, 68, 2)`` per-frame landmarks.
             angles: ``(T, 3)`` per-frame angles (override ``landmarks``).
             seed: seed of the shared noise.
-            pose_smoothing: ``a`` in ``angles_t <- a * angles_{t-1} + (1 - a) * angles_t``, in [0, 1).
+            pose_smoothing: smoothing strength ``a`` in [0, 1) of the per-frame angles
+                (``s_t = a * s_{t-1} + (1 - a) * angles_t``); 0 turns it off.
+            causal: smooth with past frames only (live use; lags by about ``a / (1 - a)`` frames), or
+                ``False`` for a recorded video: forward-backward smoothing without lag.
 
         Returns:
             The T completed frames, each of the type of the corresponding input frame.
@@ -263,6 +270,10 @@ class Completer:
             raise ValueError(f"{fn}: 'pose_smoothing' must lie in [0, 1); got {pose_smoothing!r}")
         if n == 0:
             return []
+        if landmarks is not None:
+            check_shape(landmarks, f"{n},68,2", "landmarks", fn=fn)
+        if angles is not None:
+            check_shape(angles, f"{n},3", "angles", fn=fn)
         first, _ = _to_batch(frames[0], "frames", fn, 3)
         h, w = first.shape[-2:]
         step = 2**self.generator.depth
@@ -279,10 +290,7 @@ class Completer:
         ):
             angles = estimate_pose(landmarks, (h, w), focal=self.focal)
         if angles is not None and pose_smoothing > 0:
-            sm = angles.clone()
-            for t in range(1, n):
-                sm[t] = pose_smoothing * sm[t - 1] + (1 - pose_smoothing) * angles[t]
-            angles = sm
+            angles = smooth_angles(angles, pose_smoothing, causal=causal)
         out: list[ImageLike] = []
         for t in range(n):
             lm_t = landmarks[t : t + 1] if landmarks is not None else None

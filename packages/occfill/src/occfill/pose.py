@@ -34,6 +34,7 @@ __all__ = [
     "pose_map",
     "project_template",
     "rotation_to_angles",
+    "smooth_angles",
 ]
 
 _FLIP = np.diag([1.0, -1.0, -1.0])
@@ -261,6 +262,51 @@ def pose_map(
     check_positive(max_angle, "max_angle", fn=fn)
     check_finite(angles, "angles", fn=fn)
     return (angles / max_angle)[:, :, None, None].expand(-1, -1, height, width).contiguous()
+
+
+def smooth_angles(angles: torch.Tensor, strength: float, *, causal: bool = True) -> torch.Tensor:
+    """Exponentially smooth a sequence of head-pose angles over time (video mode; our option).
+
+    Causal (a live stream): ``s_0 = a_0``, ``s_t = strength * s_{t-1} + (1 - strength) * a_t``, which
+    lags a turning head by about ``strength / (1 - strength)`` frames. ``causal=False`` (a recorded video)
+    runs the same filter forwards and then backwards over the forward result, which removes that lag (a
+    zero-phase filter) and smooths twice as strongly.
+
+    Args:
+        angles: ``(T, 3)`` per-frame ``(pitch, yaw, roll)`` in radians (T frames in time order).
+        strength: the smoothing factor in [0, 1); 0 returns a copy of ``angles``.
+        causal: use only past frames (True) or the whole sequence (False).
+
+    Returns:
+        ``(T, 3)`` smoothed angles, dtype and device of ``angles``.
+
+    Raises:
+        TypeError: ``angles`` is not a floating tensor.
+        ValueError: wrong shape, non-finite angles or ``strength`` outside [0, 1).
+
+    Examples:
+        >>> smooth_angles(torch.tensor([[0.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), 0.5)[:, 1]
+        tensor([0.0000, 0.5000])
+    """
+    fn = "smooth_angles"
+    check_floating(angles, "angles", fn=fn)
+    check_shape(angles, "T,3", "angles", fn=fn)
+    if not 0.0 <= strength < 1.0:
+        raise ValueError(f"{fn}: 'strength' must lie in [0, 1); got {strength!r}")
+    check_finite(angles, "angles", fn=fn)
+
+    def ema(seq: torch.Tensor) -> torch.Tensor:
+        rows = [seq[0]]
+        for t in range(1, seq.shape[0]):
+            rows.append(strength * rows[-1] + (1.0 - strength) * seq[t])
+        return torch.stack(rows)
+
+    if strength == 0.0 or angles.shape[0] == 0:
+        return angles.clone()
+    out = ema(angles)
+    if not causal:
+        out = ema(out.flip(0)).flip(0)
+    return out
 
 
 def landmark_heatmaps(
