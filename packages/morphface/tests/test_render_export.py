@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import trimesh
+from mf_helpers import grid_mesh
 
 import morphface
 from morphface import AttributeGenerator, FaceAsset, Upsampler, interpolate, project_points, render_preview
@@ -20,7 +21,9 @@ from morphface.cli import main
 from morphface.data import toy_face_model
 from morphface.export import displacement_to_normal_map, linear_to_srgb
 from morphface.fit import PerspectiveCamera
+from morphface.geometry import subdivide
 from morphface.io import write_obj
+from morphface.pipeline import displace
 from morphface.uv import rasterize_uv
 
 
@@ -132,6 +135,80 @@ class TestExport:
         n = displacement_to_normal_map(disp, uv_extent_cm=10.0)
         ref = torch.tensor([-0.01, 0.0, 1.0], dtype=torch.float64, device=device)
         torch.testing.assert_close(n[:, 4, 4], ref / ref.norm())
+
+
+class TestDisplace:
+    def test_subdivide_reference(self, device):
+        # unit square of two triangles (hand-made): 4 corners + 5 unique edge midpoints, 8 triangles
+        v = torch.tensor([[0.0, 0, 0], [2, 0, 0], [0, 2, 0], [2, 2, 0]], dtype=torch.float64, device=device)
+        f = torch.tensor([[0, 1, 2], [1, 3, 2]], device=device)
+        # corner UVs with a seam along the shared edge: the second triangle has its own UV copies
+        uvs = torch.tensor(
+            [[0, 0], [1, 0], [0, 1], [1, 0], [1, 1], [0, 1]], dtype=torch.float64, device=device
+        )
+        fuv = torch.tensor([[0, 1, 2], [3, 4, 5]], device=device)
+        v2, f2, uv2, fuv2 = subdivide(v, f, uvs=uvs, face_uvs=fuv)
+        assert v2.shape == (9, 3) and f2.shape == (8, 3)
+        assert uv2 is not None and fuv2 is not None
+        assert uv2.shape == (6 + 6, 2)  # the seam edge is split on both sides: 3 + 3 UV midpoints
+        # midpoints of the 5 edges, hand computed: (1,0), (0,1), (1,1), (2,1), (1,2) in some order
+        mids = {tuple(x) for x in v2[4:, :2].tolist()}
+        assert mids == {(1.0, 0.0), (0.0, 1.0), (1.0, 1.0), (2.0, 1.0), (1.0, 2.0)}
+        # UV = position / 2 everywhere on this layout, so it must hold at every new corner too
+        torch.testing.assert_close(uv2[fuv2.flatten()], v2[f2.flatten(), :2] / 2)
+        # orientation kept: every sub-triangle has the parent's (+z) normal
+        e1, e2 = v2[f2[:, 1]] - v2[f2[:, 0]], v2[f2[:, 2]] - v2[f2[:, 0]]
+        assert bool((torch.linalg.cross(e1, e2)[:, 2] > 0).all())
+        with pytest.raises(ValueError, match="subdivide: 'uvs' and 'face_uvs' must be given together"):
+            subdivide(v, f, uvs=uvs)
+        with pytest.raises(TypeError, match="subdivide: 'faces' must be an integer tensor"):
+            subdivide(v, f.double())
+
+    @pytest.mark.parametrize("levels", [0, 1])
+    def test_displace_ramp_reference(self, device, levels):
+        # flat grid in z = 0 with UV = (x, y) and outward normal +z; displacement ramp D = 0.1 * u sampled
+        # at texel centres, which bilinear sampling reproduces exactly inside the grid's UV range
+        # [0.1, 0.9]: every vertex must end at z = 0.1 * x (hand computed)
+        v, f, uvs, fuv = grid_mesh(5, device=device)
+        w = 16
+        u = (torch.arange(w, dtype=torch.float64, device=device) + 0.5) / w
+        disp = (0.1 * u).view(1, 1, w).expand(1, w, w).contiguous()
+        out = displace(FaceAsset(v, f, uvs, fuv, displacement=disp), subdivisions=levels)
+        assert out.faces.shape[0] == f.shape[0] * 4**levels
+        torch.testing.assert_close(out.vertices[:, 2], 0.1 * out.vertices[:, 0])
+        torch.testing.assert_close(out.vertices[:, :2], subdivide(v, f)[0][:, :2] if levels else v[:, :2])
+
+    def test_displace_face_mask_and_gradcheck(self, device):
+        v, f, uvs, fuv = grid_mesh(4, device=device)
+        disp = torch.full((1, 8, 8), 0.2, dtype=torch.float64, device=device)
+        keep = torch.zeros(f.shape[0], dtype=torch.bool, device=device)
+        keep[:2] = True  # the two triangles of the first grid cell: vertices 0, 1, 4, 5
+        out = displace(FaceAsset(v, f, uvs, fuv, displacement=disp), face_mask=keep, scale=0.5)
+        moved = (out.vertices - v).norm(dim=-1) > 0
+        assert sorted(torch.nonzero(moved).flatten().tolist()) == [0, 1, 4, 5]
+        torch.testing.assert_close(out.vertices[0, 2], torch.tensor(0.1, dtype=torch.float64, device=device))
+
+        def fn(d):
+            return displace(FaceAsset(v, f, uvs, fuv, displacement=d)).vertices
+
+        d0 = torch.rand(1, 4, 4, dtype=torch.float64, device=device, requires_grad=True)
+        assert torch.autograd.gradcheck(fn, (d0,))
+
+    def test_displace_errors(self, device):
+        v, f, uvs, fuv = grid_mesh(3, device=device)
+        face = FaceAsset(
+            v, f, uvs, fuv, displacement=torch.zeros(1, 4, 4, dtype=torch.float64, device=device)
+        )
+        with pytest.raises(ValueError, match="displace: 'face' has no displacement map"):
+            displace(FaceAsset(v, f, uvs, fuv))
+        with pytest.raises(ValueError, match="displace: 'subdivisions' must be an int >= 0"):
+            displace(face, subdivisions=-1)
+        with pytest.raises(TypeError, match="displace: 'face_mask' must be a bool tensor"):
+            displace(face, face_mask=torch.ones(f.shape[0], device=device))
+        with pytest.raises(ValueError, match=r"displace: 'face_mask' must have shape \(8\)"):
+            displace(face, face_mask=torch.ones(3, dtype=torch.bool, device=device))
+        with pytest.raises(TypeError, match="displace: 'face' must be a FaceAsset"):
+            displace(v)
 
 
 class TestInterpolate:

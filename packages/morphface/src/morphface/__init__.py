@@ -9,7 +9,7 @@ from .fit import FitResult, PerspectiveCamera, fit, project_points
 from .interpolation import interpolate
 from .models import LinearFaceModel
 from .models.attribute import AttributeGenerator, PatchDiscriminator, Upsampler
-from .pipeline import generate_faces
+from .pipeline import displace, generate_faces
 from .render import render_preview
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
@@ -25,6 +25,7 @@ __all__ = [
     "__version__",
     "checkpoint",
     "data",
+    "displace",
     "export",
     "fit",
     "functional",

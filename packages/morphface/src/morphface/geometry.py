@@ -1,4 +1,5 @@
-"""Small mesh-geometry helpers: vertex normals, polygon triangulation, similarity transforms."""
+"""Small mesh-geometry helpers: vertex normals, polygon triangulation, midpoint subdivision, similarity
+transforms."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import torch
 
 from ._checks import check_floating, check_shape, check_tensor
 
-__all__ = ["axis_angle_to_matrix", "similarity_transform", "triangulate", "vertex_normals"]
+__all__ = ["axis_angle_to_matrix", "similarity_transform", "subdivide", "triangulate", "vertex_normals"]
 
 
 def triangulate(polygons: torch.Tensor) -> torch.Tensor:
@@ -125,3 +126,84 @@ def similarity_transform(
     r = axis_angle_to_matrix(rotation)
     s = scale.reshape(-1, 1, 1)
     return s * (points @ r.transpose(1, 2)) + translation[:, None, :]
+
+
+def _split_edges(tri: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unique undirected edges of (F, 3) triangles and, per triangle, the index ``n + edge`` of the
+    midpoints of its edges (ab, bc, ca)."""
+    e = torch.stack([tri[:, [0, 1]], tri[:, [1, 2]], tri[:, [2, 0]]], 1)  # (F, 3, 2)
+    uniq, inv = torch.unique(e.sort(-1).values.reshape(-1, 2), dim=0, return_inverse=True)
+    return uniq, n + inv.view(-1, 3)
+
+
+def _four(tri: torch.Tensor, mid: torch.Tensor) -> torch.Tensor:
+    a, b, c = tri.unbind(1)
+    ab, bc, ca = mid.unbind(1)
+    return torch.stack(
+        [torch.stack(t, 1) for t in ((a, ab, ca), (ab, b, bc), (ca, bc, c), (ab, bc, ca))], 1
+    ).reshape(-1, 3)
+
+
+def subdivide(
+    vertices: torch.Tensor,
+    faces: torch.Tensor,
+    *,
+    uvs: torch.Tensor | None = None,
+    face_uvs: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """One level of midpoint (1-to-4, linear) subdivision that keeps corner UVs.
+
+    Every edge gets a vertex at its midpoint, shared by the triangles on both sides; each triangle
+    ``(a, b, c)`` becomes ``(a, ab, ca), (ab, b, bc), (ca, bc, c), (ab, bc, ca)``, so triangle ``i`` of the
+    input becomes triangles ``4i .. 4i+3``. UVs are split the same way over the corner-UV triangles, so
+    seams stay seams. The surface does not move (no smoothing): the detail comes from a displacement map.
+
+    Args:
+        vertices: (V, 3) or (B, V, 3) positions.
+        faces: (F, 3) long triangles.
+        uvs: optional (T, 2) texture coordinates.
+        face_uvs: (F, 3) long corner UV indices, required with ``uvs``.
+
+    Returns:
+        ``(vertices, faces, uvs, face_uvs)``: (V + E, 3) or (B, V + E, 3) positions (the original vertices
+        first, then one per unique edge), (4F, 3) faces, and the same for the UVs (``None`` without them).
+
+    Raises:
+        TypeError: non-float positions or UVs, or non-integer indices.
+        ValueError: bad shapes, or ``uvs`` without ``face_uvs``.
+
+    Examples:
+        >>> v = torch.tensor([[0.0, 0, 0], [2, 0, 0], [0, 2, 0], [2, 2, 0]])
+        >>> v2, f2, _, _ = subdivide(v, torch.tensor([[0, 1, 2], [1, 3, 2]]))
+        >>> v2.shape, f2.shape  # 4 + 5 edges (the shared one once), 2 x 4 triangles
+        (torch.Size([9, 3]), torch.Size([8, 3]))
+    """
+    fn = "subdivide"
+    check_floating(vertices, "vertices", fn=fn)
+    check_tensor(faces, "faces", fn=fn)
+    if faces.is_floating_point() or faces.dtype == torch.bool:
+        raise TypeError(f"{fn}: 'faces' must be an integer tensor; got {faces.dtype}")
+    dims = check_shape(faces, "F,3", "faces", fn=fn)
+    if vertices.ndim not in (2, 3) or vertices.shape[-1] != 3:
+        raise ValueError(f"{fn}: 'vertices' must have shape (V, 3) or (B, V, 3); got {tuple(vertices.shape)}")
+    if (uvs is None) != (face_uvs is None):
+        raise ValueError(f"{fn}: 'uvs' and 'face_uvs' must be given together; got only one")
+    if uvs is not None and face_uvs is not None:
+        check_floating(uvs, "uvs", fn=fn)
+        check_shape(uvs, "T,2", "uvs", fn=fn)
+        check_tensor(face_uvs, "face_uvs", fn=fn)
+        if face_uvs.is_floating_point() or face_uvs.dtype == torch.bool:
+            raise TypeError(f"{fn}: 'face_uvs' must be an integer tensor; got {face_uvs.dtype}")
+        check_shape(face_uvs, "F,3", "face_uvs", fn=fn, dims=dims)
+    faces = faces.long()
+    n = vertices.shape[-2]
+    edges, mid = _split_edges(faces, n)
+    new_v = torch.cat([vertices, 0.5 * (vertices[..., edges[:, 0], :] + vertices[..., edges[:, 1], :])], -2)
+    new_f = _four(faces, mid)
+    new_uv = new_fuv = None
+    if uvs is not None and face_uvs is not None:
+        fuv = face_uvs.long()
+        uv_edges, uv_mid = _split_edges(fuv, uvs.shape[0])
+        new_uv = torch.cat([uvs, 0.5 * (uvs[uv_edges[:, 0]] + uvs[uv_edges[:, 1]])], 0)
+        new_fuv = _four(fuv, uv_mid)
+    return new_v, new_f, new_uv, new_fuv

@@ -7,13 +7,14 @@ from collections.abc import Sequence
 
 import torch
 
-from ._checks import check_floating, check_shape
+from ._checks import check_floating, check_shape, check_tensor
 from .export import FaceAsset
+from .geometry import subdivide, vertex_normals
 from .models.attribute import AttributeGenerator, Upsampler
 from .models.linear import LinearFaceModel
-from .uv import geometry_maps, rasterize_uv
+from .uv import geometry_maps, rasterize_uv, sample_uv, vertex_uvs
 
-__all__ = ["generate_faces"]
+__all__ = ["displace", "generate_faces"]
 
 
 @torch.no_grad()
@@ -129,3 +130,85 @@ def generate_faces(
             )
         )
     return out
+
+
+def displace(
+    face: FaceAsset,
+    *,
+    subdivisions: int = 0,
+    face_mask: torch.Tensor | None = None,
+    scale: float = 1.0,
+) -> FaceAsset:
+    """Bake the displacement map into the mesh: the high-frequency geometry detail as vertices.
+
+    ``x' = x + scale * D(uv(x)) * n(x)``, after ``subdivisions`` levels of midpoint subdivision
+    (:func:`~morphface.geometry.subdivide`, 4x the triangles per level) so the mesh is dense enough to
+    carry the detail; ``n`` are the unit vertex normals of the subdivided base mesh and ``D`` is sampled
+    bilinearly at each vertex's UV (at a UV seam, one of the vertex's corner UVs is used). Vertices
+    outside ``face_mask``'s triangles, or with a UV outside [0, 1], do not move. Differentiable in the
+    displacement map and the vertices.
+
+    Convention: displacement in the mesh's units (cm for ICT) along the outward normal (triangles
+    counter-clockwise seen from outside), as in :class:`~morphface.export.FaceAsset`.
+
+    Args:
+        face: a :class:`~morphface.export.FaceAsset` with a displacement map.
+        subdivisions: levels of midpoint subdivision before displacing (0 keeps the topology).
+        face_mask: optional (F,) bool, the triangles whose vertices may move (e.g. the model's
+            ``uv_face_mask``, the UV tile the map covers); default all.
+        scale: multiplier of the displacement.
+
+    Returns:
+        A new :class:`~morphface.export.FaceAsset` with the displaced (and subdivided) mesh and UVs and
+        the same maps. The displacement is now in the vertices: when rendering or exporting it, do not
+        apply its ``disp`` map a second time.
+
+    Raises:
+        TypeError: ``face`` is not a :class:`~morphface.export.FaceAsset`, or a non-bool ``face_mask``.
+        ValueError: no displacement map, a negative ``subdivisions`` or a ``face_mask`` of the wrong length.
+
+    Examples:
+        >>> from morphface.data import toy_face_model
+        >>> m = toy_face_model(grid=5, n_identity=1)
+        >>> face = FaceAsset(m.mean, m.faces, m.uvs, m.face_uvs, displacement=torch.full((1, 8, 8), 0.1))
+        >>> detailed = displace(face, subdivisions=1)
+        >>> detailed.faces.shape[0] == 4 * m.faces.shape[0]
+        True
+    """
+    fn = "displace"
+    if not isinstance(face, FaceAsset):
+        raise TypeError(f"{fn}: 'face' must be a FaceAsset; got {type(face).__name__}")
+    if face.displacement is None:
+        raise ValueError(f"{fn}: 'face' has no displacement map; got displacement=None")
+    check_shape(face.displacement, "1,H,W", "face.displacement", fn=fn)
+    if not isinstance(subdivisions, int) or isinstance(subdivisions, bool) or subdivisions < 0:
+        raise ValueError(f"{fn}: 'subdivisions' must be an int >= 0; got {subdivisions!r}")
+    n_faces = face.faces.shape[0]
+    if face_mask is not None:
+        check_tensor(face_mask, "face_mask", fn=fn)
+        if face_mask.dtype != torch.bool:
+            raise TypeError(f"{fn}: 'face_mask' must be a bool tensor; got {face_mask.dtype}")
+        check_shape(face_mask, f"{n_faces}", "face_mask", fn=fn)
+    verts, faces = face.vertices, face.faces
+    uvs, face_uvs = face.uvs, face.face_uvs
+    mask = face_mask if face_mask is not None else torch.ones(n_faces, dtype=torch.bool, device=faces.device)
+    for _ in range(subdivisions):
+        verts, faces, uvs_s, fuv_s = subdivide(verts, faces, uvs=uvs, face_uvs=face_uvs)
+        assert uvs_s is not None and fuv_s is not None
+        uvs, face_uvs = uvs_s, fuv_s
+        mask = mask.repeat_interleave(4)
+    normals = vertex_normals(verts, faces)
+    uv = vertex_uvs(faces[mask], face_uvs[mask], uvs, verts.shape[0])
+    ok = torch.isfinite(uv).all(-1) & (uv >= 0).all(-1) & (uv <= 1).all(-1)
+    uv = torch.where(ok[:, None], uv, torch.zeros_like(uv))
+    d = sample_uv(face.displacement[None].to(verts.dtype), uv.to(verts.dtype))[0, :, 0]
+    d = torch.where(ok, d, torch.zeros_like(d))
+    return FaceAsset(
+        verts + scale * d[:, None] * normals,
+        faces,
+        uvs,
+        face_uvs,
+        face.albedo,
+        face.specular,
+        face.displacement,
+    )
