@@ -8,6 +8,7 @@ or :func:`serve`.
 from __future__ import annotations
 
 import base64
+import binascii
 import io
 import json
 import logging
@@ -49,6 +50,7 @@ img.onload=()=>{for(const c of [mc,sc]){c.width=img.naturalWidth;c.height=img.na
  const m=new Image();m.onload=()=>{mx.drawImage(m,0,0);};m.src='/mask.png';};
 function mode(){return document.querySelector('input[name=mode]:checked').value}
 function pos(e){const r=sc.getBoundingClientRect();return [(e.clientX-r.left)*sc.width/r.width,(e.clientY-r.top)*sc.height/r.height]}
+function payload(){return {mask:mc.toDataURL('image/png'),strokes:strokes.map(s=>({points:s.points.map(p=>[p[0]-0.5,p[1]-0.5]),color:s.color,width:s.width}))}}
 function hex(h){return [1,3,5].map(i=>parseInt(h.substr(i,2),16)/255)}
 function redraw(){sx.clearRect(0,0,sc.width,sc.height);for(const s of strokes.concat(cur?[cur]:[])){
  sx.strokeStyle='rgb('+s.color.map(v=>Math.round(v*255)).join(',')+')';sx.lineWidth=s.width;sx.lineCap='round';sx.lineJoin='round';
@@ -62,7 +64,7 @@ document.getElementById('undo').onclick=()=>{strokes.pop();redraw()};
 document.getElementById('clear').onclick=()=>{strokes=[];mx.clearRect(0,0,mc.width,mc.height);redraw()};
 document.getElementById('run').onclick=async()=>{const st=document.getElementById('status');st.textContent=' running...';
  const r=await fetch('/synthesize',{method:'POST',headers:{'Content-Type':'application/json'},
-  body:JSON.stringify({mask:mc.toDataURL('image/png'),strokes:strokes})});const j=await r.json();
+  body:JSON.stringify(payload())});let j;try{j=await r.json()}catch(e){j={error:'HTTP '+r.status}}
  if(j.error){st.textContent=' error: '+j.error;return}document.getElementById('out').src=j.image;st.textContent=' done in '+j.seconds.toFixed(2)+' s'};
 </script></body></html>
 """
@@ -79,8 +81,13 @@ def _png_bytes(arr: np.ndarray) -> bytes:
 def _decode_mask(data_url: str, size: tuple[int, int]) -> np.ndarray:
     from PIL import Image
 
-    raw = base64.b64decode(data_url.split(",", 1)[-1])
-    im = Image.open(io.BytesIO(raw)).convert("RGBA")
+    if not isinstance(data_url, str) or not data_url.startswith("data:image/png;base64,"):
+        raise ValueError("editor: 'mask' must be a PNG data URL ('data:image/png;base64,...')")
+    try:
+        raw = base64.b64decode(data_url.split(",", 1)[1], validate=True)
+        im = Image.open(io.BytesIO(raw)).convert("RGBA")
+    except (binascii.Error, OSError) as exc:
+        raise ValueError(f"editor: 'mask' is not a readable PNG ({exc})") from exc
     if im.size != (size[1], size[0]):
         im = im.resize((size[1], size[0]), Image.Resampling.NEAREST)
     return (np.asarray(im)[..., 3] > 0).astype(np.float32)
@@ -98,7 +105,12 @@ def make_server(
 
     Routes: ``GET /`` (the page), ``GET /image.png``, ``GET /mask.png`` (initial region),
     ``POST /synthesize`` with JSON ``{"mask": <PNG data URL, alpha > 0 = region>, "strokes":
-    [{"points", "color", "width"}, ...]}`` answering ``{"image": <PNG data URL>, "seconds": t}``.
+    [{"points", "color", "width"}, ...]}`` answering ``{"image": <PNG data URL>, "seconds": t}``, or
+    status 400 with ``{"error": <message>}`` for a malformed request (the page shows the message).
+
+    Convention: the mask PNG has the image's size (a different size is resized, nearest); stroke
+    points are image pixels with pixel centres at integers, as for :class:`~hairsynth.Stroke` (the page
+    converts its canvas coordinates, whose pixel centres sit at ``+0.5``); colours are RGB in ``[0, 1]``.
 
     Args:
         synthesizer: the :class:`~hairsynth.Synthesizer`.
@@ -158,8 +170,13 @@ def make_server(
                 return
             try:
                 req = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                if not isinstance(req, dict) or "mask" not in req:
+                    raise ValueError("editor: the request must be a JSON object with 'mask' and 'strokes'")
                 m = _decode_mask(req["mask"], (h, w))
-                strokes = [Stroke.from_dict(d) for d in req.get("strokes", [])]
+                items = req.get("strokes", [])
+                if not isinstance(items, list) or not all(isinstance(d, dict) for d in items):
+                    raise ValueError("editor: 'strokes' must be a list of {points, color, width} objects")
+                strokes = [Stroke.from_dict(d) for d in items]
                 t0 = time.perf_counter()
                 with lock:
                     out = synthesizer.synthesize(image, m, strokes)
