@@ -82,6 +82,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             device=args.device,
             num_workers=args.workers,
             seed=args.seed,
+            **({"adversarial_weight": args.adversarial_weight} if task == "completion" else {}),
         )
         nets[task] = out["model"]
         print(f"{task}: final {json.dumps(out['history'][-1]) if out['history'] else 'already trained'}")
@@ -155,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--identities", type=int, default=278, help="identity pool size (paper: 278 individuals)")
     t.add_argument("--cache", action="store_true", help="render the training set once into memory")
     t.add_argument("--checkpoint-every", type=int, default=500)
+    t.add_argument(
+        "--adversarial-weight",
+        type=float,
+        default=0.01,
+        help="completion: hinge-GAN weight with a global + local patch discriminator (0: L1 only)",
+    )
     t.add_argument("--workers", type=int, default=0)
     t.add_argument("--device", default="cpu")
     t.add_argument("--seed", type=int, default=0)

@@ -21,6 +21,8 @@ __all__ = [
     "distance_to_bin",
     "distance_to_code",
     "endpoint_error",
+    "hinge_discriminator_loss",
+    "hinge_generator_loss",
     "total_variation",
 ]
 
@@ -127,6 +129,62 @@ def completion_loss(
     w = vm * (1 - hm) + hole_weight * hm
     l1 = (pred - target.to(pred)).abs().mean(1, keepdim=True)
     return (l1 * w).sum() / w.sum().clamp(min=1e-8)
+
+
+def hinge_discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """Hinge loss of a discriminator: ``mean(relu(1 - D(real))) + mean(relu(1 + D(fake)))``.
+
+    The adversarial term of the completion step as the project's dossier reconstructs it (the paper's loss
+    text could not be read; see the README's "Deviations"). Patch discriminators give one logit per patch;
+    the means run over every patch of the batch.
+
+    Args:
+        real_logits: discriminator logits on reference images, any shape.
+        fake_logits: logits on completed images, any shape.
+
+    Returns:
+        Scalar loss (0 when real logits are >= 1 and fake logits <= -1).
+
+    Raises:
+        TypeError: non-floating inputs.
+        ValueError: empty inputs.
+
+    Examples:
+        >>> real = torch.tensor([2.0, 0.5]); fake = torch.tensor([-2.0, 0.0])
+        >>> float(hinge_discriminator_loss(real, fake))  # (0 + 0.5) / 2 + (0 + 1) / 2
+        0.75
+    """
+    fn = "hinge_discriminator_loss"
+    check_floating(real_logits, "real_logits", fn=fn)
+    check_floating(fake_logits, "fake_logits", fn=fn)
+    for name, x in (("real_logits", real_logits), ("fake_logits", fake_logits)):
+        if x.numel() == 0:
+            raise ValueError(f"{fn}: '{name}' must be non-empty; got shape {tuple(x.shape)}")
+    return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+
+
+def hinge_generator_loss(fake_logits: Tensor) -> Tensor:
+    """Generator side of the hinge GAN: ``-mean(D(fake))``.
+
+    Args:
+        fake_logits: discriminator logits on completed images, any shape.
+
+    Returns:
+        Scalar loss.
+
+    Raises:
+        TypeError: non-floating input.
+        ValueError: empty input.
+
+    Examples:
+        >>> float(hinge_generator_loss(torch.tensor([1.0, -3.0])))
+        1.0
+    """
+    fn = "hinge_generator_loss"
+    check_floating(fake_logits, "fake_logits", fn=fn)
+    if fake_logits.numel() == 0:
+        raise ValueError(f"{fn}: 'fake_logits' must be non-empty; got shape {tuple(fake_logits.shape)}")
+    return -fake_logits.mean()
 
 
 def distance_bin_centers(num_bins: int, d_min: float, d_max: float) -> Tensor:

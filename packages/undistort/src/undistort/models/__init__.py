@@ -2,11 +2,14 @@
 
 from ._registry import create_model, list_models, register_model
 from .nets import (
+    CompletionDiscriminator,
     CompletionNet,
     DistanceNet,
     FlowNet,
     SegNet,
     UNet,
+    completiondisc_paper,
+    completiondisc_small,
     completionnet_paper,
     completionnet_small,
     distancenet_paper,
@@ -17,11 +20,14 @@ from .nets import (
 )
 
 __all__ = [
+    "CompletionDiscriminator",
     "CompletionNet",
     "DistanceNet",
     "FlowNet",
     "SegNet",
     "UNet",
+    "completiondisc_paper",
+    "completiondisc_small",
     "completionnet_paper",
     "completionnet_small",
     "create_model",

@@ -14,6 +14,7 @@ Convention:
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -31,11 +32,14 @@ from ._registry import register_model
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "CompletionDiscriminator",
     "CompletionNet",
     "DistanceNet",
     "FlowNet",
     "SegNet",
     "UNet",
+    "completiondisc_paper",
+    "completiondisc_small",
     "completionnet_paper",
     "completionnet_small",
     "distancenet_paper",
@@ -434,6 +438,129 @@ class CompletionNet(nn.Module):
         return f"width={self.width}, dilations={self.dilations}"
 
 
+def _patch_net(in_channels: int, width: int, n_layers: int, spectral: bool) -> nn.Sequential:
+    """PatchGAN: ``n_layers`` 4x4 stride-2 convolutions (widths ``width * 2**i``, capped at ``8 * width``),
+    LeakyReLU(0.2), then a 3x3 convolution to one logit per patch."""
+
+    def sn(conv: nn.Conv2d) -> nn.Module:
+        return nn.utils.parametrizations.spectral_norm(conv) if spectral else conv
+
+    layers: list[nn.Module] = []
+    c = in_channels
+    for i in range(n_layers):
+        w = width * min(2**i, 8)
+        layers += [sn(nn.Conv2d(c, w, 4, 2, 1)), nn.LeakyReLU(0.2, inplace=True)]
+        c = w
+    layers.append(sn(nn.Conv2d(c, 1, 3, 1, 1)))
+    return nn.Sequential(*layers)
+
+
+class CompletionDiscriminator(nn.Module):
+    """Hinge-GAN critic of the completion step: a global and a local (hole-centred) patch discriminator.
+
+    The dossier's reconstruction of the paper's completion loss (its text could not be read): L1 plus a
+    hinge GAN with a *global* discriminator on the whole corrected image and a *local* one on a crop
+    centred on the revealed regions (the holes), in the style of global + local inpainting critics; both
+    are PatchGANs (one logit per patch) with spectral normalisation. Both see the RGB image and the hole
+    mask, so real and completed images are judged with the same holes.
+
+    Args:
+        width: channels of the first convolution (doubling per layer, capped at ``8 * width``).
+        n_layers: stride-2 convolutions per discriminator (patch logits at ``1 / 2**n_layers`` resolution).
+        local: also run the local discriminator on a hole-centred crop.
+        crop_fraction: side of the local crop as a fraction of the image side (in (0, 1]).
+        spectral_norm: spectral normalisation of every convolution.
+        device: parameter device.
+        dtype: parameter dtype.
+
+    Convention:
+        The crop is centred on the hole pixels' centroid (the image centre when a sample has no hole),
+        shifted to stay inside the image, and resampled bilinearly at the image's pixel density.
+
+    Shape:
+        - image ``(B, 3, H, W)`` in [0, 1], holes ``(B, 1, H, W)`` (1 = revealed region).
+        - output dict: ``global`` ``(B, 1, H / 2**n, W / 2**n)`` and, with ``local``, ``local``
+          ``(B, 1, h / 2**n, w / 2**n)`` with ``h = round(crop_fraction * H)``.
+
+    Examples:
+        >>> d = CompletionDiscriminator(width=4, n_layers=2)
+        >>> out = d(torch.rand(2, 3, 16, 16), torch.zeros(2, 1, 16, 16))
+        >>> tuple(out["global"].shape), tuple(out["local"].shape)
+        ((2, 1, 4, 4), (2, 1, 2, 2))
+    """
+
+    def __init__(
+        self,
+        width: int = 64,
+        n_layers: int = 3,
+        *,
+        local: bool = True,
+        crop_fraction: float = 0.5,
+        spectral_norm: bool = True,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        fn = "CompletionDiscriminator"
+        if int(width) < 1 or int(n_layers) < 1:
+            raise ValueError(f"{fn}: 'width' and 'n_layers' must be >= 1; got {width}, {n_layers}")
+        if not 0.0 < float(crop_fraction) <= 1.0:
+            raise ValueError(f"{fn}: 'crop_fraction' must be in (0, 1]; got {crop_fraction}")
+        self.width, self.n_layers = int(width), int(n_layers)
+        self.local, self.crop_fraction, self.spectral_norm = (
+            bool(local),
+            float(crop_fraction),
+            bool(spectral_norm),
+        )
+        self.global_net = _patch_net(4, self.width, self.n_layers, self.spectral_norm)
+        self.local_net = _patch_net(4, self.width, self.n_layers, self.spectral_norm) if self.local else None
+        self.to(device=device, dtype=dtype)
+
+    def crop(self, x: Tensor, holes: Tensor) -> Tensor:
+        """The hole-centred crop ``(B, C, h, w)`` of ``x`` (see Convention)."""
+        b, _, h, w = x.shape
+        ch, cw = max(1, round(self.crop_fraction * h)), max(1, round(self.crop_fraction * w))
+        sy, sx = ch / h, cw / w  # half-extent of the crop in normalised coordinates
+        hm = holes[:, 0].to(x)
+        ys = (torch.arange(h, device=x.device, dtype=x.dtype) + 0.5) * 2 / h - 1
+        xs = (torch.arange(w, device=x.device, dtype=x.dtype) + 0.5) * 2 / w - 1
+        n = hm.sum((1, 2))
+        cy = (hm.sum(2) * ys).sum(1) / n.clamp(min=1e-8)
+        cx = (hm.sum(1) * xs).sum(1) / n.clamp(min=1e-8)
+        cy = torch.where(n > 0, cy, torch.zeros_like(cy)).clamp(-1 + sy, 1 - sy)
+        cx = torch.where(n > 0, cx, torch.zeros_like(cx)).clamp(-1 + sx, 1 - sx)
+        theta = x.new_zeros(b, 2, 3)
+        theta[:, 0, 0], theta[:, 1, 1] = sx, sy
+        theta[:, 0, 2], theta[:, 1, 2] = cx.detach(), cy.detach()
+        grid = F.affine_grid(theta, [b, x.shape[1], ch, cw], align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+    def forward(self, image: Tensor, holes: Tensor) -> dict[str, Tensor]:
+        """Patch logits of the global (and local) discriminator; real images should score high."""
+        fn = "CompletionDiscriminator"
+        dims = _check_image(image, fn)
+        _check_mask(holes, dims, fn, "holes")
+        check_same_device(("image", image), ("holes", holes), fn=fn)
+        k = 2**self.n_layers
+        need = k if not self.local else math.ceil(k / self.crop_fraction)
+        if dims["H"] < need or dims["W"] < need:
+            raise ValueError(
+                f"{fn}: 'image' must be at least {need}x{need} for n_layers={self.n_layers}"
+                f"{f' and crop_fraction={self.crop_fraction}' if self.local else ''}; got {dims['H']}x{dims['W']}"
+            )
+        x = torch.cat([image, holes.to(image)], 1)
+        out = {"global": self.global_net(x)}
+        if self.local_net is not None:
+            out["local"] = self.local_net(self.crop(x, holes))
+        return out
+
+    def extra_repr(self) -> str:
+        return (
+            f"width={self.width}, n_layers={self.n_layers}, local={self.local}, "
+            f"crop_fraction={self.crop_fraction}, spectral_norm={self.spectral_norm}"
+        )
+
+
 # ---------------------------------------------------------------------------------------------- builders
 
 
@@ -579,3 +706,39 @@ def completionnet_paper(*, weights: str | os.PathLike | None = None, **kwargs: A
         The model.
     """
     return _build(CompletionNet, "completionnet_paper", {"width": 64}, weights, kwargs)
+
+
+@register_model
+def completiondisc_small(
+    *, weights: str | os.PathLike | None = None, **kwargs: Any
+) -> CompletionDiscriminator:
+    """Global + local hinge-GAN discriminator for ``completionnet_small``: width 16, 3 layers.
+
+    Args:
+        weights: local checkpoint to load (never downloaded).
+        **kwargs: overrides of :class:`CompletionDiscriminator` arguments.
+
+    Returns:
+        The model.
+    """
+    return _build(
+        CompletionDiscriminator, "completiondisc_small", {"width": 16, "n_layers": 3}, weights, kwargs
+    )
+
+
+@register_model
+def completiondisc_paper(
+    *, weights: str | os.PathLike | None = None, **kwargs: Any
+) -> CompletionDiscriminator:
+    """Global + local hinge-GAN discriminator for ``completionnet_paper``: width 64, 4 layers.
+
+    Args:
+        weights: local checkpoint to load (never downloaded).
+        **kwargs: overrides of :class:`CompletionDiscriminator` arguments.
+
+    Returns:
+        The model.
+    """
+    return _build(
+        CompletionDiscriminator, "completiondisc_paper", {"width": 64, "n_layers": 4}, weights, kwargs
+    )

@@ -6,7 +6,9 @@ One loop (:func:`train`) serves four tasks; each task only defines its loss on a
 - ``"flow"``: EPE on valid head pixels + ``background_weight`` * EPE on background pixels (target 0)
   + ``tv_weight`` * TV(flow) + ``mask_weight`` * BCE(corrected-head mask).
 - ``"distance"``: cross-entropy over log-spaced bins + L1 on ``log d``.
-- ``"completion"``: weighted L1 (holes x ``hole_weight``) of the completion of the ground-truth warp.
+- ``"completion"``: weighted L1 (holes x ``hole_weight``) of the completion of the ground-truth warp,
+  plus (by default, ``adversarial_weight=0.01``) a hinge GAN against a global + local (hole-centred)
+  patch discriminator, :class:`~undistort.models.CompletionDiscriminator` (the dossier's reconstruction).
 - ``"segmentation"``: cross-entropy of head vs rest in the distorted image.
 """
 
@@ -26,8 +28,16 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 
 from .._checks import check_positive
-from ..checkpoint import load_checkpoint, save_checkpoint, unwrap
-from ..functional import completion_loss, distance_to_bin, endpoint_error, total_variation
+from ..checkpoint import clean_state_dict, load_checkpoint, save_checkpoint, unwrap
+from ..functional import (
+    completion_loss,
+    distance_to_bin,
+    endpoint_error,
+    hinge_discriminator_loss,
+    hinge_generator_loss,
+    total_variation,
+)
+from ..models import create_model
 from ..synth import collate_pairs
 from ..warp import warp
 
@@ -40,6 +50,58 @@ TASKS = ("flow", "distance", "completion", "segmentation")
 
 def _batch_to(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
     return {k: v.to(device) for k, v in batch.items()}
+
+
+def _complete(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """``(warped, completed)``: the ground-truth warp of the distorted image and the model's completion."""
+    warped = warp(batch["distorted"], batch["flow"], padding_mode="border")
+    return warped, model(warped, batch["holes"], batch["mask_corrected"])
+
+
+def _adversarial_step(
+    model: nn.Module,
+    disc: nn.Module,
+    d_opt: torch.optim.Optimizer,
+    batch: dict[str, Tensor],
+    *,
+    hole_weight: float,
+    adversarial_weight: float,
+) -> tuple[Tensor, dict[str, float]]:
+    """One discriminator update, then the completion net's loss (L1 + adversarial term) to back-propagate.
+
+    Real samples are the warped image with the *reference* pixels in the holes, fake ones the completion
+    (identical outside the holes), so the discriminator judges only what the completion net paints.
+    ``disc`` may be DDP-wrapped: its update runs through the wrapper (gradients all-reduced), while the
+    generator term calls the bare module with frozen parameters (no discriminator gradients, no sync).
+    """
+    warped, pred = _complete(model, batch)
+    holes = batch["holes"]
+    l1 = completion_loss(pred, batch["corrected"], holes, batch["mask_corrected"], hole_weight=hole_weight)
+    hm = holes.to(warped)
+    real = warped.detach() * (1 - hm) + batch["corrected"].to(warped) * hm
+    b = real.shape[0]
+    logits = disc(torch.cat([real, pred.detach()]), torch.cat([holes, holes]))
+    d_loss = sum(hinge_discriminator_loss(v[:b], v[b:]) for v in logits.values())
+    d_opt.zero_grad(set_to_none=True)
+    d_loss.backward()  # type: ignore[union-attr]
+    d_opt.step()
+    bare = unwrap(disc)
+    params = [p for p in bare.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        g_logits = bare(pred, holes)
+        adv = sum(hinge_generator_loss(v) for v in g_logits.values())
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+    loss = l1 + adversarial_weight * adv
+    return loss, {
+        "loss": float(loss.detach()),
+        "l1": float(l1.detach()),
+        "adv_g": float(adv.detach()),  # type: ignore[union-attr]
+        "d_loss": float(d_loss.detach()),  # type: ignore[union-attr]
+    }
 
 
 def task_loss(
@@ -90,8 +152,7 @@ def task_loss(
             "acc": float((out["logits"].argmax(1) == target).float().mean()),
         }
     if task == "completion":
-        warped = warp(batch["distorted"], batch["flow"], padding_mode="border")
-        pred = model(warped, batch["holes"], batch["mask_corrected"])
+        _, pred = _complete(model, batch)
         loss = completion_loss(
             pred, batch["corrected"], batch["holes"], batch["mask_corrected"], hole_weight=hole_weight
         )
@@ -139,6 +200,21 @@ def evaluate(
     return {k: v / max(n, 1) for k, v in sums.items()}
 
 
+def _disc_extra(disc: nn.Module | None, d_opt: torch.optim.Optimizer | None) -> dict[str, Any] | None:
+    """The discriminator's checkpoint entry (plain data: arch, config, state dict, optimizer state)."""
+    if disc is None:
+        return None
+    bare = unwrap(disc)
+    entry: dict[str, Any] = {
+        "arch": getattr(bare, "arch", type(bare).__name__.lower()),
+        "config": dict(getattr(bare, "config", {})),
+        "state_dict": clean_state_dict(bare.state_dict()),
+    }
+    if d_opt is not None:
+        entry["optimizer"] = d_opt.state_dict()
+    return {"discriminator": entry}
+
+
 def _forever(loader: DataLoader, sampler: Any) -> Iterator[dict[str, Tensor]]:
     epoch = 0
     while True:
@@ -161,6 +237,9 @@ def train(
     mask_weight: float = 0.1,
     hole_weight: float = 6.0,
     background_weight: float = 0.1,
+    adversarial_weight: float = 0.01,
+    discriminator: nn.Module | None = None,
+    discriminator_lr: float | None = None,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 0,
     resume: bool = True,
@@ -172,9 +251,16 @@ def train(
 ) -> dict[str, Any]:
     """Train one network of the cascade with Adam and a cosine learning-rate schedule.
 
-    Under an initialised ``torch.distributed`` process group the model is wrapped in
-    ``DistributedDataParallel``, the data is sharded with a ``DistributedSampler``, and only rank 0 writes
-    checkpoints and shows progress.
+    Under an initialised ``torch.distributed`` process group the model (and the completion task's
+    discriminator) is wrapped in ``DistributedDataParallel``, the data is sharded with a
+    ``DistributedSampler``, and only rank 0 writes checkpoints and shows progress.
+
+    The completion task trains adversarially by default (``adversarial_weight=0.01``, the dossier's
+    reconstruction): each step first updates the discriminator with the hinge loss (Adam, betas
+    (0.5, 0.999)), then the completion net with L1 + ``adversarial_weight`` x the generator hinge term. When
+    ``discriminator`` is None one is built (``completiondisc_paper`` for ``completionnet_paper``, else
+    ``completiondisc_small``); its weights and optimizer go in the checkpoint (``extra``) and are restored
+    on resume. ``adversarial_weight=0`` trains with L1 only.
 
     Args:
         task: ``"flow"``, ``"distance"``, ``"completion"`` or ``"segmentation"``.
@@ -188,6 +274,10 @@ def train(
         mask_weight: flow mask BCE weight.
         hole_weight: completion hole weight.
         background_weight: flow weight of background pixels.
+        adversarial_weight: completion only: weight of the hinge-GAN generator term (0: L1 only).
+        discriminator: completion only: the critic (e.g. ``create_model("completiondisc_small")``);
+            built automatically when None and ``adversarial_weight > 0``.
+        discriminator_lr: discriminator learning rate (default ``lr``).
         checkpoint: path of the checkpoint written at the end (and every ``checkpoint_every`` steps).
         checkpoint_every: period in steps (0: only at the end).
         resume: continue from ``checkpoint`` if it exists (model, optimizer, step).
@@ -198,11 +288,12 @@ def train(
         seed: seed of the data order.
 
     Returns:
-        Dict with ``history`` (list of per-step metric dicts of this run), ``step`` (final step) and
-        ``model`` (the unwrapped model).
+        Dict with ``history`` (list of per-step metric dicts of this run), ``step`` (final step),
+        ``model`` (the unwrapped model) and ``discriminator`` (the unwrapped critic, or None).
 
     Raises:
-        ValueError: unknown task or non-positive steps/batch size/lr.
+        ValueError: unknown task, non-positive steps/batch size/lr, negative ``adversarial_weight``, or a
+            ``discriminator`` given for another task or with ``adversarial_weight=0``.
     """
     fn = "train"
     if task not in TASKS:
@@ -210,12 +301,24 @@ def train(
     check_positive(steps, "steps", fn=fn)
     check_positive(batch_size, "batch_size", fn=fn)
     check_positive(lr, "lr", fn=fn)
+    check_positive(adversarial_weight, "adversarial_weight", fn=fn, strict=False)
+    if discriminator_lr is not None:
+        check_positive(discriminator_lr, "discriminator_lr", fn=fn)
+    if discriminator is not None:
+        if not isinstance(discriminator, nn.Module):
+            raise TypeError(f"{fn}: 'discriminator' must be an nn.Module; got {type(discriminator).__name__}")
+        if task != "completion":
+            raise ValueError(f"{fn}: 'discriminator' is only used by task 'completion'; got task {task!r}")
+        if adversarial_weight == 0:
+            raise ValueError(f"{fn}: a 'discriminator' was given but 'adversarial_weight' is 0")
+    gan = task == "completion" and adversarial_weight > 0
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(dev)
     distributed = dist.is_available() and dist.is_initialized()
     rank = dist.get_rank() if distributed else 0
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     start = 0
+    ckpt: dict[str, Any] = {}
     if checkpoint is not None and resume and os.path.isfile(checkpoint):
         ckpt = load_checkpoint(checkpoint, map_location=dev)
         unwrap(model).load_state_dict(ckpt["state_dict"])
@@ -223,16 +326,38 @@ def train(
             opt.load_state_dict(ckpt["optimizer"])
         start = int(ckpt.get("step", 0))
         logger.info("%s: resumed %s from step %d", fn, checkpoint, start)
+    saved_disc = ckpt.get("extra", {}).get("discriminator") if ckpt else None
+    d_opt: torch.optim.Optimizer | None = None
+    if gan:
+        if discriminator is None:
+            if saved_disc is not None:
+                discriminator = create_model(saved_disc["arch"], **saved_disc["config"])
+            else:
+                big = getattr(unwrap(model), "arch", "") == "completionnet_paper"
+                discriminator = create_model("completiondisc_paper" if big else "completiondisc_small")
+        discriminator.to(dev)
+        d_opt = torch.optim.Adam(
+            discriminator.parameters(),
+            lr=discriminator_lr if discriminator_lr is not None else lr,
+            betas=(0.5, 0.999),
+            weight_decay=weight_decay,
+        )
+        if saved_disc is not None:
+            unwrap(discriminator).load_state_dict(saved_disc["state_dict"])
+            if "optimizer" in saved_disc:
+                d_opt.load_state_dict(saved_disc["optimizer"])
 
     def cosine(s: int) -> float:  # s counts this run's steps; the schedule continues from ``start``
         return 0.5 * (1 + math.cos(math.pi * min(s + start, steps) / steps)) * 0.95 + 0.05
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine)
     net: nn.Module = model
+    disc: nn.Module | None = discriminator
     if distributed:
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[dev.index] if dev.type == "cuda" else None
-        )
+        ids = [dev.index] if dev.type == "cuda" else None
+        net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        if discriminator is not None:
+            disc = nn.parallel.DistributedDataParallel(discriminator, device_ids=ids)
     g = torch.Generator().manual_seed(seed + start)
     sampler: Any = (
         DistributedSampler(dataset, shuffle=True, seed=seed)
@@ -267,7 +392,12 @@ def train(
     }
     while step < steps:
         batch = _batch_to(next(it), dev)
-        loss, metrics = task_loss(task, net, batch, **kw)
+        if disc is not None and d_opt is not None:
+            loss, metrics = _adversarial_step(
+                net, disc, d_opt, batch, hole_weight=hole_weight, adversarial_weight=adversarial_weight
+            )
+        else:
+            loss, metrics = task_loss(task, net, batch, **kw)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -289,15 +419,34 @@ def train(
             and step < steps
         ):
             save_checkpoint(
-                checkpoint, model, arch=arch, config=config, optimizer=opt, step=step, metrics=metrics
+                checkpoint,
+                model,
+                arch=arch,
+                config=config,
+                optimizer=opt,
+                step=step,
+                metrics=metrics,
+                extra=_disc_extra(discriminator, d_opt),
             )
     if bar is not None:
         bar.close()
     if checkpoint is not None and rank == 0 and history:
         save_checkpoint(
-            checkpoint, model, arch=arch, config=config, optimizer=opt, step=step, metrics=history[-1]
+            checkpoint,
+            model,
+            arch=arch,
+            config=config,
+            optimizer=opt,
+            step=step,
+            metrics=history[-1],
+            extra=_disc_extra(discriminator, d_opt),
         )
     if distributed:
         dist.barrier()
     logger.info("%s %s: finished at step %d", fn, task, step)
-    return {"history": history, "step": step, "model": unwrap(model)}
+    return {
+        "history": history,
+        "step": step,
+        "model": unwrap(model),
+        "discriminator": None if discriminator is None else unwrap(discriminator),
+    }
