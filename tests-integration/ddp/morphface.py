@@ -64,7 +64,7 @@ def scenario(rank: int, world_size: int, workdir: pathlib.Path) -> dict:
         up,
         data.attribute_maps,
         geometry=data.geometry,
-        mask=data.mask[0],
+        mask=data.mask,
         steps=1,
         batch_size=2,
         checkpoint_path=ckpt,

@@ -337,3 +337,11 @@ class TestRecipes:
         g = small_gen(device)
         with pytest.raises(ValueError, match="train_attribute_model: 'discriminator' must take 11 channels"):
             train_attribute_model(g, PatchDiscriminator(5, device=device), toy_ds, steps=1)
+        u = Upsampler(5, scale=2, hidden=4, n_blocks=1, geometry_channels=6, device=device)
+        maps = torch.rand(2, 5, 16, 16)
+        with pytest.raises(ValueError, match=r"train_upsampler: 'geometry' must have shape \(2, 6, 16, 16\)"):
+            train_upsampler(u, maps, steps=1)
+        with pytest.raises(ValueError, match=r"train_upsampler: 'mask' must have shape \(1, 16, 16\)"):
+            train_upsampler(u, maps, geometry=torch.zeros(2, 6, 16, 16), mask=torch.ones(8, 8), steps=1)
+        with pytest.raises(ValueError, match="train_upsampler: map size"):
+            train_upsampler(Upsampler(5, scale=4, hidden=4, device=device), torch.rand(1, 5, 18, 18), steps=1)

@@ -226,8 +226,8 @@ def train_upsampler(
     Args:
         upsampler: the :class:`~morphface.Upsampler`.
         high_maps: (N, C, H, W) high-resolution attribute maps.
-        geometry: (N, G, H, W) high-resolution geometry maps when the upsampler takes them.
-        mask: optional (1, H, W) coverage.
+        geometry: (N, G, H, W) high-resolution geometry maps, required when the upsampler takes them.
+        mask: optional (1, H, W) (or (H, W)) coverage.
         discriminator: optional :class:`~morphface.PatchDiscriminator` over C channels (adversarial term).
         adv_weight: weight of the adversarial term.
         steps: total optimisation steps.
@@ -258,6 +258,16 @@ def train_upsampler(
     s = upsampler.scale
     if high_maps.shape[-1] % s or high_maps.shape[-2] % s:
         raise ValueError(f"{fn}: map size {tuple(high_maps.shape[-2:])} must be divisible by scale {s}")
+    n, _, h, w = high_maps.shape
+    if upsampler.geometry_channels:
+        g = upsampler.geometry_channels
+        if geometry is None or tuple(geometry.shape) != (n, g, h, w):
+            got = None if geometry is None else tuple(geometry.shape)
+            raise ValueError(
+                f"{fn}: 'geometry' must have shape ({n}, {g}, {h}, {w}) for this upsampler; got {got}"
+            )
+    if mask is not None and tuple(mask.shape) not in ((1, h, w), (h, w)):
+        raise ValueError(f"{fn}: 'mask' must have shape (1, {h}, {w}) or ({h}, {w}); got {tuple(mask.shape)}")
     dev = torch.device(device) if device is not None else next(upsampler.parameters()).device
     upsampler.to(dev).train()
     opt = torch.optim.Adam(upsampler.parameters(), lr=lr, betas=(0.9, 0.99))
