@@ -105,6 +105,8 @@ def test_completion_loss_falls_and_beats_inpainting_baseline(encoder, faces, dev
     assert full["ssim"] > base["ssim"]
     assert full["psnr"] > base["psnr"]
     # same-identity reference -> output closer to the ground truth's identity than a stranger's reference
+    # (measured: cos 0.704 with the right reference vs 0.666 with a stranger's; full vs baseline SSIM
+    # 0.580 vs 0.529, PSNR 15.45 vs 15.19 dB)
     gen = results["full"][0].generator
     batch = next(iter(torch.utils.data.DataLoader(test, batch_size=len(test))))
     yv, s, m = batch["image"].to(device), batch["reference"].to(device), batch["mask"].to(device)
