@@ -61,3 +61,49 @@ def test_rbfnet_under_torch_compile(device):
     compiled = torch.compile(net)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), net(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_train_under_torchrun_two_processes(tmp_path):
+    # `torchrun --nproc-per-node 2 -m rbfnet train ...` (CPU, gloo): the CLI joins the process group from
+    # the environment, both ranks train on their shard, rank 0 alone writes the checkpoint and result.
+    import subprocess
+    import sys
+
+    _tree(tmp_path / "d", n=8)
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "rbfnet",
+        "train",
+        "--data",
+        str(tmp_path / "d"),
+        "--num-points",
+        "32",
+        "--batch-size",
+        "4",
+        "--device",
+        "cpu",
+        "--model",
+        "pointnet",
+        "--epochs",
+        "2",
+        "--out",
+        str(out),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # one result line (rank 0), and 16 training clouds = 8 per rank = 2 steps of 4 per epoch
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    assert len(lines) == 1
+    ck = torch.load(out / "last.pt", weights_only=True)
+    assert ck["epoch"] == 2 and ck["step"] == 4
+    res = json.loads((out / "result.json").read_text())
+    assert res["final"]["num_samples"] == 16  # the whole test split, evaluated once over both ranks

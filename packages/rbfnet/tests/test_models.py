@@ -83,7 +83,24 @@ def test_parameter_counts_default_models():
     assert count_parameters(RBFNet(10)) == 1200 + 140256 + head == 800922
     assert count_parameters(PointNet(10)) == 150336 + head == 809802
     assert count_parameters(PointNet2SSG(10)) == 805184 + head == 1464650
-    assert count_parameters(RBFNet(10, aggregation="kernelwise")) < count_parameters(RBFNet(10))
+    # Variants, by hand from the same widths:
+    # kernel-wise: kernels 1200 + BN(300) 600 + head from 300: 300*512+1024 + 512*256+512 + 2570 = 288778.
+    assert count_parameters(RBFNet(10, aggregation="kernelwise")) == 1200 + 600 + 288778 == 290578
+    # multi-scale: 3 x 1200 kernels; the MLP's first layer sees 900 channels: 900*16+32 = 14432 (not 4832).
+    assert count_parameters(RBFNet(10, scales=(0.5, 1.0, 2.0))) == 3600 + 140256 - 4832 + 14432 + head
+    # normals as 6-D kernels: 300*6 + 300 = 2100; normals concatenated: first MLP layer 303*16+32 = 4880.
+    assert count_parameters(RBFNet(10, use_normals=True)) == 2100 + 140256 + head == 801822
+    concat = RBFNet(10, use_normals=True, normals_mode="concat")
+    assert count_parameters(concat) == 1200 + 140256 - 4832 + 4880 + head == 800970
+    # fixed kernels: centres and widths are not trained, but still stored
+    fixed = RBFNet(10, learn_centers=False, learn_widths=False)
+    assert count_parameters(fixed) == 800922 - 1200
+    assert count_parameters(fixed, trainable_only=False) == 800922
+    # the registry builds the same models, and the paper's "far fewer parameters" comparison holds in size:
+    # the single-layer RBFNet has 0.55x the parameters of PointNet++ SSG
+    assert count_parameters(create_model("rbfnet_multiscale", num_classes=10)) == 812922
+    assert count_parameters(create_model("pointnet2_ssg", num_classes=10)) == 1464650
+    assert 800922 / 1464650 == pytest.approx(0.547, abs=1e-3)
 
 
 def test_baselines_forward(device):
@@ -122,6 +139,16 @@ def test_bad_clouds_raise(device):
         ValueError, match=r"RBFNet\.forward_features: this model was built with use_normals=True"
     ):
         RBFNet(3, **SMALL, use_normals=True, device=device)(torch.rand(2, 10, 3, device=device))
+    nm = RBFNet(3, **SMALL, use_normals=True, device=device)
+    pts = torch.rand(2, 10, 3, device=device)
+    with pytest.raises(
+        ValueError, match=r"RBFNet\.forward_features: 'normals' must have shape \(B, N, D\) with N=10"
+    ):
+        nm(pts, torch.rand(2, 9, 3, device=device))  # one normal short
+    bad_n = _normals(pts)
+    bad_n[0, 0, 1] = float("inf")
+    with pytest.raises(ValueError, match=r"RBFNet\.forward_features: 'normals' must be finite"):
+        nm(pts, bad_n)
     with pytest.raises(ValueError, match=r"PointNet\.forward_features: 'points' must have last dimension 3"):
         PointNet(3, device=device)(torch.rand(2, 10, 2, device=device))
     with pytest.raises(ValueError, match="RBFNet: normals_mode='concat' needs aggregation='pointwise'"):

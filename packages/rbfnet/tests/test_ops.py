@@ -141,3 +141,30 @@ def test_fast_path_absent_and_present_agree(device, monkeypatch):
     # use_fast_path=False never asks for pytorch3d
     ops.knn(q, p, 2, use_fast_path=False)
     assert calls["n"] == 3
+
+
+def test_pointnet2_logits_identical_with_fast_path_faked_present(device, monkeypatch):
+    # The model-level check of the fast path: PointNet++ SSG (FPS + ball query in both SA levels) gives
+    # bit-identical logits whether pytorch3d is absent (the plain-torch path) or faked present.
+    from rbfnet import PointNet2SSG
+
+    torch.manual_seed(0)
+    net = PointNet2SSG(
+        4, sa1=(16, 0.4, 8), sa2=(6, 0.8, 8), mlps=((8,), (8,), (16,)), head=(8,), device=device
+    ).eval()
+    x = torch.rand(2, 64, 3, device=device) * 2 - 1
+    monkeypatch.setattr(_compat, "get_pytorch3d_ops", lambda: None)
+    with torch.no_grad():
+        slow = net(x)
+    calls = {"n": 0}
+    fake = _fake_pytorch3d()
+
+    def provider():
+        calls["n"] += 1
+        return fake
+
+    monkeypatch.setattr(_compat, "get_pytorch3d_ops", provider)
+    with torch.no_grad():
+        fast = net(x)
+    assert calls["n"] >= 4  # FPS and ball query of both SA levels went through the fake
+    assert torch.equal(slow, fast)

@@ -1,4 +1,8 @@
-"""Command line: ``python -m rbfnet train|eval|bench``."""
+"""Command line: ``python -m rbfnet train|eval|bench``.
+
+``train`` also runs under ``torchrun`` (one process per device): it joins the process group from the
+environment, :func:`rbfnet.train` shards the data, and rank 0 writes the checkpoints and ``result.json``.
+"""
 
 from __future__ import annotations
 
@@ -60,12 +64,48 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32)
 
 
+def _init_distributed(args: argparse.Namespace) -> bool:
+    """Join the process group that ``torchrun`` describes (``WORLD_SIZE`` > 1) unless one exists.
+
+    Returns whether this call created it (and must destroy it). Under CUDA each process takes the GPU
+    ``LOCAL_RANK`` and NCCL, otherwise gloo.
+    """
+    import torch.distributed as dist
+
+    if dist.is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    if str(args.device).startswith("cuda"):
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        args.device = f"cuda:{local}"
+        dist.init_process_group("nccl")
+    else:
+        dist.init_process_group("gloo")
+    return True
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .models import create_model, is_model
-    from .recipes import evaluate, train
+    import torch.distributed as dist
+
+    from .models import is_model
 
     if not is_model(args.model):
         raise SystemExit(f"unknown model {args.model!r}")
+    own_group = _init_distributed(args)
+    try:
+        return _train(args)
+    finally:
+        if own_group:
+            dist.destroy_process_group()
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch.distributed as dist
+
+    from .models import create_model
+    from .recipes import evaluate, train
+
+    rank = dist.get_rank() if dist.is_initialized() else 0
     uses_normals = args.model == "rbfnet_normals"
     tr = _dataset(args, "train", train=True, use_normals=uses_normals)
     te = _dataset(args, "test", train=False, use_normals=uses_normals)
@@ -82,10 +122,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
         checkpoint_dir=args.out,
         resume=args.resume,
+        max_steps=args.max_steps,
         progress=None,
     )
-    final = evaluate(model, te, device=args.device, batch_size=args.batch_size)
+    final = evaluate(model, te, device=args.device, batch_size=args.batch_size)  # all ranks: same metrics
     final.pop("confusion")
+    if rank != 0:
+        return 0
     result = {"best": out["best"], "final": final, "train_seconds": out["train_seconds"]}
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "result.json"), "w", encoding="utf-8") as fh:
@@ -150,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="checkpoint / result folder")
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
     p = sub.add_parser("eval", help="evaluate a checkpoint")
     _add_data_args(p)
     p.add_argument("--weights", required=True)
@@ -160,7 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--models", nargs="*", default=None)
     p.add_argument("--out", default=None, help="JSON file")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
+    level = logging.DEBUG if args.verbose else logging.INFO
+    if int(os.environ.get("RANK", "0")) > 0:  # under torchrun, rank 0 alone logs progress
+        level = logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     return {"train": _cmd_train, "eval": _cmd_eval, "bench": _cmd_bench}[args.cmd](args)
