@@ -6,8 +6,9 @@ the trained modules in ``DistributedDataParallel`` itself and writes its checkpo
 draws different in-memory data, so the ranks agree after the step only if the gradients were all-reduced and the
 BatchNorm statistics synchronised.
 
-Recipes: ``train_factor``; ``distill`` with every method (``ce``, ``kd``, ``at``, ``ft``, ``ie-kd``, ``ie-at``
-additive and native, ``ie-ft``); ``mutual`` with ``ie=False`` and ``ie=True`` (both networks digested).
+Recipes: ``train_factor``; ``distill`` with every method of ``iekd.recipes.METHODS`` (``ce``, ``kd``, ``at``,
+``ft``, ``ofd``, ``ie-kd``, ``ie-at``, ``ie-ft``, ``ie-ofd``), plus native IE-AT, native IE-OFD and OFD with the
+data margin; ``mutual`` with ``ie=False`` and ``ie=True`` (both networks digested).
 """
 
 from __future__ import annotations
@@ -61,9 +62,14 @@ def scenario(rank: int, world_size: int, workdir: pathlib.Path) -> dict:
     out["train_factor"] = {"before": before, "after": digest(factor), "checkpoint": str(ckpt)}
 
     # Steps B/C: every distillation method, each from the same fresh student.
-    runs = [(m, {}) for m in METHODS] + [("ie-at", {"ie_at": "native"})]
-    for method, extra in runs:
-        name = f"distill:{method}" + (":native" if extra else "")
+    runs: list[tuple[str, str, dict]] = [(m, "", {}) for m in METHODS]
+    runs += [
+        ("ie-at", ":native", {"ie_at": "native"}),
+        ("ie-ofd", ":native", {"ie_ofd": "native"}),
+        ("ofd", ":data-margin", {"ofd_margin": "data"}),
+    ]
+    for method, suffix, extra in runs:
+        name = f"distill:{method}{suffix}"
         student = _net(2)
         before = digest(student)
         ckpt = workdir / f"{name.replace(':', '_')}.pt"

@@ -36,15 +36,28 @@ def _worker(rank: int, world: int, rendezvous: str, out: str) -> None:
         student = iekd.models.resnet8(num_classes=2, base_width=4)
         peer = iekd.models.resnet8(num_classes=2, base_width=4)
         native = iekd.models.resnet8(num_classes=2, base_width=4)
+        ofd_net = iekd.models.resnet8(num_classes=2, base_width=4)
         factor = train_factor(teacher, loader, epochs=1, progress=False)
         res = distill(student, teacher, loader, method="ie-kd", factor=factor, epochs=1, progress=False)
         nat = distill(native, teacher, loader, method="ie-at", ie_at="native", epochs=2, progress=False)
+        ofd = distill(
+            ofd_net,
+            teacher,
+            loader,
+            method="ie-ofd",
+            ie_ofd="native",
+            ofd_margin="data",
+            epochs=2,
+            progress=False,
+        )
         mut = mutual(res.model, peer, loader, ie=True, epochs=1, progress=False)
         vec = _state_vector(
             factor,
             res.model,
             res.extras["ie"],
             nat.model,
+            ofd.model,
+            ofd.extras["ofd_inh"],  # holds the data margin, pooled over the ranks' shards
             mut.extras["peer"],
             mut.extras["ie_b"],
             mut.extras["ae_a"],
@@ -62,6 +75,6 @@ def test_recipes_under_two_process_ddp(tmp_path):
     out = str(tmp_path / "ddp.pt")
     mp.spawn(_worker, args=(2, str(tmp_path / "rendezvous"), out), nprocs=2, join=True)
     # Different data on the two ranks, yet weights and BatchNorm statistics agree bit for bit: gradients were
-    # all-reduced and the recipes synchronised the buffers; native IE-AT (2 epochs) would hang or diverge if its
-    # unused encoders were left trainable under DDP.
+    # all-reduced and the recipes synchronised the buffers; native IE-AT / IE-OFD (2 epochs) would diverge or
+    # raise if their unused encoders were left trainable under DDP.
     assert torch.load(out, weights_only=True)["diff"] == 0.0

@@ -213,3 +213,95 @@ class TestSplit:
             IF.split_channels(f, 2, index=torch.arange(3))
         with pytest.raises(ValueError, match=r"split_channels: 'feature' must have shape \(B, C, H, W\)"):
             IF.split_channels(torch.zeros(4, 2, device=device), 1)
+
+
+class TestOFD:
+    """OFD (Heo et al., 2019): Gaussian margin, margin ReLU, partial L2, the combined loss."""
+
+    def test_margin_matches_scipy_truncated_normal(self, device, dtype):
+        from scipy.stats import norm, truncnorm
+
+        gamma = np.array([1.0, 2.0, 0.5, 1.0, -1.5])  # |gamma| is the std (a negative BN weight flips sign)
+        beta = np.array([0.0, 1.0, -0.3, 5.0, 0.7])
+        got = IF.ofd_margin(
+            torch.tensor(gamma, device=device, dtype=dtype), torch.tensor(beta, device=device, dtype=dtype)
+        )
+        for c, (g, b) in enumerate(zip(np.abs(gamma), beta)):
+            if norm.cdf(-b / g) > 1e-3:  # mean of N(b, g^2) truncated to x < 0, by scipy
+                ref = truncnorm(a=-np.inf, b=(0.0 - b) / g, loc=b, scale=g).mean()
+            else:  # fewer than 0.1% negative responses: the OFD code's -3 * std
+                ref = -3.0 * g
+            assert abs(got[c].item() - ref) < (1e-5 if dtype == torch.float32 else 1e-10), c
+        assert got[3].item() == pytest.approx(-3.0)  # beta / gamma = 5: the fallback branch
+        assert got.device == device and got.dtype == dtype
+
+    def test_margin_zero_std_and_errors(self, device):
+        # std 0: the response is the constant beta; negative -> beta, positive -> no negative response -> 0.
+        got = IF.ofd_margin(torch.zeros(2, device=device), torch.tensor([-0.5, 0.5], device=device))
+        assert got.tolist() == [-0.5, 0.0]
+        with pytest.raises(ValueError, match=r"ofd_margin: 'bn_bias' must have shape \(C\) with C=3"):
+            IF.ofd_margin(torch.ones(3, device=device), torch.ones(2, device=device))
+        with pytest.raises(
+            TypeError, match=r"ofd_margin: 'bn_weight' must have a floating-point dtype; got torch\.int64"
+        ):
+            IF.ofd_margin(torch.ones(3, dtype=torch.long, device=device), torch.ones(3, device=device))
+
+    def test_margin_from_features_hand_values(self, device):
+        # channel 0 holds -1, -3, 2, 0 -> mean of the negatives -2; channel 1 holds no negative value -> 0.
+        f = torch.tensor([[[[-1.0, -3.0]], [[2.0, 1.0]]], [[[2.0, 0.0]], [[0.0, 4.0]]]], device=device)
+        assert IF.ofd_margin_from_features(f).tolist() == [-2.0, 0.0]
+        with pytest.raises(
+            ValueError, match=r"ofd_margin_from_features: 'feature' must have shape \(B, C, H, W\)"
+        ):
+            IF.ofd_margin_from_features(torch.zeros(2, 3, device=device))
+
+    def test_margin_relu(self, device, dtype):
+        f = torch.tensor([[[[-2.0, 0.5]], [[-0.25, -4.0]]]], device=device, dtype=dtype)
+        m = torch.tensor([-1.0, -0.5], device=device, dtype=dtype)
+        assert IF.margin_relu(f, m).tolist() == [[[[-1.0, 0.5]], [[-0.25, -0.5]]]]
+        with pytest.raises(ValueError, match=r"margin_relu: 'margin' must have shape \(C\) with C=2"):
+            IF.margin_relu(f, torch.zeros(3, device=device, dtype=dtype))
+        with pytest.raises(ValueError, match="margin_relu: 'margin' must share the feature's dtype"):
+            IF.margin_relu(f, m.to(torch.float16))
+
+    def test_partial_l2_hand_values(self, device, dtype):
+        # position 0: S=-3 <= T=-2 <= 0 -> skipped; position 1: S=-1 > T=-2 -> 1; position 2: T=1 > 0 -> 1.
+        s = torch.tensor([[-3.0, -1.0, 2.0], [0.0, 0.0, 0.0]], device=device, dtype=dtype)
+        t = torch.tensor([[-2.0, -2.0, 1.0], [1.0, -1.0, -1.0]], device=device, dtype=dtype)
+        # sample 2: T=1 > 0 -> 1; S=0 > T=-1 twice -> 1 + 1. Total 2 + 3 = 5 over B=2 samples, 6 elements.
+        assert IF.partial_l2_loss(s, t).item() == pytest.approx(2.5)
+        assert IF.partial_l2_loss(s, t, reduction="sum").item() == pytest.approx(5.0)
+        assert IF.partial_l2_loss(s, t, reduction="mean").item() == pytest.approx(5.0 / 6)
+        # normalize: n([3, 4]) = [0.6, 0.8], n([0, -2]) = [0, -1]; 0.6 > 0 -> 0.36; 0.8 > -1 -> 3.24.
+        a = torch.tensor([[3.0, 4.0]], device=device, dtype=dtype)
+        b = torch.tensor([[0.0, -2.0]], device=device, dtype=dtype)
+        assert IF.partial_l2_loss(a, b, normalize=True).item() == pytest.approx(3.6)
+        with pytest.raises(ValueError, match="partial_l2_loss: 'reduction' must be one of"):
+            IF.partial_l2_loss(s, t, reduction="none")  # type: ignore[arg-type]
+        with pytest.raises(
+            ValueError, match="partial_l2_loss: 'student' and 'target' must have the same shape"
+        ):
+            IF.partial_l2_loss(s, t[:, :2])
+
+    def test_ofd_loss_matches_numpy(self, device):
+        g = torch.Generator().manual_seed(3)
+        s = torch.randn(3, 4, 2, 5, generator=g, dtype=torch.float64)
+        t = torch.randn(3, 4, 2, 5, generator=g, dtype=torch.float64)
+        m = -torch.rand(4, generator=g, dtype=torch.float64)
+        # independent numpy: target = max(t, m_c); keep where s > target or target > 0; sum of squares / B
+        sn, tn, mn = s.numpy(), t.numpy(), m.numpy()
+        tgt = np.maximum(tn, mn[None, :, None, None])
+        keep = (sn > tgt) | (tgt > 0)
+        ref = (((sn - tgt) ** 2) * keep).sum() / 3
+        got = IF.ofd_loss(s.to(device), t.to(device), m.to(device))
+        assert abs(got.item() - ref) < 1e-10
+
+    def test_gradcheck_and_teacher_gets_no_gradient(self, device):
+        g = torch.Generator().manual_seed(4)
+        s = torch.randn(2, 3, 2, 2, generator=g, dtype=torch.float64).to(device).requires_grad_()
+        t = torch.randn(2, 3, 2, 2, generator=g, dtype=torch.float64).to(device).requires_grad_()
+        m = torch.tensor([-0.5, -0.2, -1.0], dtype=torch.float64, device=device)
+        assert torch.autograd.gradcheck(lambda a: IF.ofd_loss(a, t, m), (s,))
+        assert torch.autograd.gradcheck(lambda a: IF.partial_l2_loss(a, t, normalize=True), (s,))
+        IF.ofd_loss(s, t, m).backward()
+        assert t.grad is None and s.grad is not None

@@ -34,9 +34,15 @@ def test_forward_api(name, device, dtype):
     inter = m.forward_intermediates(x)
     assert [t.shape[1] for t in inter] == [i["num_chs"] for i in m.feature_info]
     torch.testing.assert_close(inter[-1], feat)
-    with iekd.FeatureTap(m, m.feature_layer) as tap:
+    with iekd.FeatureTap(m, [m.feature_layer, m.pre_relu_layer]) as tap:
         m(x)
         torch.testing.assert_close(tap[m.feature_layer], feat)
+        # the OFD tap point is the same feature before its last ReLU (and it does go negative)
+        pre = tap[m.pre_relu_layer]
+        torch.testing.assert_close(torch.relu(pre), feat)
+        assert (pre < 0).any()
+    bn = dict(m.named_modules())[m.pre_relu_bn]
+    assert isinstance(bn, torch.nn.BatchNorm2d) and bn.num_features == m.num_features
 
 
 def test_shortcut_b_and_width():

@@ -198,3 +198,29 @@ def test_torch_compile_matches_eager(device):
     zs, zt = torch.randn(3, 5, device=device), torch.randn(3, 5, device=device)
     kd = torch.compile(iekd.KDLoss(temperature=4.0))
     torch.testing.assert_close(kd(zs, zt), IF.kd_loss(zs, zt, temperature=4.0), rtol=1e-4, atol=1e-5)
+
+
+class TestOFDLoss:
+    def test_module_equals_functional_and_roundtrip(self, device):
+        margin = torch.tensor([-0.4, -0.8, -0.1], device=device)
+        loss = iekd.OFDLoss(5, margin, device=device)
+        assert loss.connector[0].weight.shape == (3, 5, 1, 1) and loss.connector[0].bias is None
+        s, t = torch.randn(2, 5, 3, 3, device=device), torch.randn(2, 3, 3, 3, device=device)
+        torch.testing.assert_close(loss(s, t), IF.ofd_loss(loss.connector(s), t, margin))
+        other = iekd.OFDLoss(5, torch.zeros(3, device=device), device=device)
+        other.load_state_dict(loss.state_dict())  # the margin is a buffer: saved and restored
+        torch.testing.assert_close(other.margin, margin)
+        torch.testing.assert_close(other(s, t), loss(s, t))
+        assert "normalize=False" in repr(loss)
+
+    def test_connector_init_and_errors(self, device):
+        g = torch.Generator().manual_seed(0)
+        conn = iekd.OFDConnector(64, 256, generator=g, device=device)
+        # OFD code init: N(0, sqrt(2 / C_out)) -> std = sqrt(2 / 256) = 0.0884
+        assert abs(conn[0].weight.std().item() - (2 / 256) ** 0.5) < 0.005
+        with pytest.raises(ValueError, match=r"OFDLoss: 'margin' must have shape \(C\)"):
+            iekd.OFDLoss(4, torch.zeros(2, 2))
+        with pytest.raises(ValueError, match=r"OFDLoss: 'student_feature' must have shape \(B, 4, H, W\)"):
+            iekd.OFDLoss(4, torch.zeros(3))(torch.zeros(1, 5, 2, 2), torch.zeros(1, 3, 2, 2))
+        with pytest.raises(TypeError, match="OFDConnector: 'in_channels' must be an int"):
+            iekd.OFDConnector(4.0, 3)  # type: ignore[arg-type]

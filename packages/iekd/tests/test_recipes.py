@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import iekd
+import iekd.functional as IF
 from iekd.data import ImageTensorDataset, read_image_folder, stratified_split
 from iekd.recipes import METHODS, distill, mutual, sgd, train_factor
 
@@ -61,6 +62,7 @@ def test_every_method_runs_and_reports(method, device):
     keys = set(hist[0])
     expect = {"ce", "total"} | ({"kd"} if "kd" in method else set()) | ({"at"} if "at" in method else set())
     expect |= {"ft"} if method == "ft" else set()
+    expect |= {"ofd"} if method in ("ofd", "ie-ofd") else set()
     expect |= {"inherit", "explore"} if method.startswith("ie-") else set()
     assert expect <= keys
     if method.startswith("ie-"):
@@ -169,6 +171,14 @@ class _UntouchableLoader:
         ({"explore_encoder": "ema"}, ValueError, r"distill: 'explore_encoder' must be one of"),
         ({"p": 3}, ValueError, r"distill: 'p' must be one of \(1, 2\); got 3"),
         ({"factor_rate": 0.0}, ValueError, r"distill: 'factor_rate' must be > 0\.0; got 0\.0"),
+        ({"ie_ofd": "mixed"}, ValueError, r"distill: 'ie_ofd' must be one of \('additive', 'native'\)"),
+        ({"ofd_margin": "relu"}, ValueError, r"distill: 'ofd_margin' must be one of \('bn', 'data'\)"),
+        ({"ofd_weight": -1e-3}, ValueError, r"distill: 'ofd_weight' must be >= 0\.0"),
+        (
+            {"teacher_bn": 3},
+            TypeError,
+            r"distill: 'teacher_bn' must be a module name \(str\) or None; got int",
+        ),
         (
             {"factor": torch.nn.Linear(2, 2)},
             TypeError,
@@ -360,3 +370,79 @@ def test_ie_kd_beats_cross_entropy_on_real_faces(shared_data, device):
     assert ie[-1]["kd"] < ie[0]["kd"] and ie[-1]["ce"] < ie[0]["ce"] and ie[-1]["inherit"] < ie[0]["inherit"]
     assert ie[-1]["explore"] < ie[0]["explore"]  # the exploration half moved away from the teacher factor
     assert ie[-1]["val_acc"] > results["ce"][-1]["val_acc"]
+
+
+# --- OFD / IE-OFD ---------------------------------------------------------------------------------------------
+
+
+def test_ofd_layers_margin_and_errors_before_work(device):
+    student, teacher = _nets(device)
+    with pytest.raises(
+        ValueError, match=r"distill: teacher has no module 'layer3\.0\.bn3' \('teacher_bn'\); close"
+    ):
+        distill(student, teacher, _UntouchableLoader(), method="ofd", teacher_bn="layer3.0.bn3")
+    with pytest.raises(
+        ValueError, match=r"distill: 'teacher_bn' 'layer3\.0\.conv2' must be an affine nn\.BatchNorm2d"
+    ):
+        distill(student, teacher, _UntouchableLoader(), method="ofd", teacher_bn="layer3.0.conv2")
+    plain = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(3)).to(
+        device
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"distill: 'student_layer' is required for Sequential \(it has no 'pre_relu_layer'\)",
+    ):
+        distill(plain, teacher, _UntouchableLoader(), method="ofd")
+    # BN margin (OFD code): the Gaussian margin of the teacher's last BatchNorm before the ReLU
+    res = distill(student, teacher, _tiny_loader(), method="ofd", epochs=1, progress=False)
+    bn = teacher.layer3[0].bn2
+    torch.testing.assert_close(res.extras["ofd"].margin, IF.ofd_margin(bn.weight.detach(), bn.bias.detach()))
+    # data margin: mean of the negative pre-ReLU responses over the whole loader, computed here independently
+    _, teacher2 = _nets(device)
+    res = distill(
+        student, teacher2, _tiny_loader(), method="ofd", ofd_margin="data", epochs=1, progress=False
+    )
+    feats = []
+    with iekd.FeatureTap(teacher2, teacher2.pre_relu_layer) as tap, torch.no_grad():
+        for x, _ in _tiny_loader():
+            teacher2(x.to(device))
+            feats.append(tap[teacher2.pre_relu_layer])
+    torch.testing.assert_close(res.extras["ofd"].margin, IF.ofd_margin_from_features(torch.cat(feats)))
+
+
+def test_ofd_loss_falls_and_native_ie_ofd_wiring(device):
+    student, teacher = _nets(device)
+    hist: list[dict] = []
+    distill(
+        student,
+        teacher,
+        _tiny_loader(),
+        method="ofd",
+        epochs=4,
+        optimizer=sgd(0.05),
+        callback=hist.append,
+        progress=False,
+    )
+    assert hist[-1]["ofd"] < hist[0]["ofd"] and hist[-1]["ce"] < hist[0]["ce"]
+    student, teacher = _nets(device)
+    hist = []
+    res = distill(
+        student,
+        teacher,
+        _tiny_loader(),
+        method="ie-ofd",
+        ie_ofd="native",
+        epochs=3,
+        callback=hist.append,
+        progress=False,
+    )
+    assert (
+        "factor" not in res.extras and "ofd" not in hist[0]
+    )  # native: no factor auto-encoder, no plain OFD term
+    assert not any(p.requires_grad for p in res.extras["ie"].parameters())  # split only
+    assert not any(
+        p.requires_grad for p in res.extras["ofd_exp"].parameters()
+    )  # frozen exploration connector
+    assert all(p.requires_grad for p in res.extras["ofd_inh"].parameters())
+    assert res.extras["ofd_exp"].inner.connector[1].training is False  # its BatchNorm stays in eval mode
+    assert hist[-1]["inherit"] >= 0 and hist[-1]["explore"] <= 0

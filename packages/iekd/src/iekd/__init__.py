@@ -20,6 +20,8 @@ from .nn import (
     InheritanceLoss,
     InheritExploreLoss,
     KDLoss,
+    OFDConnector,
+    OFDLoss,
     ReconstructionLoss,
     Translator,
 )
@@ -38,6 +40,8 @@ __all__ = [
     "InheritExploreLoss",
     "InheritanceLoss",
     "KDLoss",
+    "OFDConnector",
+    "OFDLoss",
     "ReconstructionLoss",
     "Translator",
     "__version__",

@@ -33,6 +33,11 @@ __all__ = [
     "factor_transfer_loss",
     "inheritance_loss",
     "kd_loss",
+    "margin_relu",
+    "ofd_loss",
+    "ofd_margin",
+    "ofd_margin_from_features",
+    "partial_l2_loss",
     "reconstruction_loss",
     "split_channels",
 ]
@@ -437,3 +442,208 @@ def split_channels(
         raise ValueError(f"{fn}: 'index' must have shape ({c},); got {tuple(index.shape)}")
     index = index.to(feature.device)
     return feature[:, index[:inherit_channels]], feature[:, index[inherit_channels:]]
+
+
+# --- OFD: A Comprehensive Overhaul of Feature Distillation (Heo et al., ICCV 2019) -----------------------------
+
+
+def ofd_margin(bn_weight: torch.Tensor, bn_bias: torch.Tensor) -> torch.Tensor:
+    """OFD's per-channel margin ``m = E[x | x < 0]`` of a Gaussian pre-ReLU response (Eq. (3) of Heo et al.).
+
+    A BatchNorm layer in front of the ReLU makes channel ``c``'s response approximately ``N(beta_c, gamma_c^2)``
+    (its bias and weight). For ``x ~ N(mu, s^2)``: ``E[x | x < 0] = mu - s * phi(mu/s) / Phi(-mu/s)``, and, as in
+    the OFD code, ``-3 s`` where ``Phi(-mu/s) <= 1e-3`` (almost no negative responses). A channel with ``s = 0``
+    gets ``min(mu, 0)``.
+
+    Args:
+        bn_weight: ``(C,)`` BatchNorm weights ``gamma`` (their absolute value is the std).
+        bn_bias: ``(C,)`` BatchNorm biases ``beta`` (the mean), same dtype and device.
+
+    Returns:
+        ``(C,)`` margins, all ``<= 0``.
+
+    Raises:
+        TypeError: non-floating inputs.
+        ValueError: not two 1-D tensors of the same length, dtype and device.
+
+    Examples:
+        >>> round(float(ofd_margin(torch.tensor([1.0]), torch.tensor([0.0]))), 4)  # -phi(0) / 0.5
+        -0.7979
+    """
+    fn = "ofd_margin"
+    check_floating(bn_weight, "bn_weight", fn=fn)
+    check_floating(bn_bias, "bn_bias", fn=fn)
+    dims = check_shape(bn_weight, "C", "bn_weight", fn=fn)
+    check_shape(bn_bias, "C", "bn_bias", fn=fn, dims=dims)
+    if bn_weight.device != bn_bias.device or bn_weight.dtype != bn_bias.dtype:
+        raise ValueError(
+            f"{fn}: 'bn_weight' and 'bn_bias' must share dtype and device; got {bn_weight.dtype} on "
+            f"{bn_weight.device} and {bn_bias.dtype} on {bn_bias.device}"
+        )
+    s, mu = bn_weight.detach().abs(), bn_bias.detach()
+    safe_s = torch.where(s > 0, s, torch.ones_like(s))
+    z = mu / safe_s
+    tail = torch.special.ndtr(-z)  # Phi(-mu/s): probability of a negative response
+    pdf = torch.exp(-0.5 * z * z) / (2.0 * torch.pi) ** 0.5
+    m = torch.where(tail > 1e-3, mu - safe_s * pdf / tail.clamp_min(1e-3), -3.0 * s)
+    return torch.where(s > 0, m, mu.clamp(max=0.0))
+
+
+def ofd_margin_from_features(feature: torch.Tensor) -> torch.Tensor:
+    """Empirical OFD margin: the per-channel mean of the negative responses of ``feature``.
+
+    The paper's definition ``m_c = E[x_c | x_c < 0]`` measured on data instead of assumed Gaussian
+    (:func:`ofd_margin`). A channel without a negative response gets 0. To average over many batches, sum the
+    negatives and count them yourself (as :func:`iekd.recipes.distill` does with ``ofd_margin="data"``).
+
+    Args:
+        feature: pre-ReLU teacher features ``(B, C, H, W)``.
+
+    Returns:
+        ``(C,)`` margins, all ``<= 0``.
+
+    Raises:
+        TypeError: non-floating input.
+        ValueError: not 4-D.
+
+    Examples:
+        >>> f = torch.tensor([[[[-1.0, -3.0]], [[2.0, 1.0]]]])  # channel 0: mean(-1, -3); channel 1: none
+        >>> ofd_margin_from_features(f).tolist()
+        [-2.0, 0.0]
+    """
+    fn = "ofd_margin_from_features"
+    check_floating(feature, "feature", fn=fn)
+    check_shape(feature, "B,C,H,W", "feature", fn=fn)
+    f = feature.detach()
+    neg = f.clamp(max=0.0).sum(dim=(0, 2, 3))
+    count = (f < 0).sum(dim=(0, 2, 3)).to(f.dtype)
+    return torch.where(count > 0, neg / count.clamp_min(1.0), torch.zeros_like(neg))
+
+
+def margin_relu(feature: torch.Tensor, margin: torch.Tensor) -> torch.Tensor:
+    """OFD's teacher transform ``sigma_m(x) = max(x, m)`` with a per-channel margin ``m <= 0``.
+
+    Positive responses pass unchanged; negative ones are raised to the channel's margin, keeping the "how
+    negative on average" information a plain ReLU throws away.
+
+    Args:
+        feature: ``(B, C, H, W)``.
+        margin: ``(C,)`` margins, same dtype and device.
+
+    Returns:
+        ``(B, C, H, W)`` tensor.
+
+    Raises:
+        TypeError: non-floating inputs.
+        ValueError: shapes, dtypes or devices do not fit.
+
+    Examples:
+        >>> margin_relu(torch.tensor([[[[-2.0, 0.5]]]]), torch.tensor([-1.0])).tolist()
+        [[[[-1.0, 0.5]]]]
+    """
+    fn = "margin_relu"
+    check_floating(feature, "feature", fn=fn)
+    check_floating(margin, "margin", fn=fn)
+    dims = check_shape(feature, "B,C,H,W", "feature", fn=fn)
+    check_shape(margin, "C", "margin", fn=fn, dims={"C": dims["C"]})
+    if margin.device != feature.device or margin.dtype != feature.dtype:
+        raise ValueError(
+            f"{fn}: 'margin' must share the feature's dtype and device ({feature.dtype} on {feature.device}); "
+            f"got {margin.dtype} on {margin.device}"
+        )
+    return torch.maximum(feature, margin.view(1, -1, 1, 1))
+
+
+def _partial_l2(s: torch.Tensor, t: torch.Tensor, reduction: str, normalize: bool) -> torch.Tensor:
+    b = s.shape[0]
+    if normalize:
+        s = F.normalize(s.reshape(b, -1), p=2, dim=1)
+        t = F.normalize(t.reshape(b, -1), p=2, dim=1)
+    keep = (s > t) | (t > 0)  # skip positions where S <= T <= 0: both "off" after the teacher's ReLU
+    sq = (s - t).pow(2) * keep.to(s.dtype)
+    if reduction == "mean":
+        return sq.sum() / sq.numel()
+    total = sq.sum()
+    return total / b if reduction == "batchmean" else total
+
+
+def partial_l2_loss(
+    student: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    reduction: Reduction = "batchmean",
+    normalize: bool = False,
+) -> torch.Tensor:
+    """OFD's partial L2 distance: ``sum_i (T_i - S_i)^2`` over the positions where NOT ``S_i <= T_i <= 0``.
+
+    Eq. (4) of Heo et al.: where the target is non-positive (a response the teacher's ReLU switches off) a
+    student value at or below it is not penalised. ``reduction="batchmean"`` (sum over every element, divided by
+    the batch size) is what the OFD code uses, with weight 1e-3 on CIFAR and 1e-4 on ImageNet; ``"mean"``
+    divides by every element, ``"sum"`` does not divide. ``normalize=True`` first L2-normalises each sample
+    (flattened), which bounds the distance by 4 per sample (used by the native IE-OFD exploration term).
+    The target is detached.
+
+    Args:
+        student: connector output ``r(f_S)``, ``(B, C, H, W)`` (any shape ``(B, ...)``).
+        target: the transformed teacher feature ``sigma_m(f_T)``, same shape, dtype and device.
+        reduction: ``"batchmean"`` (OFD), ``"mean"`` or ``"sum"``.
+        normalize: L2-normalise each sample of both tensors first.
+
+    Returns:
+        Scalar tensor, ``>= 0``.
+
+    Raises:
+        TypeError: non-floating inputs.
+        ValueError: mismatched shapes/dtypes/devices or a bad ``reduction``.
+
+    Examples:
+        >>> s = torch.tensor([[-3.0, -1.0, 2.0]]); t = torch.tensor([[-2.0, -2.0, 1.0]])
+        >>> partial_l2_loss(s, t).item()  # -3 <= -2 <= 0 is skipped: (1)^2 + (1)^2
+        2.0
+    """
+    fn = "partial_l2_loss"
+    _check_pair(student, target, "student", "target", fn)
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{fn}: 'reduction' must be one of {_REDUCTIONS}; got {reduction!r}")
+    return _partial_l2(student, target.detach(), reduction, bool(normalize))
+
+
+def ofd_loss(
+    student_feature: torch.Tensor,
+    teacher_feature: torch.Tensor,
+    margin: torch.Tensor,
+    *,
+    reduction: Reduction = "batchmean",
+    normalize: bool = False,
+) -> torch.Tensor:
+    """Overhaul Feature Distillation loss ``d_p(sigma_m(f_T), r(f_S))`` (Heo et al., 2019).
+
+    ``student_feature`` is the student's pre-ReLU feature already mapped by the connector ``r`` (1x1 conv + BN,
+    :class:`iekd.OFDLoss` holds one) to the teacher's channels; ``teacher_feature`` is the teacher's pre-ReLU
+    feature (detached), transformed by :func:`margin_relu`; the distance is :func:`partial_l2_loss`.
+
+    Args:
+        student_feature: ``r(f_S)``, ``(B, C, H, W)``.
+        teacher_feature: pre-ReLU ``f_T``, ``(B, C, H, W)``, same dtype and device.
+        margin: ``(C,)`` per-channel margins (:func:`ofd_margin` or :func:`ofd_margin_from_features`).
+        reduction: see :func:`partial_l2_loss` (``"batchmean"``: the OFD code's sum / batch size).
+        normalize: L2-normalise each sample before the distance (not in OFD; the native IE-OFD option).
+
+    Returns:
+        Scalar tensor, ``>= 0``.
+
+    Raises:
+        TypeError: non-floating inputs.
+        ValueError: shapes, dtypes or devices do not fit, or a bad ``reduction``.
+
+    Examples:
+        >>> t = torch.tensor([[[[-2.0, 1.0]]]]); s = torch.tensor([[[[-5.0, 1.0]]]])
+        >>> ofd_loss(s, t, torch.tensor([-1.0])).item()  # target [-1, 1]; -5 <= -1 <= 0 is skipped
+        0.0
+    """
+    fn = "ofd_loss"
+    check_floating(student_feature, "student_feature", fn=fn)
+    dims = check_shape(student_feature, "B,C,H,W", "student_feature", fn=fn)
+    check_shape(teacher_feature, "B,C,H,W", "teacher_feature", fn=fn, dims=dims)
+    target = margin_relu(teacher_feature.detach(), margin)
+    return partial_l2_loss(student_feature, target, reduction=reduction, normalize=normalize)

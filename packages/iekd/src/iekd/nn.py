@@ -29,6 +29,8 @@ __all__ = [
     "InheritExploreLoss",
     "InheritanceLoss",
     "KDLoss",
+    "OFDConnector",
+    "OFDLoss",
     "ReconstructionLoss",
     "Translator",
 ]
@@ -579,3 +581,131 @@ class DMLLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, detach_peer={self.detach_peer}"
+
+
+class OFDConnector(nn.Sequential):
+    """OFD's student-side connector ``r``: a 1x1 convolution (no bias) and BatchNorm (Heo et al., 2019).
+
+    It maps the student's pre-ReLU feature to the teacher's channel count; initialised as in the OFD code
+    (conv weights ``N(0, sqrt(2 / C_out))``, BN weight 1, bias 0).
+
+    Args:
+        in_channels: student channels.
+        out_channels: teacher channels.
+        generator: optional RNG for the initialisation.
+        device: device of the parameters.
+        dtype: dtype of the parameters.
+
+    Shape:
+        - Input: ``(B, in_channels, H, W)``; output: ``(B, out_channels, H, W)``.
+
+    Examples:
+        >>> OFDConnector(4, 6)(torch.randn(2, 4, 3, 3)).shape
+        torch.Size([2, 6, 3, 3])
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        _check_int(in_channels, "in_channels", "OFDConnector")
+        _check_int(out_channels, "out_channels", "OFDConnector")
+        kw: dict[str, Any] = {"device": device, "dtype": dtype}
+        conv = nn.Conv2d(in_channels, out_channels, 1, bias=False, **kw)
+        with torch.no_grad():
+            std = math.sqrt(2.0 / out_channels)
+            if generator is None or generator.device == conv.weight.device:
+                conv.weight.normal_(0.0, std, generator=generator)
+            else:
+                w = torch.empty(conv.weight.shape, device=generator.device).normal_(
+                    0.0, std, generator=generator
+                )
+                conv.weight.copy_(w)
+        super().__init__(conv, nn.BatchNorm2d(out_channels, **kw))
+        self.in_channels, self.out_channels = in_channels, out_channels
+
+
+class OFDLoss(nn.Module):
+    """Overhaul Feature Distillation (Heo et al., ICCV 2019): connector + margin-ReLU teacher + partial L2.
+
+    ``loss = d_p(sigma_m(f_T), r(f_S))`` on pre-ReLU features, with the connector ``r`` (:class:`OFDConnector`,
+    trained with the student) and the per-channel teacher margin ``m`` (a buffer; :func:`iekd.functional.ofd_margin`
+    from the teacher's BatchNorm before the ReLU, or :func:`iekd.functional.ofd_margin_from_features`). Calls
+    :func:`iekd.functional.ofd_loss`.
+
+    Convention:
+        ``reduction="batchmean"`` (sum over elements / batch size) as in the OFD code, which weights the loss by
+        1e-3 on CIFAR (the ``ofd_weight`` default of :func:`iekd.recipes.distill`). Both features are taken
+        *before* the ReLU (``pre_relu_layer`` of the :mod:`iekd.models` networks).
+
+    Args:
+        student_channels: channels of the student's pre-ReLU feature.
+        margin: ``(C_t,)`` teacher margins (``<= 0``); their length sets the teacher channel count.
+        reduction: ``"batchmean"``, ``"mean"`` or ``"sum"``.
+        normalize: L2-normalise each sample of ``r(f_S)`` and ``sigma_m(f_T)`` first (not in OFD; used by the
+            native IE-OFD option, where it bounds the exploration term).
+        generator: optional RNG for the connector's initialisation.
+        device: device of the parameters.
+        dtype: dtype of the parameters.
+
+    Shape:
+        - student_feature ``(B, C_s, H, W)``, teacher_feature ``(B, C_t, H, W)``; output: scalar.
+
+    Examples:
+        >>> loss = OFDLoss(4, torch.full((6,), -0.5))
+        >>> float(loss(torch.randn(2, 4, 3, 3), torch.randn(2, 6, 3, 3))) >= 0
+        True
+    """
+
+    margin: torch.Tensor
+
+    def __init__(
+        self,
+        student_channels: int,
+        margin: torch.Tensor,
+        *,
+        reduction: IF.Reduction = "batchmean",
+        normalize: bool = False,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        fn = "OFDLoss"
+        _check_int(student_channels, "student_channels", fn)
+        check_floating(margin, "margin", fn=fn)
+        check_shape(margin, "C", "margin", fn=fn)
+        if reduction not in ("mean", "batchmean", "sum"):
+            raise ValueError(f"{fn}: 'reduction' must be 'mean', 'batchmean' or 'sum'; got {reduction!r}")
+        self.student_channels = student_channels
+        self.teacher_channels = int(margin.shape[0])
+        self.reduction = reduction
+        self.normalize = bool(normalize)
+        self.register_buffer("margin", margin.detach().clone().to(device=device, dtype=dtype or margin.dtype))
+        self.connector = OFDConnector(
+            student_channels, self.teacher_channels, generator=generator, device=device, dtype=dtype
+        )
+
+    def forward(self, student_feature: torch.Tensor, teacher_feature: torch.Tensor) -> torch.Tensor:
+        """``d_p(sigma_m(f_T), r(f_S))``; see :func:`iekd.functional.ofd_loss`."""
+        fn = "OFDLoss"
+        check_floating(student_feature, "student_feature", fn=fn)
+        check_shape(student_feature, f"B,{self.student_channels},H,W", "student_feature", fn=fn)
+        return IF.ofd_loss(
+            self.connector(student_feature),
+            teacher_feature,
+            self.margin,
+            reduction=self.reduction,
+            normalize=self.normalize,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"student_channels={self.student_channels}, teacher_channels={self.teacher_channels}, "
+            f"reduction={self.reduction!r}, normalize={self.normalize}"
+        )

@@ -6,7 +6,8 @@ These are the families the paper (and the authors' code) distils between: ResNet
 
 Every model exposes ``forward_features`` (last feature map before pooling, the IE-KD distillation point),
 ``forward_head``, ``forward_intermediates``, ``feature_info`` and ``feature_layer`` (the submodule name whose
-output ``forward_features`` returns, for :class:`iekd.FeatureTap`).
+output ``forward_features`` returns, for :class:`iekd.FeatureTap`), plus ``pre_relu_layer`` (a tap point of the
+same feature before its last ReLU) and ``pre_relu_bn`` (the BatchNorm in front of that ReLU), which OFD uses.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class _BasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False, **kw)
         self.bn2 = nn.BatchNorm2d(planes, **kw)
         self.shortcut: nn.Module = nn.Identity()
+        self.preact = nn.Identity()  # tap point of the pre-ReLU block output (OFD); no parameters
         if stride != 1 or inplanes != planes:
             if shortcut == "A":
                 self.shortcut = _ShortcutA(planes)
@@ -68,7 +70,7 @@ class _BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+        return F.relu(self.preact(out + self.shortcut(x)))
 
 
 class _Backbone(nn.Module):
@@ -77,6 +79,8 @@ class _Backbone(nn.Module):
     num_classes: int
     num_features: int
     feature_layer: str
+    pre_relu_layer: str
+    pre_relu_bn: str
     feature_info: list[dict[str, Any]]
     fc: nn.Linear
     _stage_names: list[str]
@@ -167,6 +171,10 @@ class CifarResNet(_Backbone):
         self.num_features = 4 * w
         self.fc = nn.Linear(self.num_features, num_classes, **kw)
         self.feature_layer = "layer3"
+        # OFD distils before the ReLU: the last block's sum, and the BatchNorm whose statistics give the margin
+        # (as the OFD code does, the shortcut is ignored there)
+        self.pre_relu_layer = f"layer3.{n - 1}.preact"
+        self.pre_relu_bn = f"layer3.{n - 1}.bn2"
         self._stage_names = ["stem", "layer1", "layer2", "layer3"]
         self.feature_info = [
             {"num_chs": c, "reduction": r, "module": m}
@@ -245,6 +253,8 @@ class WideResNet(_Backbone):
         self.num_features = inplanes
         self.fc = nn.Linear(inplanes, num_classes, **kw)
         self.feature_layer = "act"
+        self.pre_relu_layer = "act.0"  # the final BatchNorm, before its ReLU (OFD)
+        self.pre_relu_bn = "act.0"
         self._stage_names = ["stem", "layer1", "layer2", "layer3", "act"]
         self.feature_info = [
             {"num_chs": c, "reduction": r, "module": m}

@@ -9,6 +9,7 @@ group with several ranks is initialised (give the loader a ``DistributedSampler`
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 from collections.abc import Callable, Iterable
@@ -21,7 +22,7 @@ from torch import nn
 from .. import functional as IF
 from .._checks import check_choice, check_int, check_number
 from ..hooks import FeatureTap, unwrap_model
-from ..nn import FactorAutoencoder, InheritExploreLoss, Translator, inherit_channel_count
+from ..nn import FactorAutoencoder, InheritExploreLoss, OFDLoss, Translator, inherit_channel_count
 from ._loop import (
     Callback,
     EpochRunner,
@@ -41,8 +42,23 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["METHODS", "TrainResult", "distill", "multistep", "mutual", "sgd", "train_factor"]
 
-METHODS = ("ce", "kd", "at", "ft", "ie-kd", "ie-at", "ie-ft")
-Method = Literal["ce", "kd", "at", "ft", "ie-kd", "ie-at", "ie-ft"]
+METHODS = ("ce", "kd", "at", "ft", "ofd", "ie-kd", "ie-at", "ie-ft", "ie-ofd")
+Method = Literal["ce", "kd", "at", "ft", "ofd", "ie-kd", "ie-at", "ie-ft", "ie-ofd"]
+
+
+class _Frozen(nn.Module):
+    """Holds a module with no trainable parameters that always runs in eval mode (BatchNorm statistics fixed)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner.requires_grad_(False)
+        super().train(False)
+
+    def train(self, mode: bool = True) -> _Frozen:
+        return super().train(False)
+
+    def forward(self, *args: Any) -> Any:
+        return self.inner(*args)
 
 
 def _check_module(value: Any, name: str, fn: str) -> None:
@@ -75,16 +91,62 @@ def _check_ie_args(
     check_number(factor_rate, "factor_rate", fn=fn, low=0.0, strict=True)
 
 
-def _feature_layer(model: nn.Module, layer: str | None, fn: str, arg: str) -> str:
+def _feature_layer(
+    model: nn.Module, layer: str | None, fn: str, arg: str, attr: str = "feature_layer"
+) -> str:
     if layer is not None:
         return layer
-    name = getattr(unwrap_model(model), "feature_layer", None)
+    name = getattr(unwrap_model(model), attr, None)
     if not isinstance(name, str):
         raise ValueError(
-            f"{fn}: '{arg}' is required for {type(unwrap_model(model)).__name__} (it has no 'feature_layer'); "
+            f"{fn}: '{arg}' is required for {type(unwrap_model(model)).__name__} (it has no '{attr}'); "
             "pass the name of the submodule whose output is distilled"
         )
     return name
+
+
+def _teacher_bn(teacher: nn.Module, name: str | None, fn: str) -> nn.Module:
+    """The teacher's BatchNorm whose parameters give OFD's margin (``ofd_margin="bn"``)."""
+    if name is None:
+        name = getattr(teacher, "pre_relu_bn", None)
+        if not isinstance(name, str):
+            raise ValueError(
+                f"{fn}: 'teacher_bn' is required with ofd_margin='bn' for {type(teacher).__name__} (it has no "
+                "'pre_relu_bn'); name the BatchNorm2d before the distilled ReLU, or use ofd_margin='data'"
+            )
+    modules = dict(teacher.named_modules())
+    if name not in modules:
+        close = difflib.get_close_matches(name, list(modules), n=3)
+        raise ValueError(f"{fn}: teacher has no module {name!r} ('teacher_bn'); close matches: {close}")
+    bn = modules[name]
+    if not isinstance(bn, nn.BatchNorm2d) or not bn.affine:
+        raise ValueError(
+            f"{fn}: 'teacher_bn' {name!r} must be an affine nn.BatchNorm2d; got {type(bn).__name__}"
+        )
+    return bn
+
+
+@torch.no_grad()
+def _data_margin(teacher: nn.Module, layer: str, loader: Iterable[Any], device: torch.device) -> torch.Tensor:
+    """OFD margin ``E[x | x < 0]`` per channel of the teacher's ``layer`` over one pass of ``loader``."""
+    neg: torch.Tensor | None = None
+    count: torch.Tensor | None = None
+    with FeatureTap(teacher, layer) as tap:
+        for batch in loader:
+            x, _ = to_device(batch, device)
+            teacher(x)
+            f = tap[layer].detach()
+            n_b = f.clamp(max=0.0).sum(dim=(0, 2, 3))
+            c_b = (f < 0).sum(dim=(0, 2, 3))
+            neg = n_b if neg is None else neg + n_b
+            count = c_b if count is None else count + c_b
+    assert neg is not None and count is not None
+    count = count.to(neg.dtype)
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(neg)  # every rank saw its own shard: pool them so that all ranks share one margin
+        dist.all_reduce(count)
+    return torch.where(count > 0, neg / count.clamp_min(1.0), torch.zeros_like(neg))
 
 
 @overload
@@ -284,7 +346,19 @@ class _DistillStudent(nn.Module):
             assert t_factor is not None
             terms["ft"] = IF.factor_transfer_loss(self.heads["translator"](f_s), t_factor, p=hp["p"])
             total = total + hp["ft_weight"] * terms["ft"]
-        if m == "ie-at" and hp["ie_at"] == "native":
+        if m in ("ofd", "ie-ofd") and not (m == "ie-ofd" and hp["ie_ofd"] == "native"):
+            assert t_feat is not None
+            terms["ofd"] = self.heads["ofd"](f_s, t_feat)
+            total = total + hp["ofd_weight"] * terms["ofd"]
+        if m == "ie-ofd" and hp["ie_ofd"] == "native":
+            assert t_feat is not None
+            ie = self.heads["ie"]
+            assert isinstance(ie, InheritExploreLoss)
+            f_inh, f_exp = ie.split(f_s)
+            terms["inherit"] = self.heads["ofd_inh"](f_inh, t_feat)
+            terms["explore"] = -self.heads["ofd_exp"](f_exp, t_feat)
+            total = total + ie.inherit_weight * terms["inherit"] + ie.explore_weight * terms["explore"]
+        elif m == "ie-at" and hp["ie_at"] == "native":
             assert t_feat is not None
             ie = self.heads["ie"]
             assert isinstance(ie, InheritExploreLoss)
@@ -318,12 +392,16 @@ def distill(
     temperature: float = 4.0,
     at_weight: float = 1000.0,
     ft_weight: float = 500.0,
+    ofd_weight: float = 1e-3,
     inherit_weight: float = 50.0,
     explore_weight: float = 50.0,
     split: float | int = 0.5,
     split_mode: Literal["natural", "random"] = "natural",
     explore_encoder: Literal["frozen", "trainable"] = "frozen",
     ie_at: Literal["additive", "native"] = "additive",
+    ie_ofd: Literal["additive", "native"] = "additive",
+    ofd_margin: Literal["bn", "data"] = "bn",
+    teacher_bn: str | None = None,
     p: int = 1,
     optimizer: OptimizerFactory | None = None,
     scheduler: SchedulerFactory | None = None,
@@ -346,7 +424,19 @@ def distill(
     - ``ie-ft``: ``CE + IE(f_S, F_T)`` (the authors' IE-KD code path);
     - ``ie-kd``: ``(1 - alpha) CE + alpha KD_T + IE(f_S, F_T)``;
     - ``ie-at``: ``CE + at_weight * AT(f_S, f_T) + IE(f_S, F_T)`` (``ie_at="additive"``, default) or
-      ``CE + at_weight * (AT(f_inh, f_T) - AT(f_exp, f_T))`` (``ie_at="native"``).
+      ``CE + at_weight * (AT(f_inh, f_T) - AT(f_exp, f_T))`` (``ie_at="native"``);
+    - ``ofd``: ``CE + ofd_weight * d_p(sigma_m(f_T), r(f_S))`` (Heo et al. 2019, :class:`iekd.OFDLoss`) on
+      *pre-ReLU* features;
+    - ``ie-ofd``: ``CE + ofd_weight * OFD(f_S, f_T) + IE(f_S, F_T)`` with the factor auto-encoder trained on the
+      same pre-ReLU teacher feature (``ie_ofd="additive"``, default), or ``ie_ofd="native"``:
+      ``CE + w_inh * d_p(n(r_inh(f_inh)), n(sigma_m(f_T))) - w_exp * d_p(n(r_exp(f_exp)), n(sigma_m(f_T)))``,
+      OFD's transforms and partial L2 inside IE's per-sample normalisation (which bounds the exploration term),
+      the exploration connector frozen unless ``explore_encoder="trainable"``.
+
+    For ``ofd``/``ie-ofd`` the layers default to the networks' ``pre_relu_layer`` (the last block's output
+    before its ReLU), and the teacher margin ``m`` comes from the BatchNorm in front of that ReLU
+    (``ofd_margin="bn"``, the OFD code; ``teacher_bn`` or the teacher's ``pre_relu_bn``) or from the negative
+    responses of the teacher feature over one pass of ``loader`` (``ofd_margin="data"``).
 
     The teacher and its factor auto-encoder run in eval mode without gradients. Methods that need ``F_T``
     train a factor auto-encoder first with :func:`train_factor` when ``factor`` is ``None``. ``ce`` needs no
@@ -368,12 +458,18 @@ def distill(
         temperature: KD temperature (4; 20 in the authors' CIFAR-10 config).
         at_weight: AT weight ``beta`` (1000, as in the AT code).
         ft_weight: FT weight ``beta`` (500, as in FT).
+        ofd_weight: OFD weight (1e-3 on the sum / batch size, as in the OFD CIFAR code; 1e-4 for ImageNet).
         inherit_weight: ``w_inh`` (50, the paper's best).
         explore_weight: ``w_exp`` (50).
         split: inheritance share of the student channels (0.5).
         split_mode: ``"natural"`` or ``"random"`` channel split.
         explore_encoder: ``"frozen"`` (collapse guard, default) or ``"trainable"`` (authors' code).
         ie_at: how IE wraps AT (see above); a reconstruction, see the README's Deviations.
+        ie_ofd: how IE wraps OFD (see above); a reconstruction, see the README's Deviations.
+        ofd_margin: ``"bn"`` (Gaussian margin from the teacher's BatchNorm, the OFD code) or ``"data"``
+            (empirical ``E[x | x < 0]`` per channel over ``loader``).
+        teacher_bn: the teacher's BatchNorm before the distilled ReLU (``ofd_margin="bn"``; default: the teacher's
+            ``pre_relu_bn``).
         p: factor distance power.
         optimizer: optimizer factory over student + heads (default :func:`sgd` lr 0.1).
         scheduler: scheduler factory (default: x0.1 at 50% and 75% of ``epochs``).
@@ -436,15 +532,26 @@ def distill(
     _check_ie_args(fn, split, inherit_weight, explore_weight, explore_encoder, p, factor_rate)
     if ie_at not in ("additive", "native"):
         raise ValueError(f"{fn}: 'ie_at' must be 'additive' or 'native'; got {ie_at!r}")
+    check_choice(ie_ofd, "ie_ofd", ("additive", "native"), fn=fn)
+    check_choice(ofd_margin, "ofd_margin", ("bn", "data"), fn=fn)
+    check_number(ofd_weight, "ofd_weight", fn=fn, low=0.0)
+    if teacher_bn is not None and not isinstance(teacher_bn, str):
+        raise TypeError(
+            f"{fn}: 'teacher_bn' must be a module name (str) or None; got {type(teacher_bn).__name__}"
+        )
     check_number(alpha, "alpha", fn=fn, low=0.0, high=1.0)
     dev = resolve_device(device, student)
     student = unwrap_model(student).to(dev)
     teacher = unwrap_model(teacher).to(dev).eval()
-    s_layer = _feature_layer(student, student_layer, fn, "student_layer")
-    t_layer = _feature_layer(teacher, teacher_layer, fn, "teacher_layer")
-    needs_factor = method == "ft" or (
-        method.startswith("ie-") and not (method == "ie-at" and ie_at == "native")
-    )
+    is_ofd = method in ("ofd", "ie-ofd")
+    attr = "pre_relu_layer" if is_ofd else "feature_layer"
+    s_layer = _feature_layer(student, student_layer, fn, "student_layer", attr=attr)
+    t_layer = _feature_layer(teacher, teacher_layer, fn, "teacher_layer", attr=attr)
+    native = (method == "ie-at" and ie_at == "native") or (method == "ie-ofd" and ie_ofd == "native")
+    needs_factor = method == "ft" or (method.startswith("ie-") and not native)
+    bn_module: nn.Module | None = None
+    if is_ofd and ofd_margin == "bn":
+        bn_module = _teacher_bn(teacher, teacher_bn, fn)
     # Probe both features first: every shape / split check runs before the factor auto-encoder trains.
     with FeatureTap(teacher, t_layer) as probe_t, FeatureTap(student, s_layer) as probe_s:
         f_t = _probe(teacher, probe_t, t_layer, loader, dev)
@@ -466,6 +573,16 @@ def distill(
         )
     if method.startswith("ie-"):
         inherit_channel_count(split, int(f_s.shape[1]), fn=fn)
+    if is_ofd and f_s.shape[2:] != f_t.shape[2:]:
+        raise ValueError(
+            f"{fn}: OFD needs equal spatial sizes; student layer {s_layer!r} gives {tuple(f_s.shape)}, "
+            f"teacher layer {t_layer!r} gives {tuple(f_t.shape)}"
+        )
+    if isinstance(bn_module, nn.BatchNorm2d) and bn_module.num_features != f_t.shape[1]:
+        raise ValueError(
+            f"{fn}: 'teacher_bn' has {bn_module.num_features} channels but teacher layer {t_layer!r} gives "
+            f"{tuple(f_t.shape)}"
+        )
     if needs_factor and factor is None:
         logger.info("%s: training the teacher factor auto-encoder for %d epochs", fn, factor_epochs)
         factor = train_factor(
@@ -502,10 +619,28 @@ def distill(
             device=dev,
             dtype=f_s.dtype,
         )
-        if not needs_factor:
-            # native IE-AT uses only the head's channel split, never its encoders: freeze them so that the
-            # optimizer and DDP (which waits for a gradient of every trainable parameter) ignore them
+        if native:
+            # native IE-AT / IE-OFD use only the head's channel split, never its encoders: freeze them so that
+            # the optimizer and DDP (which waits for a gradient of every trainable parameter) ignore them
             heads["ie"].requires_grad_(False)
+    if is_ofd:
+        if bn_module is not None:
+            assert isinstance(bn_module, nn.BatchNorm2d) and bn_module.weight is not None
+            margin = IF.ofd_margin(bn_module.weight.detach(), bn_module.bias.detach())
+        else:
+            margin = _data_margin(teacher, t_layer, loader, dev)
+        margin = margin.to(device=dev, dtype=f_s.dtype)
+        kw: dict[str, Any] = {"device": dev, "dtype": f_s.dtype}
+        if method == "ofd" or ie_ofd == "additive":
+            heads["ofd"] = OFDLoss(c_s, margin, **kw)
+        else:
+            ie_head = heads["ie"]
+            assert isinstance(ie_head, InheritExploreLoss)
+            n_inh, n_exp = ie_head.inherit_channels, ie_head.explore_channels
+            norm: dict[str, Any] = {"reduction": "mean", "normalize": True, **kw}
+            heads["ofd_inh"] = OFDLoss(n_inh, margin, **norm)
+            exp_head = OFDLoss(n_exp, margin, **norm)
+            heads["ofd_exp"] = _Frozen(exp_head) if explore_encoder == "frozen" else exp_head
     hp = {
         "alpha": alpha,
         "temperature": temperature,
@@ -513,6 +648,9 @@ def distill(
         "ft_weight": ft_weight,
         "p": p,
         "ie_at": ie_at,
+        "ie_ofd": ie_ofd,
+        "ofd_weight": ofd_weight,
+        "ofd_margin": ofd_margin,
     }
     t_tap = FeatureTap(teacher, t_layer)
     bundle = _DistillStudent(student, s_layer, method, heads, hp)
