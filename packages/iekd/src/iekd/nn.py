@@ -658,7 +658,7 @@ class OFDLoss(nn.Module):
 
     Examples:
         >>> loss = OFDLoss(4, torch.full((6,), -0.5))
-        >>> float(loss(torch.randn(2, 4, 3, 3), torch.randn(2, 6, 3, 3))) >= 0
+        >>> float(loss(torch.randn(2, 4, 3, 3), torch.randn(2, 6, 3, 3)).detach()) >= 0
         True
     """
 
