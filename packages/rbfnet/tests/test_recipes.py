@@ -125,6 +125,8 @@ def test_evaluate_errors_and_loader_input(shared_data):
     with pytest.raises(ValueError, match="evaluate: the model gives 10 logits but 'num_classes' is 2"):
         evaluate(model, torch.utils.data.Subset(te, [0, 1]), num_classes=2)  # labels 0, 0
     assert model.training
+    with pytest.raises(ValueError, match="evaluate: distributed=True needs an initialised"):
+        evaluate(model, te, distributed=True)
     with pytest.raises(ValueError, match="train: 'train_set' is empty"):
         train(model, torch.utils.data.TensorDataset(torch.zeros(0, 3)), epochs=1)
 
@@ -160,6 +162,7 @@ def _ddp_worker(rank: int, world: int, init: str, root: str, out_dir: str) -> No
                 "steps": out["steps"],
                 "history": out["history"],
                 "eval": evaluate(model, te, batch_size=2),
+                "local": evaluate(model, te, batch_size=4, distributed=False),  # whole set, no collective
             }
             torch.save(model.state_dict(), os.path.join(out_dir, f"{name}-rank{rank}.pt"))
         torch.save(res, os.path.join(out_dir, f"res-rank{rank}.pt"))
@@ -190,7 +193,7 @@ def test_ddp_two_process_gloo_every_family(shared_data, tmp_path):
         single = rbfnet.create_model(name, num_classes=10, **kw)
         single.load_state_dict(a)
         ref = evaluate(single, te, batch_size=9)
-        assert ref["confusion"] == e0["confusion"]
+        assert ref["confusion"] == e0["confusion"] == res[1][name]["local"]["confusion"]
         assert ref["loss"] == pytest.approx(e0["loss"], rel=1e-5)
         ck = rbfnet.load_checkpoint(tmp_path / name / "last.pt")
         assert ck["step"] == 4 and ck["epoch"] == 2

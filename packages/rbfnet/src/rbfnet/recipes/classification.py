@@ -139,6 +139,7 @@ def evaluate(
     device: torch.device | str | None = None,
     num_workers: int = 0,
     progress: bool | None = None,
+    distributed: bool | None = None,
 ) -> dict[str, Any]:
     """Evaluate a classifier: loss, overall / class-mean / per-class accuracy and inference throughput.
 
@@ -147,7 +148,8 @@ def evaluate(
     every rank returns the same metrics, equal to a single-process evaluation of the whole set. A
     ``DataLoader`` is used as given: its results are all-reduced only when its sampler is a
     ``DistributedSampler`` (which may repeat a few samples to even out the shards); otherwise each rank
-    evaluates the whole loader on its own. Call it on every rank.
+    evaluates the whole loader on its own. Call it on every rank, or pass ``distributed=False`` to
+    evaluate the whole set in this process alone (e.g. on rank 0 only).
 
     Args:
         model: a classifier taking ``(points, normals)`` (a DDP wrapper is unwrapped).
@@ -157,18 +159,23 @@ def evaluate(
         device: device (default: the model's).
         num_workers: loader workers.
         progress: tqdm bar (``None``: only on a TTY); rank 0 only.
+        distributed: split the set over the ranks and all-reduce (``None``: when a process group with
+            more than one rank is initialised; ``False``: never).
 
     Returns:
         :func:`classification_metrics` plus ``"loss"``, ``"num_samples"`` and ``"clouds_per_s"`` (under
         DDP: all samples over the slowest rank's forward time).
 
     Raises:
-        ValueError: an empty evaluation set.
+        ValueError: an empty evaluation set, labels outside ``[0, num_classes)``, more logits than
+            ``num_classes``, or ``distributed=True`` without an initialised process group.
     """
     inner = _unwrap(model)
     k = int(num_classes if num_classes is not None else getattr(inner, "num_classes"))  # noqa: B009
     dev = torch.device(device) if device is not None else next(inner.parameters()).device
-    world = _world()
+    if distributed and not (dist.is_available() and dist.is_initialized()):
+        raise ValueError("evaluate: distributed=True needs an initialised torch.distributed process group")
+    world = _world() if distributed is not False else 1
     if isinstance(dataset, DataLoader):
         loader = dataset
         reduce = world > 1 and isinstance(dataset.sampler, DistributedSampler)
