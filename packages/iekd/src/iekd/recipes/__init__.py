@@ -487,10 +487,12 @@ def distill(
     Raises:
         TypeError: ``student`` (or a given ``teacher``) is not an ``nn.Module``, ``factor`` is not a
             ``FactorAutoencoder``, or a hyper-parameter has the wrong type.
-        ValueError: unknown ``method``/``ie_at``/``split_mode``/``explore_encoder``, ``teacher=None`` with a
-            method other than ``ce``, out-of-range hyper-parameters (negative weights or epochs,
-            ``temperature <= 0``, ``alpha`` outside ``[0, 1]``, ``p`` not 1 or 2), bad layer names, or
-            feature shapes that do not fit. Argument errors are raised before any training.
+        ValueError: unknown ``method``/``ie_at``/``ie_ofd``/``ofd_margin``/``split_mode``/``explore_encoder``,
+            ``teacher=None`` with a method other than ``ce``, out-of-range hyper-parameters (negative weights or
+            epochs, ``temperature <= 0``, ``alpha`` outside ``[0, 1]``, ``p`` not 1 or 2), bad layer or
+            ``teacher_bn`` names, a ``split`` too large for the student's channels, or feature shapes that do not
+            fit. All are raised before any training (shapes from one no-grad eval-mode probe of each network on
+            the first batch; the factor auto-encoder, if needed, trains only after these checks).
     """
     fn = "distill"
     if method not in METHODS:
@@ -890,8 +892,10 @@ def mutual(
         TypeError: a network is not an ``nn.Module``, ``ie`` is not a bool, or a hyper-parameter has the
             wrong type.
         ValueError: ``net_a is net_b``, out-of-range hyper-parameters (negative weights or epochs,
-            ``temperature <= 0``, ``p`` not 1 or 2, bad ``split``/``explore_encoder``), or features that do
-            not fit (spatial sizes). Argument errors are raised before any training.
+            ``temperature <= 0``, ``p`` not 1 or 2, bad ``split``/``explore_encoder``), networks whose logits
+            differ in class count, or features that do not fit (spatial sizes, a ``split`` too large for a
+            network's channels). All are raised before any training (shapes from one no-grad eval-mode probe of
+            both networks on the first batch).
     """
     fn = "mutual"
     _check_module(net_a, "net_a", fn)
