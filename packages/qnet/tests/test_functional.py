@@ -100,6 +100,60 @@ class TestSoftQuantize:
         want_b = [-a * T * si * g * (1 - g) for si, g in zip(s, sig)]
         torch.testing.assert_close(bt.grad.cpu(), torch.tensor(want_b, dtype=torch.float64))
 
+    @pytest.mark.parametrize("chunk", [None, 4])
+    def test_surrogate_gradient_by_hand(self, device, chunk, monkeypatch):
+        # grad_temperature (official code's binary trick): sig(1-sig) taken at T_g, the factor T kept;
+        # reference values with math.exp, independent of torch. The forward value must not change.
+        if chunk is not None:
+            monkeypatch.setattr(QF, "_CPU_CHUNK", chunk)
+        xs, b, s, T, Tg, a, be, o = [-0.9, -0.2, 0.0, 0.37, 1.1], [0.0], [2.0], 40.0, 1.0, 0.7, 1.3, 1.0
+        fk = {"device": device, "dtype": torch.float64}
+        x = torch.tensor(xs, **fk, requires_grad=True)
+        at = torch.tensor(a, **fk, requires_grad=True)
+        bet = torch.tensor(be, **fk, requires_grad=True)
+        out = QF.soft_quantize(
+            x, torch.tensor(b, **fk), torch.tensor(s, **fk), T, at, bet, o, grad_temperature=Tg
+        )
+        gy = torch.tensor([1.0, -2.0, 0.5, 3.0, -1.0], **fk)
+        out.backward(gy)
+        want_y = [_soft_by_hand(v, b, s, T, a, be, o) for v in xs]
+        dsg = [
+            sum(si * _sig(Tg * (be * v - bi)) * (1 - _sig(Tg * (be * v - bi))) for bi, si in zip(b, s))
+            for v in xs
+        ]
+        torch.testing.assert_close(out.detach().cpu(), torch.tensor(want_y, dtype=torch.float64))
+        want_dx = [float(g) * a * be * T * d for g, d in zip(gy, dsg)]
+        torch.testing.assert_close(x.grad.cpu(), torch.tensor(want_dx, dtype=torch.float64))
+        want_dbeta = sum(float(g) * a * T * v * d for g, v, d in zip(gy, xs, dsg))
+        assert abs(float(bet.grad) - want_dbeta) < 1e-9
+        want_dalpha = sum(float(g) * y / a for g, y in zip(gy, want_y))  # exact: dy/dalpha = y / alpha
+        assert abs(float(at.grad) - want_dalpha) < 1e-9
+        # far from the threshold the exact gradient vanishes at T = 40, the surrogate's does not
+        assert abs(float(x.grad[0])) > 0.1
+
+    def test_surrogate_gradient_errors(self, device):
+        x = torch.randn(4, device=device)
+        thr, s = torch.zeros(1, device=device), torch.full((1,), 2.0, device=device)
+        with pytest.raises(ValueError, match=r"soft_quantize: 'grad_temperature' must be finite and > 0"):
+            QF.soft_quantize(x, thr, s, 5.0, grad_temperature=0.0)
+        with pytest.raises(ValueError, match=r"soft_quantize: 'grad_temperature' needs fixed thresholds"):
+            QF.soft_quantize(x, thr.clone().requires_grad_(), s, 5.0, grad_temperature=1.0)
+        with pytest.raises(ValueError, match=r"Quantizer: 'grad_temperature' must be finite and > 0"):
+            qnet.Quantizer("binary", grad_temperature=-1.0)
+        with pytest.raises(TypeError, match=r"Quantizer: 'grad_temperature' must be a float or None"):
+            qnet.Quantizer("binary", grad_temperature="1")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=r"quantize: 'weight_grad_temperature' applies to method 'qn'"):
+            qnet.quantize(
+                torch.nn.Linear(3, 3), keep_first_last=False, method="ste", weight_grad_temperature=1.0
+            )
+        q = qnet.quantize(
+            torch.nn.Sequential(torch.nn.Linear(3, 3)).to(device),
+            keep_first_last=False,
+            weight_levels="binary",
+            weight_grad_temperature=1.0,
+        )
+        assert q[0].weight_quantizer.grad_temperature == 1.0 and "grad_temperature=1.0" in repr(q)
+
     def test_gradcheck(self, device):
         fk = {"device": device, "dtype": torch.float64}
         x = torch.randn(5, 3, **fk, requires_grad=True)

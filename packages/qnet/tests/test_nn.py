@@ -144,6 +144,30 @@ class TestLayers:
         assert q.alpha.grad is not None
 
 
+@pytest.mark.slow
+def test_torch_compile_inductor_matches_eager(device):
+    # the real compiler (inductor, C++ on CPU / Triton on CUDA), forward and backward of a W2/A2 model
+    torch._dynamo.reset()
+    net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4)).to(
+        device
+    )
+    x = torch.rand(32, 8, device=device)
+    qm = qnet.quantize(net, weight_levels="ternary", act_levels="uint2", calibration=[x])
+    for q in qnet.quantizers(qm):
+        q.set_temperature(7.0)
+    ref = qm(x)
+    ref.square().sum().backward()
+    want = {n: p.grad.clone() for n, p in qm.named_parameters() if p.grad is not None}
+    qm.zero_grad(set_to_none=True)
+    out = torch.compile(qm)(x)
+    out.square().sum().backward()
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    got = {n: p.grad for n, p in qm.named_parameters() if p.grad is not None}
+    assert got.keys() == want.keys()
+    for n in want:
+        torch.testing.assert_close(got[n], want[n], atol=1e-4, rtol=1e-4, msg=n)
+
+
 def test_unsorted_learned_thresholds_warn(device):
     q = Quantizer("ternary", learn_thresholds=True, device=device)
     q.init_from(torch.randn(20, device=device))

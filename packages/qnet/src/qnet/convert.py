@@ -204,6 +204,7 @@ def quantize(
     weight_init: str = "paper",
     act_init: str = "paper",
     learn_thresholds: bool = False,
+    weight_grad_temperature: float | None = None,
     layer_map: dict[type[nn.Module], type[nn.Module]] | None = None,
     inplace: bool = False,
 ) -> nn.Module:
@@ -227,6 +228,8 @@ def quantize(
         weight_init: threshold initialisation of weight quantizers (``"paper"``, ``"kmeans"``, ``"midpoint"``).
         act_init: threshold initialisation of input quantizers.
         learn_thresholds: also train the thresholds (paper's Eq. 11; its experiments freeze them).
+        weight_grad_temperature: ``None`` (exact gradient) or the surrogate-gradient temperature of the weight
+            quantizers (the official code trains binary weights with ``1.0``; see :class:`~qnet.Quantizer`).
         layer_map: float class to quantized class (default :data:`DEFAULT_LAYER_MAP`).
         inplace: convert ``model`` itself instead of a deep copy.
 
@@ -257,6 +260,10 @@ def quantize(
     for name, val in (("weight_init", weight_init), ("act_init", act_init)):
         if val not in ("paper", "kmeans", "midpoint"):
             raise ValueError(f"{fn}: '{name}' must be 'paper', 'kmeans' or 'midpoint'; got {val!r}")
+    if weight_grad_temperature is not None and method != "qn":
+        raise ValueError(
+            f"{fn}: 'weight_grad_temperature' applies to method 'qn' only; got method {method!r}"
+        )
     if isinstance(skip, str):
         skip = [skip]
     patterns = list(skip)
@@ -270,6 +277,8 @@ def quantize(
     akw: dict[str, Any] = {}
     if method == "qn":
         qkw = {"init": weight_init, "learn_thresholds": learn_thresholds}
+        if weight_grad_temperature is not None:
+            qkw["grad_temperature"] = weight_grad_temperature
         akw = {"init": act_init, "learn_thresholds": learn_thresholds}
     converted = []
     for name, mod in cands:

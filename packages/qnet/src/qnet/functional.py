@@ -87,6 +87,8 @@ def soft_quantize(
     alpha: ScalarLike = 1.0,
     beta: ScalarLike = 1.0,
     offset: ScalarLike = 0.0,
+    *,
+    grad_temperature: ScalarLike | None = None,
 ) -> Tensor:
     """Soft quantization: a sum of temperature-scaled sigmoids (Eq. 7 of Yang et al., CVPR 2019).
 
@@ -98,6 +100,13 @@ def soft_quantize(
         Half-precision inputs are computed in float32 and cast back, so any finite temperature (e.g. 1e6)
         gives finite values and gradients.
 
+        ``grad_temperature`` (default ``None``: the exact derivative) replaces ``sig_i (1 - sig_i)`` in the
+        gradients of ``x`` and ``beta`` by its value at temperature ``T_g``, keeping the factor ``T``:
+        ``dy/dx = alpha beta T sum_i s_i sig'_i (1 - sig'_i)`` with ``sig'_i = sigmoid(T_g (beta x - b_i))``.
+        This is the official code's surrogate for binary weights (``T_g = 1``, "set T = 1 when train binary
+        model"): every weight keeps a gradient (a scaled straight-through estimator) instead of only those
+        within ``~1 / (beta T)`` of a threshold. The forward value is unchanged.
+
     Args:
         x: tensor to quantize, shape ``(*)``, floating point.
         thresholds: the biases ``b_i`` in the ``beta``-scaled domain, shape ``(K,)``.
@@ -106,13 +115,15 @@ def soft_quantize(
         alpha: output scale (float or one-element tensor, may require grad).
         beta: input scale (float or one-element tensor, may require grad).
         offset: ``o``, subtracted before scaling by ``alpha``.
+        grad_temperature: ``T_g > 0`` of the surrogate gradient (see Convention), or ``None`` (exact).
 
     Returns:
         The soft-quantized tensor, shape ``(*)``, dtype of ``x``.
 
     Raises:
         TypeError: a non-floating tensor or a non-scalar parameter.
-        ValueError: shapes disagree, devices differ, or ``temperature`` is not finite and positive.
+        ValueError: shapes disagree, devices differ, ``temperature`` or ``grad_temperature`` is not finite
+            and positive, or ``grad_temperature`` is combined with thresholds/scales that require grad.
 
     Examples:
         >>> x = torch.tensor([-1.0, 0.0, 1.0])
@@ -125,13 +136,21 @@ def soft_quantize(
     _check_scalar(alpha, "alpha", fn=fn)
     _check_scalar(beta, "beta", fn=fn)
     _check_scalar(offset, "offset", fn=fn)
+    learn_steps = thresholds.requires_grad or scales.requires_grad
+    if grad_temperature is not None:
+        _check_scalar(grad_temperature, "grad_temperature", fn=fn, positive=True)
+        if learn_steps:
+            raise ValueError(
+                f"{fn}: 'grad_temperature' needs fixed thresholds and scales; got tensors that require grad"
+            )
     wd = _work_dtype(x)
     xw = _upcast(x, wd)
     a, b, t, o = _as(alpha, x, wd), _as(beta, x, wd), _as(temperature, x, wd), _as(offset, x, wd)
-    if not thresholds.requires_grad and not scales.requires_grad:
+    if not learn_steps:
         # Fused path: loops over the K steps without materialising (*, K) tensors and saves only three
         # tensors of x's size; its backward is the same closed-form exact derivative autograd would give.
-        return _SoftQuantize.apply(xw, thresholds.to(wd), scales.to(wd), t, a, b, o).to(x.dtype)
+        tg = None if grad_temperature is None else _as(grad_temperature, x, wd)
+        return _SoftQuantize.apply(xw, thresholds.to(wd), scales.to(wd), t, a, b, o, tg).to(x.dtype)
     z = (xw * b).unsqueeze(-1) - _upcast(thresholds, wd)
     sig = torch.sigmoid(z * t)
     y = (sig * _upcast(scales, wd)).sum(-1) - o
@@ -155,7 +174,8 @@ class _SoftQuantize(torch.autograd.Function):
     """``alpha * (sum_i s_i sigmoid(T (beta x - b_i)) - o)`` with its exact gradient in closed form.
 
     Forward writes the output, ``base = sum_i s_i sig_i - o`` and ``g = sum_i s_i sig_i (1 - sig_i)`` (both
-    saved, x-sized); no ``(*, K)`` tensor is formed and the two per-level temporaries are chunk-sized.
+    saved, x-sized; with ``grad_temperature`` the sigmoids of ``g`` are taken at that temperature); no
+    ``(*, K)`` tensor is formed and the two per-level temporaries are chunk-sized.
     Backward: ``dx = gy g alpha beta T``, ``dalpha = <gy, base>``, ``dbeta = <gy g, x> alpha T``; it is
     first-order only (double backward raises; pass thresholds requiring grad for the plain autograd path).
     """
@@ -170,10 +190,18 @@ class _SoftQuantize(torch.autograd.Function):
         alpha: Tensor | float,
         beta: Tensor | float,
         offset: Tensor | float,
+        grad_temperature: Tensor | float | None = None,
     ) -> Tensor:
         bscale = beta * temperature
         bt = (thresholds * temperature).unbind()
         sc = scales.unbind()
+        # with a surrogate temperature, g comes from a second pass at that temperature
+        own_g = grad_temperature is None
+        bscale_g: Tensor | float = 0.0
+        bt_g: tuple[Tensor, ...] = ()
+        if grad_temperature is not None:
+            bscale_g = beta * grad_temperature
+            bt_g = (thresholds * grad_temperature).unbind()
         k = len(bt)
         xf = x.reshape(-1)
         n = xf.numel()
@@ -198,11 +226,24 @@ class _SoftQuantize(torch.autograd.Function):
                 sig.sigmoid_()
                 if i == 0:
                     torch.mul(sig, sc[0], out=acc)
-                    _sigmoid_grad(sc[0], sig, grad_input=gc)
                 else:
                     acc.addcmul_(sig, sc[i])
+                if not own_g:
+                    continue
+                if i == 0:
+                    _sigmoid_grad(sc[0], sig, grad_input=gc)
+                else:
                     _sigmoid_grad(sc[i], sig, grad_input=sig)
                     gc.add_(sig)
+            if not own_g:
+                xs = torch.mul(xf[lo:hi], bscale_g, out=xs_buf[: hi - lo])
+                sig = sig_buf[: hi - lo]
+                for i in range(k):
+                    sig = torch.sub(xs, bt_g[i], out=sig).sigmoid_()
+                    if i == 0:
+                        _sigmoid_grad(sc[0], sig, grad_input=gc)
+                    else:
+                        gc.add_(_sigmoid_grad(sc[i], sig, grad_input=sig))
             acc.sub_(offset)
             torch.mul(acc, alpha, out=y[lo:hi])
         tens = [v if isinstance(v, Tensor) else None for v in (temperature, alpha, beta)]
@@ -245,6 +286,7 @@ class _SoftQuantize(torch.autograd.Function):
             None,
             None if galpha is None else galpha.reshape(a.shape),
             None if gbeta is None else (gbeta * (a * t)).reshape(b.shape),
+            None,
             None,
         )
 

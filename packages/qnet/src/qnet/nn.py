@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from typing import Any
 
@@ -116,6 +117,8 @@ class Quantizer(_QuantizerBase):
         learn_beta: train ``beta``.
         learn_thresholds: train the thresholds ``b_i``.
         mode: ``"auto"``, ``"soft"``, ``"hard"`` or ``"off"``.
+        grad_temperature: ``None`` (exact gradient, default) or the temperature ``T_g`` of the official code's
+            surrogate gradient (``1.0`` for binary weights); see :func:`~qnet.functional.soft_quantize`.
         device: device of the parameters.
         dtype: dtype of the parameters.
 
@@ -140,6 +143,7 @@ class Quantizer(_QuantizerBase):
         learn_beta: bool = True,
         learn_thresholds: bool = False,
         mode: str = "auto",
+        grad_temperature: float | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -148,6 +152,20 @@ class Quantizer(_QuantizerBase):
             raise ValueError(f"Quantizer: 'init' must be 'paper', 'kmeans' or 'midpoint'; got {init!r}")
         if not margin > 0:
             raise ValueError(f"Quantizer: 'margin' must be > 0; got {margin!r}")
+        if grad_temperature is not None:
+            if isinstance(grad_temperature, bool) or not isinstance(grad_temperature, (int, float)):
+                raise TypeError(
+                    f"Quantizer: 'grad_temperature' must be a float or None; got {type(grad_temperature).__name__}"
+                )
+            if not (math.isfinite(grad_temperature) and grad_temperature > 0):
+                raise ValueError(
+                    f"Quantizer: 'grad_temperature' must be finite and > 0; got {grad_temperature!r}"
+                )
+            if learn_thresholds:
+                raise ValueError(
+                    "Quantizer: 'grad_temperature' cannot be combined with learn_thresholds=True"
+                )
+        self.grad_temperature = None if grad_temperature is None else float(grad_temperature)
         self.init = init
         self.margin = float(margin)
         self.learn_thresholds = bool(learn_thresholds)
@@ -198,7 +216,14 @@ class Quantizer(_QuantizerBase):
         if self._use_hard():
             return QF.hard_quantize(x, self.thresholds, self.scales, self.alpha, self.beta, self.offset)
         return QF.soft_quantize(
-            x, self.thresholds, self.scales, self.temperature, self.alpha, self.beta, self.offset
+            x,
+            self.thresholds,
+            self.scales,
+            self.temperature,
+            self.alpha,
+            self.beta,
+            self.offset,
+            grad_temperature=self.grad_temperature,
         )
 
     @torch.no_grad()
@@ -222,9 +247,10 @@ class Quantizer(_QuantizerBase):
         return QF.level_codes(x, thr.sort().values, self.beta), self.alpha.detach().clone()
 
     def extra_repr(self) -> str:
+        gt = "" if self.grad_temperature is None else f", grad_temperature={self.grad_temperature}"
         return (
             f"levels={self.levels}, init={self.init!r}, mode={self.mode!r}, "
-            f"learn_thresholds={self.learn_thresholds}"
+            f"learn_thresholds={self.learn_thresholds}{gt}"
         )
 
 
