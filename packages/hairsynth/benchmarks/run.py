@@ -4,6 +4,11 @@
 
 The paper's interactivity bar is "under one second" per edit (met on a GPU in the paper). Weights are
 random (latency does not depend on them). An edit = rasterise 12 strokes + both networks + compositing.
+
+Memory per model: ``peak_mem_MiB`` is the CUDA allocator's peak (weights included) or, on CPU, the peak RSS
+of a fresh process that measures only that model (``--no-isolate``: one process, peaks accumulate);
+``edit_mem_MiB`` is that peak minus the memory in use before the first edit (model and inputs loaded),
+i.e. what an edit adds on top of the loaded model.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import time
 
@@ -37,9 +43,21 @@ def _sync(dev: torch.device) -> None:
 
 
 def _peak_mb(dev: torch.device) -> float:
+    """Peak memory so far: CUDA allocator peak, or the process's peak RSS on CPU (Linux: KiB -> MiB)."""
     if dev.type == "cuda":
         return torch.cuda.max_memory_allocated(dev) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB -> MiB (process peak)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _current_mb(dev: torch.device) -> float:
+    """Memory in use now: CUDA allocated, or the process's current RSS on CPU (Linux /proc)."""
+    if dev.type == "cuda":
+        return torch.cuda.memory_allocated(dev) / 2**20
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:  # not Linux: fall back to the peak
+        return _peak_mb(dev)
 
 
 def _inputs(size: int):
@@ -57,49 +75,85 @@ def _inputs(size: int):
     return img, mask, strokes
 
 
+def _edit_row(arch: str, size: int, dev: torch.device, repeats: int) -> dict:
+    """Latency and memory of one edit (``Synthesizer.synthesize``) with a random-weight model."""
+    model = create_model(arch).to(dev)
+    syn = Synthesizer(model)
+    img, mask, strokes = _inputs(size)
+    img, mask = img.to(dev), mask.to(dev)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    loaded = _current_mb(dev)  # weights + inputs, before any edit
+    syn.synthesize(img, mask, strokes)  # warm-up
+    times = []
+    for _ in range(repeats):
+        _sync(dev)
+        t0 = time.perf_counter()
+        syn.synthesize(img, mask, strokes)
+        _sync(dev)
+        times.append(time.perf_counter() - t0)
+    med = statistics.median(times)
+    peak = _peak_mb(dev)
+    return {
+        "what": "edit latency",
+        "arch": arch,
+        "size": size,
+        "params_M": sum(q.numel() for q in model.parameters()) / 1e6,
+        "median_s": med,
+        "min_s": min(times),
+        "under_1s": med < 1.0,
+        "peak_mem_MiB": peak,
+        "edit_mem_MiB": peak - loaded,
+    }
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--out", default=None)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument(
+        "--no-isolate",
+        dest="isolate",
+        action="store_false",
+        help="CPU: measure every model in this process (peak RSS then accumulates over the rows)",
+    )
+    p.add_argument("--config", default=None, help=argparse.SUPPRESS)  # ARCH:SIZE, one row (internal)
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
     rows = []
-    for arch, size in CONFIGS:
-        model = create_model(arch).to(dev)
-        syn = Synthesizer(model)
-        img, mask, strokes = _inputs(size)
-        img, mask = img.to(dev), mask.to(dev)
-        if dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(dev)
-        syn.synthesize(img, mask, strokes)  # warm-up
-        times = []
-        for _ in range(args.repeats):
-            _sync(dev)
-            t0 = time.perf_counter()
-            syn.synthesize(img, mask, strokes)
-            _sync(dev)
-            times.append(time.perf_counter() - t0)
-        med = statistics.median(times)
-        rows.append(
-            {
-                "what": "edit latency",
-                "arch": arch,
-                "size": size,
-                "params_M": sum(q.numel() for q in model.parameters()) / 1e6,
-                "median_s": med,
-                "min_s": min(times),
-                "under_1s": med < 1.0,
-                "peak_mem_MiB": _peak_mb(dev),
-            }
-        )
+    configs = CONFIGS
+    if args.config:
+        arch, size = args.config.split(":")
+        configs = [(arch, int(size))]
+    for arch, size in configs:
+        if dev.type == "cpu" and args.isolate and not args.config:
+            # a fresh process per configuration: the CPU peak RSS is a per-process high-water mark, so
+            # in one process every row would include the earlier (larger) models' peaks
+            cmd = [
+                sys.executable,
+                os.path.abspath(__file__),
+                "--device",
+                "cpu",
+                "--repeats",
+                str(args.repeats),
+            ]
+            cmd += ["--config", f"{arch}:{size}"] + (["--threads", str(args.threads)] if args.threads else [])
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            row = json.loads(out.strip().splitlines()[-1])
+        else:
+            row = _edit_row(arch, size, dev, args.repeats)
+        rows.append(row)
         print(
-            f"{arch:18s} {size:4d}px  median {med * 1000:8.1f} ms  min {min(times) * 1000:8.1f} ms  peak {rows[-1]['peak_mem_MiB']:.0f} MiB"
+            f"{arch:18s} {size:4d}px  median {row['median_s'] * 1000:8.1f} ms  min {row['min_s'] * 1000:8.1f} ms  "
+            f"peak {row['peak_mem_MiB']:.0f} MiB (edit {row['edit_mem_MiB']:.0f} MiB)"
         )
-        del model, syn
+    if args.config:
+        print(json.dumps(rows[-1]))
+        return 0
     for size in (256, 512):
         img, mask, _ = _inputs(size)
         g = torch.Generator().manual_seed(0)
@@ -133,11 +187,13 @@ def main() -> int:
         "torch": torch.__version__,
         "rows": rows,
     }
-    print("\n| what | arch | size | median s | under 1 s | peak MiB |\n|---|---|---|---|---|---|")
+    print(
+        "\n| what | arch | size | median s | under 1 s | peak MiB | edit MiB |\n|---|---|---|---|---|---|---|"
+    )
     for r in rows:
         print(
             f"| {r['what']} | {r.get('arch', '-')} | {r['size']} | {r['median_s']:.3f} | {r.get('under_1s', '-')} | "
-            f"{r.get('peak_mem_MiB', float('nan')):.0f} |"
+            f"{r.get('peak_mem_MiB', float('nan')):.0f} | {r.get('edit_mem_MiB', float('nan')):.0f} |"
         )
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

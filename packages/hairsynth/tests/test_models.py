@@ -95,6 +95,21 @@ class TestHairSynthesisNet:
         assert net.synthesis.final[1].weight.grad.abs().sum() > 0
         assert net.refinement is not None and net.refinement.final[1].weight.grad.abs().sum() > 0
 
+    def test_refine_false_skips_stage2(self, device):
+        """``refine=False`` (synthesis-only training phase): stage 1 as in the full pass, output = C1."""
+        net = HairSynthesisNet(base_channels=4, num_downs=3, dropout=0.0).to(device)
+        img, m, sc, sm = _inputs(device)
+        full = net(img, m, sc, sm)
+        calls = []
+        hook = net.refinement.register_forward_hook(lambda *a: calls.append(1))
+        only1 = net(img, m, sc, sm, refine=False)
+        hook.remove()
+        assert calls == [] and "stage2" not in only1
+        assert torch.equal(only1["stage1"], full["stage1"]) and torch.equal(
+            only1["output"], full["composite1"]
+        )
+        assert torch.equal(only1["blend_mask"], m.expand_as(only1["blend_mask"]))
+
     def test_strokes_change_the_output(self, device):
         net = HairSynthesisNet(base_channels=4, num_downs=3, dropout=0.0).to(device).eval()
         img, m, sc, sm = _inputs(device)
