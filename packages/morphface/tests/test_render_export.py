@@ -385,6 +385,28 @@ class TestCLI:
             assert img.dtype == np.uint16 and img.shape[:2] == (32, 32), key
         tm = trimesh.load(tmp_path / "e" / "face.obj", process=False, maintain_order=True, force="mesh")
         assert len(tm.vertices) == m.n_vertices and tm.visual.material.image.size == (32, 32)
+        # baked displacement: 1 subdivision level -> 4x triangles, no disp/normal maps (not applied twice)
+        args = [
+            "export",
+            "--model",
+            mp,
+            "--identity",
+            str(ident),
+            "--generator",
+            gen,
+            "--bake-displacement",
+            "1",
+        ]
+        assert main([*args, "--out", str(tmp_path / "b")]) == 0
+        tm = trimesh.load(tmp_path / "b" / "face.obj", process=False, maintain_order=True, force="mesh")
+        assert len(tm.faces) == 4 * m.faces.shape[0] and len(tm.vertices) > m.n_vertices
+        base = m.vertices(torch.tensor([[0.5, -1.0, 0.2]]))[0].double().numpy()
+        moved = np.linalg.norm(tm.vertices[: m.n_vertices] - base, axis=1) > 1e-5
+        assert moved.any()  # the (untrained, nonzero) displacement moved the face-tile vertices
+        assert not os.path.exists(tmp_path / "b" / "face_displacement.png")
+        assert "disp " not in (tmp_path / "b" / "face.mtl").read_text()
+        with pytest.raises(SystemExit):  # nothing to bake without a generator
+            main(["export", "--model", mp, "--bake-displacement", "1", "--out", str(tmp_path / "y")])
         bad = tmp_path / "bad.npy"
         np.save(bad, np.zeros((1, 5), dtype=np.float32))
         with pytest.raises(SystemExit):

@@ -7,6 +7,7 @@ archive, or a model saved by :meth:`morphface.LinearFaceModel.save` (``.npz``/``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ from .fit import PerspectiveCamera, fit
 from .io import load_ict_facekit, load_ict_npz, read_obj, save_mesh
 from .models.attribute import AttributeGenerator, Upsampler
 from .models.linear import LinearFaceModel
-from .pipeline import generate_faces
+from .pipeline import displace, generate_faces
 from .render import render_preview
 
 logger = logging.getLogger("morphface.cli")
@@ -127,6 +128,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     e.add_argument("--upsampler", action="append", help="upsampler checkpoint (.pt); repeat to cascade")
     e.add_argument("--device", default="cpu", help="torch device of the networks")
     e.add_argument("--albedo-bits", type=int, choices=(8, 16), default=8, help="albedo PNG bit depth")
+    e.add_argument(
+        "--bake-displacement",
+        type=int,
+        metavar="LEVELS",
+        help="bake the displacement into the mesh after LEVELS midpoint subdivisions (face tile only); "
+        "the displacement and normal maps are then not written, so renderers do not apply them twice",
+    )
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", required=True)
     v = sub.add_parser("preview", help="render a mesh file to PNG")
@@ -140,6 +148,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = getattr(args, "device", "cpu")
     if getattr(args, "upsampler", None) and not args.generator:
         p.error(f"{args.command}: --upsampler needs --generator (it upsamples the generated maps)")
+    if getattr(args, "bake_displacement", None) is not None:
+        if not args.generator:
+            p.error("export: --bake-displacement needs --generator (a displacement map to bake)")
+        if args.bake_displacement < 0:
+            p.error(f"export: --bake-displacement must be >= 0; got {args.bake_displacement}")
     if args.command == "sample":
         model = load_any_model(args.model).to(device)
         gen = torch.Generator(device).manual_seed(args.seed)
@@ -217,6 +230,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             upsamplers=_upsamplers(args.upsampler, device),
             generator=gen,
         )[0]
+        if args.bake_displacement is not None:
+            face = dataclasses.replace(
+                displace(face, subdivisions=args.bake_displacement, face_mask=model.uv_face_mask),
+                displacement=None,
+            )
         paths = export(face, args.out, albedo_bits=args.albedo_bits)
         logger.info("exported %s", ", ".join(sorted(paths)))
     elif args.command == "preview":
