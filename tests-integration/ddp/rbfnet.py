@@ -5,8 +5,10 @@ group, build the model and call :func:`rbfnet.train` as in a single process. The
 in ``DistributedDataParallel``, shards the data with a ``DistributedSampler``, keeps BatchNorm running
 statistics identical on every rank, and lets rank 0 alone write checkpoints. :func:`rbfnet.evaluate`
 shards a dataset over the ranks and all-reduces the confusion matrix, so every rank returns the same
-accuracy. Each rank here gets its own seeded random clouds (different data per rank, as under DDP) (the
-models start from the same seeded weights, as in a seeded user script).
+accuracy. Each rank here gets its own seeded random clouds (different data per rank, as under DDP); the
+models start from the same seeded weights, as in a seeded user script. Recipes checked: ``train`` with
+RBFNet (point-wise default, per-kernel pooling, multi-scale, normals), PointNet and PointNet++ SSG, and
+with a model the user wrapped in ``DistributedDataParallel`` first.
 
 Run as ``python tests-integration/ddp/rbfnet.py`` (imports only torch, rbfnet and the harness).
 """

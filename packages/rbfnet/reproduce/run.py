@@ -82,7 +82,7 @@ def ablation_settings(epochs: int | None) -> dict[str, dict[str, Any]]:
             "test_per_class": None,
             "points": 256,
             "epochs": epochs or 15,
-            "seeds": [0],
+            "seeds": [0, 1],
             "models": [
                 "rbfnet_kernelwise",
                 "rbfnet_kernelwise-sum",
@@ -279,6 +279,17 @@ def run_one(args: argparse.Namespace, setting: str, model_name: str, seed: int) 
         json.dump(res, fh, indent=2)
 
 
+def _subset(cfg: dict[str, Any]) -> str:
+    tr, te = cfg["train_per_class"], cfg["test_per_class"]
+    if tr is None and te is None:
+        return "all shapes" + (", official split lists" if cfg.get("format") == "normal" else "")
+    return f"{'all' if tr is None else tr} train / {'all' if te is None else te} test shapes per class"
+
+
+def _pm(v: tuple[float, float], n: int) -> str:
+    return f"{v[0]:.2f} +- {v[1]:.2f}" if n > 1 else f"{v[0]:.2f}"
+
+
 def _mean_std(v: list[float]) -> tuple[float, float]:
     a = np.asarray(v, dtype=np.float64)
     return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
@@ -344,7 +355,7 @@ def build_report(args: argparse.Namespace, command: str, wall: float) -> None:
         md += [
             f"## {setting}",
             "",
-            f"Data `{cfg['folder']}` ({'all shapes' if cfg['train_per_class'] is None else str(cfg['train_per_class']) + ' train / ' + str(cfg['test_per_class']) + ' test per class'}), "
+            f"Data `{cfg['folder']}` ({_subset(cfg)}), "
             f"{cfg['points']} points, {cfg['epochs']} epochs, batch {cfg['batch']}, seeds {cfg['seeds']}"
             + (f"; ablation, reference model `{cfg['reference']}`." if ablation else "."),
             "",
@@ -384,7 +395,7 @@ def build_report(args: argparse.Namespace, command: str, wall: float) -> None:
                 "per_seed": [100 * r["overall_acc"] for r in done],
             }
             md.append(
-                f"| {m} | {len(done)} | {done[0]['params']:,} | {oa[0]:.2f} +- {oa[1]:.2f} | {ca[0]:.2f} +- {ca[1]:.2f} "
+                f"| {m} | {len(done)} | {done[0]['params']:,} | {_pm(oa, len(done))} | {_pm(ca, len(done))} "
                 f"| {spe:.1f} | {ips:.0f} |"
             )
             h0 = done[0]["history"]
@@ -466,6 +477,9 @@ def build_report(args: argparse.Namespace, command: str, wall: float) -> None:
     main = {k: v for k, v in summary.items() if cfgs[k].get("kind") != "ablation"}
     verdict = _verdict(main, bench)
     md += ["## Verdict", "", verdict, ""]
+    pooling = _pooling_summary(main)
+    if pooling is not None:
+        ablation_text.insert(0, pooling)
     if ablation_text:
         md += ["## Ablations", "", *[t + "\n" for t in ablation_text]]
     ran = {k for k, v in summary.items() if v}
@@ -488,7 +502,8 @@ def build_report(args: argparse.Namespace, command: str, wall: float) -> None:
         "published ones; the comparison between models is like for like. The ModelNet40 subset has 40 training "
         "shapes per class (1600 in all), far fewer than the official 9843, so its accuracies are not comparable "
         "with the published 89.2 / 90.7. In the ablation settings the `baseline` column of results.json is the "
-        "setting's reference model (`rbfnet_single`), not PointNet++, and `paper` is null."
+        "setting's reference model (named in its heading), not PointNet++, and `paper` is null; their timing "
+        "columns were measured on 2 CPU cores shared with other jobs and are not comparable between runs."
         + (" Not evaluated here: " + "; ".join(not_run) + "." if not_run else ""),
     ]
     with open(os.path.join(args.out, "report.md"), "w", encoding="utf-8") as fh:
@@ -516,10 +531,25 @@ def _provenance(args: argparse.Namespace) -> str:
     return text
 
 
+def _compare(v: dict[str, Any], ref: dict[str, Any]) -> tuple[float, float, str]:
+    """OA difference of ``v`` to ``ref`` (points), the noise level and a word: the noise is 2 x the larger
+    of the standard error over seeds and the binomial standard error of a difference of two accuracies on
+    this test set (the seeds share the test set, so the latter does not shrink with more seeds)."""
+    d = v["oa"][0] - ref["oa"][0]
+    n = max(v["test_size"], 1)
+    p1, p2 = v["oa"][0] / 100, ref["oa"][0] / 100
+    binom = 100 * math.sqrt((p1 * (1 - p1) + p2 * (1 - p2)) / n)
+    seeds = (
+        math.sqrt(v["oa"][1] ** 2 / v["n"] + ref["oa"][1] ** 2 / ref["n"])
+        if min(v["n"], ref["n"]) > 1
+        else 0.0
+    )
+    noise = 2 * max(binom, seeds)
+    return d, noise, ("better" if d > noise else ("worse" if d < -noise else "within noise"))
+
+
 def _ablation_summary(setting: str, cfg: dict[str, Any], models: dict[str, dict[str, Any]]) -> str:
-    """One paragraph per ablation setting: each variant's OA difference to the reference, and whether it
-    exceeds the noise (2 x the larger of the standard error over seeds and the binomial standard error of
-    a difference of two accuracies on this test set)."""
+    """One paragraph per ablation setting: each variant's OA difference to the reference (see _compare)."""
     ref_name = cfg["reference"]
     ref = models.get(ref_name)
     if ref is None:
@@ -528,20 +558,29 @@ def _ablation_summary(setting: str, cfg: dict[str, Any], models: dict[str, dict[
     for m, v in models.items():
         if m == ref_name:
             continue
-        d = v["oa"][0] - ref["oa"][0]
-        n = max(v["test_size"], 1)
-        p1, p2 = v["oa"][0] / 100, ref["oa"][0] / 100
-        binom = 100 * math.sqrt((p1 * (1 - p1) + p2 * (1 - p2)) / n)  # seeds share the test set
-        seeds = math.sqrt(v["oa"][1] ** 2 / v["n"] + ref["oa"][1] ** 2 / ref["n"]) if v["n"] > 1 else 0.0
-        noise = 2 * max(binom, seeds)
-        word = "better" if d > noise else ("worse" if d < -noise else "within noise")
-        parts.append(f"`{m}` {v['oa'][0]:.2f}% ({d:+.2f}, {word}; noise +-{noise:.1f})")
+        d, noise, word = _compare(v, ref)
+        parts.append(f"`{m}` {v['oa'][0]:.2f}% ({d:+.2f}, {word}; noise +-{noise:.1f}, {v['n']} seed(s))")
     return (
-        f"**{setting}** ({cfg['points']} points, {cfg['epochs']} epochs, {ref['n']} seed(s), "
-        f"{ref['test_size']} test clouds): reference `{ref_name}` {ref['oa'][0]:.2f}%; "
-        + "; ".join(parts)
-        + "."
+        f"**{setting}** ({cfg['points']} points, {cfg['epochs']} epochs, {ref['test_size']} test clouds): "
+        f"reference `{ref_name}` {ref['oa'][0]:.2f}% ({ref['n']} seed(s)); " + "; ".join(parts) + "."
     )
+
+
+def _pooling_summary(main: dict[str, dict[str, dict[str, Any]]]) -> str | None:
+    """Per-kernel vs per-point pooling in the full settings (rbfnet_kernelwise vs rbfnet_single)."""
+    parts = []
+    for setting, models in main.items():
+        if "rbfnet_kernelwise" in models and "rbfnet_single" in models:
+            kw, pw = models["rbfnet_kernelwise"], models["rbfnet_single"]
+            d, noise, word = _compare(kw, pw)
+            parts.append(
+                f"{setting}: per-kernel {kw['oa'][0]:.2f}% vs per-point {pw['oa'][0]:.2f}% ({d:+.2f}, {word}; "
+                f"noise +-{noise:.1f}, {min(kw['n'], pw['n'])} seeds) with x{kw['params'] / pw['params']:.2f} "
+                "the parameters"
+            )
+    if not parts:
+        return None
+    return "**Per-kernel vs per-point pooling** (full settings above, same recipe): " + "; ".join(parts) + "."
 
 
 def _devices(args: argparse.Namespace) -> set[str]:
