@@ -191,7 +191,11 @@ def displace(
         check_shape(face_mask, f"{n_faces}", "face_mask", fn=fn)
     verts, faces = face.vertices, face.faces
     uvs, face_uvs = face.uvs, face.face_uvs
-    mask = face_mask if face_mask is not None else torch.ones(n_faces, dtype=torch.bool, device=faces.device)
+    mask = (
+        face_mask.to(faces.device)
+        if face_mask is not None
+        else torch.ones(n_faces, dtype=torch.bool, device=faces.device)
+    )
     for _ in range(subdivisions):
         verts, faces, uvs_s, fuv_s = subdivide(verts, faces, uvs=uvs, face_uvs=face_uvs)
         assert uvs_s is not None and fuv_s is not None
