@@ -114,3 +114,32 @@ def test_editor_roundtrip(device):
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.slow
+def test_cli_train_under_torchrun(shared_data, tmp_path):
+    """``torchrun --nproc-per-node 2 -m hairsynth train``: the CLI joins one gloo group, rank 0 writes."""
+    import subprocess
+    import sys
+
+    root = os.path.join(shared_data, "celeb1k-hair")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    cmd += ["-m", "hairsynth", "train", "--data", root, "--split", "val", "--out", str(tmp_path)]
+    cmd += [
+        "--arch",
+        "hairsynth_tiny",
+        "--size",
+        "32",
+        "--steps",
+        "2",
+        "--batch-size",
+        "1",
+        "--device",
+        "cpu",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sum('"step": 2' in line for line in proc.stdout.splitlines()) == 1  # rank 0 alone reports
+    assert "rank 1 of 2 on cpu" in proc.stderr
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -13,6 +14,30 @@ if TYPE_CHECKING:
     from .synthesizer import Synthesizer
 
 __all__ = ["main"]
+
+
+def _init_distributed(device: str | None) -> tuple[str | None, bool]:
+    """Under ``torchrun`` (``WORLD_SIZE`` > 1): join the process group (NCCL on CUDA, else gloo).
+
+    Returns the device this rank trains on and whether a process group was started here.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return device, False
+    import torch
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return device, False
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+    if use_cuda:
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    logging.getLogger("hairsynth").info(
+        "torchrun: rank %d of %d on %s", dist.get_rank(), dist.get_world_size(), device or "cpu"
+    )
+    return device, True
 
 
 def _synth(args: argparse.Namespace) -> Synthesizer:
@@ -58,7 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("--weights", default=None)
     s.add_argument("--arch", default=None)
     s.add_argument("--device", default="cpu")
-    t = sub.add_parser("train", help="train on a folder of hair photos + masks (images/, masks/)")
+    t = sub.add_parser(
+        "train",
+        help="train on a folder of hair photos + masks (images/, masks/); under torchrun the ranks train one DDP model",
+    )
     t.add_argument("--data", required=True)
     t.add_argument("--split", default=None)
     t.add_argument("--out", required=True, help="checkpoint folder (last.pt)")
@@ -153,8 +181,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             schedule=args.schedule,
             stage_steps=tuple(args.stage_steps) if args.stage_steps else None,
         )
-        res = train(cfg, ds, out_dir=args.out, resume=args.resume, device=args.device)
-        print(json.dumps({"step": res["step"], "last": res["history"][-1] if res["history"] else {}}))
+        device, started = _init_distributed(args.device)
+        try:
+            res = train(cfg, ds, out_dir=args.out, resume=args.resume, device=device)
+        finally:
+            if started:
+                import torch.distributed as dist
+
+                dist.destroy_process_group()
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(json.dumps({"step": res["step"], "last": res["history"][-1] if res["history"] else {}}))
         return 0
     if args.cmd == "editor":
         from .editor import serve
