@@ -117,11 +117,19 @@ def _average_buffers(*modules: nn.Module) -> None:
     distributed, _, world = _dist()
     if not distributed or world == 1:
         return
+    groups: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
     for module in modules:
         for buf in module.buffers():
             if buf.is_floating_point():
-                torch.distributed.all_reduce(buf, op=torch.distributed.ReduceOp.SUM)
-                buf.div_(world)
+                groups.setdefault((buf.device, buf.dtype), []).append(buf)
+    for bufs in groups.values():  # one all-reduce per device and dtype, not one per buffer
+        flat = torch.cat([b.reshape(-1) for b in bufs])
+        torch.distributed.all_reduce(flat, op=torch.distributed.ReduceOp.SUM)
+        flat.div_(world)
+        offset = 0
+        for b in bufs:
+            b.copy_(flat[offset : offset + b.numel()].view_as(b))
+            offset += b.numel()
 
 
 def _rng_state() -> dict[str, Any]:
