@@ -43,7 +43,8 @@ class TrainConfig:
       network G2 (and its discriminator) on the stage-2 losses. The remaining steps fine-tune
       everything jointly, as ``"joint"`` does. ``(s1, s2) = stage_steps``, by default
       ``(steps // 3, steps // 3)``. The phase depends only on the global step, so a resumed run
-      continues in the right phase.
+      continues in the right phase. A frozen G1 stays in training mode (its dropout still acts as the
+      generator's noise), so G2 learns on the same kind of C1 it sees in the joint phase.
 
     Args:
         arch: registry name of the model.
@@ -337,7 +338,11 @@ def train(
         logger.info("step %d: %s phase (stages %s)", step, phase, stages)
         if world == 1:
             return model, discs, stages
-        ids = [dev.index] if dev.type == "cuda" else None
+        ids = (
+            [dev.index if dev.index is not None else torch.cuda.current_device()]
+            if dev.type == "cuda"
+            else None
+        )
         g = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         d = nn.parallel.DistributedDataParallel(discs, device_ids=ids) if discs is not None else None
         return g, d, stages
