@@ -10,8 +10,8 @@ default at 32 px (``run.py`` uses 64 px) so that 600 steps per variant fit a few
    ``(y, L)`` vs ``(G(...), L)``: real and fake carry the SAME pose map, so the discriminator can separate
    them without reading L (it is then a second global discriminator), and the visible lower face already
    shows the head pose to G. Probes: (a) the trained pose discriminator's accuracy at ranking
-   ``(y, L)`` above ``(y, L')`` (L' = the pose of the held-out render whose yaw differs most; 0.5 = blind
-   to pose), (b) how much G's completion changes when it is given L' instead of L (masked PSNR with the
+   ``(y, L)`` above ``(y, L')`` (L' = the pose of the held-out render whose yaw differs most; near 1 =
+   pose-consistent), (b) how much G's completion changes when it is given L' instead of L (masked PSNR with the
    right minus the wrong pose map; 0 = G ignores L), and (c) the option that does force it: mismatched
    negatives ``(y, L')`` for the pose discriminator (``CompletionConfig(pose_mismatch=True)``).
 
