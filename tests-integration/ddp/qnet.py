@@ -122,9 +122,9 @@ def scenario(rank: int, world_size: int, workdir: pathlib.Path) -> dict[str, dic
     sp2 = qnet.TemperatureSchedule(p, increment=10.0, kind="input")
     out["train_phase2"] = _step(DDP(p), loader, workdir / "phase2.pt", temperature=sp2)
 
-    # 6. freeze (BatchNorm re-estimated on each rank's shard, averaged) and export the W2/A2 model
+    # 6. freeze (BatchNorm re-estimated on each rank's shard, averaged over the ranks) and export the W2/A2 model
     before = digest(qa)
-    frozen = qnet.freeze(qa, bn_loader=loader)
+    frozen = qnet.freeze(qa, bn_loader=loader, sync_ranks=True)
     exported = workdir / "qn_w2a2.safetensors"
     if rank == 0:
         qnet.export(frozen, exported)

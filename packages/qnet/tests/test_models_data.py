@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import pickle
 
@@ -101,9 +102,14 @@ def _ddp_worker(rank: int, world: int, out: str) -> None:
     sched = qnet.TemperatureSchedule(q, increment=5.0)
     train(ddp, loader, epochs=1, max_steps=1, temperature=sched, checkpoint=os.path.join(out, "ddp.pt"))
     metrics = evaluate(ddp, loader)  # each rank its own half; counts all-reduced
+    frozen = qnet.freeze(copy.deepcopy(q), bn_loader=loader, sync_ranks=True)  # BN re-estimated, averaged
     # everything, BatchNorm running statistics included (averaged after the epoch), must agree
     torch.save(
-        {**{k: v.detach() for k, v in q.state_dict().items()}, "n": torch.tensor(metrics["n"])},
+        {
+            **{k: v.detach() for k, v in q.state_dict().items()},
+            **{f"frozen.{k}": v for k, v in frozen.state_dict().items()},
+            "n": torch.tensor(metrics["n"]),
+        },
         os.path.join(out, f"rank{rank}.pt"),
     )
     dist.destroy_process_group()

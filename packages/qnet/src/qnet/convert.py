@@ -412,17 +412,20 @@ class TemperatureSchedule:
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, loader: Iterable[Any], *, num_batches: int = 50) -> nn.Module:
+def recalibrate_bn(
+    model: nn.Module, loader: Iterable[Any], *, num_batches: int = 50, sync_ranks: bool = False
+) -> nn.Module:
     """Re-estimate BatchNorm running statistics with the model as it runs at inference (hard quantizers).
 
     Closes the train/test gap of W+A models, whose soft-quantized activations in training have different
-    statistics from the hard ones used at test time (issue #8 of the official repository). Under
-    ``torch.distributed`` (every rank calls this on its own shard) the statistics are averaged over the ranks.
+    statistics from the hard ones used at test time (issue #8 of the official repository).
 
     Args:
         model: a converted (or frozen) model.
         loader: batches as for :func:`calibrate`.
         num_batches: number of batches (cumulative average of the statistics).
+        sync_ranks: under ``torch.distributed``, average the statistics over the ranks (every rank must
+            call this, each on its own shard; leave ``False`` when only rank 0 freezes/exports).
 
     Returns:
         ``model`` in eval mode, updated in place.
@@ -447,13 +450,19 @@ def recalibrate_bn(model: nn.Module, loader: Iterable[Any], *, num_batches: int 
         for bn, mom in zip(bns, saved):
             bn.momentum = mom
         model.eval()
-    if world_size() > 1:
+    if sync_ranks and world_size() > 1:
         average_bn_stats(model)
     return model
 
 
 @torch.no_grad()
-def freeze(model: nn.Module, *, bn_loader: Iterable[Any] | None = None, bn_batches: int = 50) -> nn.Module:
+def freeze(
+    model: nn.Module,
+    *,
+    bn_loader: Iterable[Any] | None = None,
+    bn_batches: int = 50,
+    sync_ranks: bool = False,
+) -> nn.Module:
     """Replace soft quantization by hard steps for inference (Eq. 12), in place.
 
     Each quantized layer's latent weight is overwritten by its hard-quantized value ``alpha * Y_k``, the
@@ -465,6 +474,8 @@ def freeze(model: nn.Module, *, bn_loader: Iterable[Any] | None = None, bn_batch
         model: a converted model.
         bn_loader: batches for BatchNorm re-estimation, or ``None``.
         bn_batches: number of batches for the re-estimation.
+        sync_ranks: average the re-estimated statistics over the ``torch.distributed`` ranks (every rank
+            must call this); see :func:`recalibrate_bn`.
 
     Returns:
         ``model`` in eval mode.
@@ -479,7 +490,7 @@ def freeze(model: nn.Module, *, bn_loader: Iterable[Any] | None = None, bn_batch
         _freeze_layer(layer)
     model.eval()
     if bn_loader is not None:
-        recalibrate_bn(model, bn_loader, num_batches=bn_batches)
+        recalibrate_bn(model, bn_loader, num_batches=bn_batches, sync_ranks=sync_ranks)
     return model
 
 
