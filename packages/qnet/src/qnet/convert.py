@@ -35,6 +35,15 @@ DEFAULT_LAYER_MAP: dict[type[nn.Module], type[nn.Module]] = {nn.Conv2d: QConv2d,
 """Float layer class -> quantized twin used by :func:`quantize` (exact type match, subclasses are left alone)."""
 
 
+def _sync(model: nn.Module, sync_ranks: bool | None) -> bool:
+    """Whether to make state identical across ranks: explicit, or by default for a DDP model."""
+    if world_size() == 1:
+        return False
+    if sync_ranks is None:
+        return isinstance(model, nn.parallel.DistributedDataParallel)
+    return sync_ranks
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     inner = getattr(model, "module", None)  # DDP / DataParallel
     inner = inner if isinstance(inner, nn.Module) else model
@@ -103,6 +112,7 @@ def calibrate(
     num_samples: int = 1000,
     max_values: int = 200_000,
     quantized_weights: bool = False,
+    sync_ranks: bool | None = None,
 ) -> nn.Module:
     """Initialise every input (activation) quantizer from full-precision activations (Sec. 3.3).
 
@@ -111,9 +121,9 @@ def calibrate(
     the paper), records each quantized layer's input, then calls ``init_from`` on it (``beta = 5p/(4 max x)``, k-means
     thresholds). Weight quantizers are left as they are. The model's train/eval mode is restored.
 
-    Under ``torch.distributed`` (every rank calls this, each on its own shard) the input quantizers of
-    rank 0 are then broadcast to all ranks, so a model calibrated after it was wrapped in DDP stays
-    identical across ranks.
+    Under DDP: a plain model calibrated on each rank's shard is made identical when DDP wraps it (rank 0's
+    state is broadcast); a model calibrated after wrapping (pass the DDP model) gets rank 0's input
+    quantizers broadcast here (``sync_ranks``).
 
     Args:
         model: a converted model.
@@ -122,6 +132,8 @@ def calibrate(
         max_values: values kept per layer (a fixed stride sub-sample), bounding memory.
         quantized_weights: run with the weight quantizers on (e.g. phase 2 of the paper's 3-phase
             schedule, after the weights were trained).
+        sync_ranks: broadcast rank 0's input quantizers to every ``torch.distributed`` rank (every rank must
+            call this); ``None``: only when ``model`` is ``DistributedDataParallel``.
 
     Returns:
         ``model``, calibrated in place.
@@ -162,7 +174,7 @@ def calibrate(
         for batch in loader:
             x = _batch_input(batch)
             x = x[: num_samples - seen]
-            model(x.to(device))
+            _unwrap(model)(x.to(device))  # not through DDP: no buffer broadcast per batch
             seen += x.shape[0]
             if seen >= num_samples:
                 break
@@ -186,7 +198,8 @@ def calibrate(
             )
         aq.init_from(vals.to(aq.values))
         aq.set_mode(modes[name])
-        broadcast_state(aq)
+        if _sync(model, sync_ranks):
+            broadcast_state(aq)
     logger.info("calibrated %d input quantizers on %d samples", len(layers), seen)
     return model
 
@@ -413,7 +426,7 @@ class TemperatureSchedule:
 
 @torch.no_grad()
 def recalibrate_bn(
-    model: nn.Module, loader: Iterable[Any], *, num_batches: int = 50, sync_ranks: bool = False
+    model: nn.Module, loader: Iterable[Any], *, num_batches: int = 50, sync_ranks: bool | None = None
 ) -> nn.Module:
     """Re-estimate BatchNorm running statistics with the model as it runs at inference (hard quantizers).
 
@@ -425,7 +438,8 @@ def recalibrate_bn(
         loader: batches as for :func:`calibrate`.
         num_batches: number of batches (cumulative average of the statistics).
         sync_ranks: under ``torch.distributed``, average the statistics over the ranks (every rank must
-            call this, each on its own shard; leave ``False`` when only rank 0 freezes/exports).
+            call this, each on its own shard); ``None``: only when ``model`` is ``DistributedDataParallel``
+            (a plain model re-estimated on rank 0 alone, e.g. before export, needs no other rank).
 
     Returns:
         ``model`` in eval mode, updated in place.
@@ -445,12 +459,12 @@ def recalibrate_bn(
         for i, batch in enumerate(loader):
             if i >= num_batches:
                 break
-            model(_batch_input(batch).to(device))
+            _unwrap(model)(_batch_input(batch).to(device))  # not through DDP (it would broadcast buffers)
     finally:
         for bn, mom in zip(bns, saved):
             bn.momentum = mom
         model.eval()
-    if sync_ranks and world_size() > 1:
+    if _sync(model, sync_ranks):
         average_bn_stats(model)
     return model
 
@@ -461,7 +475,7 @@ def freeze(
     *,
     bn_loader: Iterable[Any] | None = None,
     bn_batches: int = 50,
-    sync_ranks: bool = False,
+    sync_ranks: bool | None = None,
 ) -> nn.Module:
     """Replace soft quantization by hard steps for inference (Eq. 12), in place.
 
