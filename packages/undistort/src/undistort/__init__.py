@@ -27,10 +27,13 @@ from .functional import (
     distance_to_bin,
     distance_to_code,
     endpoint_error,
+    hinge_discriminator_loss,
+    hinge_generator_loss,
     total_variation,
 )
 from .heads import HeadModel, load_ict_facekit
 from .models import (
+    CompletionDiscriminator,
     CompletionNet,
     DistanceNet,
     FlowNet,
@@ -46,6 +49,7 @@ from .warp import Warp, splat, warp
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
+    "CompletionDiscriminator",
     "CompletionNet",
     "DistanceNet",
     "FlowNet",
@@ -69,6 +73,8 @@ __all__ = [
     "functional",
     "head_rotation",
     "heads",
+    "hinge_discriminator_loss",
+    "hinge_generator_loss",
     "list_models",
     "load_checkpoint",
     "load_ict_facekit",
