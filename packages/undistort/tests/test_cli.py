@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import torch
 from PIL import Image
 
 from undistort import Undistorter
@@ -43,6 +44,21 @@ def test_cli_synth_train_correct(shared_data, tmp_path, capsys, device):
     assert main([*args, "--batch-size", "2", "--identities", "3", "--device", device.type]) == 0
     for task in ("flow", "distance", "completion", "segmentation"):
         assert (tmp_path / f"m.{task}.pt").exists()
+    # completion trains with its hinge GAN by default: the discriminator is in the checkpoint ...
+    ckpt = torch.load(tmp_path / "m.completion.pt", weights_only=True)
+    assert ckpt["extra"]["discriminator"]["arch"] == "completiondisc_small"
+    # ... and --adversarial-weight 0 gives the L1-only variant (no discriminator stored)
+    l1_args = [
+        *args[:4],
+        str(tmp_path / "l1.pt"),
+        *args[5:],
+        "--tasks",
+        "completion",
+        "--adversarial-weight",
+        "0",
+    ]
+    assert main([*l1_args, "--batch-size", "2", "--identities", "3", "--device", device.type]) == 0
+    assert "extra" not in torch.load(tmp_path / "l1.completion.pt", weights_only=True)
     und = Undistorter.load(model)
     assert und.seg_net is not None and und.completion_net is not None
     img = (np.random.default_rng(0).random((40, 40, 3)) * 255).astype(np.uint8)
