@@ -559,7 +559,14 @@ def _ablation_summary(setting: str, cfg: dict[str, Any], models: dict[str, dict[
         if m == ref_name:
             continue
         d, noise, word = _compare(v, ref)
-        parts.append(f"`{m}` {v['oa'][0]:.2f}% ({d:+.2f}, {word}; noise +-{noise:.1f}, {v['n']} seed(s))")
+        seeds = ""
+        if min(v["n"], ref["n"]) > 1 and min(v["per_seed"]) > max(ref["per_seed"]):
+            seeds = ", every seed above every reference seed"
+        elif min(v["n"], ref["n"]) > 1 and max(v["per_seed"]) < min(ref["per_seed"]):
+            seeds = ", every seed below every reference seed"
+        parts.append(
+            f"`{m}` {v['oa'][0]:.2f}% ({d:+.2f}, {word}; noise +-{noise:.1f}, {v['n']} seed(s){seeds})"
+        )
     return (
         f"**{setting}** ({cfg['points']} points, {cfg['epochs']} epochs, {ref['test_size']} test clouds): "
         f"reference `{ref_name}` {ref['oa'][0]:.2f}% ({ref['n']} seed(s)); " + "; ".join(parts) + "."
