@@ -106,8 +106,8 @@ def test_every_recipe_runs_one_step_under_ddp(name, alone_venvs, tmp_path):
     checkpoint loads with weights_only=True. The scenario runs with the wheel alone installed; the
     harness (ddp/_harness.py) checks the step changed the weights, that both ranks agree bit for bit,
     and that the checkpoints load safely."""
-    scenario = DDP_DIR / f"{name}.py"
-    assert scenario.exists(), f"no DDP scenario for {name}: write tests-integration/ddp/{name}.py"
+    scenario = DDP_DIR / f"ddp_{name}.py"
+    assert scenario.exists(), f"no DDP scenario for {name}: write tests-integration/ddp/ddp_{name}.py"
     py = alone_venvs(name)
     env = {**os.environ, "PYTHONPATH": "", "OMP_NUM_THREADS": "1"}
     proc = _run([py, str(scenario)], cwd=tmp_path, env=env)

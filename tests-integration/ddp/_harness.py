@@ -1,6 +1,7 @@
 """Run a package's training recipes for one step under 2-process DDP (gloo, CPU) and check the result.
 
-A scenario file ``tests-integration/ddp/<package>.py`` defines ``scenario(rank, world_size, workdir)``
+A scenario file ``tests-integration/ddp/ddp_<package>.py`` (not ``<package>.py``: a script's folder comes
+first on ``sys.path``, so that name would shadow the installed package) defines ``scenario(rank, world_size, workdir)``
 and ends with ``if __name__ == "__main__": launch(scenario)``. The scenario runs every training recipe
 of its package for one optimisation step inside the process group this harness has already initialised
 (gloo, CPU, file rendezvous: no TCP port to race for) and returns, per recipe::
@@ -24,7 +25,7 @@ import pathlib
 import sys
 import tempfile
 import traceback
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
@@ -92,7 +93,7 @@ def launch(scenario: Scenario, world_size: int = 2) -> dict:
             if info.get("checkpoint"):
                 try:
                     _load_checkpoint(info["checkpoint"])
-                except Exception as exc:  # noqa: BLE001 - reported below
+                except Exception as exc:
                     problems.append(f"{recipe}: checkpoint {info['checkpoint']} did not load safely: {exc}")
         summary = {"recipes": sorted(results[0]), "world_size": world_size, "problems": problems}
         print(json.dumps(summary))

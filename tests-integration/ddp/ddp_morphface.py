@@ -1,6 +1,6 @@
 """morphface under 2-process DDP (gloo, CPU): every training recipe for one optimisation step.
 
-Run as ``python tests-integration/ddp/morphface.py`` (the harness spawns the ranks). The usage is the
+Run as ``python tests-integration/ddp/ddp_morphface.py`` (the harness spawns the ranks). The usage is the
 package's documented one: build the networks the same way on every rank, call the recipe inside the
 initialised process group; the recipe wraps the networks in ``DistributedDataParallel`` itself, each rank
 draws its own batches, and rank 0 writes the checkpoint. Data are tiny and generated in memory
@@ -9,33 +9,15 @@ draws its own batches, and rank 0 writes the checkpoint. Data are tiny and gener
 
 from __future__ import annotations
 
-import importlib
-import os
 import pathlib
-import sys
 
 import torch
 from _harness import digest, launch
 from torch import nn
 
-
-def _import_installed_package() -> None:
-    """Import the installed ``morphface``, not this file (also called ``morphface.py``, and its folder is
-    ``sys.path[0]`` when run as a script); once imported, ``sys.modules`` serves the package."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    saved = sys.path[:]
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != here]
-    try:
-        importlib.import_module("morphface")
-    finally:
-        sys.path[:] = saved
-
-
-_import_installed_package()
-
-from morphface import AttributeGenerator, PatchDiscriminator, Upsampler  # noqa: E402
-from morphface.data import AttributeMapDataset, toy_face_model  # noqa: E402
-from morphface.recipes import train_attribute_model, train_upsampler  # noqa: E402
+from morphface import AttributeGenerator, PatchDiscriminator, Upsampler
+from morphface.data import AttributeMapDataset, toy_face_model
+from morphface.recipes import train_attribute_model, train_upsampler
 
 
 def scenario(rank: int, world_size: int, workdir: pathlib.Path) -> dict:

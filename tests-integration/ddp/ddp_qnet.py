@@ -15,16 +15,13 @@ weight/activation temperature schedules, the STE baseline W2/A2, the three-phase
 and 2 (re-wrapped after ``set_phase``), and freezing + bit-packed export of the trained W2/A2 model (the
 exported safetensors file is the checkpoint checked; the frozen weights must agree across ranks).
 
-Run as ``python tests-integration/ddp/qnet.py`` (imports only torch, qnet and the harness).
+Run as ``python tests-integration/ddp/ddp_qnet.py`` (imports only torch, qnet and the harness).
 """
 
 from __future__ import annotations
 
 import copy
-import importlib
 import pathlib
-import sys
-from types import ModuleType
 from typing import Any
 
 import torch
@@ -33,20 +30,8 @@ from _harness import digest, launch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
+import qnet
 
-def _import_installed(name: str) -> ModuleType:
-    """Import the installed package ``name``, not this file: the scenario is itself named ``qnet.py`` and
-    its folder (needed for ``_harness``) is first on ``sys.path``."""
-    here = pathlib.Path(__file__).resolve().parent
-    saved = list(sys.path)
-    sys.path[:] = [p for p in sys.path if pathlib.Path(p or ".").resolve() != here]
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path[:] = saved
-
-
-qnet = _import_installed("qnet")
 small_cnn = qnet.models.small_cnn
 train = qnet.recipes.train
 

@@ -14,14 +14,13 @@ reconstruction-only generator (no discriminator). "before" is the model the reci
 recipes seed ``torch.manual_seed(seed)`` before building, so ``build_completion_models`` with the same
 seed gives it); for the GAN the digest covers the generator AND its discriminators.
 
-Run as ``python tests-integration/ddp/occfill.py`` (imports only torch, occfill and the harness).
+Run as ``python tests-integration/ddp/ddp_occfill.py`` (imports only torch, occfill and the harness).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import pathlib
-import sys
 from typing import Any
 
 import torch
@@ -29,15 +28,8 @@ import torch.distributed as dist
 from _harness import digest, launch
 from torch.utils.data import Dataset
 
-# This file is itself named occfill.py and Python puts its folder first on sys.path: hide the folder
-# while importing so that `import occfill` finds the installed package, not this script.
-_HERE = pathlib.Path(__file__).resolve().parent
-_SAVED_PATH = list(sys.path)
-sys.path[:] = [p for p in sys.path if pathlib.Path(p or ".").resolve() != _HERE]
-import occfill  # noqa: E402
-from occfill.recipes import build_completion_models  # noqa: E402
-
-sys.path[:] = _SAVED_PATH
+import occfill
+from occfill.recipes import build_completion_models
 
 SIZE = 32
 NUM_IDS = 3

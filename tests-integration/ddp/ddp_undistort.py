@@ -1,6 +1,6 @@
 """undistort under 2-process DDP (gloo, CPU): every training recipe for one optimisation step.
 
-Run as ``python tests-integration/ddp/undistort.py`` (the harness spawns the ranks). The usage is the
+Run as ``python tests-integration/ddp/ddp_undistort.py`` (the harness spawns the ranks). The usage is the
 package's documented one: build the network the same way on every rank and call ``undistort.train``
 inside the initialised process group; the recipe wraps the network (and the completion task's
 discriminator) in ``DistributedDataParallel`` itself, shards the data with a ``DistributedSampler`` and
@@ -10,33 +10,14 @@ package's stand-in head (``undistort.heads.toy_head``) at 16 px, with a differen
 
 from __future__ import annotations
 
-import importlib
-import os
 import pathlib
-import sys
 
 import torch
 from _harness import digest, launch
 from torch import nn
 
-
-def _import_installed_package() -> None:
-    """Import the installed ``undistort``, not this file (also called ``undistort.py``, and its folder is
-    ``sys.path[0]`` when run as a script); once imported, ``sys.modules`` serves the package."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    saved = sys.path[:]
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != here]
-    try:
-        sys.modules.pop("undistort", None)
-        importlib.import_module("undistort")
-    finally:
-        sys.path[:] = saved
-
-
-_import_installed_package()
-
-from undistort import HeadModel, PortraitPairs, create_model, train  # noqa: E402
-from undistort.heads import toy_head  # noqa: E402
+from undistort import HeadModel, PortraitPairs, create_model, train
+from undistort.heads import toy_head
 
 SIZE = 16
 

@@ -15,33 +15,22 @@ Recipes run here, one optimisation step each, 32 px, a tiny U-Net:
   entered by resuming the previous phase's checkpoint, the way a user continues a run.
 
 Each rank builds its own seeded in-memory hair pairs (stripes, a rectangular region, two coloured strokes):
-different data on every rank, as under DDP. Run as ``python tests-integration/ddp/hairsynth.py`` (imports only
+different data on every rank, as under DDP. Run as ``python tests-integration/ddp/ddp_hairsynth.py`` (imports only
 torch, hairsynth and the harness).
 """
 
 from __future__ import annotations
 
 import math
-import os
 import pathlib
-import sys
 from typing import Any
 
 import torch
 from _harness import digest, launch
 from torch.utils.data import Dataset
 
-# This file is named like the package and Python puts its folder first on sys.path, so a plain
-# `import hairsynth` would import this file again. Import the installed package with that folder hidden.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_saved_path = list(sys.path)
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
-sys.modules.pop("hairsynth", None)
-try:
-    import hairsynth
-    from hairsynth.recipes import TrainConfig, train
-finally:
-    sys.path[:] = _saved_path
+import hairsynth
+from hairsynth.recipes import TrainConfig, train
 
 SIZE = 32
 MODEL = {"num_downs": 3, "base_channels": 8, "max_channels": 32}
