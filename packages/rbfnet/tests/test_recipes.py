@@ -112,9 +112,9 @@ def test_train_argument_errors(shared_data):
         train(nm, tr, epochs=1, max_steps=1)
 
 
-def test_evaluate_errors_and_loader_input(shared_data):
+def test_evaluate_errors_and_loader_input(shared_data, device):
     te = _mn10(shared_data, "test", 2, num_points=32)  # 20 clouds, labels 0..9
-    model = rbfnet.create_model("pointnet", num_classes=10, mlp=(8,), head=(8,)).train()
+    model = rbfnet.create_model("pointnet", num_classes=10, mlp=(8,), head=(8,)).to(device).train()
     via_set = evaluate(model, te, batch_size=7)
     via_loader = evaluate(model, torch.utils.data.DataLoader(te, batch_size=20))
     assert via_set["confusion"] == via_loader["confusion"] and via_set["num_samples"] == 20
