@@ -10,27 +10,20 @@ models start from the same seeded weights, as in a seeded user script. Recipes c
 RBFNet (point-wise default, per-kernel pooling, multi-scale, normals), PointNet and PointNet++ SSG, and
 with a model the user wrapped in ``DistributedDataParallel`` first.
 
-Run as ``python tests-integration/ddp/rbfnet.py`` (imports only torch, rbfnet and the harness).
+Run as ``python tests-integration/ddp/ddp_rbfnet.py`` (imports only torch, rbfnet and the harness).
 """
 
 from __future__ import annotations
 
 import pathlib
-import sys
 from typing import Any
 
-# This file is named like the package and Python puts its folder first on sys.path: move that folder to
-# the end, so that ``import rbfnet`` finds the installed package while ``_harness`` is still found here
-# (the spawned workers inherit this sys.path).
-_HERE = pathlib.Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if pathlib.Path(p or ".").resolve() != _HERE] + [str(_HERE)]
+import torch
+import torch.distributed as dist
+from _harness import digest, launch
+from torch.utils.data import Dataset
 
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
-from _harness import digest, launch  # noqa: E402
-from torch.utils.data import Dataset  # noqa: E402
-
-import rbfnet  # noqa: E402
+import rbfnet
 
 NUM_CLASSES = 3
 NUM_POINTS = 48
