@@ -305,3 +305,17 @@ class TestOFD:
         assert torch.autograd.gradcheck(lambda a: IF.partial_l2_loss(a, t, normalize=True), (s,))
         IF.ofd_loss(s, t, m).backward()
         assert t.grad is None and s.grad is not None
+
+    def test_normalized_partial_l2_is_bounded_and_scale_free(self, device):
+        # The native IE-OFD exploration term is -partial_l2(normalize=True): it must not fall without bound when
+        # the student simply inflates its features. Positive scaling leaves the normalised distance unchanged,
+        # and per sample it is at most ||a - b||^2 <= 4 for unit vectors a, b.
+        g = torch.Generator().manual_seed(5)
+        s = torch.randn(3, 4, 2, 2, generator=g).to(device)
+        t = torch.randn(3, 4, 2, 2, generator=g).to(device)
+        base = IF.partial_l2_loss(s, t, normalize=True)
+        torch.testing.assert_close(IF.partial_l2_loss(1000.0 * s, t, normalize=True), base)
+        assert IF.partial_l2_loss(s, -s, normalize=True, reduction="batchmean").item() <= 4.0 + 1e-5
+        assert (
+            IF.partial_l2_loss(1000.0 * s, t).item() > 100 * IF.partial_l2_loss(s, t).item()
+        )  # unnormalised grows
