@@ -14,21 +14,14 @@ data margin; ``mutual`` with ``ie=False`` and ``ie=True`` (both networks digeste
 from __future__ import annotations
 
 import pathlib
-import sys
 
-# This file is named like the package: move its folder (which Python put first on sys.path) to the end, so
-# that ``import iekd`` finds the installed package and ``_harness`` is still found here (also in the
-# spawned workers, which inherit this sys.path).
-_HERE = pathlib.Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if pathlib.Path(p or ".").resolve() != _HERE] + [str(_HERE)]
+import torch
+from _harness import digest, launch
+from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data.distributed import DistributedSampler
 
-import torch  # noqa: E402
-from _harness import digest, launch  # noqa: E402
-from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
-from torch.utils.data.distributed import DistributedSampler  # noqa: E402
-
-import iekd  # noqa: E402
-from iekd.recipes import METHODS, distill, mutual, sgd, train_factor  # noqa: E402
+import iekd
+from iekd.recipes import METHODS, distill, mutual, sgd, train_factor
 
 BATCH = 4  # per rank; the loader yields exactly one batch per rank, so epochs=1 is one optimisation step
 CLASSES = 3
