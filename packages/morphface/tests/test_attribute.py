@@ -55,6 +55,32 @@ class TestNetworks:
         with pytest.raises(ValueError, match=r"'resolution' must be a multiple of 2\*\*n_down"):
             AttributeGenerator(20, n_down=3)
 
+    def test_constructor_and_latent_errors(self, device):
+        # every network rejects bad sizes before building any layer (argument named, expected vs got)
+        with pytest.raises(TypeError, match=r"AttributeGenerator: 'resolution' must be an int; got float"):
+            AttributeGenerator(16.0)
+        with pytest.raises(ValueError, match=r"AttributeGenerator: 'latent_dim' must be >= 1; got 0"):
+            AttributeGenerator(16, n_down=2, latent_dim=0)
+        with pytest.raises(
+            ValueError, match=r"AttributeGenerator: 'norm' must be 'instance', 'batch' or 'none'"
+        ):
+            AttributeGenerator(16, n_down=2, norm="layer")
+        with pytest.raises(ValueError, match=r"PatchDiscriminator: 'in_channels' must be >= 1; got 0"):
+            PatchDiscriminator(0)
+        with pytest.raises(ValueError, match=r"PatchDiscriminator: 'n_scales' must be >= 1; got 0"):
+            PatchDiscriminator(5, n_scales=0)
+        with pytest.raises(ValueError, match=r"Upsampler: 'channels' must be >= 1; got 0"):
+            Upsampler(0)
+        with pytest.raises(TypeError, match=r"Upsampler: 'scale' must be an int; got float"):
+            Upsampler(5, scale=2.0)
+        with pytest.raises(ValueError, match=r"Upsampler: 'scale' must be a power of two >= 2; got 6"):
+            Upsampler(5, scale=6)
+        g = small_gen(device)
+        with pytest.raises(ValueError, match=r"AttributeGenerator.sample_latent: 'n' must be >= 1; got 0"):
+            g.sample_latent(0)
+        with pytest.raises(TypeError, match=r"sample_latent: 'generator' must be a torch.Generator or None"):
+            g.sample_latent(2, generator=0)
+
     def test_discriminator_and_upsampler(self, device):
         d = PatchDiscriminator(11, base_channels=4, n_layers=2, n_scales=3, device=device)
         feats = d(torch.randn(2, 11, 32, 32, device=device))
@@ -148,6 +174,21 @@ class TestLosses:
         r = [[torch.full((1, 2), 3.0, device=device), torch.zeros(1, device=device)]]
         assert feature_matching_loss(f, r).item() == pytest.approx(2.0)  # |1 - 3|, logits excluded
 
+    def test_loss_input_errors(self, device):
+        with pytest.raises(TypeError, match=r"lsgan_loss: 'logits' must be a non-empty list"):
+            lsgan_loss(torch.zeros(1, device=device), True)
+        with pytest.raises(
+            TypeError, match=r"lsgan_loss: 'logits\[0\]\[0\]' must be a torch.Tensor; got str"
+        ):
+            lsgan_loss([["x"]], True)
+        with pytest.raises(ValueError, match=r"lsgan_loss: 'logits' must hold at least one scale"):
+            lsgan_loss([], True)
+        f = [[torch.zeros(1, 1, 2, 2, device=device)]]
+        with pytest.raises(TypeError, match=r"feature_matching_loss: 'real\[0\]' must be a non-empty list"):
+            feature_matching_loss(f, [torch.zeros(1, device=device)])
+        with pytest.raises(ValueError, match=r"feature_matching_loss: 'fake' has 1 scales but 'real' has 2"):
+            feature_matching_loss(f, f + f)
+
     def test_masked_l1(self, device):
         p = torch.tensor([[[[1.0, 5.0]]]], device=device)
         t = torch.zeros_like(p)
@@ -187,6 +228,19 @@ class TestData:
         assert stats["specular_vs_normal_z"] > 0.9  # by construction, up to the per-sample oiliness factor
         ds2 = AttributeMapDataset(toy_face_model(grid=17, n_identity=6), 16, 48, seed=0)
         assert torch.equal(ds2.attribute_maps, toy_ds.attribute_maps)  # deterministic
+
+    def test_dataset_argument_errors(self):
+        m = toy_face_model(grid=9, n_identity=3)
+        with pytest.raises(
+            TypeError, match="AttributeMapDataset: 'model' must be a LinearFaceModel; got str"
+        ):
+            AttributeMapDataset("model", 16, 4)
+        with pytest.raises(ValueError, match="AttributeMapDataset: 'resolution' must be >= 1; got 0"):
+            AttributeMapDataset(m, 0, 4)
+        with pytest.raises(
+            ValueError, match=r"AttributeMapDataset: 'displacement_scale' must be > 0; got 0\.0"
+        ):
+            AttributeMapDataset(m, 16, 4, displacement_scale=0.0)
 
     def test_dataset_needs_uvs(self):
         from morphface import LinearFaceModel
@@ -345,3 +399,47 @@ class TestRecipes:
             train_upsampler(u, maps, geometry=torch.zeros(2, 6, 16, 16), mask=torch.ones(8, 8), steps=1)
         with pytest.raises(ValueError, match="train_upsampler: map size"):
             train_upsampler(Upsampler(5, scale=4, hidden=4, device=device), torch.rand(1, 5, 18, 18), steps=1)
+
+    def test_train_argument_errors(self, toy_ds, device):
+        # every argument is checked before any work (no optimiser step, no checkpoint written)
+        g, d = small_gen(device), PatchDiscriminator(11, base_channels=4, n_layers=2, device=device)
+        with pytest.raises(
+            TypeError, match="train_attribute_model: 'generator' must be an AttributeGenerator"
+        ):
+            train_attribute_model(d, d, toy_ds, steps=1)
+        with pytest.raises(
+            TypeError, match="train_attribute_model: 'dataset' must be an AttributeMapDataset"
+        ):
+            train_attribute_model(g, d, toy_ds.attribute_maps, steps=1)
+        with pytest.raises(ValueError, match="train_attribute_model: 'steps' must be >= 1; got 0"):
+            train_attribute_model(g, d, toy_ds, steps=0)
+        with pytest.raises(TypeError, match="train_attribute_model: 'batch_size' must be an int; got float"):
+            train_attribute_model(g, d, toy_ds, steps=1, batch_size=2.0)
+        with pytest.raises(ValueError, match=r"train_attribute_model: 'lr_g' must be > 0; got 0\.0"):
+            train_attribute_model(g, d, toy_ds, steps=1, lr_g=0.0)
+        with pytest.raises(ValueError, match=r"train_attribute_model: 'l1_weight' must be >= 0; got -1\.0"):
+            train_attribute_model(g, d, toy_ds, steps=1, l1_weight=-1.0)
+        with pytest.raises(
+            ValueError, match="train_attribute_model: 'resume=True' needs a 'checkpoint_path'"
+        ):
+            train_attribute_model(g, d, toy_ds, steps=1, resume=True)
+        u = Upsampler(5, scale=2, hidden=4, n_blocks=1, device=device)
+        maps = torch.rand(2, 5, 16, 16, device=device)
+        with pytest.raises(TypeError, match="train_upsampler: 'upsampler' must be an Upsampler; got"):
+            train_upsampler(g, maps, steps=1)
+        with pytest.raises(
+            TypeError, match=r"train_upsampler: 'high_maps' must be a torch\.Tensor; got ndarray"
+        ):
+            train_upsampler(u, maps.cpu().numpy(), steps=1)
+        with pytest.raises(TypeError, match="train_upsampler: 'high_maps' must have a floating-point dtype"):
+            train_upsampler(u, maps.long(), steps=1)
+        with pytest.raises(
+            TypeError, match="train_upsampler: 'discriminator' must be a PatchDiscriminator or None"
+        ):
+            train_upsampler(u, maps, discriminator=u, steps=1)
+        with pytest.raises(ValueError, match="train_upsampler: 'batch_size' must be >= 1; got 0"):
+            train_upsampler(u, maps, steps=1, batch_size=0)
+        with pytest.raises(ValueError, match=r"train_upsampler: 'adv_weight' must be >= 0; got -0\.5"):
+            train_upsampler(u, maps, steps=1, adv_weight=-0.5)
+        # nothing was trained by the rejected calls
+        assert all(bool((p == 0).all()) for p in u.out.parameters())

@@ -131,3 +131,5 @@ class TestLinearFaceModel:
             m.save(tmp_path / "x.pt")
         with pytest.raises(ValueError, match=r"'n' must be a positive int"):
             m.sample(0)
+        with pytest.raises(TypeError, match=r"LinearFaceModel.sample: 'generator' must be a torch.Generator"):
+            m.sample(2, generator=3)

@@ -210,6 +210,19 @@ class TestDisplace:
         with pytest.raises(TypeError, match="displace: 'face' must be a FaceAsset"):
             displace(v)
 
+    def test_subdivide_index_errors(self, device):
+        v = torch.zeros(3, 3, device=device)
+        with pytest.raises(ValueError, match=r"subdivide: 'faces' must index the 3 vertices \(0 .. 2\); got"):
+            subdivide(v, torch.tensor([[0, 1, 7]], device=device))
+        uvs = torch.zeros(3, 2, device=device)
+        with pytest.raises(ValueError, match=r"subdivide: 'face_uvs' must index the 3 uvs"):
+            subdivide(
+                v,
+                torch.tensor([[0, 1, 2]], device=device),
+                uvs=uvs,
+                face_uvs=torch.tensor([[0, -1, 2]], device=device),
+            )
+
 
 class TestInterpolate:
     def test_linear_and_slerp(self, device, dtype):

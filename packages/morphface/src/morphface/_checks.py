@@ -17,6 +17,8 @@ import torch
 __all__ = [
     "check_finite",
     "check_floating",
+    "check_generator",
+    "check_int",
     "check_positive",
     "check_range",
     "check_same_device",
@@ -121,3 +123,17 @@ def check_positive(value: float, name: str, *, fn: str, strict: bool = True) -> 
     ok = value > 0 if strict else value >= 0
     if not ok:
         raise ValueError(f"{fn}: '{name}' must be {'>' if strict else '>='} 0; got {value!r}")
+
+
+def check_int(value: Any, name: str, *, fn: str, minimum: int = 1) -> None:
+    """Raise ``TypeError`` unless ``value`` is an ``int`` (not a bool), ``ValueError`` if below ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{fn}: '{name}' must be an int; got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{fn}: '{name}' must be >= {minimum}; got {value}")
+
+
+def check_generator(generator: Any, *, fn: str, name: str = "generator") -> None:
+    """Raise ``TypeError`` unless ``generator`` is ``None`` or a ``torch.Generator``."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"{fn}: '{name}' must be a torch.Generator or None; got {type(generator).__name__}")

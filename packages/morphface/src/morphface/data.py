@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from ._checks import check_floating, check_shape
+from ._checks import check_floating, check_int, check_positive, check_shape
 from .models.linear import LinearFaceModel
 from .uv import UVRaster, geometry_maps, rasterize_uv
 
@@ -283,6 +283,10 @@ class AttributeMapDataset(Dataset[dict[str, torch.Tensor]]):
         displacement_scale: divisor of the displacement (cm), so networks see O(1) values.
         truncation: identity coefficient truncation.
         batch: identities processed at once while precomputing.
+
+    Raises:
+        TypeError: ``model`` is not a :class:`~morphface.LinearFaceModel`, or a size is not an int.
+        ValueError: a size < 1, a scale <= 0, or a model without UVs.
     """
 
     def __init__(
@@ -299,6 +303,13 @@ class AttributeMapDataset(Dataset[dict[str, torch.Tensor]]):
         batch: int = 32,
     ) -> None:
         fn = "AttributeMapDataset"
+        if not isinstance(model, LinearFaceModel):
+            raise TypeError(f"{fn}: 'model' must be a LinearFaceModel; got {type(model).__name__}")
+        check_int(resolution, "resolution", fn=fn)
+        check_int(n_samples, "n_samples", fn=fn)
+        check_int(batch, "batch", fn=fn)
+        check_positive(position_scale, "position_scale", fn=fn)
+        check_positive(displacement_scale, "displacement_scale", fn=fn)
         if model.uvs.shape[0] == 0:
             raise ValueError(
                 f"{fn}: 'model' has no UVs; load it with UVs (e.g. load_ict_npz with template_obj)"

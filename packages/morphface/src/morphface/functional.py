@@ -4,9 +4,25 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import check_floating, check_shape
+from ._checks import check_floating, check_shape, check_tensor
 
 __all__ = ["feature_matching_loss", "lsgan_loss", "masked_l1"]
+
+
+def _check_features(feats: object, name: str, fn: str) -> None:
+    """``feats`` must be a non-empty list (per scale) of non-empty lists of tensors."""
+    if not isinstance(feats, (list, tuple)) or not feats:
+        raise TypeError(
+            f"{fn}: '{name}' must be a non-empty list (one entry per scale) of lists of tensors; "
+            f"got {type(feats).__name__} {'(empty)' if isinstance(feats, (list, tuple)) else ''}".rstrip()
+        )
+    for i, scale in enumerate(feats):
+        if not isinstance(scale, (list, tuple)) or not scale:
+            raise TypeError(
+                f"{fn}: '{name}[{i}]' must be a non-empty list of tensors; got {type(scale).__name__}"
+            )
+        for j, t in enumerate(scale):
+            check_tensor(t, f"{name}[{i}][{j}]", fn=fn)
 
 
 def lsgan_loss(logits: list[list[torch.Tensor]], target_is_real: bool) -> torch.Tensor:
@@ -25,8 +41,9 @@ def lsgan_loss(logits: list[list[torch.Tensor]], target_is_real: bool) -> torch.
         >>> lsgan_loss([[torch.ones(1, 1, 2, 2)]], True).item()
         0.0
     """
-    if not logits:
+    if isinstance(logits, (list, tuple)) and not logits:
         raise ValueError("lsgan_loss: 'logits' must hold at least one scale; got []")
+    _check_features(logits, "logits", "lsgan_loss")
     total = logits[0][-1].new_zeros(())
     for feats in logits:
         d = feats[-1]
@@ -45,6 +62,8 @@ def feature_matching_loss(fake: list[list[torch.Tensor]], real: list[list[torch.
     Returns:
         Scalar loss.
     """
+    _check_features(fake, "fake", "feature_matching_loss")
+    _check_features(real, "real", "feature_matching_loss")
     if len(fake) != len(real):
         raise ValueError(f"feature_matching_loss: 'fake' has {len(fake)} scales but 'real' has {len(real)}")
     total = fake[0][-1].new_zeros(())

@@ -170,7 +170,7 @@ def subdivide(
 
     Raises:
         TypeError: non-float positions or UVs, or non-integer indices.
-        ValueError: bad shapes, or ``uvs`` without ``face_uvs``.
+        ValueError: bad shapes, ``uvs`` without ``face_uvs``, or indices out of range.
 
     Examples:
         >>> v = torch.tensor([[0.0, 0, 0], [2, 0, 0], [0, 2, 0], [2, 2, 0]])
@@ -195,8 +195,20 @@ def subdivide(
         if face_uvs.is_floating_point() or face_uvs.dtype == torch.bool:
             raise TypeError(f"{fn}: 'face_uvs' must be an integer tensor; got {face_uvs.dtype}")
         check_shape(face_uvs, "F,3", "face_uvs", fn=fn, dims=dims)
-    faces = faces.long()
     n = vertices.shape[-2]
+    if faces.numel() and (int(faces.min()) < 0 or int(faces.max()) >= n):
+        raise ValueError(
+            f"{fn}: 'faces' must index the {n} vertices (0 .. {n - 1}); "
+            f"got indices in [{int(faces.min())}, {int(faces.max())}]"
+        )
+    if uvs is not None and face_uvs is not None and face_uvs.numel():
+        t = uvs.shape[0]
+        if int(face_uvs.min()) < 0 or int(face_uvs.max()) >= t:
+            raise ValueError(
+                f"{fn}: 'face_uvs' must index the {t} uvs (0 .. {t - 1}); "
+                f"got indices in [{int(face_uvs.min())}, {int(face_uvs.max())}]"
+            )
+    faces = faces.long()
     edges, mid = _split_edges(faces, n)
     new_v = torch.cat([vertices, 0.5 * (vertices[..., edges[:, 0], :] + vertices[..., edges[:, 1], :])], -2)
     new_f = _four(faces, mid)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_floating, check_shape
+from .._checks import check_floating, check_generator, check_int, check_shape
 
 __all__ = ["AttributeGenerator", "PatchDiscriminator", "Upsampler"]
 
@@ -28,6 +28,11 @@ def _norm(kind: str, ch: int) -> nn.Module:
     if kind == "none":
         return nn.Identity()
     raise ValueError(f"norm must be 'instance', 'batch' or 'none'; got {kind!r}")
+
+
+def _check_norm(kind: object, fn: str) -> None:
+    if kind not in ("instance", "batch", "none"):
+        raise ValueError(f"{fn}: 'norm' must be 'instance', 'batch' or 'none'; got {kind!r}")
 
 
 class _Down(nn.Sequential):
@@ -95,6 +100,17 @@ class AttributeGenerator(nn.Module):
     ) -> None:
         super().__init__()
         fn = "AttributeGenerator"
+        check_int(n_down, "n_down", fn=fn, minimum=0)
+        check_int(resolution, "resolution", fn=fn)
+        for name, value in (
+            ("geometry_channels", geometry_channels),
+            ("out_channels", out_channels),
+            ("latent_dim", latent_dim),
+            ("base_channels", base_channels),
+            ("max_channels", max_channels),
+        ):
+            check_int(value, name, fn=fn)
+        _check_norm(norm, fn)
         if resolution < 2**n_down or resolution % (2**n_down):
             raise ValueError(
                 f"{fn}: 'resolution' must be a multiple of 2**n_down = {2**n_down}; got {resolution}"
@@ -144,6 +160,9 @@ class AttributeGenerator(nn.Module):
         Returns:
             (n, latent_dim) on the parameters' device/dtype.
         """
+        fn = "AttributeGenerator.sample_latent"
+        check_int(n, "n", fn=fn)
+        check_generator(generator, fn=fn)
         p = self.style.weight
         gdev = generator.device if generator is not None else p.device
         return torch.randn(n, self.latent_dim, generator=generator, device=gdev).to(p.device, p.dtype)
@@ -223,6 +242,12 @@ class PatchDiscriminator(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        fn = "PatchDiscriminator"
+        check_int(in_channels, "in_channels", fn=fn)
+        check_int(base_channels, "base_channels", fn=fn)
+        check_int(n_layers, "n_layers", fn=fn)
+        check_int(n_scales, "n_scales", fn=fn)
+        _check_norm(norm, fn)
         self.in_channels, self.n_scales = in_channels, n_scales
         self.config = {
             "in_channels": in_channels,
@@ -319,6 +344,12 @@ class Upsampler(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        fn = "Upsampler"
+        check_int(channels, "channels", fn=fn)
+        check_int(scale, "scale", fn=fn, minimum=2)
+        check_int(hidden, "hidden", fn=fn)
+        check_int(n_blocks, "n_blocks", fn=fn, minimum=0)
+        check_int(geometry_channels, "geometry_channels", fn=fn, minimum=0)
         if scale < 2 or scale & (scale - 1):
             raise ValueError(f"Upsampler: 'scale' must be a power of two >= 2; got {scale}")
         self.channels, self.scale, self.geometry_channels = channels, scale, geometry_channels

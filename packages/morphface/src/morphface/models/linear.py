@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._checks import check_finite, check_floating, check_positive, check_shape
+from .._checks import check_finite, check_floating, check_generator, check_positive, check_shape
 from .._utils import as_vertex_tensor, atomic_write
 
 logger = logging.getLogger(__name__)
@@ -251,6 +251,7 @@ class LinearFaceModel(nn.Module):
         fn = "LinearFaceModel.sample"
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"{fn}: 'n' must be a positive int; got {n!r}")
+        check_generator(generator, fn=fn)
         if truncation is not None:
             check_positive(truncation, "truncation", fn=fn)
         gen_dev = generator.device if generator is not None else self.mean.device

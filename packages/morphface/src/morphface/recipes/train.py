@@ -19,6 +19,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from .._checks import check_floating, check_int, check_positive, check_tensor
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..data import AttributeMapDataset
 from ..functional import feature_matching_loss, lsgan_loss, masked_l1
@@ -47,6 +48,29 @@ def _progress(progress: bool | None, total: int, desc: str) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, leave=False)
+
+
+def _check_common(
+    fn: str,
+    *,
+    steps: Any,
+    batch_size: Any,
+    lrs: dict[str, float],
+    weights: dict[str, float],
+    seed: Any,
+    checkpoint_path: Any,
+    resume: bool,
+) -> None:
+    """Checks shared by the recipes, run before any work."""
+    check_int(steps, "steps", fn=fn)
+    check_int(batch_size, "batch_size", fn=fn)
+    check_int(seed, "seed", fn=fn, minimum=0)
+    for name, value in lrs.items():
+        check_positive(value, name, fn=fn)
+    for name, value in weights.items():
+        check_positive(value, name, fn=fn, strict=False)
+    if resume and checkpoint_path is None:
+        raise ValueError(f"{fn}: 'resume=True' needs a 'checkpoint_path' to resume from; got None")
 
 
 def _batch(
@@ -110,9 +134,30 @@ def train_attribute_model(
         Per-step logs ``{"step", "loss_d", "loss_g", "l1"}`` of this run.
 
     Raises:
-        ValueError: mismatched resolution or discriminator channels.
+        TypeError: a network or dataset of the wrong class, a non-integer ``steps`` / ``batch_size``.
+        ValueError: mismatched resolution or discriminator channels, ``steps`` or ``batch_size`` < 1,
+            a learning rate <= 0, a negative loss weight, ``resume`` without ``checkpoint_path``.
     """
     fn = "train_attribute_model"
+    if not isinstance(generator, AttributeGenerator):
+        raise TypeError(f"{fn}: 'generator' must be an AttributeGenerator; got {type(generator).__name__}")
+    if not isinstance(discriminator, PatchDiscriminator):
+        raise TypeError(
+            f"{fn}: 'discriminator' must be a PatchDiscriminator; got {type(discriminator).__name__}"
+        )
+    if not isinstance(dataset, AttributeMapDataset):
+        raise TypeError(f"{fn}: 'dataset' must be an AttributeMapDataset; got {type(dataset).__name__}")
+    _check_common(
+        fn,
+        steps=steps,
+        batch_size=batch_size,
+        lrs={"lr_g": lr_g, "lr_d": lr_d},
+        weights={"fm_weight": fm_weight, "l1_weight": l1_weight},
+        seed=seed,
+        checkpoint_path=checkpoint_path,
+        resume=resume,
+    )
+    check_int(checkpoint_every, "checkpoint_every", fn=fn, minimum=0)
     if dataset.resolution != generator.resolution:
         raise ValueError(
             f"{fn}: dataset resolution {dataset.resolution} != generator resolution {generator.resolution}"
@@ -244,9 +289,34 @@ def train_upsampler(
         Per-step logs ``{"step", "l1", "l1_bilinear"}`` (plus ``"loss_d"``, ``"loss_adv"`` with a discriminator).
 
     Raises:
-        ValueError: bad map shapes or a discriminator with the wrong number of channels.
+        TypeError: a network of the wrong class, non-tensor or non-float maps, non-integer ``steps``.
+        ValueError: bad map shapes or a discriminator with the wrong number of channels, ``steps`` or
+            ``batch_size`` < 1, ``lr`` <= 0, ``adv_weight`` < 0, ``resume`` without ``checkpoint_path``.
     """
     fn = "train_upsampler"
+    if not isinstance(upsampler, Upsampler):
+        raise TypeError(f"{fn}: 'upsampler' must be an Upsampler; got {type(upsampler).__name__}")
+    if discriminator is not None and not isinstance(discriminator, PatchDiscriminator):
+        raise TypeError(
+            f"{fn}: 'discriminator' must be a PatchDiscriminator or None; got {type(discriminator).__name__}"
+        )
+    check_tensor(high_maps, "high_maps", fn=fn)
+    check_floating(high_maps, "high_maps", fn=fn)
+    if geometry is not None:
+        check_tensor(geometry, "geometry", fn=fn)
+        check_floating(geometry, "geometry", fn=fn)
+    if mask is not None:
+        check_tensor(mask, "mask", fn=fn)
+    _check_common(
+        fn,
+        steps=steps,
+        batch_size=batch_size,
+        lrs={"lr": lr},
+        weights={"adv_weight": adv_weight},
+        seed=seed,
+        checkpoint_path=checkpoint_path,
+        resume=resume,
+    )
     if discriminator is not None and discriminator.in_channels != upsampler.channels:
         raise ValueError(
             f"{fn}: 'discriminator' must take {upsampler.channels} channels; got {discriminator.in_channels}"
