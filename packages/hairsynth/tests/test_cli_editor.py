@@ -26,7 +26,7 @@ def photo(shared_data):
     return os.path.join(root, "images", "Frame00001.jpg"), os.path.join(root, "masks", "Frame00001.png")
 
 
-def test_cli_extract_and_synthesize(photo, tmp_path, capsys):
+def test_cli_extract_and_synthesize(photo, tmp_path, capsys, device):
     img, mask = photo
     assert main(["list-models"]) == 0
     assert "hairsynth_tiny" in capsys.readouterr().out
@@ -52,6 +52,7 @@ def test_cli_extract_and_synthesize(photo, tmp_path, capsys):
     save_checkpoint(tmp_path / "m.pt", model, arch="hairsynth_tiny", config=model.config)
     out = tmp_path / "o.png"
     argv = ["synthesize", "--image", img, "--mask", mask, "--strokes", str(tmp_path / "s.json")]
+    argv += ["--device", str(device)]
     assert main([*argv, "--out", str(out), "--weights", str(tmp_path / "m.pt")]) == 0
     a, b = np.asarray(Image.open(out)), np.asarray(Image.open(img).convert("RGB"))
     m = torch.from_numpy((np.asarray(Image.open(mask)) > 0).astype(np.float32))[None, None]
@@ -59,10 +60,10 @@ def test_cli_extract_and_synthesize(photo, tmp_path, capsys):
     assert a.shape == b.shape and np.array_equal(a[far], b[far])
 
 
-def test_cli_train(shared_data, tmp_path):
+def test_cli_train(shared_data, tmp_path, device):
     root = os.path.join(shared_data, "celeb1k-hair")
     argv = ["train", "--data", root, "--split", "val", "--out", str(tmp_path), "--arch", "hairsynth_tiny"]
-    argv += ["--size", "32", "--steps", "2", "--batch-size", "2", "--device", "cpu"]
+    argv += ["--size", "32", "--steps", "2", "--batch-size", "2", "--device", str(device)]
     assert main([*argv, "--schedule", "staged", "--stage-steps", "1", "1"]) == 0
     ck = torch.load(tmp_path / "last.pt", weights_only=True)
     assert ck["step"] == 2 and ck["config"]["train"]["schedule"] == "staged"
@@ -114,6 +115,19 @@ def test_editor_roundtrip(device):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_make_server_errors(device):
+    syn = Synthesizer(create_model("hairsynth_tiny"), device=device)
+    img = np.zeros((16, 20, 3), np.uint8)
+    with pytest.raises(TypeError, match=r"make_server: 'synthesizer' must be a Synthesizer; got str"):
+        make_server("syn", img, port=0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"make_server: an array 'image' must be \(H, W, 3\) uint8"):
+        make_server(syn, img.astype(np.float32), port=0)
+    with pytest.raises(ValueError, match=r"make_server: 'mask' must have shape \(16, 20\)"):
+        make_server(syn, img, np.ones((16, 16)), port=0)
+    with pytest.raises(TypeError, match=r"make_server: 'image' must be a PIL image or uint8 array; got str"):
+        make_server(syn, "face.jpg", port=0)
 
 
 @pytest.mark.slow

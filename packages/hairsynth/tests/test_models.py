@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from hairsynth import (
+    EditSession,
     HairSynthesisNet,
     PatchDiscriminator,
     PerceptualLoss,
@@ -71,6 +72,29 @@ class TestDiscriminator:
         z = torch.zeros(1, 11, 64, 64, device=device)
         assert torch.equal(d(z), d(z))
 
+    def test_gradients_reach_input_and_every_parameter(self, device):
+        d = PatchDiscriminator(11, base_channels=4, num_layers=2, device=device)
+        x = torch.rand(2, 11, 32, 32, device=device, requires_grad=True)
+        d(x).mean().backward()
+        assert x.grad is not None and x.grad.abs().sum() > 0
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in d.parameters())
+
+    def test_gradcheck_float64(self, device):
+        # no spectral norm: its power iteration updates buffers on every forward, which gradcheck re-runs
+        d = PatchDiscriminator(3, base_channels=2, num_layers=1, spectral_norm=False)
+        d = d.to(device=device, dtype=torch.float64)
+        x = torch.rand(1, 3, 16, 16, device=device, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(d, (x,))
+
+    def test_errors(self, device):
+        d = PatchDiscriminator(11, base_channels=4, num_layers=2, device=device)
+        with pytest.raises(
+            ValueError, match=r"PatchDiscriminator.forward_features: 'x' must have shape \(B, 11, H, W\)"
+        ):
+            d(torch.rand(1, 8, 32, 32, device=device))
+        with pytest.raises(ValueError, match=r"PatchDiscriminator: 'num_layers' must be an int >= 1"):
+            PatchDiscriminator(11, num_layers=0)
+
 
 class TestHairSynthesisNet:
     @pytest.mark.parametrize("use_refinement", [True, False])
@@ -87,6 +111,15 @@ class TestHairSynthesisNet:
         assert torch.equal(region.to(m.dtype), want)
         assert set(out) >= {"stage1", "composite1", "output", "blend_mask"}
         assert ("stage2" in out) == use_refinement
+
+    def test_feather_radius_zero_changes_only_the_mask(self, device):
+        """With ``feather_radius=0`` the edit region is the mask itself: every pixel outside it is the input's."""
+        net = HairSynthesisNet(base_channels=4, num_downs=3, feather_radius=0).to(device)
+        img, m, sc, sm = _inputs(device)
+        out = net(img, m, sc, sm)["output"]
+        outside = (m == 0).expand_as(img)
+        assert torch.equal(out[outside], img[outside])
+        assert not torch.equal(out[~outside], img[~outside])  # the mask itself is re-synthesised
 
     def test_gradients_flow_to_both_stages(self, device):
         net = HairSynthesisNet(base_channels=4, num_downs=3, dropout=0.0).to(device)
@@ -205,10 +238,54 @@ class TestSynthesizer:
         assert not torch.equal(r0, r1) and len(sess.history) == 2
         assert sess.undo() is s1[0] and sess.undo() is None
 
+    def test_feather_radius_zero_is_mask_exact(self, device):
+        syn = Synthesizer(create_model("hairsynth_tiny", feather_radius=0), device=device)
+        img = torch.rand(3, 37, 45, device=device)
+        m = torch.zeros(37, 45, device=device)
+        m[10:25, 12:30] = 1
+        out = syn.synthesize(img, m, [Stroke([(14, 12), (28, 22)], (0.3, 0.2, 0.1), 3.0)])
+        assert torch.equal(out[:, m == 0], img[:, m == 0])
+
+    def test_add_beard_to_clean_face(self, device):
+        """Adding hair: a beard-preset region on a hairless face, strokes drawn in it; only that region changes."""
+        from hairsynth import beard_mask
+
+        syn = Synthesizer(create_model("hairsynth_tiny", feather_radius=0), device=device)
+        face = torch.empty(3, 100, 100, device=device)
+        face[0], face[1], face[2] = 0.85, 0.65, 0.55  # flat skin, no hair anywhere
+        region = beard_mask(TestBeardMask._landmarks(), (100, 100), style="goatee").to(device)
+        strokes = [Stroke([(45, 75), (50, 85), (55, 75)], (0.2, 0.12, 0.08), 3.0)]
+        out = syn.synthesize(face, region, strokes)
+        assert torch.equal(out[:, region == 0], face[:, region == 0])
+        assert (out[:, region == 1] - face[:, region == 1]).abs().max() > 0.01
+
+    def test_session_checks_inputs_up_front(self, device):
+        syn = Synthesizer(create_model("hairsynth_tiny"), device=device)
+        img = torch.rand(3, 32, 32, device=device)
+        with pytest.raises(ValueError, match=r"EditSession: 'mask' must have shape \(H, W\)"):
+            syn.session(img, torch.ones(16, 16, device=device))
+        with pytest.raises(ValueError, match=r"EditSession: 'image' must be one image; got a batch of 2"):
+            syn.session(torch.rand(2, 3, 32, 32, device=device), torch.ones(32, 32, device=device))
+        with pytest.raises(ValueError, match=r"EditSession: 'image' must lie in \[0.0, 1.0\]"):
+            syn.session(img * 255, torch.ones(32, 32, device=device))
+        sess = syn.session(img, torch.ones(32, 32, device=device))
+        with pytest.raises(ValueError, match=r"EditSession.set_mask: 'mask' must lie in \[0.0, 1.0\]"):
+            sess.set_mask(torch.full((32, 32), 2.0, device=device))
+        with pytest.raises(TypeError, match=r"EditSession.add_stroke: 'stroke' must be a Stroke; got list"):
+            sess.add_stroke([(1, 2)])  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"EditSession: 'synthesizer' must be a Synthesizer; got str"):
+            EditSession("syn", img, torch.ones(32, 32, device=device))  # type: ignore[arg-type]
+
     def test_errors(self, device):
         syn = Synthesizer(create_model("hairsynth_tiny"), device=device)
         img = torch.rand(3, 32, 32, device=device)
         m = torch.ones(32, 32, device=device)
+        with pytest.raises(ValueError, match=r"Synthesizer.synthesize: 'image' must lie in \[0.0, 1.0\]"):
+            syn.synthesize(img * 255, m, [])  # a 0-255 float image is refused, not silently mis-scaled
+        with pytest.raises(TypeError, match=r"Synthesizer: 'model' must be a HairSynthesisNet"):
+            Synthesizer(torch.nn.Linear(2, 2))  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=r"Synthesizer: 'weights' is only used with a registry name"):
+            Synthesizer(create_model("hairsynth_tiny"), weights="x.pt")
         with pytest.raises(ValueError, match=r"Synthesizer.synthesize: 'mask' must have shape \(H, W\)"):
             syn.synthesize(img, torch.ones(32, 31, device=device), [])
         with pytest.raises(ValueError, match=r"Synthesizer.synthesize: 'mask' must lie in \[0.0, 1.0\]"):

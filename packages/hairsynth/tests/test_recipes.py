@@ -8,7 +8,7 @@ import socket
 import pytest
 import torch
 
-from hairsynth import create_model, load_checkpoint
+from hairsynth import create_model, load_checkpoint, save_checkpoint
 from hairsynth import functional as HF
 from hairsynth.data import HairPairDataset, find_pairs
 from hairsynth.recipes import TrainConfig, evaluate, train
@@ -32,6 +32,20 @@ class TestData:
         assert (s["stroke_mask"] * (1 - s["mask"])).sum() <= 0.05 * s["stroke_mask"].sum()
         assert torch.equal(ds[1]["stroke_mask"], s["stroke_mask"])  # deterministic
         assert (s["mask"] >= s["hair_mask"]).all()
+
+    def test_figaro_layout(self, shared_data):
+        """Figaro-1k (``training/images`` + ``training/masks``, masks named like the photos) reads the same way."""
+        ds = HairPairDataset(
+            os.path.join(shared_data, "figaro1k"),
+            "training",
+            size=64,
+            limit=2,
+            augment=False,
+            deterministic=True,
+        )
+        s = ds[0]
+        assert s["image"].shape == (3, 64, 64) and 0 < s["hair_mask"].mean() < 1
+        assert s["stroke_mask"].sum() > 0
 
     def test_colorless_and_errors(self, celeb, tmp_path):
         ds = HairPairDataset(celeb, "val", size=32, limit=2, colorless_strokes=True, deterministic=True)
@@ -113,6 +127,37 @@ def test_config_errors():
         TrainConfig(gan_mode="wgan")
     with pytest.raises(TypeError, match=r"train: 'config' must be a TrainConfig"):
         train({}, [])  # type: ignore[arg-type]
+    # log_every=0 used to fail with ZeroDivisionError after the first training step
+    with pytest.raises(ValueError, match=r"TrainConfig: 'log_every' must be an int >= 1; got 0"):
+        TrainConfig(log_every=0)
+    with pytest.raises(ValueError, match=r"TrainConfig: 'checkpoint_every' must be an int >= 1; got 0"):
+        TrainConfig(checkpoint_every=0)
+    with pytest.raises(ValueError, match=r"TrainConfig: 'steps' must be an int >= 1; got 2.5"):
+        TrainConfig(steps=2.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"TrainConfig: 'lr' must be > 0; got 0.0"):
+        TrainConfig(lr=0.0)
+    with pytest.raises(ValueError, match=r"TrainConfig: 'adv_weight' must be >= 0; got -1.0"):
+        TrainConfig(adv_weight=-1.0)
+
+
+def test_resume_and_evaluate_errors(celeb, device, tmp_path):
+    ds = HairPairDataset(celeb, "val", size=32, limit=2)
+    model = create_model("hairsynth_tiny", num_downs=3).to(device)
+    # a weights-only checkpoint (no optimiser state) cannot be resumed from: it names what is missing
+    save_checkpoint(tmp_path / "w.pt", model, arch="hairsynth_tiny", config=model.config)
+    cfg = TrainConfig(arch="hairsynth_tiny", model_kwargs={"num_downs": 3}, steps=2, batch_size=2)
+    with pytest.raises(
+        ValueError, match=r"train: 'resume' checkpoint .* lacks \['optimizer', 'discriminators'"
+    ):
+        train(cfg, ds, resume=tmp_path / "w.pt", progress=False, device=device)
+    with pytest.raises(ValueError, match=r"train: 'dataset' is empty"):
+        train(cfg, [], progress=False, device=device)
+    with pytest.raises(TypeError, match=r"evaluate: 'model' must be a HairSynthesisNet; got Linear"):
+        evaluate(torch.nn.Linear(2, 2), ds)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"evaluate: 'batch_size' must be an int >= 1; got 0"):
+        evaluate(model, ds, batch_size=0)
+    with pytest.raises(ValueError, match=r"evaluate: 'device' is meta but the model is on"):
+        evaluate(model, ds, device="meta")
 
 
 def _ddp_worker(rank: int, port: int, root: str, out: str) -> None:

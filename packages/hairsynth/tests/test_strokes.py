@@ -124,24 +124,29 @@ class TestOrientationField:
         assert _angle_err(theta[..., 12:36, 12:36], 0.7).max() < 0.05
         assert conf[..., :4, :].abs().max() == 0  # confidence is zero outside the mask
 
-    def test_filter_bank(self):
-        bank = oriented_filter_bank(8, kernel_size=9)
-        assert bank.shape == (8, 1, 9, 9)
+    def test_filter_bank(self, device):
+        bank = oriented_filter_bank(8, kernel_size=9, device=device)
+        assert bank.shape == (8, 1, 9, 9) and bank.device.type == device.type
         assert bank.sum(dim=(1, 2, 3)).abs().max() < 1e-6  # zero-mean kernels
         # kernel 4 (theta = pi/2) is kernel 0 (theta = 0) transposed
         assert torch.allclose(bank[4, 0], bank[0, 0].T, atol=1e-6)
 
-    def test_errors(self):
+    def test_errors(self, device):
+        img = torch.zeros(1, 1, 8, 8, device=device)
         with pytest.raises(TypeError, match=r"orientation_field: 'image' must be a torch.Tensor"):
             orientation_field(np.zeros((8, 8)))  # type: ignore[arg-type]
         with pytest.raises(TypeError, match=r"orientation_field: 'image' must have a floating-point dtype"):
-            orientation_field(torch.zeros(1, 1, 8, 8, dtype=torch.uint8))
+            orientation_field(torch.zeros(1, 1, 8, 8, dtype=torch.uint8, device=device))
         with pytest.raises(ValueError, match=r"orientation_field: 'image' must have shape \(B, 3\|1, H, W\)"):
-            orientation_field(torch.zeros(1, 2, 8, 8))
+            orientation_field(torch.zeros(1, 2, 8, 8, device=device))
+        with pytest.raises(ValueError, match=r"orientation_field: 'image' must be finite"):
+            orientation_field(torch.full((1, 1, 8, 8), float("nan"), device=device))
         with pytest.raises(ValueError, match=r"orientation_field: 'mask' must have shape"):
-            orientation_field(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 9))
+            orientation_field(img, torch.zeros(1, 1, 8, 9, device=device))
         with pytest.raises(ValueError, match=r"orientation_field: 'mask' must lie in \[0.0, 1.0\]"):
-            orientation_field(torch.zeros(1, 1, 8, 8), torch.full((1, 1, 8, 8), 2.0))
+            orientation_field(img, torch.full((1, 1, 8, 8), 2.0, device=device))
+        with pytest.raises(ValueError, match=r"orientation_field: 'smooth_sigma' must be >= 0"):
+            orientation_field(img, smooth_sigma=-1.0)
         with pytest.raises(ValueError, match=r"oriented_filter_bank: 'kernel_size' must be an odd int"):
             oriented_filter_bank(8, kernel_size=4)
 
@@ -176,11 +181,16 @@ class TestTrace:
             assert np.ptp(ln[:, 1]) < 1e-9  # horizontal
             assert ln[:, 0].min() >= 4.5 and ln[:, 0].max() <= 24.5  # inside the mask (nearest pixel)
 
-    def test_errors(self):
+    def test_errors(self, device):
+        z4 = torch.zeros(4, 4, device=device)
         with pytest.raises(ValueError, match=r"trace_strokes: 'theta', 'confidence' and 'mask' must share"):
-            trace_strokes(torch.zeros(4, 4), torch.zeros(4, 4), torch.zeros(4, 5))
+            trace_strokes(z4, z4, torch.zeros(4, 5, device=device))
         with pytest.raises(ValueError, match=r"trace_strokes: 'theta' must have shape \(H, W\)"):
-            trace_strokes(torch.zeros(2, 4, 4), torch.zeros(4, 4), torch.zeros(4, 4))
+            trace_strokes(torch.zeros(2, 4, 4, device=device), z4, z4)
+        with pytest.raises(TypeError, match=r"trace_strokes: 'mask' must be a torch.Tensor"):
+            trace_strokes(z4, z4, np.zeros((4, 4)))  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=r"trace_strokes: 'step' must be > 0"):
+            trace_strokes(z4, z4, z4, step=0.0)
 
 
 class TestStrokesFromImage:
@@ -200,13 +210,24 @@ class TestStrokesFromImage:
             assert s.width == 3.0
             assert 0.2 <= s.color[0] <= 0.5 and s.color[2] <= 0.15
 
-    def test_errors(self):
+    def test_errors(self, device):
+        img, ones = torch.rand(3, 16, 16, device=device), torch.ones(16, 16, device=device)
         with pytest.raises(ValueError, match=r"strokes_from_image: 'mask' must have shape \(H, W\)"):
-            strokes_from_image(torch.rand(3, 16, 16), torch.ones(16, 17))
+            strokes_from_image(img, torch.ones(16, 17, device=device))
         with pytest.raises(ValueError, match=r"strokes_from_image: 'image' must have shape"):
-            strokes_from_image(torch.rand(4, 16, 16), torch.ones(16, 16))
+            strokes_from_image(torch.rand(4, 16, 16, device=device), ones)
         with pytest.raises(ValueError, match=r"strokes_from_image: 'width' must be > 0 or a"):
-            strokes_from_image(torch.rand(3, 16, 16), torch.ones(16, 16), width=(3.0, 1.0))
+            strokes_from_image(img, ones, width=(3.0, 1.0))
+        with pytest.raises(
+            ValueError, match=r"strokes_from_image: 'max_strokes' must be None or an int >= 0"
+        ):
+            strokes_from_image(img, ones, max_strokes=-1)
+        with pytest.raises(TypeError, match=r"strokes_from_image: 'mask' must be a torch.Tensor, PIL image"):
+            strokes_from_image(img, "mask.png")
+        with pytest.raises(TypeError, match=r"strokes_from_image: 'image' must be a torch.Tensor, PIL image"):
+            strokes_from_image([[0.0]], ones)
+        with pytest.raises(TypeError, match=r"strokes_from_image: 'image' must have a floating-point dtype"):
+            strokes_from_image(torch.zeros(3, 16, 16, dtype=torch.uint8, device=device), ones)
 
     def test_real_hair_photo(self, shared_data):
         from PIL import Image

@@ -121,10 +121,21 @@ def make_server(
 
     Returns:
         The server; call ``serve_forever()`` and ``shutdown()``.
+
+    Raises:
+        TypeError: ``synthesizer`` is not a :class:`~hairsynth.Synthesizer` or ``image`` not a PIL image
+            or array.
+        ValueError: an array image that is not ``(H, W, 3)`` uint8, or a mask of another size.
     """
     from PIL import Image
 
+    if not isinstance(synthesizer, Synthesizer):
+        raise TypeError(f"make_server: 'synthesizer' must be a Synthesizer; got {type(synthesizer).__name__}")
     if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+            raise ValueError(
+                f"make_server: an array 'image' must be (H, W, 3) uint8; got {image.shape} {image.dtype}"
+            )
         image = Image.fromarray(image)
     if not isinstance(image, Image.Image):
         raise TypeError(

@@ -583,7 +583,7 @@ def trace_strokes(
     return out
 
 
-def _to_chw_float(image: Any, *, fn: str) -> torch.Tensor:
+def _to_chw_float(image: Any, *, fn: str, name: str = "image") -> torch.Tensor:
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover - pillow is a dependency
@@ -596,7 +596,10 @@ def _to_chw_float(image: Any, *, fn: str) -> torch.Tensor:
         if arr.ndim == 3 and arr.shape[-1] in (1, 3):
             arr = arr.transpose(2, 0, 1)
         return torch.from_numpy(np.ascontiguousarray(arr))
-    check_tensor(image, "image", fn=fn)
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(
+            f"{fn}: '{name}' must be a torch.Tensor, PIL image or numpy array; got {type(image).__name__}"
+        )
     return image
 
 
@@ -646,7 +649,7 @@ def strokes_from_image(
         img = img[0]
     check_shape(img, "3,H,W", "image", fn=fn)
     check_floating(img, "image", fn=fn)
-    mk = _to_chw_float(mask, fn=fn) if not isinstance(mask, torch.Tensor) else mask
+    mk = _to_chw_float(mask, fn=fn, name="mask") if not isinstance(mask, torch.Tensor) else mask
     if isinstance(mask, np.ndarray) and mask.dtype == np.uint8:
         mk = torch.from_numpy((mask > 0).astype(np.float32))
     mk = mk.to(img.device)

@@ -161,12 +161,13 @@ class Synthesizer:
 
         Raises:
             TypeError: unsupported input kinds.
-            ValueError: shape mismatches, a mask outside ``[0, 1]``, malformed strokes.
+            ValueError: shape mismatches, an image or mask outside ``[0, 1]``, malformed strokes.
         """
         fn = "Synthesizer.synthesize"
         was_pil, was_np = _is_pil(image), isinstance(image, np.ndarray)
         x, single = _image_to_tensor(image, fn=fn)
         check_finite(x, "image", fn=fn)
+        check_range(x, "image", fn=fn, low=0.0, high=1.0)
         b, _, h, w = x.shape
         m = _mask_to_tensor(mask, b, h, w, fn=fn)
         if (
@@ -238,13 +239,31 @@ class Synthesizer:
 class EditSession:
     """The paper's interactive loop: add strokes (or change the mask) and re-render.
 
+    The image and mask are checked when the session starts (and the mask again in :meth:`set_mask`),
+    so a bad input fails before any stroke is drawn.
+
     Args:
         synthesizer: the :class:`Synthesizer`.
-        image: the target image (one image).
-        mask: the edit region.
+        image: the target image (one image), as for :meth:`Synthesizer.synthesize`.
+        mask: the edit region, as for :meth:`Synthesizer.synthesize`.
+
+    Raises:
+        TypeError: ``synthesizer`` is not a :class:`Synthesizer`, or an unsupported image/mask kind.
+        ValueError: a batch of several images, an image or mask outside ``[0, 1]``, or a mask whose
+            size differs from the image's.
     """
 
     def __init__(self, synthesizer: Synthesizer, image: Any, mask: Any) -> None:
+        fn = "EditSession"
+        if not isinstance(synthesizer, Synthesizer):
+            raise TypeError(f"{fn}: 'synthesizer' must be a Synthesizer; got {type(synthesizer).__name__}")
+        x, _ = _image_to_tensor(image, fn=fn)
+        if x.shape[0] != 1:
+            raise ValueError(f"{fn}: 'image' must be one image; got a batch of {x.shape[0]}")
+        check_finite(x, "image", fn=fn)
+        check_range(x, "image", fn=fn, low=0.0, high=1.0)
+        self._size = (int(x.shape[-2]), int(x.shape[-1]))
+        _mask_to_tensor(mask, 1, *self._size, fn=fn)
         self.synthesizer = synthesizer
         self.image = image
         self.mask = mask
@@ -277,7 +296,12 @@ class EditSession:
 
         Args:
             mask: new mask.
+
+        Raises:
+            TypeError: an unsupported mask kind.
+            ValueError: a mask outside ``[0, 1]`` or of another size than the image.
         """
+        _mask_to_tensor(mask, 1, *self._size, fn="EditSession.set_mask")
         self.mask = mask
 
     def render(self) -> Any:

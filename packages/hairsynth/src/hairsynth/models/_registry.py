@@ -148,7 +148,7 @@ def hairsynth_unet512(*, weights: str | os.PathLike[str] | None = None, **kwargs
 
 @register_model
 def hairsynth_small(*, weights: str | os.PathLike[str] | None = None, **kwargs: Any) -> HairSynthesisNet:
-    """CPU-interactive model: 7 levels, 16 base channels, 256 channel cap (used by the reproduction).
+    """CPU-interactive model: 7 levels, 16 base channels, 256 channel cap (the benchmark's interactive model).
 
     Args:
         weights: optional local checkpoint.
@@ -164,7 +164,9 @@ def hairsynth_small(*, weights: str | os.PathLike[str] | None = None, **kwargs: 
 
 @register_model
 def hairsynth_tiny(*, weights: str | os.PathLike[str] | None = None, **kwargs: Any) -> HairSynthesisNet:
-    """Tiny model for tests and the quick start: 4 levels, 8 base channels.
+    """Tiny model for tests and the quick start: 4 levels, 8 base channels, 64 channel cap.
+
+    The reproduction uses it widened and deepened (``num_downs=5, base_channels=16, max_channels=128``).
 
     Args:
         weights: optional local checkpoint.

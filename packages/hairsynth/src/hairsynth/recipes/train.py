@@ -94,10 +94,17 @@ class TrainConfig:
     stage_steps: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError(
-                f"TrainConfig: 'steps' and 'batch_size' must be >= 1; got {self.steps}, {self.batch_size}"
-            )
+        for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"TrainConfig: '{name}' must be an int >= 1; got {v!r}")
+        if not isinstance(self.num_workers, int) or self.num_workers < 0:
+            raise ValueError(f"TrainConfig: 'num_workers' must be an int >= 0; got {self.num_workers!r}")
+        if not self.lr > 0:
+            raise ValueError(f"TrainConfig: 'lr' must be > 0; got {self.lr!r}")
+        for name in ("l1_weight", "adv_weight", "fm_weight", "perceptual_weight", "stage1_weight"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"TrainConfig: '{name}' must be >= 0; got {getattr(self, name)!r}")
         if self.gan_mode not in ("lsgan", "hinge", "vanilla"):
             raise ValueError(
                 f"TrainConfig: 'gan_mode' must be 'lsgan', 'hinge' or 'vanilla'; got {self.gan_mode!r}"
@@ -271,9 +278,17 @@ def train(
     step = 0
     if resume is not None:
         ck = load_checkpoint(resume)
+        extra = ck.get("extra_state_dicts", {})
+        need = ["optimizer"] if "optimizer" not in ck else []
+        if discs is not None:
+            need += [k for k in ("discriminators", "optimizer_d") if k not in extra]
+        if need:
+            raise ValueError(
+                f"train: 'resume' checkpoint {os.fspath(resume)!r} lacks {need} (not written by train with "
+                "this loss setup); to start from its weights, pass model=create_model(arch, weights=...) instead"
+            )
         model.load_state_dict(ck["state_dict"])
         opt_g.load_state_dict(ck["optimizer"])
-        extra = ck.get("extra_state_dicts", {})
         if discs is not None and opt_d is not None:
             discs.load_state_dict(extra["discriminators"])
             opt_d.load_state_dict(extra["optimizer_d"])
@@ -443,13 +458,27 @@ def evaluate(
         model: the network.
         dataset: samples as for :func:`train`.
         batch_size: evaluation batch size.
-        device: evaluation device (default: the model's).
+        device: evaluation device; must be the model's (default: the model's).
 
     Returns:
         ``l1`` (masked L1), ``psnr`` (masked, dB) and ``ssim`` (masked) of the final output against the
         original image, over the edit region (the blend mask's support).
+
+    Raises:
+        TypeError: ``model`` is not a ``HairSynthesisNet``.
+        ValueError: an empty dataset, ``batch_size < 1`` or a ``device`` other than the model's.
     """
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    fn = "evaluate"
+    if not isinstance(model, HairSynthesisNet):
+        raise TypeError(f"{fn}: 'model' must be a HairSynthesisNet; got {type(model).__name__}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"{fn}: 'batch_size' must be an int >= 1; got {batch_size!r}")
+    if len(dataset) == 0:  # type: ignore[arg-type]
+        raise ValueError(f"{fn}: 'dataset' is empty")
+    own = next(model.parameters()).device
+    dev = torch.device(device) if device is not None else own
+    if dev.type != own.type or (dev.index is not None and dev.index != own.index):
+        raise ValueError(f"{fn}: 'device' is {dev} but the model is on {own}; move the model first")
     was = model.training
     model.eval()
     sums = {"l1": 0.0, "psnr": 0.0, "ssim": 0.0}
