@@ -10,6 +10,7 @@ checked with one ``dims`` dict), a number is exact, ``*`` stands for any number 
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -17,6 +18,9 @@ import torch
 __all__ = [
     "check_finite",
     "check_floating",
+    "check_iterable",
+    "check_module",
+    "check_path",
     "check_positive",
     "check_range",
     "check_same_device",
@@ -34,6 +38,26 @@ def check_tensor(x: Any, name: str, *, fn: str) -> None:
     """Raise ``TypeError`` unless ``x`` is a ``torch.Tensor``."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{fn}: '{name}' must be a torch.Tensor; got {type(x).__name__}")
+
+
+def check_module(x: Any, name: str, *, fn: str) -> None:
+    """Raise ``TypeError`` unless ``x`` is a ``torch.nn.Module``."""
+    if not isinstance(x, torch.nn.Module):
+        raise TypeError(f"{fn}: '{name}' must be an nn.Module; got {type(x).__name__}")
+
+
+def check_iterable(x: Any, name: str, *, fn: str) -> None:
+    """Raise ``TypeError`` unless ``x`` is an iterable of batches (a loader, a list...), not a tensor or str."""
+    if isinstance(x, (torch.Tensor, str, bytes)) or not hasattr(x, "__iter__"):
+        raise TypeError(
+            f"{fn}: '{name}' must be an iterable of batches (e.g. a DataLoader); got {type(x).__name__}"
+        )
+
+
+def check_path(x: Any, name: str, *, fn: str) -> None:
+    """Raise ``TypeError`` unless ``x`` is a ``str`` or ``os.PathLike``."""
+    if not isinstance(x, (str, os.PathLike)):
+        raise TypeError(f"{fn}: '{name}' must be a str or os.PathLike; got {type(x).__name__}")
 
 
 def check_shape(

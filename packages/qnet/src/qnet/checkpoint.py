@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .__about__ import __version__
+from ._checks import check_module, check_path
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,12 @@ def save_checkpoint(
         arch: registry name of the architecture.
         config: JSON-able builder arguments.
         **extra: more plain entries (``optimizer``, ``epoch``, ``step``, ``metrics``, ``temperature``...).
+
+    Raises:
+        TypeError: ``path`` is not a path or ``model`` is not an ``nn.Module``.
     """
+    check_path(path, "path", fn="save_checkpoint")
+    check_module(model, "model", fn="save_checkpoint")
     ckpt = {
         "format_version": FORMAT_VERSION,
         "package": "qnet",
@@ -90,8 +96,10 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         The checkpoint dict.
 
     Raises:
+        TypeError: ``path`` is not a path.
         ValueError: not a qnet checkpoint, or a newer format version.
     """
+    check_path(path, "path", fn="load_checkpoint")
     ckpt = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
     if not isinstance(ckpt, dict) or ckpt.get("package") != "qnet":
         raise ValueError(f"load_checkpoint: {os.fspath(path)!r} is not a qnet checkpoint")

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ._checks import check_iterable, check_module
 from ._dist import average_bn_stats, broadcast_state, world_size
 from .levels import Levels, LevelsLike
 from .nn import QConv2d, QLinear, Quantizer, STEQuantizer, _QuantizerBase, _QuantLayer
@@ -59,10 +60,12 @@ def quantized_layers(model: nn.Module) -> Iterator[tuple[str, QConv2d | QLinear]
 
     Returns:
         An iterator of ``(qualified name, layer)``.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module`` (raised at the call, not on iteration).
     """
-    for name, mod in _unwrap(model).named_modules():
-        if isinstance(mod, (QConv2d, QLinear)):
-            yield name, mod
+    check_module(model, "model", fn="quantized_layers")
+    return ((n, m) for n, m in _unwrap(model).named_modules() if isinstance(m, (QConv2d, QLinear)))
 
 
 def quantizers(model: nn.Module, kind: str = "all") -> list[Quantizer | STEQuantizer]:
@@ -76,8 +79,10 @@ def quantizers(model: nn.Module, kind: str = "all") -> list[Quantizer | STEQuant
         The quantizer modules, in module order.
 
     Raises:
+        TypeError: ``model`` is not an ``nn.Module``.
         ValueError: unknown ``kind``.
     """
+    check_module(model, "model", fn="quantizers")
     if kind not in ("weight", "input", "all"):
         raise ValueError(f"quantizers: 'kind' must be 'weight', 'input' or 'all'; got {kind!r}")
     out: list[Quantizer | STEQuantizer] = []
@@ -139,9 +144,12 @@ def calibrate(
         ``model``, calibrated in place.
 
     Raises:
+        TypeError: ``model`` is not an ``nn.Module`` or ``loader`` is not an iterable of batches.
         ValueError: ``num_samples < 1`` or the loader is empty.
     """
-    if num_samples < 1:
+    check_module(model, "model", fn="calibrate")
+    check_iterable(loader, "loader", fn="calibrate")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"calibrate: 'num_samples' must be >= 1; got {num_samples}")
     layers = [(n, m) for n, m in quantized_layers(model) if m.input_quantizer is not None]
     if not layers:
@@ -250,7 +258,8 @@ def quantize(
         The converted model.
 
     Raises:
-        TypeError: ``model`` is not an ``nn.Module``.
+        TypeError: ``model`` is not an ``nn.Module``, ``skip`` holds a non-string, ``keep_first_last`` is
+            not a bool, or ``calibration`` is not an iterable of batches.
         ValueError: invalid levels or method, unsigned weight levels, or nothing to quantize.
 
     Examples:
@@ -279,7 +288,13 @@ def quantize(
         )
     if isinstance(skip, str):
         skip = [skip]
+    if not hasattr(skip, "__iter__") or not all(isinstance(p, str) for p in skip):
+        raise TypeError(f"{fn}: 'skip' must be a layer name/pattern or an iterable of them; got {skip!r}")
     patterns = list(skip)
+    if not isinstance(keep_first_last, bool):
+        raise TypeError(f"{fn}: 'keep_first_last' must be a bool; got {type(keep_first_last).__name__}")
+    if calibration is not None:
+        check_iterable(calibration, "calibration", fn=fn)
     lmap = DEFAULT_LAYER_MAP if layer_map is None else layer_map
     target = model if inplace else copy.deepcopy(model)
     cands = [(n, m) for n, m in target.named_modules() if type(m) in lmap]
@@ -341,6 +356,7 @@ class TemperatureSchedule:
         kind: ``"weight"``, ``"input"`` or ``"all"`` when ``target`` is a model.
 
     Raises:
+        TypeError: ``target`` is neither a model nor an iterable of quantizers.
         ValueError: non-positive ``increment``/``start``/``cap``/``steps_per_epoch``, or no quantizer found.
 
     Examples:
@@ -369,7 +385,14 @@ class TemperatureSchedule:
         if isinstance(target, nn.Module):
             self.quantizers: list[_QuantizerBase] = list(quantizers(target, kind))
         else:
+            if isinstance(target, (str, Tensor)) or not hasattr(target, "__iter__"):
+                raise TypeError(
+                    f"{fn}: 'target' must be a model or an iterable of quantizers; got {type(target).__name__}"
+                )
             self.quantizers = list(target)
+            bad = [type(q).__name__ for q in self.quantizers if not isinstance(q, _QuantizerBase)]
+            if bad:
+                raise TypeError(f"{fn}: 'target' must hold Quantizer/STEQuantizer modules; got {bad[:3]}")
         if not self.quantizers:
             raise ValueError(f"{fn}: 'target' holds no quantizer of kind {kind!r}; call qnet.quantize first")
         self.increment = float(increment)
@@ -443,7 +466,12 @@ def recalibrate_bn(
 
     Returns:
         ``model`` in eval mode, updated in place.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module`` or ``loader`` is not an iterable of batches.
     """
+    check_module(model, "model", fn="recalibrate_bn")
+    check_iterable(loader, "loader", fn="recalibrate_bn")
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns:
         return model.eval()
@@ -495,8 +523,12 @@ def freeze(
         ``model`` in eval mode.
 
     Raises:
+        TypeError: ``model`` is not an ``nn.Module`` or ``bn_loader`` is not an iterable of batches.
         ValueError: ``model`` has no quantized layer.
     """
+    check_module(model, "model", fn="freeze")
+    if bn_loader is not None:
+        check_iterable(bn_loader, "bn_loader", fn="freeze")
     layers = list(quantized_layers(model))
     if not layers:
         raise ValueError("freeze: 'model' has no QConv2d/QLinear layer; call qnet.quantize first")
@@ -557,8 +589,10 @@ def set_phase(model: nn.Module, phase: int) -> nn.Module:
         ``model``.
 
     Raises:
+        TypeError: ``model`` is not an ``nn.Module``.
         ValueError: ``phase`` is not 1, 2 or 3, or the model has no quantized layer.
     """
+    check_module(model, "model", fn="set_phase")
     if phase not in (1, 2, 3):
         raise ValueError(f"set_phase: 'phase' must be 1, 2 or 3; got {phase!r}")
     layers = list(quantized_layers(model))

@@ -102,6 +102,7 @@ class ImageFolderDataset(TensorImageDataset):
 
     Raises:
         FileNotFoundError: ``root`` does not exist or holds no image.
+        ValueError: ``size`` is not a positive int.
     """
 
     def __init__(
@@ -117,6 +118,8 @@ class ImageFolderDataset(TensorImageDataset):
     ) -> None:
         from PIL import Image
 
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"ImageFolderDataset: 'size' must be an int >= 1; got {size!r}")
         r = os.fspath(root)
         if not os.path.isdir(r):
             raise FileNotFoundError(f"ImageFolderDataset: 'root' {r!r} is not a directory")
@@ -196,9 +199,15 @@ def stratified_split(labels: Tensor, fraction: float, *, seed: int = 0) -> tuple
         Two sorted index tensors.
 
     Raises:
-        ValueError: ``fraction`` outside ``(0, 1)``.
+        TypeError: ``labels`` is not an integer tensor.
+        ValueError: ``labels`` is not one-dimensional or ``fraction`` outside ``(0, 1)``.
     """
-    if not 0 < fraction < 1:
+    if not isinstance(labels, Tensor) or labels.is_floating_point() or labels.is_complex():
+        got = labels.dtype if isinstance(labels, Tensor) else type(labels).__name__
+        raise TypeError(f"stratified_split: 'labels' must be an integer tensor; got {got}")
+    if labels.dim() != 1:
+        raise ValueError(f"stratified_split: 'labels' must have shape (N,); got {tuple(labels.shape)}")
+    if not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
         raise ValueError(f"stratified_split: 'fraction' must lie in (0, 1); got {fraction}")
     g = torch.Generator().manual_seed(seed)
     tr, te = [], []

@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from .__about__ import __version__
+from ._checks import check_module, check_path, check_tensor
 from .convert import _freeze_layer, _set_frozen, _unwrap, quantized_layers
 from .levels import Levels
 from .nn import QConv2d, QLinear
@@ -38,13 +39,17 @@ def pack_codes(codes: Tensor, bits: int) -> Tensor:
         ``torch.uint8`` tensor of ``ceil(numel * bits / 8)`` bytes.
 
     Raises:
+        TypeError: ``codes`` is not an integer tensor.
         ValueError: ``bits`` out of range or a code does not fit.
 
     Examples:
         >>> pack_codes(torch.tensor([1, 0, 1, 1, 0, 0, 0, 1, 1]), 1)
         tensor([177, 128], dtype=torch.uint8)
     """
-    if not (isinstance(bits, int) and 1 <= bits <= 8):
+    check_tensor(codes, "codes", fn="pack_codes")
+    if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
+        raise TypeError(f"pack_codes: 'codes' must be an integer tensor; got {codes.dtype}")
+    if isinstance(bits, bool) or not (isinstance(bits, int) and 1 <= bits <= 8):
         raise ValueError(f"pack_codes: 'bits' must be an int in [1, 8]; got {bits!r}")
     c = codes.detach().reshape(-1).to(torch.int64).cpu().numpy()
     if c.size and (c.min() < 0 or c.max() >= 2**bits):
@@ -66,8 +71,16 @@ def unpack_codes(packed: Tensor, bits: int, numel: int) -> Tensor:
         ``torch.int64`` codes, shape ``(numel,)``.
 
     Raises:
-        ValueError: ``packed`` is too short.
+        TypeError: ``packed`` is not a ``torch.uint8`` tensor.
+        ValueError: ``bits`` out of range, negative ``numel`` or ``packed`` too short.
     """
+    check_tensor(packed, "packed", fn="unpack_codes")
+    if packed.dtype != torch.uint8:
+        raise TypeError(f"unpack_codes: 'packed' must have dtype torch.uint8; got {packed.dtype}")
+    if isinstance(bits, bool) or not (isinstance(bits, int) and 1 <= bits <= 8):
+        raise ValueError(f"unpack_codes: 'bits' must be an int in [1, 8]; got {bits!r}")
+    if isinstance(numel, bool) or not isinstance(numel, int) or numel < 0:
+        raise ValueError(f"unpack_codes: 'numel' must be an int >= 0; got {numel!r}")
     need = (numel * bits + 7) // 8
     if packed.numel() < need:
         raise ValueError(
@@ -110,8 +123,11 @@ def export(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, Any]:
         "quantized_float32_bytes", "quantized_ratio"}``; ``ratio`` is float32 state size over file size.
 
     Raises:
+        TypeError: ``model`` is not an ``nn.Module`` or ``path`` is not a path.
         ValueError: ``model`` has no quantized layer.
     """
+    check_module(model, "model", fn="export")
+    check_path(path, "path", fn="export")
     src = _unwrap(model)
     if not list(quantized_layers(src)):
         raise ValueError("export: 'model' has no QConv2d/QLinear layer; call qnet.quantize first")
@@ -199,10 +215,20 @@ def load(path: str | os.PathLike[str], model: nn.Module) -> nn.Module:
         ``model``, frozen, in eval mode.
 
     Raises:
-        ValueError: not a qnet export, an unsupported format version, or the architecture does not match.
+        TypeError: ``path`` is not a path or ``model`` is not an ``nn.Module``.
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: not a safetensors file, not a qnet export, an unsupported format version, or the
+            architecture does not match.
     """
+    check_path(path, "path", fn="load")
+    check_module(model, "model", fn="load")
     p = os.fspath(path)
-    meta = _read_metadata(p)
+    if not os.path.isfile(p):
+        raise FileNotFoundError(f"load: 'path' {p!r} is not a file")
+    try:
+        meta = _read_metadata(p)
+    except Exception as e:  # safetensors raises its own error type for a malformed header
+        raise ValueError(f"load: '{p}' is not a safetensors file ({e})") from e
     if meta.get("format") != FORMAT:
         raise ValueError(f"load: '{p}' is not a qnet export (format={meta.get('format')!r})")
     if meta.get("format_version") != FORMAT_VERSION:

@@ -92,8 +92,9 @@ def soft_quantize(
 ) -> Tensor:
     """Soft quantization: a sum of temperature-scaled sigmoids (Eq. 7 of Yang et al., CVPR 2019).
 
-    ``y = alpha * (sum_i s_i * sigmoid(T * (beta * x - b_i)) - o)``. Gradients are plain autograd, i.e. the
-    exact derivative: ``dy/dx = alpha beta T sum_i s_i sig_i (1 - sig_i)``, ``dy/dalpha = y / alpha``,
+    ``y = alpha * (sum_i s_i * sigmoid(T * (beta * x - b_i)) - o)``. Gradients are the exact derivative
+    (a fused closed-form backward when thresholds and scales are fixed, plain autograd otherwise):
+    ``dy/dx = alpha beta T sum_i s_i sig_i (1 - sig_i)``, ``dy/dalpha = y / alpha``,
     ``dy/dbeta = alpha T x sum_i s_i sig_i (1 - sig_i)``, ``dy/db_i = -alpha T s_i sig_i (1 - sig_i)``.
 
     Convention:

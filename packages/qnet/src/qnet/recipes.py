@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._checks import check_iterable, check_module, check_path
 from ._dist import average_bn_stats, barrier, is_rank0, world_size
 from .checkpoint import load_checkpoint, save_checkpoint
 from .convert import TemperatureSchedule, _unwrap
@@ -57,7 +58,13 @@ def evaluate(
 
     Returns:
         ``{"accuracy": in [0, 1], "loss": float, "n": int}``.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module`` or ``loader`` is not an iterable of batches.
+        ValueError: ``loader`` yielded no sample.
     """
+    check_module(model, "model", fn="evaluate")
+    check_iterable(loader, "loader", fn="evaluate")
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     was = model.training
     model.eval()
@@ -74,6 +81,8 @@ def evaluate(
         sums = torch.tensor([float(correct), loss, float(total)], dtype=torch.float64, device=dev)
         torch.distributed.all_reduce(sums)
         correct, loss, total = int(sums[0]), float(sums[1]), int(sums[2])
+    if total == 0:
+        raise ValueError("evaluate: 'loader' yielded no sample")
     return {"accuracy": correct / max(total, 1), "loss": loss / max(total, 1), "n": total}
 
 
@@ -142,10 +151,27 @@ def train(
         per schedule at the epoch's start), "step", ...eval metrics}``.
 
     Raises:
-        ValueError: ``epochs < 1`` or a non-positive learning rate.
+        TypeError: ``model`` is not an ``nn.Module``, a loader is not an iterable of batches,
+            ``temperature`` holds something other than :class:`~qnet.TemperatureSchedule`, or ``checkpoint``
+            is not a path.
+        ValueError: ``epochs < 1``, a non-positive learning rate or ``max_steps``, ``resume`` without a
+            ``checkpoint``, or an epoch in which ``train_loader`` yielded no batch.
     """
-    if epochs < 1:
-        raise ValueError(f"train: 'epochs' must be >= 1; got {epochs}")
+    fn = "train"
+    check_module(model, "model", fn=fn)
+    check_iterable(train_loader, "train_loader", fn=fn)
+    if eval_loader is not None:
+        check_iterable(eval_loader, "eval_loader", fn=fn)
+    if checkpoint is not None:
+        check_path(checkpoint, "checkpoint", fn=fn)
+    if resume and checkpoint is None:
+        raise ValueError(f"{fn}: 'resume=True' needs a 'checkpoint' path; got checkpoint=None")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"{fn}: 'epochs' must be an int >= 1; got {epochs!r}")
+    if max_steps is not None and (
+        isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1
+    ):
+        raise ValueError(f"{fn}: 'max_steps' must be an int >= 1 or None; got {max_steps!r}")
     if not lr > 0 or (quantizer_lr is not None and not quantizer_lr > 0):
         raise ValueError(f"train: learning rates must be > 0; got lr={lr}, quantizer_lr={quantizer_lr}")
     dev = torch.device(device) if device is not None else next(model.parameters()).device
@@ -155,7 +181,15 @@ def train(
     elif isinstance(temperature, TemperatureSchedule):
         scheds = [temperature]
     else:
+        if not hasattr(temperature, "__iter__"):
+            raise TypeError(
+                f"{fn}: 'temperature' must be a TemperatureSchedule, a sequence of them or None; "
+                f"got {type(temperature).__name__}"
+            )
         scheds = list(temperature)
+        bad = [type(t).__name__ for t in scheds if not isinstance(t, TemperatureSchedule)]
+        if bad:
+            raise TypeError(f"{fn}: 'temperature' must hold TemperatureSchedule objects; got {bad[:3]}")
     qparams: list[nn.Parameter] = []
     nparams: list[nn.Parameter] = []
     for name, p in inner.named_parameters():
@@ -207,6 +241,8 @@ def train(
             logger.debug("epoch %d step %d loss %.4f", epoch, step, float(loss.detach()))
             if max_steps is not None and step >= max_steps:
                 break
+        if tot_n == 0:
+            raise ValueError(f"{fn}: 'train_loader' yielded no batch in epoch {epoch}")
         sched.step()
         if sync_bn_stats and _is_ddp(model):
             average_bn_stats(inner)

@@ -29,6 +29,12 @@ def _load_weights(
     model.load_state_dict(ckpt["state_dict"])
 
 
+def _check_ints(fn: str, **kw: Any) -> None:
+    for name, v in kw.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{fn}: '{name}' must be an int >= 1; got {v!r}")
+
+
 class SmallCNN(nn.Module):
     """Four Conv-BN-ReLU(-Pool) blocks and a linear classifier (the paper's block order).
 
@@ -38,6 +44,9 @@ class SmallCNN(nn.Module):
         width: channels of the first block (doubled after each pooling).
         device: parameter device.
         dtype: parameter dtype.
+
+    Raises:
+        ValueError: ``num_classes``, ``in_chans`` or ``width`` is not a positive int.
 
     Shape:
         - Input: ``(B, in_chans, H, W)``.
@@ -57,6 +66,7 @@ class SmallCNN(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        _check_ints("SmallCNN", num_classes=num_classes, in_chans=in_chans, width=width)
         fk: dict[str, Any] = {"device": device, "dtype": dtype}
         w = width
         chans = [in_chans, w, 2 * w, 2 * w, 4 * w]
@@ -137,7 +147,7 @@ class CifarResNet(nn.Module):
         - Output: ``(B, num_classes)``.
 
     Raises:
-        ValueError: ``depth`` is not ``6 n + 2``.
+        ValueError: ``depth`` is not ``6 n + 2``, or ``num_classes``/``in_chans`` is not a positive int.
 
     Examples:
         >>> CifarResNet(20)(torch.randn(1, 3, 32, 32)).shape
@@ -153,7 +163,8 @@ class CifarResNet(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if (depth - 2) % 6 != 0 or depth < 8:
+        _check_ints("CifarResNet", num_classes=num_classes, in_chans=in_chans)
+        if isinstance(depth, bool) or not isinstance(depth, int) or (depth - 2) % 6 != 0 or depth < 8:
             raise ValueError(f"CifarResNet: 'depth' must be 6n + 2 (20, 32, 44, 56...); got {depth}")
         n = (depth - 2) // 6
         fk: dict[str, Any] = {"device": device, "dtype": dtype}
