@@ -106,3 +106,15 @@ def test_cifar100_reader(tmp_path):
     # Row-major CHW layout of the official files: the first 1024 bytes are the red plane.
     raw = pickle.load(open(folder / "test", "rb"))["data"]
     assert int(te.images[1, 0, 0, 1]) == int(raw[1, 1]) and int(te.images[1, 1, 0, 0]) == int(raw[1, 1024])
+
+
+def test_bad_argument_types_are_named(tmp_path):
+    # audit (issue 3): every data entry point names the argument and what it got
+    with pytest.raises(TypeError, match=r"read_image_folder: 'size' must be an int or None; got str"):
+        read_image_folder(tmp_path, size="32")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"stratified_split: 'labels' must be a torch\.Tensor; got list"):
+        stratified_split([0, 1, 0, 1])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"ImageTensorDataset: 'images' must be a torch\.Tensor; got ndarray"):
+        ImageTensorDataset(np.zeros((2, 3, 4, 4)), torch.zeros(2))  # type: ignore[arg-type]
+    with pytest.raises(FileNotFoundError, match=r"read_cifar: "):
+        read_cifar(tmp_path)

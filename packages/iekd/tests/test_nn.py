@@ -224,3 +224,99 @@ class TestOFDLoss:
             iekd.OFDLoss(4, torch.zeros(3))(torch.zeros(1, 5, 2, 2), torch.zeros(1, 3, 2, 2))
         with pytest.raises(TypeError, match="OFDConnector: 'in_channels' must be an int"):
             iekd.OFDConnector(4.0, 3)  # type: ignore[arg-type]
+
+
+class TestConstructorChecks:
+    """Module twins reject bad configuration when built, not at the first forward (audit, issue 3)."""
+
+    @pytest.mark.parametrize(
+        ("build", "exc", "match"),
+        [
+            (
+                lambda: iekd.InheritanceLoss(p=3),
+                ValueError,
+                r"InheritanceLoss: 'p' must be one of \(1, 2\); got 3",
+            ),
+            (
+                lambda: iekd.ExplorationLoss(reduction="none"),
+                ValueError,
+                r"ExplorationLoss: 'reduction' must be one of \('mean', 'batchmean', 'sum'\); got 'none'",
+            ),
+            (
+                lambda: iekd.FactorTransferLoss(p=0),
+                ValueError,
+                r"FactorTransferLoss: 'p' must be one of \(1, 2\); got 0",
+            ),
+            (
+                lambda: iekd.ReconstructionLoss(p=3),
+                ValueError,
+                r"ReconstructionLoss: 'p' must be one of \(1, 2\); got 3",
+            ),
+            (
+                lambda: iekd.AttentionTransferLoss(p=0.5),
+                ValueError,
+                r"AttentionTransferLoss: 'p' must be >= 1; got 0\.5",
+            ),
+            (
+                lambda: iekd.KDLoss(temperature="4"),
+                TypeError,
+                r"KDLoss: 'temperature' must be a number; got str",
+            ),
+            (
+                lambda: iekd.InheritExploreLoss(8, 4, inherit_weight="50"),
+                TypeError,
+                r"InheritExploreLoss: 'inherit_weight' must be a number; got str",
+            ),
+            (
+                lambda: iekd.InheritExploreLoss(8, 4, explore_weight=-1.0),
+                ValueError,
+                r"InheritExploreLoss: 'explore_weight' must be >= 0\.0; got -1\.0",
+            ),
+            (
+                lambda: iekd.FactorAutoencoder(8, rate=None),
+                TypeError,
+                r"FactorAutoencoder: 'rate' must be a number; got NoneType",
+            ),
+        ],
+    )
+    def test_bad_config_raises_at_construction(self, build, exc, match):
+        with pytest.raises(exc, match=match):
+            build()
+
+
+def test_defaults_are_the_papers_convention():
+    # Pitfall (issue 3): the authors' code averages over every element ("mean"), so the paper's best weights of
+    # 50 are the defaults that go with it; the exploration encoder is frozen (collapse guard) by default.
+    ie = iekd.InheritExploreLoss(8, 4)
+    assert (ie.reduction, ie.inherit_weight, ie.explore_weight, ie.p) == ("mean", 50.0, 50.0, 1)
+    assert (ie.inherit_channels, ie.split_mode, ie.explore_encoder_mode) == (4, "natural", "frozen")
+    import inspect
+
+    from iekd.recipes import distill, mutual
+
+    for fn in (distill, mutual):
+        params = inspect.signature(fn).parameters
+        assert params["inherit_weight"].default == params["explore_weight"].default == 50.0
+        assert params["explore_encoder"].default == "frozen" and params["split"].default == 0.5
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    # A failure while writing must leave the previous checkpoint intact and no temporary file behind.
+    path = tmp_path / "ck.pt"
+    iekd.save_checkpoint(path, state_dict={"w": torch.ones(2)}, epoch=1)
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(OSError, match="disk full"):
+        iekd.save_checkpoint(path, state_dict={"w": torch.zeros(2)}, epoch=2)
+    monkeypatch.undo()
+    ck = iekd.load_checkpoint(path)  # weights_only=True inside
+    assert ck["epoch"] == 1 and torch.equal(ck["state_dict"]["w"], torch.ones(2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.pt"]
+    torch.save({"package": "other"}, tmp_path / "x.pt")
+    with pytest.raises(
+        ValueError, match=r"load_checkpoint: .* is not an iekd checkpoint \(package='other'\)"
+    ):
+        iekd.load_checkpoint(tmp_path / "x.pt")

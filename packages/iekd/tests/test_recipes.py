@@ -446,3 +446,185 @@ def test_ofd_loss_falls_and_native_ie_ofd_wiring(device):
     assert all(p.requires_grad for p in res.extras["ofd_inh"].parameters())
     assert res.extras["ofd_exp"].inner.connector[1].training is False  # its BatchNorm stays in eval mode
     assert hist[-1]["inherit"] >= 0 and hist[-1]["explore"] <= 0
+
+
+# --- audit: argument checks that must come before any work, progress bar, resume of every recipe -------------
+
+
+@pytest.mark.parametrize(
+    ("call", "exc", "match"),
+    [
+        (
+            lambda s, t, ld: distill(s, t, ld, method="ie-kd", resume=True),
+            ValueError,
+            r"distill: 'resume=True' needs a 'checkpoint' path",
+        ),
+        (
+            lambda s, t, ld: train_factor(t, ld, resume=True),
+            ValueError,
+            r"train_factor: 'resume=True' needs a 'checkpoint' path",
+        ),
+        (
+            lambda s, t, ld: mutual(s, t, ld, resume=True),
+            ValueError,
+            r"mutual: 'resume=True' needs a 'checkpoint' path",
+        ),
+        (
+            lambda s, t, ld: distill(s, t, ld, method="kd", optimizer=0.1),
+            TypeError,
+            r"distill: 'optimizer' must be a callable \(params -> torch\.optim\.Optimizer\) or None; got float",
+        ),
+        (
+            lambda s, t, ld: distill(s, None, ld, method="ce", scheduler="step"),
+            TypeError,
+            r"distill: 'scheduler' must be a callable .* or None; got str",
+        ),
+        (
+            lambda s, t, ld: train_factor(t, ld, callback=[]),
+            TypeError,
+            r"train_factor: 'callback' must be a callable \(metrics dict -> None\) or None; got list",
+        ),
+        (
+            lambda s, t, ld: mutual(s, t, ld, progress="yes"),
+            TypeError,
+            r"mutual: 'progress' must be a bool or None; got str",
+        ),
+        (
+            lambda s, t, ld: distill(s, None, ld, method="ce", checkpoint=3),
+            TypeError,
+            r"distill: 'checkpoint' must be a path \(str or os\.PathLike\) or None; got int",
+        ),
+        (
+            lambda s, t, ld: distill(s, t, 5, method="kd"),
+            TypeError,
+            r"distill: 'loader' must be an iterable of \(images, labels\) batches; got int",
+        ),
+    ],
+)
+def test_recipes_validate_run_arguments_before_work(call, exc, match, device):
+    student, teacher = _nets(device)
+    with pytest.raises(exc, match=match):
+        call(student, teacher, _UntouchableLoader())
+
+
+def test_empty_loader_is_a_clear_error(device):
+    student, teacher = _nets(device)
+    empty = DataLoader(TensorDataset(torch.zeros(0, 3, 8, 8), torch.zeros(0, dtype=torch.long)), batch_size=4)
+    with pytest.raises(ValueError, match=r"distill: 'loader' yields no batch"):
+        distill(student, None, empty, method="ce")
+    with pytest.raises(ValueError, match=r"train_factor: 'loader' yields no batch"):
+        train_factor(teacher, empty)
+    with pytest.raises(ValueError, match=r"mutual: 'loader' yields no batch"):
+        mutual(student, teacher, empty)
+
+    class Unsized:  # no len(): found empty by the shape probe, still before any training
+        def __iter__(self):
+            return iter(())
+
+    with pytest.raises(ValueError, match=r"distill: 'loader' yields no batch"):
+        distill(student, teacher, Unsized(), method="ie-kd")
+
+
+def test_bad_batch_names_what_it_got(device):
+    student, _ = _nets(device)
+    loader = [torch.randn(4, 3, 8, 8)]  # images without labels
+    with pytest.raises(
+        ValueError, match=r"recipes: each batch must be a tuple \(images, labels\); got Tensor"
+    ):
+        distill(student, None, loader, method="ce", epochs=1, progress=False)
+
+
+def test_progress_bar_when_asked(device, capsys):
+    # progress=True forces the tqdm bar (None would show it only on a TTY, and pytest's stderr is not one).
+    _, teacher = _nets(device)
+    train_factor(teacher, _tiny_loader(), epochs=1, progress=True)
+    assert "train_factor 1/1" in capsys.readouterr().err
+    train_factor(teacher, _tiny_loader(), epochs=1, progress=None)
+    assert "train_factor" not in capsys.readouterr().err
+
+
+def test_train_factor_resume_is_exact(device, tmp_path):
+    _, teacher = _nets(device)
+
+    def run(epochs, ckpt=None, resume=False):
+        torch.manual_seed(7)
+        loader = DataLoader(
+            TensorDataset(torch.randn(16, 3, 8, 8), torch.zeros(16, dtype=torch.long)), 8, True
+        )
+        return train_factor(
+            teacher,
+            loader,
+            epochs=epochs,
+            checkpoint=ckpt,
+            resume=resume,
+            optimizer=sgd(0.05),
+            progress=False,
+        )
+
+    full = run(2)  # each run draws the same data and shuffles from the seeded global RNG
+    ckpt = tmp_path / "ae.pt"
+    run(1, ckpt)
+    resumed = run(2, ckpt, resume=True)
+    for (k, v), w in zip(full.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(v, w, msg=k)
+
+
+def test_mutual_resume_is_exact(device, tmp_path):
+    x, y = torch.randn(16, 3, 8, 8), torch.arange(16) % 3
+
+    def run(epochs, ckpt=None, resume=False):
+        torch.manual_seed(5)
+        a = iekd.models.resnet8(num_classes=3, base_width=4).to(device)
+        b = iekd.models.resnet8(num_classes=3, base_width=4).to(device)
+        loader = DataLoader(TensorDataset(x, y), batch_size=8, shuffle=True)
+        return mutual(
+            a,
+            b,
+            loader,
+            ie=True,
+            epochs=epochs,
+            checkpoint=ckpt,
+            resume=resume,
+            optimizer=sgd(0.05),
+            progress=False,
+        )
+
+    full = run(2)
+    ckpt = tmp_path / "dml.pt"
+    run(1, ckpt)
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 1
+    resumed = run(2, ckpt, resume=True)
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
+    for net in ("model", "peer"):
+        got = resumed.model if net == "model" else resumed.extras["peer"]
+        ref = full.model if net == "model" else full.extras["peer"]
+        for (k, v), w in zip(ref.state_dict().items(), got.state_dict().values()):
+            torch.testing.assert_close(v, w, msg=f"{net}.{k}")
+
+
+def test_ie_dml_raw_feature_option(device):
+    # The alternative IE-DML reading (README Deviations 6): the peer's raw feature is the "teacher factor", no
+    # online auto-encoders. Two widths, so the IE encoders must map each half to the PEER's channel count.
+    torch.manual_seed(0)
+    a = iekd.models.resnet8(num_classes=3, base_width=4).to(device)  # layer3: 16 channels
+    b = iekd.models.resnet8(num_classes=3, base_width=8).to(device)  # layer3: 32 channels
+    hist: list[dict] = []
+    res = mutual(
+        a,
+        b,
+        _tiny_loader(),
+        ie=True,
+        ie_factor="feature",
+        epochs=3,
+        optimizer=sgd(0.05),
+        callback=hist.append,
+        progress=False,
+    )
+    assert "ae_a" not in res.extras and "rec_a" not in hist[0]
+    assert res.extras["ie_a"].teacher_channels == 32 and res.extras["ie_b"].teacher_channels == 16
+    assert hist[-1]["ce_a"] < hist[0]["ce_a"] and hist[-1]["ce_b"] < hist[0]["ce_b"]
+    assert hist[0]["explore_a"] <= 0 <= hist[0]["inherit_b"]
+    with pytest.raises(
+        ValueError, match=r"mutual: 'ie_factor' must be one of \('online', 'feature'\); got 'ae'"
+    ):
+        mutual(a, b, _UntouchableLoader(), ie=True, ie_factor="ae")  # type: ignore[arg-type]

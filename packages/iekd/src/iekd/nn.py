@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from . import functional as IF
-from ._checks import check_floating, check_positive, check_shape
+from ._checks import check_choice, check_floating, check_number, check_shape
 
 logger = logging.getLogger(__name__)
 
@@ -197,9 +197,7 @@ class FactorAutoencoder(nn.Module):
         super().__init__()
         fn = "FactorAutoencoder"
         _check_int(in_channels, "in_channels", fn)
-        if not isinstance(rate, (int, float)) or isinstance(rate, bool):
-            raise TypeError(f"{fn}: 'rate' must be a float; got {type(rate).__name__}")
-        check_positive(float(rate), "rate", fn=fn)
+        check_number(rate, "rate", fn=fn, low=0.0, strict=True)
         self.in_channels = in_channels
         self.rate = float(rate)
         self.factor_channels = max(1, round(rate * in_channels))
@@ -320,8 +318,8 @@ class InheritExploreLoss(nn.Module):
         _check_int(student_channels, "student_channels", fn, low=2)
         _check_int(teacher_channels, "teacher_channels", fn)
         n_inh = inherit_channel_count(split, student_channels, fn=fn)
-        check_positive(float(inherit_weight), "inherit_weight", fn=fn, strict=False)
-        check_positive(float(explore_weight), "explore_weight", fn=fn, strict=False)
+        check_number(inherit_weight, "inherit_weight", fn=fn, low=0.0)
+        check_number(explore_weight, "explore_weight", fn=fn, low=0.0)
         if p not in (1, 2):
             raise ValueError(f"{fn}: 'p' must be 1 or 2; got {p!r}")
         if reduction not in ("mean", "batchmean", "sum"):
@@ -425,6 +423,9 @@ class InheritanceLoss(nn.Module):
 
     def __init__(self, *, p: int = 1, reduction: IF.Reduction = "mean") -> None:
         super().__init__()
+        fn = type(self).__name__
+        check_choice(p, "p", (1, 2), fn=fn)
+        check_choice(reduction, "reduction", ("mean", "batchmean", "sum"), fn=fn)
         self.p, self.reduction = p, reduction
 
     def forward(self, student_factor: torch.Tensor, teacher_factor: torch.Tensor) -> torch.Tensor:
@@ -491,6 +492,7 @@ class ReconstructionLoss(nn.Module):
 
     def __init__(self, *, p: int = 1) -> None:
         super().__init__()
+        check_choice(p, "p", (1, 2), fn="ReconstructionLoss")
         self.p = p
 
     def forward(self, reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -517,7 +519,7 @@ class KDLoss(nn.Module):
 
     def __init__(self, *, temperature: float = 4.0) -> None:
         super().__init__()
-        check_positive(temperature, "temperature", fn="KDLoss")
+        check_number(temperature, "temperature", fn="KDLoss", low=0.0, strict=True)
         self.temperature = float(temperature)
 
     def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
@@ -544,6 +546,9 @@ class AttentionTransferLoss(nn.Module):
 
     def __init__(self, *, p: int = 2) -> None:
         super().__init__()
+        check_number(p, "p", fn="AttentionTransferLoss")
+        if p < 1:
+            raise ValueError(f"AttentionTransferLoss: 'p' must be >= 1; got {p!r}")
         self.p = p
 
     def forward(self, student_feature: torch.Tensor, teacher_feature: torch.Tensor) -> torch.Tensor:
@@ -571,7 +576,7 @@ class DMLLoss(nn.Module):
 
     def __init__(self, *, temperature: float = 1.0, detach_peer: bool = True) -> None:
         super().__init__()
-        check_positive(temperature, "temperature", fn="DMLLoss")
+        check_number(temperature, "temperature", fn="DMLLoss", low=0.0, strict=True)
         self.temperature = float(temperature)
         self.detach_peer = detach_peer
 

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from .._checks import check_tensor
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -67,6 +69,8 @@ def read_image_folder(
     root = os.fspath(root)
     if not os.path.isdir(root):
         raise FileNotFoundError(f"{fn}: {root!r} is not a folder")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int)):
+        raise TypeError(f"{fn}: 'size' must be an int or None; got {type(size).__name__}")
     if size is not None and size < 1:
         raise ValueError(f"{fn}: 'size' must be >= 1 or None; got {size}")
     classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
@@ -175,6 +179,7 @@ def stratified_split(
     fn = "stratified_split"
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"{fn}: 'test_fraction' must lie in (0, 1); got {test_fraction}")
+    check_tensor(labels, "labels", fn=fn)
     if labels.dim() != 1:
         raise ValueError(f"{fn}: 'labels' must have shape (N,); got {tuple(labels.shape)}")
     g = torch.Generator().manual_seed(seed)
@@ -221,6 +226,8 @@ class ImageTensorDataset(Dataset):
         pad: int = 4,
     ) -> None:
         fn = "ImageTensorDataset"
+        check_tensor(images, "images", fn=fn)
+        check_tensor(labels, "labels", fn=fn)
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"{fn}: 'images' must have shape (N, 3, H, W); got {tuple(images.shape)}")
         if labels.shape != (images.shape[0],):

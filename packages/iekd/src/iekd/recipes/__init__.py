@@ -30,6 +30,7 @@ from ._loop import (
     SchedulerFactory,
     TrainResult,
     accuracy,
+    check_run_args,
     default_scheduler,
     maybe_ddp,
     multistep,
@@ -157,6 +158,8 @@ def _probe(
     loader: Iterable[Any],
     device: torch.device,
     with_output: Literal[False] = False,
+    *,
+    fn: str = "recipes",
 ) -> torch.Tensor: ...
 
 
@@ -168,6 +171,8 @@ def _probe(
     loader: Iterable[Any],
     device: torch.device,
     with_output: Literal[True],
+    *,
+    fn: str = "recipes",
 ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
@@ -178,9 +183,13 @@ def _probe(
     loader: Iterable[Any],
     device: torch.device,
     with_output: bool = False,
+    *,
+    fn: str = "recipes",
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """One no-grad eval-mode forward on the first batch to learn a tapped feature's (and the output's) shape."""
-    batch = next(iter(loader))
+    batch = next(iter(loader), None)
+    if batch is None:
+        raise ValueError(f"{fn}: 'loader' yields no batch; give it at least one batch")
     x, _ = to_device(batch, device)
     was = model.training
     model.eval()
@@ -190,11 +199,11 @@ def _probe(
     feat = tap[layer]
     if feat.dim() != 4:
         raise ValueError(
-            f"recipes: layer {layer!r} must output (B, C, H, W) feature maps; got {tuple(feat.shape)}"
+            f"{fn}: layer {layer!r} must output (B, C, H, W) feature maps; got {tuple(feat.shape)}"
         )
     if with_output:
         if not isinstance(out, torch.Tensor):
-            raise ValueError(f"recipes: the network must return a logits tensor; got {type(out).__name__}")
+            raise ValueError(f"{fn}: the network must return a logits tensor; got {type(out).__name__}")
         return feat, out
     return feat
 
@@ -256,11 +265,21 @@ def train_factor(
     check_number(rate, "rate", fn=fn, low=0.0, strict=True)
     check_choice(p, "p", (1, 2), fn=fn)
     check_int(epochs, "epochs", fn=fn, low=0)
+    check_run_args(
+        fn,
+        loader=loader,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        callback=callback,
+        progress=progress,
+        checkpoint=checkpoint,
+        resume=resume,
+    )
     dev = resolve_device(device, teacher)
     teacher = teacher.to(dev).eval()
     layer = _feature_layer(teacher, layer, fn, "layer")
     with FeatureTap(teacher, layer) as tap:
-        feat = _probe(teacher, tap, layer, loader, dev)
+        feat = _probe(teacher, tap, layer, loader, dev, fn=fn)
         if factor is None:
             factor = FactorAutoencoder(int(feat.shape[1]), rate, device=dev, dtype=feat.dtype)
         elif factor.in_channels != feat.shape[1]:
@@ -499,6 +518,16 @@ def distill(
         raise ValueError(f"{fn}: 'method' must be one of {METHODS}; got {method!r}")
     _check_module(student, "student", fn)
     check_int(epochs, "epochs", fn=fn, low=0)
+    check_run_args(
+        fn,
+        loader=loader,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        callback=callback,
+        progress=progress,
+        checkpoint=checkpoint,
+        resume=resume,
+    )
     if method == "ce":
         if teacher is not None:
             logger.debug("%s: method='ce' ignores the given teacher", fn)
@@ -556,8 +585,8 @@ def distill(
         bn_module = _teacher_bn(teacher, teacher_bn, fn)
     # Probe both features first: every shape / split check runs before the factor auto-encoder trains.
     with FeatureTap(teacher, t_layer) as probe_t, FeatureTap(student, s_layer) as probe_s:
-        f_t = _probe(teacher, probe_t, t_layer, loader, dev)
-        f_s = _probe(student, probe_s, s_layer, loader, dev)
+        f_t = _probe(teacher, probe_t, t_layer, loader, dev, fn=fn)
+        f_s = _probe(student, probe_s, s_layer, loader, dev, fn=fn)
     if method in ("at", "ie-at") and f_s.shape[2:] != f_t.shape[2:]:
         raise ValueError(
             f"{fn}: AT needs equal spatial sizes; student layer {s_layer!r} gives {tuple(f_s.shape)}, "
@@ -818,10 +847,14 @@ class _MutualNet(nn.Module):
 
     @torch.no_grad()
     def peer_view(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """This network's logits and the "teacher factor" it offers its peer (``None`` without IE)."""
         logits = self.net(x)
         ae = self.heads["ae"] if "ae" in self.heads else None
-        factor = ae.encode(self.tap[self.layer]) if isinstance(ae, FactorAutoencoder) else None
-        return logits, factor
+        if isinstance(ae, FactorAutoencoder):
+            return logits, ae.encode(self.tap[self.layer])
+        if self.hp.get("ie_factor") == "feature":
+            return logits, self.tap[self.layer]
+        return logits, None
 
 
 def mutual(
@@ -840,6 +873,7 @@ def mutual(
     explore_weight: float = 50.0,
     split: float | int = 0.5,
     explore_encoder: Literal["frozen", "trainable"] = "frozen",
+    ie_factor: Literal["online", "feature"] = "online",
     p: int = 1,
     optimizer: OptimizerFactory | None = None,
     scheduler: SchedulerFactory | None = None,
@@ -859,6 +893,8 @@ def mutual(
     trained online on its own detached feature (reconstruction loss added to its update) and an
     :class:`iekd.InheritExploreLoss` head; network A's loss adds ``IE(f_A, F_B)`` where ``F_B`` is B's current
     factor (detached), and symmetrically for B. Both networks thus inherit from and explore away from each other.
+    ``ie_factor="feature"`` is the alternative reading: no auto-encoders, the peer's raw (detached) feature plays
+    the teacher factor, and the IE encoders map each half to the peer's channel count.
 
     Args:
         net_a: first network (returns logits).
@@ -875,6 +911,8 @@ def mutual(
         explore_weight: ``w_exp``.
         split: inheritance share of the channels.
         explore_encoder: ``"frozen"`` or ``"trainable"``.
+        ie_factor: what each network offers its peer as the "teacher factor" in IE-DML: ``"online"`` (default,
+            the code of an auto-encoder trained online on its own feature) or ``"feature"`` (its raw feature).
         p: distance / reconstruction power.
         optimizer: optimizer factory, one optimizer per network (default :func:`sgd` lr 0.1).
         scheduler: scheduler factory (default: x0.1 at 50% and 75% of ``epochs``).
@@ -907,20 +945,31 @@ def mutual(
     if not isinstance(ie, bool):
         raise TypeError(f"{fn}: 'ie' must be a bool; got {type(ie).__name__}")
     check_int(epochs, "epochs", fn=fn, low=0)
+    check_run_args(
+        fn,
+        loader=loader,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        callback=callback,
+        progress=progress,
+        checkpoint=checkpoint,
+        resume=resume,
+    )
     check_number(kl_weight, "kl_weight", fn=fn, low=0.0)
     check_number(temperature, "temperature", fn=fn, low=0.0, strict=True)
     _check_ie_args(fn, split, inherit_weight, explore_weight, explore_encoder, p, factor_rate)
+    check_choice(ie_factor, "ie_factor", ("online", "feature"), fn=fn)
     dev = resolve_device(device, net_a)
     net_a = unwrap_model(net_a).to(dev)
     net_b = unwrap_model(net_b).to(dev)
     la = _feature_layer(net_a, layer_a, fn, "layer_a")
     lb = _feature_layer(net_b, layer_b, fn, "layer_b")
-    hp = {"kl_weight": kl_weight, "temperature": temperature, "p": p}
+    hp = {"kl_weight": kl_weight, "temperature": temperature, "p": p, "ie_factor": ie_factor if ie else None}
     heads_a, heads_b = nn.ModuleDict(), nn.ModuleDict()
     # One no-grad probe of both networks on the first batch: every shape check runs before training.
     with FeatureTap(net_a, la) as ta, FeatureTap(net_b, lb) as tb:
-        fa, za = _probe(net_a, ta, la, loader, dev, with_output=True)
-        fb, zb = _probe(net_b, tb, lb, loader, dev, with_output=True)
+        fa, za = _probe(net_a, ta, la, loader, dev, with_output=True, fn=fn)
+        fb, zb = _probe(net_b, tb, lb, loader, dev, with_output=True, fn=fn)
     if za.dim() != 2 or zb.dim() != 2 or za.shape[1] != zb.shape[1]:
         raise ValueError(
             f"{fn}: 'net_a' and 'net_b' must output logits (B, K) with the same number of classes K; "
@@ -935,9 +984,13 @@ def mutual(
         inherit_channel_count(split, int(fa.shape[1]), fn=f"{fn} (net_a)")
         inherit_channel_count(split, int(fb.shape[1]), fn=f"{fn} (net_b)")
         kw: dict[str, Any] = {"device": dev, "dtype": fa.dtype}
-        ae_a = FactorAutoencoder(int(fa.shape[1]), factor_rate, **kw)
-        ae_b = FactorAutoencoder(int(fb.shape[1]), factor_rate, **kw)
-        heads_a["ae"], heads_b["ae"] = ae_a, ae_b
+        if ie_factor == "online":
+            ae_a = FactorAutoencoder(int(fa.shape[1]), factor_rate, **kw)
+            ae_b = FactorAutoencoder(int(fb.shape[1]), factor_rate, **kw)
+            heads_a["ae"], heads_b["ae"] = ae_a, ae_b
+            ch_a, ch_b = ae_a.factor_channels, ae_b.factor_channels  # the factor each network offers
+        else:
+            ch_a, ch_b = int(fa.shape[1]), int(fb.shape[1])
         ie_kw: dict[str, Any] = {
             "split": split,
             "inherit_weight": inherit_weight,
@@ -946,8 +999,8 @@ def mutual(
             "explore_encoder": explore_encoder,
             **kw,
         }
-        heads_a["ie"] = InheritExploreLoss(int(fa.shape[1]), ae_b.factor_channels, layer=la, **ie_kw)
-        heads_b["ie"] = InheritExploreLoss(int(fb.shape[1]), ae_a.factor_channels, layer=lb, **ie_kw)
+        heads_a["ie"] = InheritExploreLoss(int(fa.shape[1]), ch_b, layer=la, **ie_kw)
+        heads_b["ie"] = InheritExploreLoss(int(fb.shape[1]), ch_a, layer=lb, **ie_kw)
     a = _MutualNet(net_a, la, heads_a, hp)
     b = _MutualNet(net_b, lb, heads_b, hp)
     wa, wb = maybe_ddp(a, dev), maybe_ddp(b, dev)

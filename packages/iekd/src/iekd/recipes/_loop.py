@@ -136,9 +136,54 @@ def safe_len(loader: Any) -> int | None:
         return None
 
 
+def check_run_args(
+    fn: str,
+    *,
+    loader: Any,
+    optimizer: Any,
+    scheduler: Any,
+    callback: Any,
+    progress: Any,
+    checkpoint: Any,
+    resume: Any,
+) -> None:
+    """Validate the arguments every recipe shares, before any work (no iteration of ``loader``).
+
+    An empty sized loader (``len(loader) == 0``) is rejected here; an empty unsized one by the shape probe.
+    """
+    if not hasattr(loader, "__iter__"):
+        raise TypeError(
+            f"{fn}: 'loader' must be an iterable of (images, labels) batches; got {type(loader).__name__}"
+        )
+    if safe_len(loader) == 0:
+        raise ValueError(f"{fn}: 'loader' yields no batch (len(loader) == 0); give it at least one batch")
+    for name, value, what in (
+        ("optimizer", optimizer, "(params -> torch.optim.Optimizer)"),
+        ("scheduler", scheduler, "(optimizer -> scheduler)"),
+        ("callback", callback, "(metrics dict -> None)"),
+    ):
+        if value is not None and not callable(value):
+            raise TypeError(f"{fn}: '{name}' must be a callable {what} or None; got {type(value).__name__}")
+    if progress is not None and not isinstance(progress, bool):
+        raise TypeError(f"{fn}: 'progress' must be a bool or None; got {type(progress).__name__}")
+    if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
+        raise TypeError(
+            f"{fn}: 'checkpoint' must be a path (str or os.PathLike) or None; got {type(checkpoint).__name__}"
+        )
+    if not isinstance(resume, bool):
+        raise TypeError(f"{fn}: 'resume' must be a bool; got {type(resume).__name__}")
+    if resume and checkpoint is None:
+        raise ValueError(f"{fn}: 'resume=True' needs a 'checkpoint' path")
+
+
 def to_device(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-        raise ValueError("recipes: each batch must be a tuple (images, labels)")
+        got = (
+            type(batch).__name__
+            if not isinstance(batch, (tuple, list))
+            else f"{type(batch).__name__} of {len(batch)}"
+        )
+        raise ValueError(f"recipes: each batch must be a tuple (images, labels); got {got}")
     x, y = batch[0], batch[1]
     return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
