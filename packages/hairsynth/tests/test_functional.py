@@ -136,6 +136,11 @@ class TestLosses:
             ValueError, match=r"feature_matching_loss: 'fake_features' and 'real_features' must be"
         ):
             feature_matching_loss(a, b[:1])
+        # a bare tensor is not a list of layers (it used to be iterated row by row without complaint)
+        with pytest.raises(
+            TypeError, match=r"feature_matching_loss: 'fake_features' must be a list or tuple of tensors"
+        ):
+            feature_matching_loss(torch.ones(2, device=device), b)  # type: ignore[arg-type]
 
     def test_masked_l1(self, device):
         p = torch.zeros(1, 2, 2, 2, device=device)
@@ -189,7 +194,17 @@ class TestMetrics:
         assert ssim(x, y, m).item() == pytest.approx(1.0, abs=1e-5)
         assert ssim(x, y).item() < 0.9
         with pytest.raises(ValueError, match=r"ssim: images must be at least 11x11"):
-            ssim(torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 8))
+            ssim(torch.rand(1, 1, 8, 8, device=device), torch.rand(1, 1, 8, 8, device=device))
+        with pytest.raises(ValueError, match=r"ssim: 'mask' must lie in \[0.0, 1.0\]"):
+            ssim(x, y, m * 3)
+        with pytest.raises(TypeError, match=r"psnr: 'mask' must be bool or floating"):
+            psnr(x, y, m.long())
+        with pytest.raises(ValueError, match=r"psnr: 'mask' must lie in \[0.0, 1.0\]"):
+            psnr(x, y, m - 1)
+        # a bool mask is the same as its float version
+        assert torch.equal(psnr(x, y, m.bool()), psnr(x, y, m)) and torch.equal(
+            ssim(x, y, m.bool()), ssim(x, y, m)
+        )
 
     def test_swd_shift_by_hand(self, device):
         # 1 channel, 1x1 patches, no normalisation: every direction is +-1, so SWD is the 1-D W1 distance

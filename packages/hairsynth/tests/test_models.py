@@ -61,6 +61,8 @@ class TestUNet:
             net(torch.rand(1, 7, 16, 16, device=device))
         with pytest.raises(ValueError, match=r"UNetGenerator: 'norm' must be one of"):
             UNetGenerator(8, norm="group")
+        with pytest.raises(ValueError, match=r"UNetGenerator: 'num_dropout' must be an int >= 0; got -1"):
+            UNetGenerator(8, num_dropout=-1)
 
 
 class TestDiscriminator:
@@ -94,6 +96,10 @@ class TestDiscriminator:
             d(torch.rand(1, 8, 32, 32, device=device))
         with pytest.raises(ValueError, match=r"PatchDiscriminator: 'num_layers' must be an int >= 1"):
             PatchDiscriminator(11, num_layers=0)
+        with pytest.raises(
+            ValueError, match=r"PatchDiscriminator: 'base_channels' must be an int >= 1; got 0"
+        ):
+            PatchDiscriminator(11, base_channels=0)
 
 
 class TestHairSynthesisNet:
@@ -168,6 +174,8 @@ class TestRegistryAndCheckpoint:
         )
         with pytest.raises(ValueError, match=r"create_model: unknown model 'nope'"):
             create_model("nope")
+        with pytest.raises(TypeError, match=r"hairsynth_tiny: unknown argument\(s\) \['bogus'\]; valid: "):
+            create_model("hairsynth_tiny", bogus=1)
 
     def test_checkpoint_roundtrip(self, tmp_path, device):
         model = create_model("hairsynth_tiny", feather_radius=2).to(device)
@@ -304,6 +312,15 @@ class TestSynthesizer:
             syn.synthesize("img.png", m, [])
         with pytest.raises(ValueError, match=r"got 2 stroke lists for a batch of 1 images"):
             syn.synthesize(img, m, [[], []])
+        sc, sm = torch.zeros(3, 32, 32, device=device), torch.zeros(1, 32, 32, device=device)
+        with pytest.raises(
+            TypeError, match=r"Synthesizer.synthesize: 'strokes\[1\]' \(stroke_mask\) must be floating"
+        ):
+            syn.synthesize(img, m, (sc, sm.long()))
+        with pytest.raises(
+            ValueError, match=r"Synthesizer.synthesize: 'strokes\[1\]' \(stroke_mask\) must lie in"
+        ):
+            syn.synthesize(img, m, (sc, sm + 2))
 
 
 class TestPerceptual:

@@ -57,6 +57,14 @@ class TestData:
             HairPairDataset(celeb, "val", size=8)
         with pytest.raises(IndexError, match=r"HairPairDataset: index 5 out of range"):
             ds[5]
+        with pytest.raises(ValueError, match=r"HairPairDataset: 'mask_dilation' must be an int >= 0; got -1"):
+            HairPairDataset(celeb, "val", size=32, mask_dilation=-1)
+        with pytest.raises(
+            ValueError, match=r"HairPairDataset: 'stroke_width' must be \(low, high\) with 0 < low"
+        ):
+            HairPairDataset(celeb, "val", size=32, stroke_width=(0.0, 1.0))
+        with pytest.raises(ValueError, match=r"HairPairDataset: 'limit' must be None or an int >= 1; got 0"):
+            HairPairDataset(celeb, "val", size=32, limit=0)
 
 
 def _fill_baseline(ds):

@@ -234,6 +234,7 @@ def feature_matching_loss(
         Scalar loss.
 
     Raises:
+        TypeError: an argument that is not a list or tuple of tensors.
         ValueError: different numbers of layers or mismatched shapes.
 
     Examples:
@@ -241,6 +242,11 @@ def feature_matching_loss(
         1.0
     """
     fn = "feature_matching_loss"
+    for name, feats in (("fake_features", fake_features), ("real_features", real_features)):
+        if not isinstance(feats, (list, tuple)) or not all(isinstance(t, torch.Tensor) for t in feats):
+            raise TypeError(
+                f"{fn}: '{name}' must be a list or tuple of tensors (one per layer); got {type(feats).__name__}"
+            )
     if len(fake_features) != len(real_features) or len(fake_features) == 0:
         raise ValueError(
             f"{fn}: 'fake_features' and 'real_features' must be non-empty and of equal length; "
@@ -307,15 +313,15 @@ def psnr(
     Args:
         pred: ``(B, C, H, W)``.
         target: ``(B, C, H, W)``.
-        mask: optional ``(B, 1, H, W)`` weights.
+        mask: optional ``(B, 1, H, W)`` weights in ``[0, 1]`` (float or bool; batch 1 broadcasts).
         data_range: ``R``, the value range (1 for ``[0, 1]`` images).
 
     Returns:
         ``(B,)`` PSNR in dB (``inf`` for identical images).
 
     Raises:
-        TypeError: non-float inputs.
-        ValueError: shape mismatches or non-positive ``data_range``.
+        TypeError: non-float inputs or a mask that is neither float nor bool.
+        ValueError: shape or device mismatches, a mask outside ``[0, 1]`` or non-positive ``data_range``.
 
     Examples:
         >>> round(float(psnr(torch.zeros(1, 1, 2, 2), torch.full((1, 1, 2, 2), 0.1))[0]), 4)
@@ -331,10 +337,23 @@ def psnr(
     if mask is None:
         mse = se.mean(dim=(1, 2, 3))
     else:
-        check_shape(mask, "B,1,H,W", "mask", fn=fn, dims={"H": dims["H"], "W": dims["W"]})
-        m = mask.expand(dims["B"], 1, dims["H"], dims["W"]).to(se.dtype)
+        m = _metric_mask(mask, dims, se, fn=fn).expand(dims["B"], 1, dims["H"], dims["W"])
         mse = (se * m).sum(dim=(1, 2, 3)) / (m.sum(dim=(1, 2, 3)) * dims["C"]).clamp_min(1e-12)
     return 10.0 * torch.log10(data_range**2 / mse)
+
+
+def _metric_mask(mask: torch.Tensor, dims: dict[str, int], like: torch.Tensor, *, fn: str) -> torch.Tensor:
+    """Check a metric's ``(B|1, 1, H, W)`` mask (bool or float in ``[0, 1]``) and expand it to ``like``'s dtype."""
+    if not isinstance(mask, torch.Tensor) or not (mask.is_floating_point() or mask.dtype == torch.bool):
+        got = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise TypeError(f"{fn}: 'mask' must be bool or floating in [0, 1]; got {got}")
+    check_shape(mask, "B,1,H,W", "mask", fn=fn, dims={"H": dims["H"], "W": dims["W"]})
+    if mask.shape[0] not in (1, dims["B"]):
+        raise ValueError(f"{fn}: 'mask' must have batch 1 or {dims['B']}; got {tuple(mask.shape)}")
+    check_same_device(("pred", like), ("mask", mask), fn=fn)
+    m = mask.to(like.dtype)
+    check_range(m, "mask", fn=fn, low=0.0, high=1.0)
+    return m
 
 
 def _gauss_window(size: int, sigma: float, like: torch.Tensor) -> torch.Tensor:
@@ -361,7 +380,7 @@ def ssim(
     Args:
         pred: ``(B, C, H, W)`` with ``H, W >= window_size``.
         target: ``(B, C, H, W)``.
-        mask: optional ``(B, 1, H, W)`` weights.
+        mask: optional ``(B, 1, H, W)`` weights in ``[0, 1]`` (float or bool; batch 1 broadcasts).
         data_range: value range ``R``.
         window_size: odd Gaussian window side.
         sigma: Gaussian sigma.
@@ -370,8 +389,8 @@ def ssim(
         ``(B,)`` SSIM values (1 for identical images).
 
     Raises:
-        TypeError: non-float inputs.
-        ValueError: shape mismatches, images smaller than the window.
+        TypeError: non-float inputs or a mask that is neither float nor bool.
+        ValueError: shape or device mismatches, a mask outside ``[0, 1]``, images smaller than the window.
 
     Examples:
         >>> x = torch.rand(1, 3, 16, 16)
@@ -405,9 +424,10 @@ def ssim(
     smap = smap.mean(dim=1, keepdim=True)
     if mask is None:
         return smap.mean(dim=(1, 2, 3))
-    check_shape(mask, "B,1,H,W", "mask", fn=fn, dims={"H": dims["H"], "W": dims["W"]})
     h = window_size // 2
-    m = mask[..., h : dims["H"] - h, h : dims["W"] - h].expand(dims["B"], 1, -1, -1).to(smap.dtype)
+    m = _metric_mask(mask, dims, smap, fn=fn)[..., h : dims["H"] - h, h : dims["W"] - h].expand(
+        dims["B"], 1, -1, -1
+    )
     return (smap * m).sum(dim=(1, 2, 3)) / m.sum(dim=(1, 2, 3)).clamp_min(1e-12)
 
 

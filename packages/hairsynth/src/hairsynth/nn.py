@@ -99,6 +99,8 @@ class UNetGenerator(nn.Module):
             raise ValueError(f"{fn}: 'output' must be 'sigmoid', 'tanh' or 'linear'; got {output!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"{fn}: 'dropout' must be in [0, 1); got {dropout!r}")
+        if not isinstance(num_dropout, int) or num_dropout < 0:
+            raise ValueError(f"{fn}: 'num_dropout' must be an int >= 0; got {num_dropout!r}")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.base_channels, self.num_downs, self.max_channels = base_channels, num_downs, max_channels
         self.norm, self.dropout, self.num_dropout, self.output = norm, dropout, num_dropout, output
@@ -212,6 +214,8 @@ class PatchDiscriminator(nn.Module):
         fn = "PatchDiscriminator"
         if not isinstance(in_channels, int) or in_channels < 1:
             raise ValueError(f"{fn}: 'in_channels' must be an int >= 1; got {in_channels!r}")
+        if not isinstance(base_channels, int) or base_channels < 1:
+            raise ValueError(f"{fn}: 'base_channels' must be an int >= 1; got {base_channels!r}")
         if not isinstance(num_layers, int) or num_layers < 1:
             raise ValueError(f"{fn}: 'num_layers' must be an int >= 1; got {num_layers!r}")
         if norm not in _NORMS:

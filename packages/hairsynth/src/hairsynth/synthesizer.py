@@ -176,6 +176,16 @@ class Synthesizer:
             and all(isinstance(t, torch.Tensor) for t in strokes)
         ):
             sc, sm = cast("tuple[torch.Tensor, torch.Tensor]", strokes)
+            for i, (what, t) in enumerate((("stroke_color", sc), ("stroke_mask", sm))):
+                if not t.is_floating_point():
+                    raise TypeError(
+                        f"{fn}: 'strokes[{i}]' ({what}) must be floating in [0, 1]; got {t.dtype}"
+                    )
+                if t.numel() and not (float(t.min()) >= 0.0 and float(t.max()) <= 1.0):
+                    raise ValueError(
+                        f"{fn}: 'strokes[{i}]' ({what}) must lie in [0, 1]; got values in "
+                        f"[{float(t.min()):.6g}, {float(t.max()):.6g}]"
+                    )
             if sc.dim() == 3:
                 sc, sm = sc.unsqueeze(0), sm.unsqueeze(0)
             if tuple(sc.shape) not in ((b, 3, h, w), (1, 3, h, w)) or tuple(sm.shape) not in (

@@ -76,6 +76,10 @@ class HairPairDataset(Dataset):
         seed: seed for ``deterministic`` sampling and stroke extraction.
         limit: use only the first ``limit`` pairs.
 
+    Raises:
+        ValueError: a bad ``size``, ``stroke_count``, ``stroke_width``, ``mask_dilation`` or ``limit``.
+        FileNotFoundError: no image/mask pairs under ``root[/split]`` (see :func:`find_pairs`).
+
     Sample:
         dict with ``image (3, S, S)`` in ``[0, 1]``, ``mask (1, S, S)`` (region to synthesise),
         ``hair_mask (1, S, S)``, ``stroke_color (3, S, S)``, ``stroke_mask (1, S, S)``, ``index`` (int).
@@ -103,6 +107,14 @@ class HairPairDataset(Dataset):
             raise ValueError(
                 f"{fn}: 'stroke_count' must be (low, high) with 0 <= low <= high; got {stroke_count!r}"
             )
+        if len(stroke_width) != 2 or not 0 < float(stroke_width[0]) <= float(stroke_width[1]):
+            raise ValueError(
+                f"{fn}: 'stroke_width' must be (low, high) with 0 < low <= high; got {stroke_width!r}"
+            )
+        if not isinstance(mask_dilation, int) or mask_dilation < 0:
+            raise ValueError(f"{fn}: 'mask_dilation' must be an int >= 0; got {mask_dilation!r}")
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            raise ValueError(f"{fn}: 'limit' must be None or an int >= 1; got {limit!r}")
         self.pairs = find_pairs(root, split)
         if limit is not None:
             self.pairs = self.pairs[: int(limit)]

@@ -94,6 +94,10 @@ _CONFIG_KEYS = (
 def _create_hairnet(
     arch: str, defaults: dict[str, Any], weights: str | os.PathLike[str] | None, **kwargs: Any
 ) -> HairSynthesisNet:
+    valid = [*_CONFIG_KEYS, "device", "dtype"]
+    unknown = sorted(k for k in kwargs if k not in valid)
+    if unknown:
+        raise TypeError(f"{arch}: unknown argument(s) {unknown}; valid: {valid}")
     cfg = dict(defaults)
     ckpt = None
     if weights is not None:
