@@ -85,6 +85,21 @@ class TestFit:
             fit(m, torch.zeros(2, 3, 4, 5, dtype=torch.float64, device=device))
         with pytest.raises(TypeError, match="fit: 'model' must be a LinearFaceModel"):
             fit("model", torch.zeros(15, 3))
+        lm = torch.zeros(15, 3, dtype=torch.float64, device=device)
+        with pytest.raises(ValueError, match="fit: 'rounds' must be >= 1; got 0"):
+            fit(m, lm, rounds=0)
+        with pytest.raises(TypeError, match="fit: 'iters_per_round' must be an int; got float"):
+            fit(m, lm, iters_per_round=2.5)
+        with pytest.raises(TypeError, match="fit: 'camera' must be a PerspectiveCamera or None; got dict"):
+            fit(m, lm[:, :2], camera={"focal": 1.0})
+        with pytest.raises(TypeError, match=r"fit: 'vertex_indices' must be a torch\.Tensor; got list"):
+            fit(m, lm, vertex_indices=list(range(15)))
+        with pytest.raises(ValueError, match=r"fit: 'vertex_indices' must index the 30 vertices \(0 .. 29\)"):
+            fit(m, lm, vertex_indices=torch.arange(15, device=device) + 20)
+        with pytest.raises(ValueError, match="PerspectiveCamera: 'focal' must be > 0"):
+            PerspectiveCamera(focal=0.0, cx=1.0, cy=1.0)
+        with pytest.raises(TypeError, match="PerspectiveCamera: 'cx' must be a number; got str"):
+            PerspectiveCamera(focal=1.0, cx="1", cy=1.0)
 
     def test_axis_angle_reference(self, device):
         # 90 degrees about z maps x to y (hand computed)

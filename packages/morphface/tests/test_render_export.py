@@ -94,6 +94,16 @@ class TestRender:
         assert img.shape == (32, 32, 3) and float(img.min()) >= 0 and float(img.max()) <= 1
         with pytest.raises(ValueError, match="render_preview: UV-map albedo/specular need 'uvs'"):
             render_preview(m.mean, m.faces, albedo=alb)
+        with pytest.raises(
+            ValueError, match=r"render_preview: 'faces' must index the 81 vertices \(0 .. 80\)"
+        ):
+            render_preview(m.mean, m.faces + 1)
+        with pytest.raises(TypeError, match="render_preview: 'faces' must be an integer tensor"):
+            render_preview(m.mean, m.faces.float())
+        with pytest.raises(TypeError, match="render_preview: 'resolution' must be an int; got float"):
+            render_preview(m.mean, m.faces, resolution=32.0)
+        with pytest.raises(ValueError, match="render_preview: 'specular' must be >= 0"):
+            render_preview(m.mean, m.faces, specular=-0.5)
 
 
 class TestExport:
@@ -454,5 +464,21 @@ def test_pipeline_and_export_errors(device, tmp_path):
         morphface.generate_faces(m, torch.zeros(1, 4, device=device))
     with pytest.raises(TypeError, match="generate_faces: 'model' must be a LinearFaceModel"):
         morphface.generate_faces("m", torch.zeros(1, 3))
+    ident = torch.zeros(1, 3, device=device)
+    with pytest.raises(
+        TypeError, match="generate_faces: 'attribute_generator' must be an AttributeGenerator"
+    ):
+        morphface.generate_faces(m, ident, attribute_generator="gen.pt")
+    with pytest.raises(
+        TypeError, match=r"generate_faces: 'generator' must be a torch\.Generator or None; got int"
+    ):
+        morphface.generate_faces(m, ident, generator=0)
+    with pytest.raises(ValueError, match="generate_faces: 'displacement_scale' must be > 0"):
+        morphface.generate_faces(m, ident, displacement_scale=0.0)
+    with pytest.raises(TypeError, match=r"interpolate: 't' must be a float or a \(T,\) tensor; got str"):
+        interpolate(ident, ident, "half")
+    with pytest.raises(TypeError, match=r"save_checkpoint: 'networks\['g'\]' must be an nn\.Module; got str"):
+        save_checkpoint(tmp_path / "x.pt", {"g": "not a module"})
+    assert not (tmp_path / "x.pt").exists()
     with pytest.raises(TypeError, match="export: 'face' must be a FaceAsset"):
         morphface.export({"vertices": 1}, tmp_path)

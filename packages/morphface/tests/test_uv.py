@@ -97,3 +97,26 @@ class TestRasterizeUV:
             uv.sample_uv(torch.zeros(2, 2, device=device), t)
         with pytest.raises(ValueError, match=r"sample_uv: 'mode' must be"):
             uv.sample_uv(torch.zeros(1, 1, 2, 2, device=device), t, mode="cubic")
+        # uv_maps: faces must index the attributes and match the rasterised triangles
+        f = torch.tensor([[0, 1, 2]], device=device)
+        r = uv.rasterize_uv(t, f, 8)
+        attr = torch.rand(3, 2, device=device)
+        with pytest.raises(
+            ValueError, match=r"uv_maps: 'faces' must index the 3 vertices \(0 .. 2\); got \[0, 5\]"
+        ):
+            uv.uv_maps(attr, torch.tensor([[0, 1, 5]], device=device), r)
+        if bool(r.mask.any()):
+            with pytest.raises(ValueError, match=r"uv_maps: 'raster' refers to triangle 0 but 'faces' has 0"):
+                uv.uv_maps(attr, f[:0], r)
+        with pytest.raises(
+            ValueError, match=r"fill_uv_holes: 'mask' must have shape \(8, 8\) or \(1, 1, 8, 8\)"
+        ):
+            uv.fill_uv_holes(
+                torch.zeros(1, 1, 8, 8, device=device), torch.ones(4, 4, dtype=torch.bool, device=device)
+            )
+        with pytest.raises(ValueError, match=r"fill_uv_holes: 'iterations' must be an int >= 0; got -1"):
+            uv.fill_uv_holes(
+                torch.zeros(1, 1, 8, 8, device=device),
+                torch.ones(8, 8, dtype=torch.bool, device=device),
+                iterations=-1,
+            )

@@ -10,6 +10,7 @@ checked with one ``dims`` dict), a number is exact, ``*`` stands for any number 
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import torch
@@ -18,6 +19,7 @@ __all__ = [
     "check_finite",
     "check_floating",
     "check_generator",
+    "check_index",
     "check_int",
     "check_positive",
     "check_range",
@@ -126,8 +128,9 @@ def check_positive(value: float, name: str, *, fn: str, strict: bool = True) -> 
 
 
 def check_int(value: Any, name: str, *, fn: str, minimum: int = 1) -> None:
-    """Raise ``TypeError`` unless ``value`` is an ``int`` (not a bool), ``ValueError`` if below ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    """Raise ``TypeError`` unless ``value`` is an integer (Python or NumPy, not a bool), ``ValueError`` if
+    below ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{fn}: '{name}' must be an int; got {type(value).__name__} {value!r}")
     if value < minimum:
         raise ValueError(f"{fn}: '{name}' must be >= {minimum}; got {value}")
@@ -137,3 +140,12 @@ def check_generator(generator: Any, *, fn: str, name: str = "generator") -> None
     """Raise ``TypeError`` unless ``generator`` is ``None`` or a ``torch.Generator``."""
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"{fn}: '{name}' must be a torch.Generator or None; got {type(generator).__name__}")
+
+
+def check_index(idx: torch.Tensor, size: int, name: str, *, fn: str, what: str = "vertices") -> None:
+    """Raise ``ValueError`` unless every entry of ``idx`` lies in ``[0, size)`` (skipped under compile)."""
+    if _compiling() or idx.numel() == 0:
+        return
+    lo, hi = int(idx.min()), int(idx.max())
+    if lo < 0 or hi >= size:
+        raise ValueError(f"{fn}: '{name}' must index the {size} {what} (0 .. {size - 1}); got [{lo}, {hi}]")

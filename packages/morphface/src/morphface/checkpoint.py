@@ -71,7 +71,23 @@ def save_checkpoint(
         optimizers: optional name -> optimizer.
         step: training step.
         metrics: optional scalar metrics.
+
+    Raises:
+        TypeError: ``networks`` is not a dict of modules, or ``optimizers`` not a dict of optimizers.
     """
+    fn = "save_checkpoint"
+    if not isinstance(networks, dict) or not networks:
+        raise TypeError(
+            f"{fn}: 'networks' must be a non-empty dict name -> nn.Module; got {type(networks).__name__}"
+        )
+    for name, net in networks.items():
+        if not isinstance(net, nn.Module):
+            raise TypeError(f"{fn}: 'networks[{name!r}]' must be an nn.Module; got {type(net).__name__}")
+    for name, opt in (optimizers or {}).items():
+        if not isinstance(opt, torch.optim.Optimizer):
+            raise TypeError(
+                f"{fn}: 'optimizers[{name!r}]' must be a torch.optim.Optimizer; got {type(opt).__name__}"
+            )
     payload: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "package": "morphface",

@@ -14,12 +14,21 @@ projected onto [0, 1] between L-BFGS rounds.
 from __future__ import annotations
 
 import logging
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from ._checks import check_finite, check_floating, check_positive, check_shape
+from ._checks import (
+    check_finite,
+    check_floating,
+    check_index,
+    check_int,
+    check_positive,
+    check_shape,
+    check_tensor,
+)
 from ._utils import as_vertex_tensor
 from .geometry import similarity_transform
 from .models.linear import LinearFaceModel
@@ -46,6 +55,14 @@ class PerspectiveCamera:
     focal: float
     cx: float
     cy: float
+
+    def __post_init__(self) -> None:
+        fn = "PerspectiveCamera"
+        for name in ("focal", "cx", "cy"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise TypeError(f"{fn}: '{name}' must be a number; got {type(value).__name__}")
+        check_positive(self.focal, "focal", fn=fn)
 
 
 def project_points(points: torch.Tensor, camera: PerspectiveCamera) -> torch.Tensor:
@@ -171,8 +188,10 @@ def fit(
         A :class:`FitResult`.
 
     Raises:
-        TypeError: non-float target.
-        ValueError: bad shapes, unknown ``kind``, a missing camera or landmarks.
+        TypeError: non-float target, a ``camera`` that is not a :class:`PerspectiveCamera`, non-integer
+            ``vertex_indices``, ``rounds`` or ``iters_per_round``.
+        ValueError: bad shapes, unknown ``kind``, a missing camera or landmarks, out-of-range
+            ``vertex_indices``, ``rounds`` / ``iters_per_round`` < 1, negative prior weights.
     """
     fn = "fit"
     if not isinstance(model, LinearFaceModel):
@@ -185,6 +204,18 @@ def fit(
     check_finite(y, "target", fn=fn)
     check_positive(prior_weight, "prior_weight", fn=fn, strict=False)
     check_positive(expression_prior_weight, "expression_prior_weight", fn=fn, strict=False)
+    check_int(rounds, "rounds", fn=fn)
+    check_int(iters_per_round, "iters_per_round", fn=fn)
+    if camera is not None and not isinstance(camera, PerspectiveCamera):
+        raise TypeError(f"{fn}: 'camera' must be a PerspectiveCamera or None; got {type(camera).__name__}")
+    if init_distance is not None:
+        check_positive(init_distance, "init_distance", fn=fn)
+    if vertex_indices is not None:
+        check_tensor(vertex_indices, "vertex_indices", fn=fn)
+        if vertex_indices.is_floating_point() or vertex_indices.dtype == torch.bool:
+            raise TypeError(f"{fn}: 'vertex_indices' must be an integer tensor; got {vertex_indices.dtype}")
+        check_shape(vertex_indices, "L", "vertex_indices", fn=fn)
+        check_index(vertex_indices, model.n_vertices, "vertex_indices", fn=fn)
     if kind == "auto":
         kind = (
             "landmarks2d"

@@ -28,6 +28,7 @@ def interpolate(
         (..., D) for a float ``t``, (T, ..., D) for a tensor ``t``.
 
     Raises:
+        TypeError: non-tensor or non-float ``a`` / ``b``, or a ``t`` that is neither a number nor a tensor.
         ValueError: shape mismatch or unknown mode.
 
     Examples:
@@ -43,6 +44,8 @@ def interpolate(
         )
     if mode not in ("linear", "slerp"):
         raise ValueError(f"{fn}: 'mode' must be 'linear' or 'slerp'; got {mode!r}")
+    if isinstance(t, bool) or not isinstance(t, (int, float, torch.Tensor)):
+        raise TypeError(f"{fn}: 't' must be a float or a (T,) tensor; got {type(t).__name__}")
     scalar = not isinstance(t, torch.Tensor)
     tt = torch.as_tensor(t, dtype=a.dtype, device=a.device).reshape(-1)
     if isinstance(t, torch.Tensor):

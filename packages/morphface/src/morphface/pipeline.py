@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ._checks import check_floating, check_shape, check_tensor
+from ._checks import check_floating, check_generator, check_positive, check_shape, check_tensor
 from .export import FaceAsset
 from .geometry import subdivide, vertex_normals
 from .models.attribute import AttributeGenerator, Upsampler
@@ -64,6 +64,14 @@ def generate_faces(
         raise TypeError(f"{fn}: 'model' must be a LinearFaceModel; got {type(model).__name__}")
     check_floating(identity, "identity", fn=fn)
     dims = check_shape(identity, f"B,{model.n_identity}", "identity", fn=fn)
+    if attribute_generator is not None and not isinstance(attribute_generator, AttributeGenerator):
+        raise TypeError(
+            f"{fn}: 'attribute_generator' must be an AttributeGenerator or None; "
+            f"got {type(attribute_generator).__name__}"
+        )
+    check_generator(generator, fn=fn)
+    check_positive(position_scale, "position_scale", fn=fn)
+    check_positive(displacement_scale, "displacement_scale", fn=fn)
     stages = [upsamplers] if isinstance(upsamplers, Upsampler) else list(upsamplers)
     for i, st in enumerate(stages):
         if not isinstance(st, Upsampler):

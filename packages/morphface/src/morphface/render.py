@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_floating, check_shape
+from ._checks import check_floating, check_index, check_int, check_positive, check_shape
 from ._raster import rasterize_triangles
 from .fit import PerspectiveCamera, project_points
 from .geometry import vertex_normals
@@ -84,7 +84,9 @@ def render_preview(
         (H, W, 3) image in [0, 1], on the device/dtype of ``vertices``.
 
     Raises:
-        ValueError: bad shapes, or UV maps without ``uvs``/``face_uvs``.
+        TypeError: non-float vertices, non-integer faces or resolution.
+        ValueError: bad shapes, out-of-range face indices, ``resolution`` < 1, a negative ``specular``,
+            ``shininess`` or ``gamma`` <= 0, or UV maps without ``uvs``/``face_uvs``.
 
     Examples:
         >>> v = torch.tensor([[-1.0, -1, 0], [1, -1, 0], [0, 1, 0]])
@@ -95,8 +97,14 @@ def render_preview(
     check_floating(vertices, "vertices", fn=fn)
     dims = check_shape(vertices, "V,3", "vertices", fn=fn)
     check_shape(faces, "F,3", "faces", fn=fn)
-    if resolution < 1:
-        raise ValueError(f"{fn}: 'resolution' must be >= 1; got {resolution}")
+    if faces.is_floating_point() or faces.dtype == torch.bool:
+        raise TypeError(f"{fn}: 'faces' must be an integer tensor; got {faces.dtype}")
+    check_index(faces, dims["V"], "faces", fn=fn)
+    check_int(resolution, "resolution", fn=fn)
+    if not isinstance(specular, torch.Tensor):
+        check_positive(specular, "specular", fn=fn, strict=False)
+    check_positive(shininess, "shininess", fn=fn)
+    check_positive(gamma, "gamma", fn=fn)
     uv_maps = (albedo is not None and albedo.ndim == 3) or (
         isinstance(specular, torch.Tensor) and specular.ndim == 3
     )

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_floating, check_shape, check_tensor
+from ._checks import _compiling, check_floating, check_index, check_shape, check_tensor
 from ._raster import interpolate_attributes, rasterize_triangles
 from .geometry import vertex_normals
 
@@ -126,7 +126,9 @@ def uv_maps(
         ``(maps, mask)``: (B, C, H, W) maps (0 outside the layout) and the (H, W) bool mask.
 
     Raises:
-        ValueError: bad shapes.
+        TypeError: non-float attributes or non-integer faces.
+        ValueError: bad shapes, face indices outside the vertices, or a raster of more triangles than
+            ``faces``.
 
     Examples:
         >>> uv = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
@@ -138,8 +140,16 @@ def uv_maps(
     fn = "uv_maps"
     check_floating(vertex_attributes, "vertex_attributes", fn=fn)
     attr = vertex_attributes.unsqueeze(0) if vertex_attributes.ndim == 2 else vertex_attributes
-    check_shape(attr, "B,V,C", "vertex_attributes", fn=fn)
+    dims = check_shape(attr, "B,V,C", "vertex_attributes", fn=fn)
     check_shape(faces, "F,3", "faces", fn=fn)
+    if faces.is_floating_point() or faces.dtype == torch.bool:
+        raise TypeError(f"{fn}: 'faces' must be an integer tensor; got {faces.dtype}")
+    check_index(faces, dims["V"], "faces", fn=fn)
+    if not _compiling() and raster.face_index.numel() and int(raster.face_index.max()) >= faces.shape[0]:
+        raise ValueError(
+            f"{fn}: 'raster' refers to triangle {int(raster.face_index.max())} but 'faces' has "
+            f"{faces.shape[0]}; rasterise the same triangles (in the same order) as 'faces'"
+        )
     fi = raster.face_index.to(attr.device)
     return interpolate_attributes(attr, faces.to(attr.device).long(), fi, raster.bary.to(attr.device))
 
@@ -240,10 +250,22 @@ def fill_uv_holes(maps: torch.Tensor, mask: torch.Tensor, *, iterations: int = 8
 
     Returns:
         (B, C, H, W) maps equal to ``maps`` where covered.
+
+    Raises:
+        TypeError: non-float maps or a non-tensor mask.
+        ValueError: bad shapes or a negative ``iterations``.
     """
     fn = "fill_uv_holes"
     check_floating(maps, "maps", fn=fn)
-    check_shape(maps, "B,C,H,W", "maps", fn=fn)
+    dims = check_shape(maps, "B,C,H,W", "maps", fn=fn)
+    check_tensor(mask, "mask", fn=fn)
+    if tuple(mask.shape) not in ((dims["H"], dims["W"]), (dims["B"], 1, dims["H"], dims["W"])):
+        raise ValueError(
+            f"{fn}: 'mask' must have shape ({dims['H']}, {dims['W']}) or "
+            f"({dims['B']}, 1, {dims['H']}, {dims['W']}); got {tuple(mask.shape)}"
+        )
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
+        raise ValueError(f"{fn}: 'iterations' must be an int >= 0; got {iterations!r}")
     m = mask.to(maps.dtype)
     m = m.view(1, 1, *m.shape[-2:]).expand(maps.shape[0], 1, -1, -1) if m.ndim == 2 else m
     out = maps * m
