@@ -473,6 +473,35 @@ def build_report(args: argparse.Namespace, command: str, wall: float) -> None:
             md.append(
                 f"| {r['model']} | {r['params']:,} | {r['infer_clouds_per_s']:.0f} | {r['train_clouds_per_s']:.0f} | {peak} |"
             )
+        big = bench.get("big_layer")
+        if big and big.get("backward_peak_mb") is not None:
+            md += [
+                "",
+                f"Memory-aware RBF layer (`big_layer`): {big['batch']} clouds x {big['points']:,} points x "
+                f"{big['kernels']:,} kernels, max over points, chunks of {big['chunk']:,} points: one dense response "
+                f"tensor would take {big['dense_tensor_mb']:,.0f} MB; the chunked forward peaked at "
+                f"{big['peak_mb']:,.0f} MB and forward + backward at {big['backward_peak_mb']:,.0f} MB of GPU memory "
+                "(input and several chunk-sized temporaries included).",
+            ]
+        md.append("")
+    cpu_path = os.path.join(args.out, "bench-cpu.json")
+    if os.path.isfile(cpu_path):  # the same benchmark on the CPU (no peak memory there)
+        with open(cpu_path, encoding="utf-8") as fh:
+            cpu = json.load(fh)
+        md += [
+            "### Compute on a CPU (benchmark)",
+            "",
+            f"`benchmarks/run.py --device cpu` (`bench-cpu.json`), batch {cpu['batch_size']}, 1024 points, 40 classes, "
+            f"{cpu['threads']} thread(s) on a 2-core machine shared with other jobs, so only the order of magnitude "
+            "and the ranking within one run are meaningful:",
+            "",
+            "| model | params | inference clouds/s | training clouds/s |",
+            "|---|---|---|---|",
+        ]
+        for r in cpu["models"]:
+            md.append(
+                f"| {r['model']} | {r['params']:,} | {r['infer_clouds_per_s']:.1f} | {r['train_clouds_per_s']:.1f} |"
+            )
         md.append("")
     main = {k: v for k, v in summary.items() if cfgs[k].get("kind") != "ablation"}
     verdict = _verdict(main, bench)

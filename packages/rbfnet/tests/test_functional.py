@@ -168,3 +168,29 @@ class TestRbfActivation:
         p = _points(device, torch.float64)
         out = rbf_activation(p, torch.zeros(2, 3, device=device), torch.ones(2, device=device))
         assert out.dtype == torch.float64 and out.shape == (2, 9, 2)
+
+
+@pytest.mark.parametrize("aggregation", ["max", "sum", "mean"])
+def test_chunked_autograd_keeps_no_dense_tensor(device, aggregation):
+    # Memory-aware path (issue: no dense B x N x M tensor for big clouds): with chunk_size, the tensors
+    # autograd keeps for the backward pass hold at most B * chunk * M values, while the unchunked path
+    # keeps at least one B * N * M tensor (checked too, so the probe itself can fail).
+    b, n, m, chunk = 2, 400, 50, 40
+    p = torch.rand(b, n, 3, device=device)
+    c = torch.rand(m, 3, device=device, requires_grad=True)
+    w = (torch.rand(m, device=device) + 0.3).requires_grad_(True)
+
+    def largest_saved(chunk_size):
+        sizes = [0]
+
+        def pack(t):
+            sizes.append(t.numel())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = rbf_activation(p, c, w, aggregation=aggregation, chunk_size=chunk_size)
+        out.sum().backward()
+        return max(sizes)
+
+    assert largest_saved(chunk) <= b * chunk * m
+    assert largest_saved(None) >= b * n * m

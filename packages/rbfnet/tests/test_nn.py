@@ -106,7 +106,7 @@ class TestRBFLayer:
     def test_constructor_errors(self):
         with pytest.raises(ValueError, match="RBFLayer: 'kernel' must be one of"):
             RBFLayer(4, kernel="box")
-        with pytest.raises(ValueError, match="RBFLayer: 'width_init' must be > 0"):
+        with pytest.raises(ValueError, match="RBFLayer: 'width_init' must be a finite number > 0"):
             RBFLayer(4, width_init=-1.0)
         with pytest.raises(TypeError, match="RBFLayer: 'num_kernels' must be an int; got float"):
             RBFLayer(4.0)  # type: ignore[arg-type]

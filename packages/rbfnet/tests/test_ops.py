@@ -77,7 +77,9 @@ class TestBallQuery:
         assert ops.ball_query(p[:, :1], p, 1.0, 4).tolist() == [[[0, 1, 0, 0]]]
 
     def test_errors(self, device):
-        with pytest.raises(ValueError, match=r"ball_query: 'radius' must be > 0; got 0\.0"):
+        with pytest.raises(
+            ValueError, match=r"ball_query: 'radius' must be a finite number > 0\.0; got 0\.0"
+        ):
             ops.ball_query(torch.rand(1, 2, 3, device=device), torch.rand(1, 5, 3, device=device), 0.0, 2)
 
 

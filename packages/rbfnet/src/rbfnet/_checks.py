@@ -19,6 +19,8 @@ __all__ = [
     "check_finite",
     "check_floating",
     "check_int",
+    "check_module",
+    "check_number",
     "check_points",
     "check_positive",
     "check_range",
@@ -173,3 +175,39 @@ def check_int(value: Any, name: str, *, fn: str, low: int | None = None) -> None
         raise TypeError(f"{fn}: '{name}' must be an int; got {type(value).__name__}")
     if low is not None and value < low:
         raise ValueError(f"{fn}: '{name}' must be >= {low}; got {value}")
+
+
+def check_number(
+    value: Any,
+    name: str,
+    *,
+    fn: str,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    """Raise ``TypeError`` unless ``value`` is a real number (not bool), ``ValueError`` unless it is finite
+    and lies in ``[low, high]`` (``(low, ...`` with ``low_open``, ``..., high)`` with ``high_open``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{fn}: '{name}' must be a number; got {type(value).__name__}")
+    v = float(value)
+    bad = v != v or v in (float("inf"), float("-inf"))
+    if low is not None:
+        bad = bad or (v <= low if low_open else v < low)
+    if high is not None:
+        bad = bad or (v >= high if high_open else v > high)
+    if bad:
+        if high is None and low is not None:
+            want = f"{'>' if low_open else '>='} {low}"
+        else:
+            lo = "-inf" if low is None else f"{low}"
+            hi = "inf" if high is None else f"{high}"
+            want = f"in {'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
+        raise ValueError(f"{fn}: '{name}' must be a finite number {want}; got {value!r}")
+
+
+def check_module(x: Any, name: str, *, fn: str) -> None:
+    """Raise ``TypeError`` unless ``x`` is a ``torch.nn.Module``."""
+    if not isinstance(x, torch.nn.Module):
+        raise TypeError(f"{fn}: '{name}' must be a torch.nn.Module; got {type(x).__name__}")

@@ -71,7 +71,15 @@ def save_checkpoint(
         step: optimizer steps completed.
         metrics: plain-data metrics.
         extra: further plain-data entries (e.g. RNG states as tensors).
+
+    Raises:
+        TypeError: ``path`` is not a path, or ``model`` is not a module.
     """
+    fn = "save_checkpoint"
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{fn}: 'path' must be a str or os.PathLike; got {type(path).__name__}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{fn}: 'model' must be a torch.nn.Module; got {type(model).__name__}")
     inner = _unwrap(model)
     ckpt: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
@@ -123,9 +131,12 @@ def load_checkpoint(
         The checkpoint dict.
 
     Raises:
+        TypeError: ``path`` is not a path.
         FileNotFoundError: missing file.
         ValueError: not an rbfnet checkpoint, or a newer format than this version reads.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"load_checkpoint: 'path' must be a str or os.PathLike; got {type(path).__name__}")
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"load_checkpoint: no checkpoint at {path!r}")

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from ._checks import check_choice, check_floating, check_int, check_points, check_positive
+from ._checks import check_choice, check_floating, check_int, check_number, check_points, check_positive
 from .functional import AGGREGATIONS, KERNELS, rbf_activation
 
 __all__ = ["CENTER_INITS", "RBFLayer", "init_centers"]
@@ -140,8 +140,12 @@ class RBFLayer(nn.Module):
             check_choice(width_init, "width_init", ("auto",), fn=fn)
             sigma = 2.0 * init_radius * num_kernels ** (-1.0 / in_dim)
         else:
-            check_positive(float(width_init), "width_init", fn=fn)
+            check_number(width_init, "width_init", fn=fn, low=0.0, low_open=True)
             sigma = float(width_init)
+        if not isinstance(center_init, (str, torch.Tensor)):
+            raise TypeError(
+                f"{fn}: 'center_init' must be one of {CENTER_INITS} or an (M, D) tensor; got {type(center_init).__name__}"
+            )
         if isinstance(center_init, torch.Tensor):
             check_floating(center_init, "center_init", fn=fn)
             check_points(center_init, "center_init", fn=fn, dim=in_dim, spec="M,D")

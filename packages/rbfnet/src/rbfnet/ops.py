@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from . import _compat
-from ._checks import check_int, check_points, check_positive, check_same_device, check_tensor
+from ._checks import _compiling, check_int, check_number, check_points, check_same_device, check_tensor
 
 __all__ = ["ball_query", "farthest_point_sample", "gather_points", "knn"]
 
@@ -27,7 +27,7 @@ def gather_points(points: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
     Raises:
         TypeError: non-tensor input or non-integer indices.
-        ValueError: batch mismatch.
+        ValueError: batch mismatch, or indices outside ``[0, N)``.
 
     Examples:
         >>> gather_points(torch.arange(6.0).view(1, 3, 2), torch.tensor([[2, 0]]))
@@ -47,6 +47,10 @@ def gather_points(points: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         raise ValueError(
             f"{fn}: 'idx' must be an integer tensor of shape (B, S) or (B, S, K) with B={points.shape[0]}; "
             f"got {tuple(idx.shape)} {idx.dtype}"
+        )
+    if not _compiling() and idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= points.shape[1]):
+        raise ValueError(
+            f"{fn}: 'idx' must lie in [0, N={points.shape[1]}); got values in [{int(idx.min())}, {int(idx.max())}]"
         )
     b, _, c = points.shape
     flat = idx.reshape(b, -1).long()
@@ -186,7 +190,7 @@ def ball_query(
     dims = check_points(query, "query", fn=fn, dim=None, spec="B,S,D")
     check_points(points, "points", fn=fn, dim=None, dims=dims, spec="B,N,D")
     check_same_device(("query", query), ("points", points), fn=fn)
-    check_positive(float(radius), "radius", fn=fn)
+    check_number(radius, "radius", fn=fn, low=0.0, low_open=True)
     check_int(k, "k", fn=fn, low=1)
     n = points.shape[1]
     d = (query.unsqueeze(2) - points.unsqueeze(1)).square().sum(-1)  # (B, S, N)

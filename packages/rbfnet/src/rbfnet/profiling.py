@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._checks import check_int, check_module
 from .models import count_parameters
 
 __all__ = ["measure_model"]
@@ -48,7 +49,17 @@ def measure_model(
 
     Returns:
         ``{"params", "infer_clouds_per_s", "infer_peak_mb", "train_clouds_per_s", "train_peak_mb"}``.
+
+    Raises:
+        TypeError: ``model`` is not a module, or non-int sizes.
+        ValueError: ``batch_size``, ``num_points`` or ``repeats`` below 1, ``warmup`` below 0.
     """
+    fn = "measure_model"
+    check_module(model, "model", fn=fn)
+    check_int(batch_size, "batch_size", fn=fn, low=1)
+    check_int(num_points, "num_points", fn=fn, low=1)
+    check_int(repeats, "repeats", fn=fn, low=1)
+    check_int(warmup, "warmup", fn=fn, low=0)
     dev = torch.device(device)
     model = model.to(dev)
     g = torch.Generator().manual_seed(seed)

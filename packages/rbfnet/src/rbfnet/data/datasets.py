@@ -97,14 +97,35 @@ def sample_mesh_surface(
         ``(points (num_points, 3), normals (num_points, 3))`` float32.
 
     Raises:
-        ValueError: no face with positive area.
+        TypeError: non-array mesh, non-int ``num_points`` or ``rng`` not a ``numpy.random.Generator``.
+        ValueError: wrong shapes, face indices outside the vertices, ``num_points < 1``, or no face with
+            positive area.
     """
+    fn = "sample_mesh_surface"
+    if not isinstance(vertices, np.ndarray) or not isinstance(faces, np.ndarray):
+        raise TypeError(
+            f"{fn}: 'vertices' and 'faces' must be numpy arrays; got {type(vertices).__name__}, {type(faces).__name__}"
+        )
+    if vertices.ndim != 2 or vertices.shape[1] != 3 or faces.ndim != 2 or faces.shape[1] != 3:
+        raise ValueError(
+            f"{fn}: need vertices (V, 3) and faces (F, 3); got {vertices.shape} and {faces.shape}"
+        )
+    if isinstance(num_points, bool) or not isinstance(num_points, (int, np.integer)):
+        raise TypeError(f"{fn}: 'num_points' must be an int; got {type(num_points).__name__}")
+    if num_points < 1:
+        raise ValueError(f"{fn}: 'num_points' must be >= 1; got {num_points}")
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"{fn}: 'rng' must be a numpy.random.Generator; got {type(rng).__name__}")
+    if faces.size and (int(faces.min()) < 0 or int(faces.max()) >= vertices.shape[0]):
+        raise ValueError(
+            f"{fn}: 'faces' must index [0, V={vertices.shape[0]}); got values in [{int(faces.min())}, {int(faces.max())}]"
+        )
     tri = vertices[faces]  # (F, 3, 3)
     cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     area2 = np.linalg.norm(cross, axis=1)
     total = float(area2.sum())
     if faces.shape[0] == 0 or total <= 0:
-        raise ValueError("sample_mesh_surface: the mesh has no face with positive area")
+        raise ValueError(f"{fn}: the mesh has no face with positive area")
     f = rng.choice(faces.shape[0], size=num_points, p=area2 / total)
     r1 = np.sqrt(rng.random(num_points))
     r2 = rng.random(num_points)
@@ -291,6 +312,12 @@ class PointCloudFolder(_PointDataset):
         root = os.fspath(root)
         if not os.path.isdir(root):
             raise FileNotFoundError(f"PointCloudFolder: 'root' {root!r} is not a directory")
+        if max_per_class is not None and (
+            isinstance(max_per_class, bool) or not isinstance(max_per_class, int) or max_per_class < 1
+        ):
+            raise ValueError(
+                f"PointCloudFolder: 'max_per_class' must be an int >= 1 or None; got {max_per_class!r}"
+            )
         names = list(classes) if classes is not None else _class_names(root, ("shape_names.txt",))
         if names is None:
             names = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d, split)))
@@ -440,6 +467,14 @@ class ModelNetMesh(_PointDataset):
         root = os.fspath(root)
         if not os.path.isdir(root):
             raise FileNotFoundError(f"ModelNetMesh: 'root' {root!r} is not a directory")
+        if (
+            isinstance(samples_per_mesh, bool)
+            or not isinstance(samples_per_mesh, int)
+            or samples_per_mesh < 1
+        ):
+            raise ValueError(
+                f"ModelNetMesh: 'samples_per_mesh' must be an int >= 1; got {samples_per_mesh!r}"
+            )
         names = (
             list(classes)
             if classes is not None
@@ -509,7 +544,17 @@ def stack_dataset(dataset: Dataset) -> dict[str, torch.Tensor]:  # type: ignore[
 
     Returns:
         ``{"points": (S, N, 3), "label": (S,), ["normals": (S, N, 3)]}``.
+
+    Raises:
+        TypeError: ``dataset`` is not a sized dataset.
+        ValueError: ``dataset`` is empty.
     """
+    if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
+        raise TypeError(
+            f"stack_dataset: 'dataset' must be a Dataset with __len__; got {type(dataset).__name__}"
+        )
+    if len(dataset) == 0:  # type: ignore[arg-type]
+        raise ValueError("stack_dataset: 'dataset' is empty")
     samples = [dataset[i] for i in range(len(dataset))]  # type: ignore[arg-type]
     out = {
         "points": torch.stack([s["points"] for s in samples]),

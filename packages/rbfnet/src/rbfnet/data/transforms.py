@@ -38,8 +38,11 @@ def normalize_unit_sphere(points: np.ndarray) -> np.ndarray:
         ``(N, 3)`` float32 array (a cloud of one point maps to the origin).
 
     Raises:
+        TypeError: ``points`` is not a numpy array.
         ValueError: wrong shape or empty cloud.
     """
+    if not isinstance(points, np.ndarray):
+        raise TypeError(f"normalize_unit_sphere: 'points' must be a numpy array; got {type(points).__name__}")
     if points.ndim != 2 or points.shape[1] != 3 or points.shape[0] == 0:
         raise ValueError(
             f"normalize_unit_sphere: 'points' must have shape (N, 3) with N >= 1; got {points.shape}"
@@ -90,6 +93,14 @@ class RandomScaleShift:
     """
 
     def __init__(self, scale: tuple[float, float] = (2.0 / 3.0, 1.5), shift: float = 0.2) -> None:
+        if (
+            not isinstance(scale, (tuple, list))
+            or len(scale) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (*scale, shift))
+        ):
+            raise TypeError(
+                f"RandomScaleShift: 'scale' must be a pair of numbers and 'shift' a number; got {scale!r}, {shift!r}"
+            )
         if not (0 < scale[0] <= scale[1]) or shift < 0:
             raise ValueError(
                 f"RandomScaleShift: need 0 < scale[0] <= scale[1] and shift >= 0; got {scale}, {shift}"
@@ -122,6 +133,8 @@ class Jitter:
     """
 
     def __init__(self, sigma: float = 0.01, clip: float = 0.05) -> None:
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (sigma, clip)):
+            raise TypeError(f"Jitter: 'sigma' and 'clip' must be numbers; got {sigma!r}, {clip!r}")
         if sigma < 0 or clip <= 0:
             raise ValueError(f"Jitter: need sigma >= 0 and clip > 0; got sigma={sigma}, clip={clip}")
         self.sigma = sigma
@@ -174,6 +187,10 @@ class RandomPointDropout:
     """
 
     def __init__(self, max_ratio: float = 0.875) -> None:
+        if isinstance(max_ratio, bool) or not isinstance(max_ratio, (int, float)):
+            raise TypeError(
+                f"RandomPointDropout: 'max_ratio' must be a number; got {type(max_ratio).__name__}"
+            )
         if not 0 <= max_ratio < 1:
             raise ValueError(f"RandomPointDropout: 'max_ratio' must lie in [0, 1); got {max_ratio}")
         self.max_ratio = max_ratio

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-from .._checks import check_int, check_points, check_same_device
+from .._checks import check_int, check_module, check_points, check_same_device
 
 
 class SharedMLP(nn.Sequential):
@@ -108,11 +109,37 @@ def make_head(
     return nn.Sequential(*layers)
 
 
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return bool(torch.is_autocast_enabled(device_type))
+    except TypeError:  # torch < 2.4 takes no argument
+        return bool(torch.is_autocast_enabled())
+
+
 def check_cloud_input(
-    fn: str, points: torch.Tensor, normals: torch.Tensor | None, uses_normals: bool
+    fn: str,
+    points: torch.Tensor,
+    normals: torch.Tensor | None,
+    uses_normals: bool,
+    ref: torch.Tensor | None = None,
 ) -> None:
-    """Validate ``points`` ``(B, N, 3)`` and optional ``normals`` ``(B, N, 3)`` for a classifier."""
+    """Validate ``points`` ``(B, N, 3)`` and optional ``normals`` ``(B, N, 3)`` for a classifier.
+
+    With ``ref`` (a parameter of the model), the points must also share its device and, outside autocast,
+    its dtype (the model is never silently cast, nor the input).
+    """
     dims = check_points(points, "points", fn=fn, dim=3)
+    if ref is not None:
+        if points.device != ref.device:
+            raise ValueError(
+                f"{fn}: 'points' is on {points.device} but the model's parameters are on {ref.device}; "
+                "move one of them"
+            )
+        if points.dtype != ref.dtype and not _autocast_on(points.device.type):
+            raise TypeError(
+                f"{fn}: 'points' has dtype {points.dtype} but the model's parameters are {ref.dtype}; "
+                f"cast the points (points.to({ref.dtype})) or the model"
+            )
     if uses_normals:
         if normals is None:
             raise ValueError(
@@ -127,6 +154,24 @@ def check_num_classes(fn: str, num_classes: int) -> None:
     check_int(num_classes, "num_classes", fn=fn, low=2)
 
 
+def check_widths(fn: str, name: str, widths: Any, *, allow_empty: bool = False) -> None:
+    """Raise unless ``widths`` is a sequence of ints >= 1 (non-empty unless ``allow_empty``)."""
+    if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence):
+        raise TypeError(f"{fn}: '{name}' must be a sequence of ints; got {type(widths).__name__}")
+    if not widths and not allow_empty:
+        raise ValueError(f"{fn}: '{name}' must hold at least one width; got {tuple(widths)}")
+    for w in widths:
+        check_int(w, name, fn=fn, low=1)
+
+
+def check_dropout(fn: str, dropout: Any) -> None:
+    """Raise unless ``dropout`` is a number in ``[0, 1)``."""
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
+        raise TypeError(f"{fn}: 'dropout' must be a number in [0, 1); got {type(dropout).__name__}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"{fn}: 'dropout' must lie in [0, 1); got {dropout}")
+
+
 def count_parameters(model: nn.Module, *, trainable_only: bool = True) -> int:
     """Number of (trainable) parameters of ``model``.
 
@@ -136,7 +181,11 @@ def count_parameters(model: nn.Module, *, trainable_only: bool = True) -> int:
 
     Returns:
         The parameter count.
+
+    Raises:
+        TypeError: ``model`` is not a module.
     """
+    check_module(model, "model", fn="count_parameters")
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
@@ -150,6 +199,10 @@ class PointCloudClassifier(nn.Module):
     head: nn.Sequential
     num_classes: int
     uses_normals: bool
+
+    def _check_input(self, fn: str, points: torch.Tensor, normals: torch.Tensor | None) -> None:
+        ref = next(self.head.parameters(), None)
+        check_cloud_input(fn, points, normals, self.uses_normals, ref)
 
     def forward_features(self, points: torch.Tensor, normals: torch.Tensor | None = None) -> torch.Tensor:
         """Global descriptors ``(B, num_features)`` of clouds ``(B, N, 3)``; implemented by subclasses."""

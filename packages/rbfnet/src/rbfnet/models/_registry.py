@@ -42,7 +42,12 @@ def list_models(pattern: str = "*") -> list[str]:
 
     Returns:
         Matching names.
+
+    Raises:
+        TypeError: ``pattern`` is not a string.
     """
+    if not isinstance(pattern, str):
+        raise TypeError(f"list_models: 'pattern' must be a str; got {type(pattern).__name__}")
     return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
 
 
@@ -70,8 +75,11 @@ def create_model(name: str, *, weights: str | os.PathLike[str] | None = None, **
         The model, with ``arch`` and ``config`` attributes recording how it was built.
 
     Raises:
+        TypeError: ``name`` is not a string.
         ValueError: unknown name, or a kwarg that conflicts with the checkpoint's config.
     """
+    if not isinstance(name, str):
+        raise TypeError(f"create_model: 'name' must be a str; got {type(name).__name__}")
     if name not in _MODELS:
         raise ValueError(f"create_model: unknown model {name!r}; available: {list_models()}")
     kwargs = {k: v for k, v in kwargs.items() if v is not None}

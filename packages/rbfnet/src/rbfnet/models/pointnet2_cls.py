@@ -7,8 +7,16 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .._checks import check_int, check_number
 from ..ops import ball_query, farthest_point_sample, gather_points
-from ._common import PointCloudClassifier, check_cloud_input, check_num_classes, make_head, shared_mlp
+from ._common import (
+    PointCloudClassifier,
+    check_dropout,
+    check_num_classes,
+    check_widths,
+    make_head,
+    shared_mlp,
+)
 
 __all__ = ["PointNet2SSG", "SetAbstraction"]
 
@@ -121,11 +129,20 @@ class PointNet2SSG(PointCloudClassifier):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        check_num_classes("PointNet2SSG", num_classes)
-        if len(mlps) != 3 or any(len(m) < 1 for m in mlps):
-            raise ValueError(f"PointNet2SSG: 'mlps' must hold three non-empty width lists; got {mlps!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"PointNet2SSG: 'dropout' must lie in [0, 1); got {dropout}")
+        fn = "PointNet2SSG"
+        check_num_classes(fn, num_classes)
+        for name, sa in (("sa1", sa1), ("sa2", sa2)):
+            if not isinstance(sa, (tuple, list)) or len(sa) != 3:
+                raise TypeError(f"{fn}: '{name}' must be (num_centroids, radius, num_neighbors); got {sa!r}")
+            check_int(sa[0], f"{name}[0] (num_centroids)", fn=fn, low=1)
+            check_number(sa[1], f"{name}[1] (radius)", fn=fn, low=0.0, low_open=True)
+            check_int(sa[2], f"{name}[2] (num_neighbors)", fn=fn, low=1)
+        if not isinstance(mlps, (tuple, list)) or len(mlps) != 3:
+            raise ValueError(f"{fn}: 'mlps' must hold three non-empty width lists; got {mlps!r}")
+        for m in mlps:
+            check_widths(fn, "mlps", m)
+        check_widths(fn, "head", head, allow_empty=True)
+        check_dropout(fn, dropout)
         self.num_classes = num_classes
         self.uses_normals = use_normals
         kw = {"device": device, "dtype": dtype}
@@ -150,7 +167,7 @@ class PointNet2SSG(PointCloudClassifier):
         Returns:
             ``(B, num_features)``.
         """
-        check_cloud_input("PointNet2SSG.forward_features", points, normals, self.uses_normals)
+        self._check_input("PointNet2SSG.forward_features", points, normals)
         feats = normals.to(points.dtype) if self.uses_normals and normals is not None else None
         xyz, feats = self.sa1(points, feats)
         xyz, feats = self.sa2(xyz, feats)

@@ -6,7 +6,14 @@ from collections.abc import Sequence
 
 import torch
 
-from ._common import PointCloudClassifier, check_cloud_input, check_num_classes, make_head, shared_mlp
+from ._common import (
+    PointCloudClassifier,
+    check_dropout,
+    check_num_classes,
+    check_widths,
+    make_head,
+    shared_mlp,
+)
 
 __all__ = ["PointNet"]
 
@@ -46,10 +53,9 @@ class PointNet(PointCloudClassifier):
     ) -> None:
         super().__init__()
         check_num_classes("PointNet", num_classes)
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"PointNet: 'dropout' must lie in [0, 1); got {dropout}")
-        if len(mlp) < 1:
-            raise ValueError("PointNet: 'mlp' must hold at least one width")
+        check_dropout("PointNet", dropout)
+        check_widths("PointNet", "mlp", mlp)
+        check_widths("PointNet", "head", head, allow_empty=True)
         self.num_classes = num_classes
         self.uses_normals = use_normals
         self.mlp = shared_mlp(6 if use_normals else 3, mlp, device=device, dtype=dtype)
@@ -67,6 +73,6 @@ class PointNet(PointCloudClassifier):
         Returns:
             ``(B, num_features)``.
         """
-        check_cloud_input("PointNet.forward_features", points, normals, self.uses_normals)
+        self._check_input("PointNet.forward_features", points, normals)
         x = points if not self.uses_normals else torch.cat([points, normals.to(points.dtype)], -1)  # type: ignore[union-attr]
         return self.mlp(x).amax(dim=1)

@@ -8,10 +8,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_int, check_positive
+from .._checks import check_choice, check_int, check_number
 from ..functional import AGGREGATIONS
 from ..nn import RBFLayer
-from ._common import PointCloudClassifier, check_cloud_input, check_num_classes, make_head, shared_mlp
+from ._common import (
+    PointCloudClassifier,
+    check_dropout,
+    check_num_classes,
+    check_widths,
+    make_head,
+    shared_mlp,
+)
 
 __all__ = ["RBFNet"]
 
@@ -98,16 +105,23 @@ class RBFNet(PointCloudClassifier):
         check_choice(aggregation, "aggregation", ("pointwise", "kernelwise"), fn=fn)
         check_choice(kernel_pool, "kernel_pool", AGGREGATIONS, fn=fn)
         check_choice(normals_mode, "normals_mode", ("kernel", "concat"), fn=fn)
+        if isinstance(scales, (str, bytes)) or not isinstance(scales, Sequence):
+            raise TypeError(f"{fn}: 'scales' must be a sequence of numbers; got {type(scales).__name__}")
         if len(scales) < 1:
             raise ValueError(f"{fn}: 'scales' must hold at least one value; got {tuple(scales)}")
         for s in scales:
-            check_positive(float(s), "scales", fn=fn)
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"{fn}: 'dropout' must lie in [0, 1); got {dropout}")
+            check_number(s, "scales", fn=fn, low=0.0, low_open=True)
+        check_dropout(fn, dropout)
+        if isinstance(width_init, str):
+            check_choice(width_init, "width_init", ("auto",), fn=fn)
+        else:
+            check_number(width_init, "width_init", fn=fn, low=0.0, low_open=True)
         if aggregation == "kernelwise" and use_normals and normals_mode == "concat":
             raise ValueError(f"{fn}: normals_mode='concat' needs aggregation='pointwise'; got 'kernelwise'")
-        if aggregation == "pointwise" and len(mlp) < 1:
+        if aggregation == "pointwise" and isinstance(mlp, Sequence) and len(mlp) < 1:
             raise ValueError(f"{fn}: 'mlp' must hold at least one width for aggregation='pointwise'")
+        check_widths(fn, "mlp", mlp, allow_empty=aggregation == "kernelwise")
+        check_widths(fn, "head", head, allow_empty=True)
         if chunk_size is not None:
             check_int(chunk_size, "chunk_size", fn=fn, low=1)
         self.num_classes = num_classes
@@ -169,7 +183,7 @@ class RBFNet(PointCloudClassifier):
         Returns:
             ``(B, num_features)``.
         """
-        check_cloud_input("RBFNet.forward_features", points, normals, self.uses_normals)
+        self._check_input("RBFNet.forward_features", points, normals)
         if self.aggregation == "kernelwise":
             x = self._kernel_input(points, normals)
             return self.mlp(torch.cat([layer(x) for layer in self.rbf], dim=-1))

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from .._checks import check_int, check_module, check_number
 from ..checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = ["classification_metrics", "evaluate", "train"]
@@ -79,6 +80,12 @@ class _Shard(torch.utils.data.Dataset):  # type: ignore[type-arg]
 def _forward(
     model: nn.Module, batch: dict[str, Any], device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    if not isinstance(batch, dict) or "points" not in batch or "label" not in batch:
+        got = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
+        raise TypeError(
+            "train/evaluate: each sample must be a dict with 'points' (N, 3) and 'label' (see rbfnet.data); "
+            f"got a batch of {got}"
+        )
     pts = batch["points"].to(device, non_blocking=True)
     nrm = batch.get("normals")
     uses = bool(getattr(_unwrap(model), "uses_normals", False))
@@ -103,15 +110,23 @@ def classification_metrics(pred: np.ndarray, target: np.ndarray, num_classes: in
         "confusion" (K x K nested list, rows = truth)}``; accuracies in [0, 1].
 
     Raises:
-        ValueError: mismatched lengths or an empty set.
+        TypeError: ``num_classes`` is not an int.
+        ValueError: mismatched lengths, an empty set, ``num_classes < 1`` or labels outside
+            ``[0, num_classes)``.
     """
+    fn = "classification_metrics"
+    check_int(num_classes, "num_classes", fn=fn, low=1)
     pred = np.asarray(pred, dtype=np.int64)
     target = np.asarray(target, dtype=np.int64)
     if pred.shape != target.shape or pred.size == 0:
         raise ValueError(
-            f"classification_metrics: 'pred' and 'target' must be non-empty and equal in shape; "
-            f"got {pred.shape} and {target.shape}"
+            f"{fn}: 'pred' and 'target' must be non-empty and equal in shape; got {pred.shape} and {target.shape}"
         )
+    for name, arr in (("pred", pred), ("target", target)):
+        if int(arr.min()) < 0 or int(arr.max()) >= num_classes:
+            raise ValueError(
+                f"{fn}: '{name}' must lie in [0, {num_classes}) (num_classes); got {int(arr.min())}..{int(arr.max())}"
+            )
     conf = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(conf, (target, pred), 1)
     return _metrics_from_confusion(conf)
@@ -167,9 +182,23 @@ def evaluate(
         DDP: all samples over the slowest rank's forward time).
 
     Raises:
+        TypeError: ``model`` is not a module, ``dataset`` is neither a dataset nor a loader, non-int sizes,
+            or samples that are not dicts with ``"points"`` and ``"label"``.
         ValueError: an empty evaluation set, labels outside ``[0, num_classes)``, more logits than
-            ``num_classes``, or ``distributed=True`` without an initialised process group.
+            ``num_classes``, ``batch_size < 1``, or ``distributed=True`` without an initialised process group.
     """
+    fn = "evaluate"
+    check_module(model, "model", fn=fn)
+    if not isinstance(dataset, DataLoader) and not (
+        hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")
+    ):
+        raise TypeError(
+            f"{fn}: 'dataset' must be a Dataset (with __len__) or a DataLoader; got {type(dataset).__name__}"
+        )
+    if num_classes is not None:
+        check_int(num_classes, "num_classes", fn=fn, low=1)
+    check_int(batch_size, "batch_size", fn=fn, low=1)
+    check_int(num_workers, "num_workers", fn=fn, low=0)
     inner = _unwrap(model)
     k = int(num_classes if num_classes is not None else getattr(inner, "num_classes"))  # noqa: B009
     dev = torch.device(device) if device is not None else next(inner.parameters()).device
@@ -299,16 +328,29 @@ def train(
         ``train_seconds``, ``train_clouds_per_s`` and, with ``val_set``, ``val_*`` metrics.
 
     Raises:
-        ValueError: bad hyper-parameters, an empty ``train_set``, or a model/dataset normals mismatch.
+        TypeError: ``model`` is not a module, a set is not a dataset, hyper-parameters of the wrong type,
+            or samples that are not dicts with ``"points"`` and ``"label"``.
+        ValueError: hyper-parameters out of range, an empty ``train_set``, or a model/dataset normals
+            mismatch.
     """
     fn = "train"
-    for name, val in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(val, bool) or not isinstance(val, int) or val < 1:
+    check_module(model, "model", fn=fn)
+    for set_name, ds in (("train_set", train_set), ("val_set", val_set)):
+        if ds is not None and not (hasattr(ds, "__getitem__") and hasattr(ds, "__len__")):
+            raise TypeError(f"{fn}: '{set_name}' must be a Dataset with __len__; got {type(ds).__name__}")
+    for name, val in (("epochs", epochs), ("batch_size", batch_size), ("lr_step", lr_step)):
+        if isinstance(val, bool) or not isinstance(val, int):
+            raise TypeError(f"{fn}: '{name}' must be an int >= 1; got {type(val).__name__}")
+        if val < 1:
             raise ValueError(f"{fn}: '{name}' must be an int >= 1; got {val!r}")
-    if not (lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"{fn}: 'lr' must be a positive finite float; got {lr!r}")
-    if max_steps is not None and max_steps < 1:
-        raise ValueError(f"{fn}: 'max_steps' must be >= 1 or None; got {max_steps!r}")
+    check_number(lr, "lr", fn=fn, low=0.0, low_open=True)
+    check_number(weight_decay, "weight_decay", fn=fn, low=0.0)
+    check_number(lr_gamma, "lr_gamma", fn=fn, low=0.0, low_open=True)
+    check_number(label_smoothing, "label_smoothing", fn=fn, low=0.0, high=1.0)
+    if max_steps is not None:
+        check_int(max_steps, "max_steps", fn=fn, low=1)
+    check_int(seed, "seed", fn=fn)
+    check_int(num_workers, "num_workers", fn=fn, low=0)
     if resume and checkpoint_dir is None:
         raise ValueError(f"{fn}: resume=True needs 'checkpoint_dir'")
     if len(train_set) == 0:  # type: ignore[arg-type]
