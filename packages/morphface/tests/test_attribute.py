@@ -229,6 +229,15 @@ class TestData:
         ds2 = AttributeMapDataset(toy_face_model(grid=17, n_identity=6), 16, 48, seed=0)
         assert torch.equal(ds2.attribute_maps, toy_ds.attribute_maps)  # deterministic
 
+    def test_dataset_from_model_on_device(self, device):
+        # the dataset precomputes its maps on the model's device and stores them on the CPU; the result
+        # must not depend on where the model lives (reference: the same dataset from the CPU model)
+        ref = AttributeMapDataset(toy_face_model(grid=9, n_identity=3), 16, 4, seed=1)
+        ds = AttributeMapDataset(toy_face_model(grid=9, n_identity=3, device=device), 16, 4, seed=1)
+        assert ds.attribute_maps.device.type == "cpu" and ds.geometry.device.type == "cpu"
+        torch.testing.assert_close(ds.geometry, ref.geometry, atol=1e-4, rtol=0)
+        torch.testing.assert_close(ds.attribute_maps, ref.attribute_maps, atol=1e-4, rtol=0)
+
     def test_dataset_argument_errors(self):
         m = toy_face_model(grid=9, n_identity=3)
         with pytest.raises(

@@ -327,7 +327,7 @@ def cli_files(tmp_path):
 
 
 class TestCLI:
-    def test_sample(self, tmp_path, cli_files):
+    def test_sample(self, tmp_path, cli_files, device):
         m, mp, gen, up = cli_files
         out = tmp_path / "s"
         assert main(["sample", "--model", mp, "--n", "2", "--out", str(out), "--preview"]) == 0
@@ -345,6 +345,8 @@ class TestCLI:
             gen,
             "--upsampler",
             up,
+            "--device",  # the networks and the model on the test device (CLI default: cpu)
+            str(device),
             "--out",
             str(out2),
         ]
