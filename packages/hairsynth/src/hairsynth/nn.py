@@ -395,7 +395,8 @@ class VGG19Features(nn.Module):
 
 class PerceptualLoss(nn.Module):
     """Perceptual loss ``sum_l w_l * mean |phi_l(pred) - phi_l(target)|`` on a frozen VGG-19 whose weights
-    the user supplies (the paper uses a perceptual loss; no weights ship or download here).
+    the user supplies (the paper uses a perceptual loss; no weights ship or download here). Building it
+    leaves the global RNG untouched, so switching the loss on does not change a seeded run's other draws.
 
     Args:
         weights: a path to a torchvision ``vgg19`` state_dict (``.pth``/``.pt``, loaded with
@@ -421,7 +422,10 @@ class PerceptualLoss(nn.Module):
         layer_weights: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
-        self.vgg = VGG19Features(layers)
+        with torch.random.fork_rng(
+            devices=[]
+        ):  # its random init is overwritten: leave the caller's RNG alone
+            self.vgg = VGG19Features(layers)
         lw = (
             list(layer_weights)
             if layer_weights is not None

@@ -389,8 +389,11 @@ def train(
                 loss_g = loss_g + w * config.l1_weight * t
             logs["l1"] = float(l1_terms[-1].detach())
             if perc is not None:
+                perc_loss = img.new_zeros(())
                 for w, p in zip(weights, preds):
-                    loss_g = loss_g + w * config.perceptual_weight * perc(p, img)
+                    perc_loss = perc_loss + w * perc(p, img)
+                loss_g = loss_g + config.perceptual_weight * perc_loss
+                logs["perceptual"] = float(perc_loss.detach())
             if d_run is not None and opt_d is not None:
                 fake_feats = d_run([torch.cat([cond, p], 1) for p in preds], stages)
                 with torch.no_grad():
