@@ -153,10 +153,10 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=0, help="processes rendering the data (0: in-process)")
     ap.add_argument("--real-people", type=int, default=None, help="faces-24id people (default 4; quick 2)")
     ap.add_argument(
-        "--real-per-person", type=int, default=None, help="photos per person (default 8; quick 6)"
+        "--real-per-person", type=int, default=None, help="photos per person (default 8; quick 4)"
     )
     ap.add_argument(
-        "--real-celeb", type=int, default=None, help="celeb1k-hair test photos (default 16; quick 6)"
+        "--real-celeb", type=int, default=None, help="celeb1k-hair test photos (default 16; quick 4)"
     )
     args = ap.parse_args()
     t_start = time.time()
@@ -168,14 +168,14 @@ def main() -> int:
     cfg = (
         {
             "size": 64,
-            "n_train": 128,
-            "n_test": 48,
-            "flow_steps": 120,
-            "dist_steps": 120,
-            "comp_steps": 40,
-            "seg_steps": 60,
+            "n_train": 64,
+            "n_test": 40,
+            "flow_steps": 48,
+            "dist_steps": 60,
+            "comp_steps": 16,
+            "seg_steps": 24,
             "batch": 8,
-            "real": (2, 6, 6),
+            "real": (2, 4, 4),
         }
         if args.quick
         else {

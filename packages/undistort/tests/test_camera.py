@@ -205,6 +205,16 @@ class TestSynthesizePair:
         cam = PinholeCamera.centered(10.0, 8)
         with pytest.raises(ValueError, match=r"synthesize_pair: 'translation\[2\] \(distance\)' must be > 0"):
             synthesize_pair(v, torch.tensor([[0, 1, 2]]), v, cam, torch.eye(3), torch.zeros(3))
+        with pytest.raises(TypeError, match="synthesize_pair: 'camera' must be a PinholeCamera; got tuple"):
+            synthesize_pair(v, torch.tensor([[0, 1, 2]]), v, (10.0, 8), torch.eye(3), torch.ones(3))  # type: ignore[arg-type]
+        with pytest.raises(
+            ValueError, match=r"render: 'camera' must have a finite focal > 0 .*got focal=-1\.0"
+        ):
+            render(
+                v, torch.tensor([[0, 1, 2]]), v, PinholeCamera(-1.0, 4, 4, 8, 8), torch.eye(3), torch.ones(3)
+            )
+        with pytest.raises(ValueError, match="head_rotation: 'pitch' must be a finite angle"):
+            head_rotation(0.0, math.inf)
 
 
 class TestRender:

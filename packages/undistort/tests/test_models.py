@@ -102,6 +102,10 @@ class TestOtherNets:
             ValueError, match="CompletionNet: 'warped' height and width must be divisible by 8"
         ):
             net(torch.rand(1, 3, 12, 12, device=device), holes[..., :12, :12], holes[..., :12, :12])
+        with pytest.raises(ValueError, match=r"CompletionNet: 'width' must be >= 1 .*got width=0"):
+            CompletionNet(0)
+        with pytest.raises(ValueError, match=r"CompletionNet: .*'dilations' non-empty.*dilations=\(\)"):
+            CompletionNet(4, ())
 
     def test_seg_net(self, device):
         net = SegNet((4, 8), device=device)

@@ -84,8 +84,24 @@ class TestUndistorter:
             match=r"Undistorter\.undistort: 'image' must be a torch\.Tensor, PIL\.Image or numpy\.ndarray",
         ):
             und.undistort([[0.0]])
-        with pytest.raises(ValueError, match="Undistorter: 'distance' must be > 0"):
+        with pytest.raises(
+            ValueError, match=r"Undistorter: 'distance' must be finite and > 0 \(cm\); got \[-1\.0\]"
+        ):
             und(torch.rand(1, 3, 8, 8, device=device), distance=-1.0)
+        with pytest.raises(
+            ValueError, match=r"Undistorter: 'distance' must be finite and > 0 \(cm\); got \[nan\]"
+        ):
+            und(torch.rand(1, 3, 8, 8, device=device), distance=math.nan)
+        # a float image in [0, 255] (forgot to divide by 255) is refused, not silently corrected
+        with pytest.raises(
+            ValueError,
+            match=r"Undistorter\.undistort: 'image' must lie in \[-0\.001, 1\.001\]; got values in \[0, 255\].*divide 8-bit",
+        ):
+            und.undistort(torch.linspace(0, 255, 3 * 8 * 8, device=device).view(3, 8, 8))
+        with pytest.raises(ValueError, match=r"Undistorter: 'image' must lie in \[-0\.001, 1\.001\]"):
+            und(torch.full((1, 3, 8, 8), -0.5, device=device))
+        with pytest.raises(ValueError, match=r"Undistorter\.estimate_camera: 'image' must lie in"):
+            und.estimate_camera(np.full((8, 8, 3), 2.0, dtype=np.float32))
 
     def test_estimate_camera_by_hand(self, und, device):
         # mask rows 8..23 -> 16 px head height on a 32 px image; d = exp(bias) = sqrt(25*160) = 63.25 cm;
@@ -114,6 +130,19 @@ class TestUndistorter:
             u(torch.rand(1, 3, 16, 16, device=device))
         with pytest.raises(TypeError, match="Undistorter: 'flow_net' must be a FlowNet"):
             Undistorter(torch.nn.Linear(1, 1))  # type: ignore[arg-type]
+
+    def test_constructor_errors(self):
+        flow = create_model("flownet_small", widths=TINY)
+        with pytest.raises(
+            TypeError, match="Undistorter: 'distance_net' must be a DistanceNet or None; got Linear"
+        ):
+            Undistorter(flow, torch.nn.Linear(1, 1))  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="Undistorter: 'seg_net' must be a SegNet or None; got FlowNet"):
+            Undistorter(flow, seg_net=flow)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=r"Undistorter: 'hole_threshold' must lie in \(0, 1\); got 1\.5"):
+            Undistorter(flow, hole_threshold=1.5)
+        with pytest.raises(ValueError, match="Undistorter: 'work_size' must be > 0; got 0"):
+            Undistorter(flow, work_size=0)
 
 
 class TestChannelsLastEquivalence:

@@ -96,6 +96,14 @@ class TestPortraitPairs:
             PortraitPairs(ict, distance_range=(100.0, 50.0))
         with pytest.raises(IndexError, match="out of range"):
             PortraitPairs(ict, length=2)[2]
+        with pytest.raises(ValueError, match=r"PortraitPairs: 'yaw' must be >= 0; got -0\.1"):
+            PortraitPairs(ict, yaw=-0.1)
+        with pytest.raises(ValueError, match="PortraitPairs: 'distance_range' and 'head_fraction' must be"):
+            PortraitPairs(ict, distance_range=(25.0, 60.0, 160.0))  # type: ignore[arg-type]
+        with pytest.raises(
+            ValueError, match=r"HeadModel\.vertices: 'identity' must have shape \(100\); got \(3,\)"
+        ):
+            ict.vertices(torch.zeros(3))
 
 
 class TestHeadSources:

@@ -105,6 +105,20 @@ def test_errors(pairs, device):
         train("flow", net, tr, steps=0)
     with pytest.raises(ValueError, match="task_loss: 'task' must be one of"):
         task_loss("x", net, collate_pairs(tr[:1]))
+    with pytest.raises(TypeError, match=r"train: 'model' must be an nn\.Module; got str"):
+        train("flow", "flownet_small", tr, steps=1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="train: 'dataset' must be non-empty; got length 0"):
+        train("flow", net, [], steps=1)
+    with pytest.raises(TypeError, match="train: 'dataset' must be a sized dataset"):
+        train("flow", net, iter(tr), steps=1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="train: 'checkpoint_every' must be >= 0; got -1"):
+        train("flow", net, tr, steps=1, checkpoint_every=-1)
+    with pytest.raises(ValueError, match="evaluate: 'task' must be one of"):
+        evaluate("depth", net, tr)
+    with pytest.raises(ValueError, match="evaluate: 'batch_size' must be > 0; got 0"):
+        evaluate("flow", net, tr, batch_size=0)
+    with pytest.raises(ValueError, match="collate_pairs: 'items' must be a non-empty list"):
+        collate_pairs([])
 
 
 def _ddp_worker(rank: int, world: int, port: int, items, tmp: str) -> None:

@@ -95,6 +95,15 @@ class TestWarp:
             warp(img.to(torch.uint8), torch.zeros(1, 2, 4, 4, device=device))
         with pytest.raises(ValueError, match="warp: 'mode' must be"):
             warp(img, torch.zeros(1, 2, 4, 4, device=device), mode="bicubic")
+        bad = img.clone()
+        bad[0, 1, 2, 3] = math.nan
+        with pytest.raises(ValueError, match=r"warp: 'image' must be finite; got 1 NaN/inf value\(s\) of 48"):
+            warp(bad, torch.zeros(1, 2, 4, 4, device=device))
+        # the module twin rejects a bad mode when built, not at its first forward
+        with pytest.raises(
+            ValueError, match="Warp: 'padding_mode' must be 'zeros', 'border' or 'reflection'"
+        ):
+            Warp(padding_mode="wrap")
 
 
 class TestSplat:
@@ -120,3 +129,5 @@ class TestSplat:
     def test_errors(self, device):
         with pytest.raises(ValueError, match=r"splat: 'flow' must have shape \(B, 2, H, W\)"):
             splat(torch.rand(1, 3, 4, 4, device=device), torch.zeros(1, 3, 4, 4, device=device))
+        with pytest.raises(ValueError, match="splat: 'image' must be finite"):
+            splat(torch.full((1, 1, 4, 4), math.inf, device=device), torch.zeros(1, 2, 4, 4, device=device))

@@ -96,6 +96,16 @@ class PinholeCamera:
         return project(points, self.focal, (self.cx, self.cy))
 
 
+def _check_camera(camera: Any, fn: str) -> None:
+    if not isinstance(camera, PinholeCamera):
+        raise TypeError(f"{fn}: 'camera' must be a PinholeCamera; got {type(camera).__name__}")
+    if not (math.isfinite(camera.focal) and camera.focal > 0) or camera.width < 1 or camera.height < 1:
+        raise ValueError(
+            f"{fn}: 'camera' must have a finite focal > 0 and a size >= 1x1; got focal={camera.focal}, "
+            f"{camera.width}x{camera.height}"
+        )
+
+
 def project(points: Tensor, focal: float | Tensor, principal: tuple[float, float] = (0.0, 0.0)) -> Tensor:
     """Pinhole projection ``u = f x / z + c_x``, ``v = f y / z + c_y``; depth ``z`` is kept.
 
@@ -204,10 +214,16 @@ def head_rotation(
     Returns:
         ``(3, 3)`` rotation matrix.
 
+    Raises:
+        ValueError: a non-finite angle.
+
     Examples:
         >>> head_rotation().tolist()
         [[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]]
     """
+    for name, angle in (("yaw", yaw), ("pitch", pitch), ("roll", roll)):
+        if not math.isfinite(float(angle)):
+            raise ValueError(f"head_rotation: '{name}' must be a finite angle (radians); got {angle!r}")
     cy, sy = math.cos(yaw), math.sin(yaw)
     cp, sp = math.cos(pitch), math.sin(pitch)
     cr, sr = math.cos(roll), math.sin(roll)
@@ -256,10 +272,11 @@ def render(
         ``(H, W, 3)`` head-frame surface points, and ``fragments``.
 
     Raises:
-        TypeError: non-floating inputs.
+        TypeError: non-floating inputs, or ``camera`` is not a :class:`PinholeCamera`.
         ValueError: wrong shapes or non-finite vertices.
     """
     fn = "render"
+    _check_camera(camera, fn)
     check_floating(vertices, "vertices", fn=fn)
     dims = check_shape(vertices, "V,3", "vertices", fn=fn)
     if texture is not None:
@@ -358,10 +375,11 @@ def synthesize_pair(
         ``landmarks_distorted``/``landmarks_corrected`` ``(L, 2)``.
 
     Raises:
-        TypeError: non-floating inputs.
+        TypeError: non-floating inputs, or ``camera`` is not a :class:`PinholeCamera`.
         ValueError: wrong shapes, non-positive distances.
     """
     fn = "synthesize_pair"
+    _check_camera(camera, fn)
     check_floating(vertices, "vertices", fn=fn)
     check_shape(translation, "3", "translation", fn=fn)
     check_positive(visibility_tol, "visibility_tol", fn=fn)

@@ -172,7 +172,15 @@ class HeadModel:
 
         Returns:
             ``(V, 3)`` vertices.
+
+        Raises:
+            ValueError: ``identity`` is not ``(K,)`` or ``expression`` is not ``(E,)``.
         """
+        fn = "HeadModel.vertices"
+        if identity is not None:
+            check_shape(identity, str(self.num_identities), "identity", fn=fn)
+        if expression is not None:
+            check_shape(expression, str(self.expression_basis.shape[0]), "expression", fn=fn)
         v = self.neutral
         if identity is not None and self.identity_basis.shape[0]:
             v = v + torch.einsum("k,kvc->vc", identity.to(v), self.identity_basis)

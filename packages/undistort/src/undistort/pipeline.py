@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checks import check_finite, check_floating, check_positive, check_shape
+from ._checks import check_finite, check_floating, check_positive, check_range, check_shape
 from .checkpoint import load_checkpoint, save_checkpoint
 from .models import CompletionNet, DistanceNet, FlowNet, SegNet, create_model
 from .warp import warp
@@ -38,7 +38,8 @@ def to_image_tensor(image: Any, *, fn: str = "to_image_tensor") -> tuple[Tensor,
 
     Raises:
         TypeError: unsupported type or dtype.
-        ValueError: wrong channel count, empty image, or non-finite values.
+        ValueError: wrong channel count, empty image, non-finite values, or floating values outside
+            [0, 1] (beyond a ``1e-3`` resampling tolerance; e.g. a float image in [0, 255]).
     """
     kind: str
     if isinstance(image, Tensor):
@@ -76,7 +77,19 @@ def to_image_tensor(image: Any, *, fn: str = "to_image_tensor") -> tuple[Tensor,
     if x.shape[0] == 0 or x.shape[-1] == 0 or x.shape[-2] == 0:
         raise ValueError(f"{fn}: 'image' must be non-empty; got shape {tuple(x.shape)}")
     check_finite(x, "image", fn=fn)
+    _check_unit_range(x, fn)
     return x, kind
+
+
+def _check_unit_range(x: Tensor, fn: str) -> None:
+    """Images are in [0, 1]; a float image in [0, 255] would otherwise be corrected silently into garbage."""
+    try:
+        check_range(x, "image", fn=fn, low=-_RANGE_TOL, high=1.0 + _RANGE_TOL)
+    except ValueError as err:
+        raise ValueError(f"{err} (images are floats in [0, 1]: divide 8-bit values by 255)") from None
+
+
+_RANGE_TOL = 1e-3
 
 
 def _from_tensor(x: Tensor, kind: str) -> Any:
@@ -107,7 +120,7 @@ class Undistorter(nn.Module):
         work_size: square working resolution of the networks.
         head_height_cm: physical height of what the head mask covers, for :meth:`estimate_camera`
             (default: the ICT-FaceKit head+neck height that the synthetic masks cover).
-        hole_threshold: probability threshold of the corrected-head mask.
+        hole_threshold: probability threshold of the corrected-head mask, in (0, 1).
         channels_last: store the sub-networks' 4-D weights in ``torch.channels_last`` memory format
             (performance only: the oneDNN CPU convolutions, pooling and concatenations run about 1.3x
             faster; results equal the default layout's to float rounding, ~1e-5). The networks passed in
@@ -133,8 +146,17 @@ class Undistorter(nn.Module):
         fn = "Undistorter"
         if not isinstance(flow_net, FlowNet):
             raise TypeError(f"{fn}: 'flow_net' must be a FlowNet; got {type(flow_net).__name__}")
+        for name, net, cls in (
+            ("distance_net", distance_net, DistanceNet),
+            ("completion_net", completion_net, CompletionNet),
+            ("seg_net", seg_net, SegNet),
+        ):
+            if net is not None and not isinstance(net, cls):
+                raise TypeError(f"{fn}: '{name}' must be a {cls.__name__} or None; got {type(net).__name__}")
         check_positive(work_size, "work_size", fn=fn)
         check_positive(head_height_cm, "head_height_cm", fn=fn)
+        if not 0.0 < float(hole_threshold) < 1.0:
+            raise ValueError(f"{fn}: 'hole_threshold' must lie in (0, 1); got {hole_threshold!r}")
         self.flow_net, self.distance_net, self.completion_net, self.seg_net = (
             flow_net,
             distance_net,
@@ -171,6 +193,7 @@ class Undistorter(nn.Module):
         if dims["B"] == 0 or dims["H"] == 0 or dims["W"] == 0:
             raise ValueError(f"{fn}: 'image' must be non-empty; got {tuple(image.shape)}")
         check_finite(image, "image", fn=fn)
+        _check_unit_range(image, fn)
         small = self._resize(image)
         if mask is not None:
             check_floating(mask, "mask", fn=fn)
@@ -194,8 +217,8 @@ class Undistorter(nn.Module):
                 raise ValueError(
                     f"{fn}: 'distance' must be a scalar or have shape ({b},); got {tuple(d.shape)}"
                 )
-            if not bool((d > 0).all()):
-                raise ValueError(f"{fn}: 'distance' must be > 0")
+            if not bool((d > 0).all()) or not bool(torch.isfinite(d).all()):
+                raise ValueError(f"{fn}: 'distance' must be finite and > 0 (cm); got {d.tolist()}")
             return d
         if self.distance_net is not None:
             mask_in = small_mask if self.distance_net.in_channels == 4 else None
@@ -221,7 +244,8 @@ class Undistorter(nn.Module):
 
         Raises:
             TypeError: non-floating inputs.
-            ValueError: wrong shapes, empty or non-finite images, missing distance.
+            ValueError: wrong shapes, empty, non-finite or out-of-[0, 1] images, a non-positive or
+                non-finite distance, missing distance.
         """
         fn = "Undistorter"
         image, small, small_mask = self._prepare(image, mask, fn)
@@ -262,7 +286,7 @@ class Undistorter(nn.Module):
 
         Raises:
             TypeError: unsupported image type.
-            ValueError: wrong channel count, empty or non-finite image.
+            ValueError: wrong channel count, empty, non-finite or out-of-[0, 1] image, bad distance.
         """
         x, kind = to_image_tensor(image, fn="Undistorter.undistort")
         p = next(self.parameters())

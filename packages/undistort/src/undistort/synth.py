@@ -45,6 +45,11 @@ class PortraitPairs(Dataset):
         seed: seed of everything else (poses, distances, lights, backgrounds).
         visibility_tol: depth tolerance of the flow's visibility test (cm).
 
+    Raises:
+        TypeError: ``heads`` is not a :class:`~undistort.heads.HeadModel`.
+        ValueError: non-positive sizes or distances, malformed ranges, negative angles, shift or
+            ``max_expressions``.
+
     Each item is a dict: ``distorted``, ``corrected`` ``(3, S, S)`` in [0, 1]; ``flow`` ``(2, S, S)``
     backward flow in pixels; ``valid``, ``holes``, ``mask``, ``mask_corrected`` ``(1, S, S)`` float
     (``mask`` = head in the distorted image); ``distance``, ``focal`` scalars; ``identity`` int64;
@@ -75,6 +80,14 @@ class PortraitPairs(Dataset):
             raise TypeError(f"{fn}: 'heads' must be a HeadModel; got {type(heads).__name__}")
         check_positive(length, "length", fn=fn)
         check_positive(image_size, "image_size", fn=fn)
+        if len(distance_range) != 2 or len(head_fraction) != 2:
+            raise ValueError(
+                f"{fn}: 'distance_range' and 'head_fraction' must be (lo, hi) pairs; got "
+                f"{distance_range}, {head_fraction}"
+            )
+        for name, value in (("yaw", yaw), ("pitch", pitch), ("roll", roll), ("shift", shift)):
+            check_positive(value, name, fn=fn, strict=False)
+        check_positive(max_expressions, "max_expressions", fn=fn, strict=False)
         lo, hi = distance_range
         check_positive(lo, "distance_range[0]", fn=fn)
         if not hi >= lo:
@@ -187,5 +200,10 @@ def collate_pairs(items: list[dict[str, Any]]) -> dict[str, Tensor]:
 
     Returns:
         Dict of stacked tensors (batch first).
+
+    Raises:
+        ValueError: an empty list.
     """
+    if not items:
+        raise ValueError("collate_pairs: 'items' must be a non-empty list of PortraitPairs items; got []")
     return {k: torch.stack([it[k] for it in items]) for k in items[0]}

@@ -25,8 +25,18 @@ def _check_pair(image: Tensor, flow: Tensor, fn: str) -> dict[str, int]:
     check_same_device(("image", image), ("flow", flow), fn=fn)
     if dims["H"] == 0 or dims["W"] == 0:
         raise ValueError(f"{fn}: 'image' must have a non-empty H and W; got {tuple(image.shape)}")
+    check_finite(image, "image", fn=fn)
     check_finite(flow, "flow", fn=fn)
     return dims
+
+
+def _check_modes(mode: str, padding_mode: str, fn: str) -> None:
+    if mode not in ("bilinear", "nearest"):
+        raise ValueError(f"{fn}: 'mode' must be 'bilinear' or 'nearest'; got {mode!r}")
+    if padding_mode not in ("zeros", "border", "reflection"):
+        raise ValueError(
+            f"{fn}: 'padding_mode' must be 'zeros', 'border' or 'reflection'; got {padding_mode!r}"
+        )
 
 
 def normalize_flow(flow: Tensor) -> Tensor:
@@ -98,7 +108,7 @@ def warp(image: Tensor, flow: Tensor, *, mode: str = "bilinear", padding_mode: s
 
     Raises:
         TypeError: non-floating inputs.
-        ValueError: shape mismatch, empty image, non-finite flow, unknown mode.
+        ValueError: shape mismatch, empty image, non-finite image or flow, unknown mode.
 
     Examples:
         >>> img = torch.arange(16.0).view(1, 1, 4, 4)
@@ -108,12 +118,7 @@ def warp(image: Tensor, flow: Tensor, *, mode: str = "bilinear", padding_mode: s
     """
     fn = "warp"
     _check_pair(image, flow, fn)
-    if mode not in ("bilinear", "nearest"):
-        raise ValueError(f"{fn}: 'mode' must be 'bilinear' or 'nearest'; got {mode!r}")
-    if padding_mode not in ("zeros", "border", "reflection"):
-        raise ValueError(
-            f"{fn}: 'padding_mode' must be 'zeros', 'border' or 'reflection'; got {padding_mode!r}"
-        )
+    _check_modes(mode, padding_mode, fn)
     grid = flow_to_grid(flow.to(image.dtype))
     return F.grid_sample(image, grid, mode=mode, padding_mode=padding_mode, align_corners=False)
 
@@ -134,7 +139,7 @@ def splat(image: Tensor, flow: Tensor, *, eps: float = 1e-6) -> tuple[Tensor, Te
 
     Raises:
         TypeError: non-floating inputs.
-        ValueError: shape mismatch, empty image, non-finite flow.
+        ValueError: shape mismatch, empty image, non-finite image or flow.
 
     Examples:
         >>> img = torch.arange(4.0).view(1, 1, 2, 2)
@@ -173,12 +178,16 @@ class Warp(nn.Module):
         mode: ``"bilinear"`` or ``"nearest"``.
         padding_mode: ``"zeros"``, ``"border"`` or ``"reflection"``.
 
+    Raises:
+        ValueError: unknown ``mode`` or ``padding_mode`` (at construction).
+
     Shape:
         - image: ``(B, C, H, W)``; flow: ``(B, 2, H, W)``; output: ``(B, C, H, W)``.
     """
 
     def __init__(self, mode: str = "bilinear", padding_mode: str = "zeros") -> None:
         super().__init__()
+        _check_modes(mode, padding_mode, "Warp")
         self.mode = mode
         self.padding_mode = padding_mode
 

@@ -389,6 +389,9 @@ class CompletionNet(nn.Module):
         device: parameter device.
         dtype: parameter dtype.
 
+    Raises:
+        ValueError: ``width < 1`` or empty / non-positive ``dilations`` (at construction).
+
     Shape:
         - warped ``(B, 3, H, W)``, holes ``(B, 1, H, W)``, mask ``(B, 1, H, W)``; output ``(B, 3, H, W)``.
     """
@@ -402,7 +405,12 @@ class CompletionNet(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.width, self.dilations = int(width), tuple(dilations)
+        if int(width) < 1 or not dilations or min(int(r) for r in dilations) < 1:
+            raise ValueError(
+                f"CompletionNet: 'width' must be >= 1 and 'dilations' non-empty positive ints; got "
+                f"width={width}, dilations={tuple(dilations)}"
+            )
+        self.width, self.dilations = int(width), tuple(int(r) for r in dilations)
         w = self.width
         self.enc = nn.ModuleList([_Block(5, w), _Block(w, 2 * w), _Block(2 * w, 4 * w), _Block(4 * w, 4 * w)])
         self.mid = nn.Sequential(*[_Block(4 * w, 4 * w, dilation=r) for r in self.dilations])

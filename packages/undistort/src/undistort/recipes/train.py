@@ -184,7 +184,15 @@ def evaluate(
 
     Returns:
         Dict of sample-weighted mean metrics.
+
+    Raises:
+        TypeError: ``model`` is not a module or ``dataset`` has no length.
+        ValueError: unknown task, empty dataset, non-positive batch size.
     """
+    fn = "evaluate"
+    if task not in TASKS:
+        raise ValueError(f"{fn}: 'task' must be one of {TASKS}; got {task!r}")
+    _check_model_and_data(fn, model, dataset, batch_size)
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     was = model.training
     model.eval()
@@ -213,6 +221,22 @@ def _disc_extra(disc: nn.Module | None, d_opt: torch.optim.Optimizer | None) -> 
     if d_opt is not None:
         entry["optimizer"] = d_opt.state_dict()
     return {"discriminator": entry}
+
+
+def _check_model_and_data(fn: str, model: Any, dataset: Any, batch_size: int) -> None:
+    """Argument checks shared by :func:`train` and :func:`evaluate` (before any data is rendered)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{fn}: 'model' must be an nn.Module; got {type(model).__name__}")
+    if next(iter(model.parameters()), None) is None:
+        raise ValueError(f"{fn}: 'model' has no parameters")
+    if not isinstance(dataset, Sized):
+        raise TypeError(
+            f"{fn}: 'dataset' must be a sized dataset (PortraitPairs or a list of its items); "
+            f"got {type(dataset).__name__}"
+        )
+    if len(dataset) == 0:
+        raise ValueError(f"{fn}: 'dataset' must be non-empty; got length 0")
+    check_positive(batch_size, "batch_size", fn=fn)
 
 
 def _forever(loader: DataLoader, sampler: Any) -> Iterator[dict[str, Tensor]]:
@@ -292,15 +316,19 @@ def train(
         ``model`` (the unwrapped model) and ``discriminator`` (the unwrapped critic, or None).
 
     Raises:
-        ValueError: unknown task, non-positive steps/batch size/lr, negative ``adversarial_weight``, or a
-            ``discriminator`` given for another task or with ``adversarial_weight=0``.
+        TypeError: ``model`` or ``discriminator`` is not a module, ``dataset`` has no length.
+        ValueError: unknown task, empty dataset, non-positive steps/batch size/lr, negative
+            ``adversarial_weight``/``checkpoint_every``/``num_workers``, or a ``discriminator`` given for
+            another task or with ``adversarial_weight=0``.
     """
     fn = "train"
     if task not in TASKS:
         raise ValueError(f"{fn}: 'task' must be one of {TASKS}; got {task!r}")
+    _check_model_and_data(fn, model, dataset, batch_size)
     check_positive(steps, "steps", fn=fn)
-    check_positive(batch_size, "batch_size", fn=fn)
     check_positive(lr, "lr", fn=fn)
+    check_positive(checkpoint_every, "checkpoint_every", fn=fn, strict=False)
+    check_positive(num_workers, "num_workers", fn=fn, strict=False)
     check_positive(adversarial_weight, "adversarial_weight", fn=fn, strict=False)
     if discriminator_lr is not None:
         check_positive(discriminator_lr, "discriminator_lr", fn=fn)
