@@ -84,6 +84,37 @@ class TestComplete:
             c.complete([1, 2], m, x)  # type: ignore[call-overload]
         with pytest.raises(ValueError, match="generator expects 3 pose channels but the pose map gives 68"):
             Completer(CompletionGenerator(base_channels=4, depth=2), pose_map=PoseMap("heatmaps"))
+        with pytest.raises(
+            TypeError, match="Completer: 'generator' must be a CompletionGenerator; got Identity"
+        ):
+            Completer(torch.nn.Identity())  # type: ignore[arg-type]
+        with pytest.raises(
+            TypeError, match=r"Completer.complete: 'landmarks' must be a torch\.Tensor; got list"
+        ):
+            c.complete(x, m, x, [[0.0, 0.0]] * 68)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=r"Completer.complete: 'landmarks' must have shape \(1, K, 2\)"):
+            c.complete(x, m, x, torch.zeros(2, 68, 2, device=device))
+        with pytest.raises(
+            TypeError, match=r"Completer\.complete: 'angles' must have a floating-point dtype"
+        ):
+            c.complete(x, m, x, angles=torch.zeros(1, 3, dtype=torch.long, device=device))
+
+    def test_from_checkpoint_rejects_other_models(self, device, tmp_path):
+        from occfill import PatchDiscriminator, save_checkpoint
+
+        path = tmp_path / "d.pt"
+        save_checkpoint(
+            path, PatchDiscriminator(base_channels=4, n_layers=1), arch="occfill_global_discriminator"
+        )
+        with pytest.raises(
+            ValueError, match=r"Completer.from_checkpoint: .* holds arch 'occfill_global_discriminator'"
+        ):
+            Completer.from_checkpoint(path)
+        gen_path = tmp_path / "g.pt"
+        g = CompletionGenerator(base_channels=4, depth=2)
+        save_checkpoint(gen_path, g, arch="occfill_generator", config={"base_channels": 4, "depth": 2})
+        c = Completer.from_checkpoint(gen_path, device=device)
+        assert c.generator.base_channels == 4 and c.device.type == device.type
 
 
 class TestVideo:
@@ -180,3 +211,7 @@ class TestVideo:
             c.complete_video([x, x], [x[:1]], x)
         with pytest.raises(ValueError, match="'pose_smoothing' must lie in"):
             c.complete_video([x], [x[:1]], x, pose_smoothing=1.0)
+        with pytest.raises(
+            TypeError, match="complete_video: 'frames' must be a sequence of frames or a tensor"
+        ):
+            c.complete_video(None, [x[:1]], x)  # type: ignore[arg-type]

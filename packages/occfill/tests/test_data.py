@@ -82,6 +82,12 @@ class TestPairedFaces:
             PairedFaces.from_image_folder(root)
         with pytest.raises(ValueError, match="'mask' must be one of"):
             PairedFaces.from_image_folder(root, mask="oval")
+        with pytest.raises(ValueError, match="PairedFaces: 'size' must be > 0; got 0"):
+            PairedFaces.from_image_folder(root, size=0)
+        with pytest.raises(TypeError, match="PairedFaces: 'size' must be an int; got float"):
+            PairedFaces.from_image_folder(root, size=32.0)
+        with pytest.raises(ValueError, match="PairedFaces: 'mask_shape' must be one of"):
+            PairedFaces.from_image_folder(root, mask_shape="oval")
         two = tmp_path / "two"
         two.mkdir()
         with pytest.raises(ValueError, match="mask='landmarks' needs landmarks"):

@@ -65,6 +65,12 @@ class TestEyeBoxMask:
     def test_errors(self):
         with pytest.raises(ValueError, match=r"eye_box_mask: 'box' must be 4 relative coordinates"):
             eye_box_mask(10, 10, box=(0.1, 0.1, 1.5, 0.5))
+        with pytest.raises(ValueError, match=r"eye_box_mask: 'box' must be .* with x0 < x1"):
+            eye_box_mask(10, 10, box=(0.5, 0.1, 0.4, 0.5))
+        with pytest.raises(TypeError, match="eye_box_mask: 'width' must be an int; got float"):
+            eye_box_mask(10, 10.5)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"eye_box_mask: 'dtype' must be a floating torch\.dtype"):
+            eye_box_mask(10, 10, dtype=torch.int64)
 
 
 class TestLandmarkBox:
@@ -128,6 +134,10 @@ class TestRandomMasks:
             random_eye_masks(1, 8, 8, scale=1.0)
         with pytest.raises(ValueError, match="'headset_prob' must lie in"):
             random_eye_masks(1, 8, 8, headset_prob=2.0)
+        with pytest.raises(ValueError, match=r"random_eye_masks: 'box' must be 4 relative coordinates"):
+            random_eye_masks(1, 8, 8, box=(0.2, 0.2))  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="random_eye_masks: 'height' must be an int; got float"):
+            random_eye_masks(1, 8.0, 8)  # type: ignore[arg-type]
 
 
 def test_paper_box_constant():

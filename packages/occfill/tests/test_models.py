@@ -87,6 +87,10 @@ class TestGenerator:
             g(y[..., :14, :14], s[..., :14, :14], lmap[..., :14, :14])
         with pytest.raises(ValueError, match="CompletionGenerator: 'noise' must be one of"):
             CompletionGenerator(noise="bottleneck")
+        with pytest.raises(TypeError, match="CompletionGenerator: 'depth' must be an int; got float"):
+            CompletionGenerator(depth=2.5)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="list_models: 'pattern' must be a str; got int"):
+            list_models(3)  # type: ignore[arg-type]
         with pytest.raises(ValueError, match=r"'reference' must have shape \(B, 3, H, W\) with H=16"):
             g(y, s[..., :8, :], lmap)
 

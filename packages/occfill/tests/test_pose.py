@@ -90,6 +90,8 @@ class TestEstimatePose:
             estimate_pose(torch.zeros(1, 5, 2, device=device), (64, 64))
         with pytest.raises(ValueError, match="'image_size' must be"):
             estimate_pose(torch.zeros(1, 68, 2, device=device), (0, 64))
+        with pytest.raises(TypeError, match=r"estimate_pose: 'image_size' must be a pair \(H, W\)"):
+            estimate_pose(torch.zeros(1, 68, 2, device=device), 64)  # type: ignore[arg-type]
         with pytest.raises(TypeError, match=r"must be a torch\.Tensor"):
             estimate_pose([[0.0, 0.0]] * 68, (64, 64))  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="must be finite"):
@@ -136,6 +138,10 @@ class TestPoseMap:
             PoseMap("mesh")
         with pytest.raises(ValueError, match=r"PoseMap: 'pose' must have shape \(B, 68, 2\)"):
             PoseMap("heatmaps")(torch.zeros(1, 3, device=device), (4, 4))
+        with pytest.raises(TypeError, match="pose_map: 'height' must be an int; got float"):
+            pose_map(torch.zeros(1, 3, device=device), 4.5, 4)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"PoseMap: 'size' must be a pair \(H, W\)"):
+            PoseMap()(torch.zeros(1, 3, device=device), (4,))
 
 
 class TestSmoothAngles:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from occfill.checkpoint import load_checkpoint
 from occfill.data import FaceRecord, PairedFaces
 from occfill.functional import composite, discriminator_loss, occlude
-from occfill.models import PoseDiscriminator
+from occfill.models import CompletionGenerator, PoseDiscriminator
 from occfill.pose import pose_map
 from occfill.recipes import (
     CompletionConfig,
@@ -209,3 +209,90 @@ def test_recipe_options_run(shared_data, device, tmp_path):
         ds, steps=3, checkpoint=tmp_path / "e.pt", resume=True, callback=lambda s, m: steps.append(s), **kw
     )
     assert steps == [3] and load_checkpoint(tmp_path / "e.pt")["step"] == 3
+
+
+def test_dataset_smaller_than_one_batch_raises_instead_of_hanging(shared_data):
+    """Regression: with ``drop_last`` a dataset smaller than one batch gave no batch at all, and both
+    recipes looped over empty epochs forever. They now refuse it before building anything."""
+    root = os.path.join(shared_data, "ict-faces-128")
+    ds = PairedFaces.from_meta_jsonl(root, identities=range(1), size=SIZE)  # 12 renders of one identity
+    assert len(ds) == 12
+    with pytest.raises(
+        ValueError,
+        match=r"train_completion: 'dataset' must hold at least batch_size=16 samples per process; got 12",
+    ):
+        train_completion(ds, config=_small_config(identity_weight=0.0), steps=1, batch_size=16)
+    with pytest.raises(
+        ValueError, match=r"train_identity_encoder: 'dataset' must hold at least batch_size=13"
+    ):
+        train_identity_encoder(ds, num_classes=1, steps=1, batch_size=13)
+    with pytest.raises(
+        TypeError, match="train_completion: 'dataset' must be a sized map-style Dataset; got int"
+    ):
+        train_completion(3, config=_small_config(identity_weight=0.0), steps=1)  # type: ignore[arg-type]
+
+
+def test_completion_config_is_validated():
+    with pytest.raises(
+        ValueError, match=r"CompletionConfig: 'gan' must be one of \('hinge', 'lsgan', 'bce'\); got 'wgan'"
+    ):
+        CompletionConfig(gan="wgan")
+    with pytest.raises(ValueError, match="CompletionConfig: 'noise' must be one of"):
+        CompletionConfig(noise="bottleneck")
+    with pytest.raises(ValueError, match="CompletionConfig: 'depth' must be > 0; got 0"):
+        CompletionConfig(depth=0)
+    with pytest.raises(TypeError, match="CompletionConfig: 'base_channels' must be an int; got float"):
+        CompletionConfig(base_channels=8.0)  # type: ignore[arg-type]
+    with pytest.raises(
+        ValueError, match=r"CompletionConfig: 'identity_weight' must be a number >= 0; got -0\.1"
+    ):
+        CompletionConfig(identity_weight=-0.1)
+    with pytest.raises(ValueError, match="CompletionConfig: 'lr' must be > 0"):
+        CompletionConfig(lr=0.0)
+    with pytest.raises(ValueError, match=r"CompletionConfig: 'betas' must be two numbers in \[0, 1\)"):
+        CompletionConfig(betas=(0.5, 1.0))
+    assert CompletionConfig(betas=[0.0, 0.9]).betas == (0.0, 0.9)  # type: ignore[arg-type]
+
+
+def test_recipe_argument_errors(faces, device):
+    train, test = faces
+    with pytest.raises(
+        TypeError, match=r"train_completion: 'config' must be a CompletionConfig .*; got dict"
+    ):
+        train_completion(train, config={"gan": "hinge"}, steps=1)  # type: ignore[arg-type]
+    with pytest.raises(
+        TypeError, match=r"train_completion: 'encoder' must be an nn\.Module or None; got str"
+    ):
+        train_completion(train, config=_small_config(), encoder="vgg", steps=1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="train_identity_encoder: 'num_classes' must be an int; got float"):
+        train_identity_encoder(train, num_classes=8.0, steps=1)  # type: ignore[arg-type]
+    g = CompletionGenerator(base_channels=4, depth=2, pose_channels=0)
+    with pytest.raises(
+        TypeError, match="evaluate_completion: 'generator' must be a CompletionGenerator; got str"
+    ):
+        evaluate_completion("g", test)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="evaluate_completion: 'batch_size' must be > 0; got 0"):
+        evaluate_completion(g, test, batch_size=0, device=device)
+    with pytest.raises(ValueError, match="evaluate_completion: 'dataset' must not be empty"):
+        evaluate_completion(g, [], device=device)
+
+
+def test_any_embedding_module_plugs_in_as_identity_network(faces, device):
+    """The identity network is pluggable: a plain ``nn.Sequential`` giving ``(B, D)`` (standing in for
+    user-supplied VGG-Face weights) drives the identity loss, stays frozen, and the generator still trains."""
+    train, _ = faces
+    torch.manual_seed(0)
+    user_net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
+    ).to(device)
+    before = [p.detach().clone() for p in user_net.parameters()]
+    res = train_completion(
+        train,
+        config=_small_config(identity_weight=1.0),
+        encoder=user_net,
+        steps=2,
+        batch_size=4,
+        device=device,
+    )
+    assert all("identity" in h and 0.0 <= h["identity"] <= 2.0 for h in res.history)
+    assert all(torch.equal(a, b) for a, b in zip(before, user_net.parameters()))

@@ -10,6 +10,8 @@ checked with one ``dims`` dict), a number is exact, ``*`` stands for any number 
 
 from __future__ import annotations
 
+import numbers
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -17,10 +19,12 @@ import torch
 __all__ = [
     "check_finite",
     "check_floating",
+    "check_int",
     "check_positive",
     "check_range",
     "check_same_device",
     "check_shape",
+    "check_size",
     "check_tensor",
 ]
 
@@ -121,3 +125,22 @@ def check_positive(value: float, name: str, *, fn: str, strict: bool = True) -> 
     ok = value > 0 if strict else value >= 0
     if not ok:
         raise ValueError(f"{fn}: '{name}' must be {'>' if strict else '>='} 0; got {value!r}")
+
+
+def check_int(value: Any, name: str, *, fn: str, low: int | None = 1) -> None:
+    """Raise ``TypeError`` unless ``value`` is an integer (not a bool), ``ValueError`` if it is below ``low``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{fn}: '{name}' must be an int; got {type(value).__name__} {value!r}")
+    if low is not None and int(value) < low:
+        bound = "> 0" if low == 1 else f">= {low}"
+        raise ValueError(f"{fn}: '{name}' must be {bound}; got {value!r}")
+
+
+def check_size(size: Any, name: str, *, fn: str) -> tuple[int, int]:
+    """Check that ``size`` is a pair ``(H, W)`` of positive ints and return it as a tuple."""
+    if not isinstance(size, Sequence) or isinstance(size, str) or len(size) != 2:
+        raise TypeError(f"{fn}: '{name}' must be a pair (H, W) of positive ints; got {size!r}")
+    for v in size:
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or int(v) <= 0:
+            raise ValueError(f"{fn}: '{name}' must be a pair (H, W) of positive ints; got {tuple(size)!r}")
+    return int(size[0]), int(size[1])

@@ -10,9 +10,8 @@ from typing import Any, overload
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch import nn
 
-from ._checks import check_floating, check_range, check_shape, check_tensor
+from ._checks import check_floating, check_positive, check_range, check_shape, check_tensor
 from .data import pil_to_tensor, tensor_to_pil
 from .functional import composite, occlude
 from .models import CompletionGenerator, create_model
@@ -23,6 +22,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["Completer"]
 
 ImageLike = torch.Tensor | Image.Image
+_GENERATOR_ARCHS = ("occfill_generator", "occfill_inpainting_baseline")
 
 
 def _to_batch(x: ImageLike, name: str, fn: str, channels: int) -> tuple[torch.Tensor, bool]:
@@ -52,6 +52,11 @@ class Completer:
             angle map).
         focal: focal length in pixels for pose estimation (default ``2 * max(H, W)``).
 
+    Raises:
+        TypeError: ``generator`` is not a :class:`~occfill.models.CompletionGenerator` or ``pose_map`` not a
+            :class:`~occfill.PoseMap`.
+        ValueError: a non-positive ``focal`` or a pose map whose channels the generator does not take.
+
     Examples:
         >>> from occfill.models import CompletionGenerator
         >>> c = Completer(CompletionGenerator(base_channels=8, depth=2))
@@ -64,8 +69,14 @@ class Completer:
     def __init__(
         self, generator: CompletionGenerator, *, pose_map: PoseMap | None = None, focal: float | None = None
     ) -> None:
-        if not isinstance(generator, nn.Module):
-            raise TypeError(f"Completer: 'generator' must be an nn.Module; got {type(generator).__name__}")
+        if not isinstance(generator, CompletionGenerator):
+            raise TypeError(
+                f"Completer: 'generator' must be a CompletionGenerator; got {type(generator).__name__}"
+            )
+        if pose_map is not None and not isinstance(pose_map, PoseMap):
+            raise TypeError(f"Completer: 'pose_map' must be a PoseMap or None; got {type(pose_map).__name__}")
+        if focal is not None:
+            check_positive(focal, "focal", fn="Completer")
         self.generator = generator.eval()
         self.pose_map = pose_map if pose_map is not None else PoseMap()
         if generator.pose_channels not in (0, self.pose_map.out_channels):
@@ -89,13 +100,22 @@ class Completer:
 
         Returns:
             The completer.
+
+        Raises:
+            FileNotFoundError: no file at ``path``.
+            ValueError: not an occfill checkpoint, or one of another model (e.g. a discriminator or the
+                identity encoder).
         """
         from .checkpoint import load_checkpoint
 
         arch = load_checkpoint(path).get("arch", "occfill_generator")
+        if arch not in _GENERATOR_ARCHS:
+            raise ValueError(
+                f"Completer.from_checkpoint: {os.fspath(path)!r} holds arch {arch!r}; expected one of "
+                f"{_GENERATOR_ARCHS}"
+            )
         gen = create_model(arch, weights=path).to(device)
-        assert isinstance(gen, CompletionGenerator)
-        return cls(gen, **kwargs)
+        return cls(gen, **kwargs)  # type: ignore[arg-type]
 
     @property
     def device(self) -> torch.device:
@@ -183,8 +203,9 @@ class Completer:
             The completed image, of the type and shape of ``image``; outside the mask it equals ``image``.
 
         Raises:
-            TypeError: unsupported input types.
-            ValueError: mismatched shapes or values outside [0, 1].
+            TypeError: unsupported input types (non-floating tensors included).
+            ValueError: mismatched shapes (``landmarks`` ``(B, K, 2)``, ``angles`` ``(B, 3)`` included) or
+                values outside [0, 1].
         """
         fn = "Completer.complete"
         x, was_pil = _to_batch(image, "image", fn, 3)
@@ -199,7 +220,12 @@ class Completer:
         check_range(x, "image", fn=fn, low=0.0, high=1.0)
         check_range(s, "reference", fn=fn, low=0.0, high=1.0)
         if landmarks is not None:
+            check_floating(landmarks, "landmarks", fn=fn)
             landmarks = landmarks if landmarks.dim() == 3 else landmarks[None]
+            check_shape(landmarks, f"{x.shape[0]},K,2", "landmarks", fn=fn)
+        if angles is not None:
+            check_floating(angles, "angles", fn=fn)
+            check_shape(angles, f"{x.shape[0]},3", "angles", fn=fn)
         dev = self.device
         dtype = next(self.generator.parameters()).dtype
         x, m, s = x.to(dev, dtype), (m != 0).to(dev, dtype), s.to(dev, dtype)
@@ -260,9 +286,19 @@ class Completer:
             The T completed frames, each of the type of the corresponding input frame.
 
         Raises:
-            ValueError: frame/mask count mismatch or bad ``pose_smoothing``.
+            TypeError: ``frames``/``masks`` are neither sequences nor tensors.
+            ValueError: frame/mask count mismatch, ``landmarks``/``angles`` not one row per frame, or bad
+                ``pose_smoothing``.
         """
         fn = "Completer.complete_video"
+        if not isinstance(frames, (torch.Tensor, Sequence)) or isinstance(frames, str):
+            raise TypeError(
+                f"{fn}: 'frames' must be a sequence of frames or a tensor; got {type(frames).__name__}"
+            )
+        if not isinstance(masks, (torch.Tensor, Sequence)) or isinstance(masks, str):
+            raise TypeError(
+                f"{fn}: 'masks' must be a sequence of masks or a tensor; got {type(masks).__name__}"
+            )
         n = len(frames)
         if len(masks) != n:
             raise ValueError(f"{fn}: 'masks' must have one entry per frame ({n}); got {len(masks)}")

@@ -33,6 +33,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ._checks import check_int
 from .masks import PAPER_EYE_BOX, box_masks, eye_box_from_landmarks, random_eye_masks
 
 logger = logging.getLogger(__name__)
@@ -114,7 +115,9 @@ class PairedFaces(Dataset):
         preload: decode every image once and keep the uint8 pixels in memory.
 
     Raises:
-        ValueError: empty records, an identity with a single image, unknown ``mask`` or missing landmarks.
+        TypeError: a non-integer ``size``.
+        ValueError: empty records, an identity with a single image, a non-positive ``size``, unknown
+            ``mask``/``mask_shape`` or missing landmarks.
     """
 
     def __init__(
@@ -130,8 +133,12 @@ class PairedFaces(Dataset):
         fn = "PairedFaces"
         if len(records) == 0:
             raise ValueError(f"{fn}: 'records' must not be empty")
+        if size is not None:
+            check_int(size, "size", fn=fn)
         if mask not in _MASK_MODES:
             raise ValueError(f"{fn}: 'mask' must be one of {_MASK_MODES}; got {mask!r}")
+        if mask_shape not in ("box", "headset"):
+            raise ValueError(f"{fn}: 'mask_shape' must be one of ('box', 'headset'); got {mask_shape!r}")
         if mask == "landmarks" and any(r.landmarks is None for r in records):
             raise ValueError(f"{fn}: mask='landmarks' needs landmarks on every record")
         self.records = list(records)

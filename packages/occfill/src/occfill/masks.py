@@ -13,10 +13,11 @@ The default box is the one of the paper's overview figure: one axis-aligned rect
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch
 
-from ._checks import _compiling, check_finite, check_floating, check_positive, check_shape
+from ._checks import _compiling, check_finite, check_floating, check_int, check_positive, check_shape
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,27 @@ _SHAPES = ("box", "headset")
 def _check_shape_name(shape: str, fn: str) -> None:
     if shape not in _SHAPES:
         raise ValueError(f"{fn}: 'shape' must be one of {_SHAPES}; got {shape!r}")
+
+
+def _check_dtype(dtype: torch.dtype | None, fn: str) -> None:
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"{fn}: 'dtype' must be a floating torch.dtype; got {dtype!r}")
+
+
+def _check_rel_box(box: Any, fn: str) -> None:
+    ok = isinstance(box, (tuple, list)) and len(box) == 4
+    if ok:
+        try:
+            vals = [float(v) for v in box]
+        except (TypeError, ValueError):
+            ok = False
+        else:
+            ok = all(0.0 <= v <= 1.0 for v in vals) and vals[0] < vals[2] and vals[1] < vals[3]
+    if not ok:
+        raise ValueError(
+            f"{fn}: 'box' must be 4 relative coordinates (x0, y0, x1, y1) in [0, 1] with x0 < x1 and "
+            f"y0 < y1; got {box!r}"
+        )
 
 
 def box_masks(
@@ -65,7 +87,8 @@ def box_masks(
         ``(B, 1, H, W)`` mask in {0, 1} on the device of ``boxes``.
 
     Raises:
-        TypeError: ``boxes`` is not a floating tensor.
+        TypeError: ``boxes`` is not a floating tensor, ``height``/``width`` are not ints, ``dtype`` is not
+            floating.
         ValueError: bad shape, non-finite or empty boxes, non-positive size, unknown ``shape``.
 
     Examples:
@@ -79,9 +102,10 @@ def box_masks(
     fn = "box_masks"
     check_floating(boxes, "boxes", fn=fn)
     check_shape(boxes, "B,4", "boxes", fn=fn)
-    check_positive(height, "height", fn=fn)
-    check_positive(width, "width", fn=fn)
+    check_int(height, "height", fn=fn)
+    check_int(width, "width", fn=fn)
     _check_shape_name(shape, fn)
+    _check_dtype(dtype, fn)
     check_finite(boxes, "boxes", fn=fn)
     if (
         not _compiling()
@@ -135,16 +159,20 @@ def eye_box_mask(
         ``(B, 1, H, W)`` mask, 1 = occluded.
 
     Raises:
-        ValueError: a relative coordinate outside [0, 1], an empty box, non-positive sizes.
+        TypeError: ``height``/``width``/``batch`` are not ints, ``dtype`` is not floating.
+        ValueError: a relative coordinate outside [0, 1], an empty box, non-positive sizes, unknown ``shape``.
 
     Examples:
         >>> eye_box_mask(112, 112).mean().item() > 0.2
         True
     """
     fn = "eye_box_mask"
-    if len(box) != 4 or not all(0.0 <= float(v) <= 1.0 for v in box):
-        raise ValueError(f"{fn}: 'box' must be 4 relative coordinates in [0, 1]; got {box!r}")
-    check_positive(batch, "batch", fn=fn)
+    _check_rel_box(box, fn)
+    check_int(height, "height", fn=fn)
+    check_int(width, "width", fn=fn)
+    check_int(batch, "batch", fn=fn)
+    _check_shape_name(shape, fn)
+    _check_dtype(dtype, fn)
     rel = torch.tensor([box], dtype=torch.float64, device=device)
     px = rel * torch.tensor([width, height, width, height], dtype=torch.float64, device=device)
     return box_masks(px.expand(batch, 4), height, width, shape=shape, dtype=dtype)
@@ -241,7 +269,9 @@ def random_eye_masks(
         ``(B, 1, H, W)`` masks, 1 = occluded.
 
     Raises:
-        ValueError: negative ``shift``/``scale``, ``scale >= 1``, ``headset_prob`` outside [0, 1].
+        TypeError: ``batch``/``height``/``width`` are not ints, ``dtype`` is not floating.
+        ValueError: a bad ``box``, non-positive sizes, negative ``shift``/``scale``, ``scale >= 1``,
+            ``headset_prob`` outside [0, 1].
 
     Examples:
         >>> g = torch.Generator().manual_seed(0)
@@ -249,7 +279,11 @@ def random_eye_masks(
         torch.Size([2, 1, 64, 64])
     """
     fn = "random_eye_masks"
-    check_positive(batch, "batch", fn=fn)
+    check_int(batch, "batch", fn=fn)
+    check_int(height, "height", fn=fn)
+    check_int(width, "width", fn=fn)
+    _check_rel_box(box, fn)
+    _check_dtype(dtype, fn)
     check_positive(shift, "shift", fn=fn, strict=False)
     check_positive(scale, "scale", fn=fn, strict=False)
     if scale >= 1.0:

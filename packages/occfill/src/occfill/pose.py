@@ -21,7 +21,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._checks import check_finite, check_floating, check_positive, check_shape, check_tensor
+from ._checks import (
+    check_finite,
+    check_floating,
+    check_int,
+    check_positive,
+    check_shape,
+    check_size,
+    check_tensor,
+)
 from ._template import LANDMARKS68_CM
 
 logger = logging.getLogger(__name__)
@@ -129,8 +137,8 @@ def project_template(
         ``(B, 68, 2)`` landmarks ``(x, y)`` in pixels, dtype and device of ``angles``.
 
     Raises:
-        TypeError: ``angles`` is not a floating tensor.
-        ValueError: bad shapes or a non-positive ``distance``/``focal``.
+        TypeError: ``angles`` is not a floating tensor, ``image_size`` is not a pair.
+        ValueError: bad shapes, non-positive ``image_size`` entries or a non-positive ``distance``/``focal``.
     """
     fn = "project_template"
     check_floating(angles, "angles", fn=fn)
@@ -138,7 +146,7 @@ def project_template(
     check_positive(distance, "distance", fn=fn)
     if focal is not None:
         check_positive(focal, "focal", fn=fn)
-    h, w = image_size
+    h, w = check_size(image_size, "image_size", fn=fn)
     k = torch.as_tensor(_intrinsics(h, w, focal), dtype=angles.dtype, device=angles.device)
     tmpl = _template(angles.device, angles.dtype)
     tmpl = tmpl - tmpl.mean(dim=0)
@@ -175,7 +183,7 @@ def estimate_pose(
         ``landmarks``; ``(1, 3)`` for a single ``(68, 2)`` input.
 
     Raises:
-        TypeError: ``landmarks`` is neither a tensor nor an array.
+        TypeError: ``landmarks`` is neither a tensor nor an array, ``image_size`` is not a pair.
         ValueError: wrong shape, non-finite values, bad ``image_size`` or ``focal``.
     """
     fn = "estimate_pose"
@@ -190,15 +198,13 @@ def estimate_pose(
     if lm_t.dim() == 2:
         lm_t = lm_t.unsqueeze(0)
     check_shape(lm_t, "B,68,2", "landmarks", fn=fn)
-    if len(image_size) != 2 or min(int(image_size[0]), int(image_size[1])) <= 0:
-        raise ValueError(f"{fn}: 'image_size' must be (H, W) with positive sizes; got {image_size!r}")
+    h, w = check_size(image_size, "image_size", fn=fn)
     if focal is not None:
         check_positive(focal, "focal", fn=fn)
     lm = lm_t.detach().to("cpu", torch.float64)
     check_finite(lm, "landmarks", fn=fn)
     import cv2  # local import: OpenCV is only needed here
 
-    h, w = int(image_size[0]), int(image_size[1])
     k = _intrinsics(h, w, focal)
     tmpl = np.asarray(LANDMARKS68_CM, dtype=np.float64)
     tmpl = tmpl - tmpl.mean(axis=0)
@@ -246,7 +252,7 @@ def pose_map(
         ``(B, 3, H, W)`` pose map, dtype and device of ``angles``.
 
     Raises:
-        TypeError: ``angles`` is not a floating tensor.
+        TypeError: ``angles`` is not a floating tensor, ``height``/``width`` are not ints.
         ValueError: wrong shape, non-finite angles, non-positive sizes.
 
     Examples:
@@ -257,8 +263,8 @@ def pose_map(
     fn = "pose_map"
     check_floating(angles, "angles", fn=fn)
     check_shape(angles, "B,3", "angles", fn=fn)
-    check_positive(height, "height", fn=fn)
-    check_positive(width, "width", fn=fn)
+    check_int(height, "height", fn=fn)
+    check_int(width, "width", fn=fn)
     check_positive(max_angle, "max_angle", fn=fn)
     check_finite(angles, "angles", fn=fn)
     return (angles / max_angle)[:, :, None, None].expand(-1, -1, height, width).contiguous()
@@ -336,8 +342,8 @@ def landmark_heatmaps(
     fn = "landmark_heatmaps"
     check_floating(landmarks, "landmarks", fn=fn)
     check_shape(landmarks, "B,K,2", "landmarks", fn=fn)
-    check_positive(height, "height", fn=fn)
-    check_positive(width, "width", fn=fn)
+    check_int(height, "height", fn=fn)
+    check_int(width, "width", fn=fn)
     check_positive(sigma, "sigma", fn=fn)
     check_finite(landmarks, "landmarks", fn=fn)
     ys = torch.arange(height, device=landmarks.device, dtype=landmarks.dtype) + 0.5
@@ -392,7 +398,7 @@ class PoseMap(nn.Module):
 
     def forward(self, pose: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         """Encode ``pose`` as a ``(B, C, H, W)`` map of spatial ``size = (H, W)``."""
-        h, w = int(size[0]), int(size[1])
+        h, w = check_size(size, "size", fn="PoseMap")
         if self.encoding == "angles":
             return pose_map(pose, h, w, max_angle=self.max_angle)
         check_shape(pose, f"B,{self.num_landmarks},2", "pose", fn="PoseMap")

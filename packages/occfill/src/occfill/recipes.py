@@ -23,8 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from ._checks import check_int
 from .checkpoint import load_checkpoint, save_checkpoint
 from .functional import (
+    _GAN_KINDS,
     composite,
     discriminator_loss,
     generator_adversarial_loss,
@@ -42,6 +44,7 @@ from .models import (
     PatchDiscriminator,
     PoseDiscriminator,
 )
+from .models.networks import _NOISE_MODES
 from .pose import pose_map
 
 logger = logging.getLogger(__name__)
@@ -137,10 +140,22 @@ def _rng_state() -> dict[str, Any]:
 
 
 def _check_steps(steps: int, batch_size: int, fn: str) -> None:
-    if steps <= 0:
-        raise ValueError(f"{fn}: 'steps' must be > 0; got {steps!r}")
-    if batch_size <= 0:
-        raise ValueError(f"{fn}: 'batch_size' must be > 0; got {batch_size!r}")
+    check_int(steps, "steps", fn=fn)
+    check_int(batch_size, "batch_size", fn=fn)
+
+
+def _check_dataset(dataset: Any, batch_size: int, fn: str) -> None:
+    """Reject a dataset that cannot fill one full batch per process (``drop_last`` would loop forever)."""
+    if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
+        raise TypeError(f"{fn}: 'dataset' must be a sized map-style Dataset; got {type(dataset).__name__}")
+    _, _, world = _dist()
+    n = len(dataset)
+    per_rank = math.ceil(n / world) if world > 1 else n
+    if per_rank < batch_size:
+        raise ValueError(
+            f"{fn}: 'dataset' must hold at least batch_size={batch_size} samples per process; got {n} "
+            f"samples for {world} process(es) ({per_rank} per process)"
+        )
 
 
 # --------------------------------------------------------------------------------------------- identity encoder
@@ -191,12 +206,14 @@ def train_identity_encoder(
         The trained encoder in eval mode.
 
     Raises:
-        ValueError: non-positive ``steps``/``batch_size``/``num_classes``.
+        TypeError: non-integer ``steps``/``batch_size``/``num_classes``, ``dataset`` not a sized dataset.
+        ValueError: non-positive ``steps``/``batch_size``/``num_classes``, or fewer than ``batch_size``
+            samples per process.
     """
     fn = "train_identity_encoder"
     _check_steps(steps, batch_size, fn)
-    if num_classes <= 0:
-        raise ValueError(f"{fn}: 'num_classes' must be > 0; got {num_classes!r}")
+    check_int(num_classes, "num_classes", fn=fn)
+    _check_dataset(dataset, batch_size, fn)
     _, rank, _ = _dist()
     torch.manual_seed(seed)
     config: dict[str, Any] = {
@@ -292,6 +309,11 @@ class CompletionConfig:
         local_weight: weight of the local adversarial loss.
         lr: Adam learning rate (G and D).
         betas: Adam betas.
+
+    Raises:
+        TypeError: a non-integer width or depth.
+        ValueError: a non-positive width or depth, unknown ``gan``/``noise``, a negative weight, a
+            non-positive ``lr`` or ``betas`` outside [0, 1).
     """
 
     base_channels: int = 32
@@ -315,6 +337,32 @@ class CompletionConfig:
     local_weight: float = 0.01
     lr: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
+
+    def __post_init__(self) -> None:
+        fn = "CompletionConfig"
+        for name in ("base_channels", "depth", "d_base_channels", "d_layers"):
+            check_int(getattr(self, name), name, fn=fn)
+        if self.gan not in _GAN_KINDS:
+            raise ValueError(f"{fn}: 'gan' must be one of {_GAN_KINDS}; got {self.gan!r}")
+        if self.noise not in _NOISE_MODES:
+            raise ValueError(f"{fn}: 'noise' must be one of {_NOISE_MODES}; got {self.noise!r}")
+        for name in (
+            "rec_weight",
+            "hole_weight",
+            "identity_weight",
+            "global_weight",
+            "pose_weight",
+            "local_weight",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
+                raise ValueError(f"{fn}: '{name}' must be a number >= 0; got {value!r}")
+        if not isinstance(self.lr, (int, float)) or not self.lr > 0:
+            raise ValueError(f"{fn}: 'lr' must be > 0; got {self.lr!r}")
+        betas = tuple(self.betas)
+        if len(betas) != 2 or not all(0.0 <= float(b) < 1.0 for b in betas):
+            raise ValueError(f"{fn}: 'betas' must be two numbers in [0, 1); got {self.betas!r}")
+        self.betas = (float(betas[0]), float(betas[1]))
 
     def generator_kwargs(self) -> dict[str, Any]:
         """Builder kwargs of the generator (JSON-able)."""
@@ -406,13 +454,24 @@ def train_completion(
         A :class:`CompletionResult`.
 
     Raises:
-        ValueError: bad ``steps``/``batch_size`` or an identity weight without an encoder.
+        TypeError: ``config`` is not a :class:`CompletionConfig`, ``encoder`` is not a module, non-integer
+            ``steps``/``batch_size``, ``dataset`` not a sized dataset.
+        ValueError: non-positive ``steps``/``batch_size``, an identity weight without an encoder, or fewer
+            than ``batch_size`` samples per process.
     """
     fn = "train_completion"
+    if config is not None and not isinstance(config, CompletionConfig):
+        raise TypeError(
+            f"{fn}: 'config' must be a CompletionConfig (see config_from_dict for plain dicts); "
+            f"got {type(config).__name__}"
+        )
     cfg = config if config is not None else CompletionConfig()
     _check_steps(steps, batch_size, fn)
+    if encoder is not None and not isinstance(encoder, nn.Module):
+        raise TypeError(f"{fn}: 'encoder' must be an nn.Module or None; got {type(encoder).__name__}")
     if cfg.identity_weight > 0 and encoder is None:
         raise ValueError(f"{fn}: config.identity_weight={cfg.identity_weight} needs an 'encoder'; got None")
+    _check_dataset(dataset, batch_size, fn)
     _, rank, _ = _dist()
     torch.manual_seed(seed)
     gen, ds = build_completion_models(cfg, device=device)
@@ -578,7 +637,20 @@ def evaluate_completion(
 
     Returns:
         ``{"psnr": ..., "ssim": ..., "id_sim": ...}`` means over the dataset (``id_sim`` only with an encoder).
+
+    Raises:
+        TypeError: ``generator`` is not a :class:`~occfill.models.CompletionGenerator`, ``encoder`` is not a
+            module, a non-integer ``batch_size``.
+        ValueError: a non-positive ``batch_size`` or an empty ``dataset``.
     """
+    fn = "evaluate_completion"
+    if not isinstance(generator, CompletionGenerator):
+        raise TypeError(f"{fn}: 'generator' must be a CompletionGenerator; got {type(generator).__name__}")
+    if encoder is not None and not isinstance(encoder, nn.Module):
+        raise TypeError(f"{fn}: 'encoder' must be an nn.Module or None; got {type(encoder).__name__}")
+    check_int(batch_size, "batch_size", fn=fn)
+    if len(dataset) == 0:  # type: ignore[arg-type]
+        raise ValueError(f"{fn}: 'dataset' must not be empty; got 0 samples")
     generator = generator.to(device).eval()
     if encoder is not None:
         encoder = encoder.to(device).eval()
@@ -597,7 +669,7 @@ def evaluate_completion(
         if encoder is not None:
             sums["id_sim"] += float(F.cosine_similarity(encoder(out), encoder(y), dim=1).sum())
         n += y.shape[0]
-    res = {k: v / max(n, 1) for k, v in sums.items()}
+    res = {k: v / n for k, v in sums.items()}
     if encoder is None:
         res.pop("id_sim")
     return res

@@ -35,7 +35,12 @@ def list_models(pattern: str = "*") -> list[str]:
 
     Returns:
         The matching names.
+
+    Raises:
+        TypeError: ``pattern`` is not a string.
     """
+    if not isinstance(pattern, str):
+        raise TypeError(f"list_models: 'pattern' must be a str; got {type(pattern).__name__}")
     return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_floating, check_positive, check_shape
+from .._checks import check_floating, check_int, check_positive, check_shape
 
 __all__ = ["CompletionGenerator", "LocalDiscriminator", "PatchDiscriminator", "PoseDiscriminator"]
 
@@ -108,11 +108,11 @@ class CompletionGenerator(nn.Module):
         fn = "CompletionGenerator"
         if noise not in _NOISE_MODES:
             raise ValueError(f"{fn}: 'noise' must be one of {_NOISE_MODES}; got {noise!r}")
-        check_positive(pose_channels, "pose_channels", fn=fn, strict=False)
-        check_positive(noise_channels, "noise_channels", fn=fn)
-        check_positive(id_dim, "id_dim", fn=fn, strict=False)
-        check_positive(base_channels, "base_channels", fn=fn)
-        check_positive(depth, "depth", fn=fn)
+        check_int(pose_channels, "pose_channels", fn=fn, low=0)
+        check_int(noise_channels, "noise_channels", fn=fn)
+        check_int(id_dim, "id_dim", fn=fn, low=0)
+        check_int(base_channels, "base_channels", fn=fn)
+        check_int(depth, "depth", fn=fn)
         self.use_reference = bool(use_reference)
         self.pose_channels = int(pose_channels)
         self.mask_channel = bool(mask_channel)
