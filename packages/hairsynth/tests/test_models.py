@@ -209,6 +209,14 @@ class TestRegistryAndCheckpoint:
             load_checkpoint(tmp_path / "o.pt")
         with pytest.raises(FileNotFoundError, match=r"load_checkpoint: no checkpoint"):
             load_checkpoint(tmp_path / "missing.pt")
+        torch.save({"state_dict": {}, "package": "hairsynth", "format_version": 99}, tmp_path / "v.pt")
+        with pytest.raises(
+            ValueError, match=r"has format_version 99; this hairsynth .* reads format_version 1"
+        ):
+            load_checkpoint(tmp_path / "v.pt")
+        torch.save([1, 2], tmp_path / "l.pt")
+        with pytest.raises(ValueError, match=r"is not a checkpoint dict with a 'state_dict'"):
+            load_checkpoint(tmp_path / "l.pt")
 
 
 class TestSynthesizer:

@@ -51,6 +51,12 @@ class TestStroke:
         save_strokes([s], tmp_path / "s.json")
         (back,) = load_strokes(tmp_path / "s.json")
         assert np.array_equal(back.points, s.points) and back.color == s.color and back.width == s.width
+        (tmp_path / "bad.json").write_text('{"strokes": 3}')
+        with pytest.raises(ValueError, match=r"load_strokes: '.*bad.json' must hold a list or"):
+            load_strokes(tmp_path / "bad.json")
+        (tmp_path / "nopoints.json").write_text('[{"color": [0, 0, 0]}]')
+        with pytest.raises(ValueError, match=r"Stroke.from_dict: 'd' must be a dict with a 'points' key"):
+            load_strokes(tmp_path / "nopoints.json")
 
 
 class TestRasterize:

@@ -221,7 +221,9 @@ def train(
             builds ``create_model(config.arch, **config.model_kwargs)`` after
             ``torch.manual_seed(config.seed)`` (the same initial weights on every rank).
         out_dir: where ``last.pt`` is written (``None``: no checkpoints).
-        resume: checkpoint to resume from (model, discriminators, optimisers, step, RNG).
+        resume: checkpoint written by ``train`` to resume from (model, discriminators, optimisers, step,
+            CPU RNG). The data are reshuffled from ``seed + step`` on resume, so a resumed run is not
+            bit-identical to an uninterrupted one.
         callback: called as ``callback(step, logs)`` every ``log_every`` steps.
         progress: tqdm bar; ``None`` shows it only on a TTY (rank 0 only).
         device: training device (default CUDA if available, else CPU).
@@ -232,7 +234,8 @@ def train(
 
     Raises:
         TypeError: ``config`` is not a :class:`TrainConfig` or ``model`` not a ``HairSynthesisNet``.
-        ValueError: an empty dataset, or the ``"staged"`` schedule for a model without refinement.
+        ValueError: an empty dataset, the ``"staged"`` schedule for a model without refinement, or a
+            ``resume`` checkpoint without optimiser (or, with a GAN loss, discriminator) state.
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"train: 'config' must be a TrainConfig; got {type(config).__name__}")
