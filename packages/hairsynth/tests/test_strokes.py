@@ -216,6 +216,21 @@ class TestStrokesFromImage:
             assert s.width == 3.0
             assert 0.2 <= s.color[0] <= 0.5 and s.color[2] <= 0.15
 
+    def test_mask_kinds_agree(self, device):
+        """Nonzero = hair for every mask kind: a coloured (even pure blue) PIL mask, an RGB array, a 3-channel tensor."""
+        from PIL import Image
+
+        g = _grating(0.5, 48, 5.0, torch.float32)
+        img = torch.stack([0.2 + 0.3 * g, 0.1 + 0.2 * g, 0.05 + 0.1 * g]).to(device)
+        m = torch.zeros(48, 48)
+        m[8:40, 8:40] = 1
+        rgb = np.zeros((48, 48, 3), np.uint8)
+        rgb[m.numpy() > 0] = (0, 0, 255)  # blue hair label: its red channel is 0 everywhere
+        want = [s.to_dict() for s in strokes_from_image(img, m.to(device))]
+        assert want
+        for kind in (Image.fromarray(rgb), rgb, torch.from_numpy(rgb).permute(2, 0, 1).float().to(device)):
+            assert [s.to_dict() for s in strokes_from_image(img, kind)] == want
+
     def test_errors(self, device):
         img, ones = torch.rand(3, 16, 16, device=device), torch.ones(16, 16, device=device)
         with pytest.raises(ValueError, match=r"strokes_from_image: 'mask' must have shape \(H, W\)"):

@@ -603,6 +603,32 @@ def _to_chw_float(image: Any, *, fn: str, name: str = "image") -> torch.Tensor:
     return image
 
 
+def _mask_to_hw(mask: Any, *, fn: str) -> torch.Tensor:
+    """Boolean ``(H, W)`` hair mask, nonzero in any channel = hair, from a tensor, array or PIL image."""
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - pillow is a dependency
+        Image = None  # type: ignore[assignment]
+    if Image is not None and isinstance(mask, Image.Image):
+        return torch.from_numpy(np.asarray(mask.convert("RGB")) != 0).any(-1)
+    if isinstance(mask, np.ndarray):
+        arr = mask != 0
+        if arr.ndim == 3 and arr.shape[-1] in (1, 3, 4):  # (H, W, C) image layout
+            arr = arr[..., :3].any(-1)
+        m = torch.from_numpy(np.ascontiguousarray(arr))
+    elif isinstance(mask, torch.Tensor):
+        m = mask != 0
+    else:
+        raise TypeError(
+            f"{fn}: 'mask' must be a torch.Tensor, PIL image or numpy array; got {type(mask).__name__}"
+        )
+    while m.dim() > 2 and m.shape[0] == 1:
+        m = m[0]
+    if m.dim() == 3 and m.shape[0] in (3, 4):  # (C, H, W) colour mask
+        m = m[:3].any(0)
+    return m
+
+
 def strokes_from_image(
     image: Any,
     mask: Any,
@@ -626,7 +652,8 @@ def strokes_from_image(
     Args:
         image: ``(3, H, W)`` float tensor in ``[0, 1]`` (or ``(1, 3, H, W)``), a PIL image, or an
             ``(H, W, 3)`` uint8 array.
-        mask: ``(H, W)``/``(1, H, W)``/``(1, 1, H, W)`` tensor, array or PIL image; nonzero = hair.
+        mask: ``(H, W)``/``(1, H, W)``/``(1, 1, H, W)`` tensor, a ``(3, H, W)`` tensor, an ``(H, W)`` or
+            ``(H, W, 3)`` array, or a PIL image (any mode); nonzero in any colour channel = hair.
         max_strokes: keep at most this many strokes (random subset); ``None`` keeps all.
         width: a fixed width or a ``(low, high)`` range in pixels.
         spacing: seed spacing (default ``W / 16``).
@@ -649,19 +676,12 @@ def strokes_from_image(
         img = img[0]
     check_shape(img, "3,H,W", "image", fn=fn)
     check_floating(img, "image", fn=fn)
-    mk = _to_chw_float(mask, fn=fn, name="mask") if not isinstance(mask, torch.Tensor) else mask
-    if isinstance(mask, np.ndarray) and mask.dtype == np.uint8:
-        mk = torch.from_numpy((mask > 0).astype(np.float32))
-    mk = mk.to(img.device)
-    while mk.dim() > 2 and mk.shape[0] == 1:
-        mk = mk[0]
-    if mk.dim() == 3:  # a PIL "RGB" mask: take the first channel
-        mk = mk[0]
+    mk = _mask_to_hw(mask, fn=fn).to(img.device)
     if tuple(mk.shape) != tuple(img.shape[-2:]):
         raise ValueError(
             f"{fn}: 'mask' must have shape (H, W) = {tuple(img.shape[-2:])}; got {tuple(mk.shape)}"
         )
-    mk = (mk > 0).to(img.dtype)
+    mk = mk.to(img.dtype)
     if isinstance(width, (tuple, list)):
         if len(width) != 2 or not 0 < width[0] <= width[1]:
             raise ValueError(
