@@ -8,7 +8,7 @@ BatchNorm statistics synchronised.
 
 Recipes: ``train_factor``; ``distill`` with every method of ``iekd.recipes.METHODS`` (``ce``, ``kd``, ``at``,
 ``ft``, ``ofd``, ``ie-kd``, ``ie-at``, ``ie-ft``, ``ie-ofd``), plus native IE-AT, native IE-OFD and OFD with the
-data margin; ``mutual`` with ``ie=False`` and ``ie=True`` (both networks digested).
+data margin; ``mutual`` with ``ie=False``, ``ie=True`` and ``ie=True, ie_factor="feature"`` (both networks digested).
 """
 
 from __future__ import annotations
@@ -78,13 +78,13 @@ def scenario(rank: int, world_size: int, workdir: pathlib.Path) -> dict:
         )
         out[name] = {"before": before, "after": digest(res.model), "checkpoint": str(ckpt)}
 
-    # Deep mutual learning and IE-DML: both networks train.
-    for ie in (False, True):
+    # Deep mutual learning and IE-DML (online auto-encoders, and the raw-feature option): both networks train.
+    for ie, ie_factor in ((False, "online"), (True, "online"), (True, "feature")):
         net_a, net_b = _net(3), _net(4)
         before_a, before_b = digest(net_a), digest(net_b)
-        ckpt = workdir / f"mutual_ie{int(ie)}.pt"
-        res = mutual(net_a, net_b, loader, ie=ie, checkpoint=ckpt, **common)
-        tag = "mutual-ie" if ie else "mutual"
+        tag = ("mutual-ie" if ie else "mutual") + (":feature" if ie_factor == "feature" else "")
+        ckpt = workdir / f"{tag.replace(':', '_')}.pt"
+        res = mutual(net_a, net_b, loader, ie=ie, ie_factor=ie_factor, checkpoint=ckpt, **common)
         out[f"{tag}:a"] = {"before": before_a, "after": digest(res.model), "checkpoint": str(ckpt)}
         out[f"{tag}:b"] = {"before": before_b, "after": digest(res.extras["peer"]), "checkpoint": str(ckpt)}
     return out

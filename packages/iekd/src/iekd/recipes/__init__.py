@@ -251,10 +251,12 @@ def train_factor(
         The trained :class:`iekd.FactorAutoencoder` (in eval mode).
 
     Raises:
-        TypeError: ``teacher`` is not an ``nn.Module``, ``factor`` not a ``FactorAutoencoder``, or a
-            hyper-parameter of the wrong type.
-        ValueError: ``rate <= 0``, ``p`` not 1 or 2, ``epochs < 0``, or a layer that does not exist / does not
-            output ``(B, C, H, W)`` maps; all raised before any training.
+        TypeError: ``teacher`` is not an ``nn.Module``, ``factor`` not a ``FactorAutoencoder``, ``loader`` not
+            iterable, a non-callable ``optimizer``/``scheduler``/``callback``, or a hyper-parameter of the wrong
+            type.
+        ValueError: ``rate <= 0``, ``p`` not 1 or 2, ``epochs < 0``, ``resume=True`` without ``checkpoint``, an
+            empty ``loader``, or a layer that does not exist / does not output ``(B, C, H, W)`` maps; all raised
+            before any training.
     """
     fn = "train_factor"
     _check_module(teacher, "teacher", fn)
@@ -505,9 +507,11 @@ def distill(
 
     Raises:
         TypeError: ``student`` (or a given ``teacher``) is not an ``nn.Module``, ``factor`` is not a
-            ``FactorAutoencoder``, or a hyper-parameter has the wrong type.
+            ``FactorAutoencoder``, ``loader`` is not iterable, ``optimizer``/``scheduler``/``callback`` is not
+            callable, or a hyper-parameter has the wrong type.
         ValueError: unknown ``method``/``ie_at``/``ie_ofd``/``ofd_margin``/``split_mode``/``explore_encoder``,
-            ``teacher=None`` with a method other than ``ce``, out-of-range hyper-parameters (negative weights or
+            ``teacher=None`` with a method other than ``ce``, ``resume=True`` without ``checkpoint``, an empty
+            ``loader``, out-of-range hyper-parameters (negative weights or
             epochs, ``temperature <= 0``, ``alpha`` outside ``[0, 1]``, ``p`` not 1 or 2), bad layer or
             ``teacher_bn`` names, a ``split`` too large for the student's channels, or feature shapes that do not
             fit. All are raised before any training (shapes from one no-grad eval-mode probe of each network on
@@ -927,10 +931,11 @@ def mutual(
         :class:`TrainResult` with ``model = net_a``, ``extras["peer"] = net_b`` and the IE heads.
 
     Raises:
-        TypeError: a network is not an ``nn.Module``, ``ie`` is not a bool, or a hyper-parameter has the
-            wrong type.
+        TypeError: a network is not an ``nn.Module``, ``ie`` is not a bool, ``loader`` is not iterable,
+            ``optimizer``/``scheduler``/``callback`` is not callable, or a hyper-parameter has the wrong type.
         ValueError: ``net_a is net_b``, out-of-range hyper-parameters (negative weights or epochs,
-            ``temperature <= 0``, ``p`` not 1 or 2, bad ``split``/``explore_encoder``), networks whose logits
+            ``temperature <= 0``, ``p`` not 1 or 2, bad ``split``/``explore_encoder``/``ie_factor``),
+            ``resume=True`` without ``checkpoint``, an empty ``loader``, networks whose logits
             differ in class count, or features that do not fit (spatial sizes, a ``split`` too large for a
             network's channels). All are raised before any training (shapes from one no-grad eval-mode probe of
             both networks on the first batch).
