@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from occfill.checkpoint import load_checkpoint
 from occfill.data import FaceRecord, PairedFaces
 from occfill.functional import composite, discriminator_loss, occlude
+from occfill.masks import eye_box_mask
 from occfill.models import CompletionGenerator, PoseDiscriminator
 from occfill.pose import pose_map
 from occfill.recipes import (
@@ -296,3 +297,39 @@ def test_any_embedding_module_plugs_in_as_identity_network(faces, device):
     )
     assert all("identity" in h and 0.0 <= h["identity"] <= 2.0 for h in res.history)
     assert all(torch.equal(a, b) for a, b in zip(before, user_net.parameters()))
+
+
+def test_identity_loss_compares_the_output_with_the_reference(device):
+    """As drawn in the paper's figure, the identity prior is the REFERENCE S: the frozen encoder embeds S
+    (no gradient) and the composited output (with gradient), never the ground truth y."""
+
+    class _Pairs(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return 4
+
+        def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+            g = torch.Generator().manual_seed(i)
+            return {
+                "image": torch.rand(3, 16, 16, generator=g) * 0.5 + 0.5,  # y in [0.5, 1]
+                "reference": torch.full((3, 16, 16), 0.25),  # S: a constant 0.25 image
+                "mask": eye_box_mask(16, 16)[0],
+                "angles": torch.zeros(3),
+                "label": torch.tensor(0),
+            }
+
+    class _Spy(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = torch.nn.Linear(3, 4)
+            self.seen: list[tuple[torch.Tensor, bool]] = []
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.seen.append((x.detach().clone(), torch.is_grad_enabled()))
+            return self.proj(x.mean(dim=(2, 3)))
+
+    spy = _Spy().to(device)
+    cfg = CompletionConfig(base_channels=4, depth=2, d_base_channels=4, d_layers=1, identity_weight=1.0)
+    train_completion(_Pairs(), config=cfg, encoder=spy, steps=1, batch_size=4, device=device)
+    (ref_in, ref_grad), (out_in, out_grad) = spy.seen
+    assert not ref_grad and bool((ref_in == 0.25).all())  # S, without gradient
+    assert out_grad and float(out_in.min()) >= 0.0 and not bool((out_in == 0.25).all())  # the output
