@@ -89,6 +89,13 @@ class TestObj:
             io.read_obj(p)
         with pytest.raises(ValueError, match="write_obj: 'faces' must index"):
             io.write_obj(tmp_path / "x.obj", torch.zeros(3, 3), torch.tensor([[0, 1, 3]]))
+        with pytest.raises(ValueError, match=r"save_mesh: 'faces' must index the 3 vertices \(0 .. 2\)"):
+            io.save_mesh(tmp_path / "x.ply", torch.zeros(3, 3), torch.tensor([[0, 1, 3]]))
+        with pytest.raises(TypeError, match="save_mesh: 'faces' must be an integer tensor"):
+            io.save_mesh(tmp_path / "x.ply", torch.zeros(3, 3), torch.tensor([[0.0, 1.0, 2.0]]))
+        with pytest.raises(ValueError, match="save_mesh: 'path' must end in a mesh format trimesh can write"):
+            io.save_mesh(tmp_path / "x.unknownfmt", torch.zeros(3, 3), torch.tensor([[0, 1, 2]]))
+        assert not list(tmp_path.glob("x.*"))  # nothing written by the rejected calls
 
 
 class TestICTFitting:

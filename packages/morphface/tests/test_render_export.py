@@ -484,3 +484,7 @@ def test_pipeline_and_export_errors(device, tmp_path):
     assert not (tmp_path / "x.pt").exists()
     with pytest.raises(TypeError, match="export: 'face' must be a FaceAsset"):
         morphface.export({"vertices": 1}, tmp_path)
+    with pytest.raises(
+        ValueError, match="export: 'name' must be a non-empty file stem without path separators"
+    ):
+        morphface.export(morphface.FaceAsset(m.mean, m.faces, m.uvs, m.face_uvs), tmp_path, name="../x")

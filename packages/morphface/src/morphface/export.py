@@ -145,11 +145,13 @@ def export(
 
     Raises:
         TypeError: ``face`` is not a :class:`FaceAsset`.
-        ValueError: bad map shapes or ``albedo_bits``.
+        ValueError: bad map shapes, ``albedo_bits``, or a ``name`` that is empty or holds a path separator.
     """
     fn = "export"
     if not isinstance(face, FaceAsset):
         raise TypeError(f"{fn}: 'face' must be a FaceAsset; got {type(face).__name__}")
+    if not isinstance(name, str) or not name or "/" in name or os.sep in name or name in (".", ".."):
+        raise ValueError(f"{fn}: 'name' must be a non-empty file stem without path separators; got {name!r}")
     if albedo_bits not in (8, 16):
         raise ValueError(f"{fn}: 'albedo_bits' must be 8 or 16; got {albedo_bits!r}")
     for attr, channels in (("albedo", 3), ("specular", 1), ("displacement", 1)):

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._checks import check_shape
+from ._checks import check_index, check_shape, check_tensor
 from ._utils import atomic_write
 from .geometry import triangulate
 from .models.linear import LinearFaceModel
@@ -417,19 +417,39 @@ def save_mesh(path: str | os.PathLike[str], vertices: torch.Tensor, faces: torch
         faces: (F, 3) long triangle indices.
 
     Raises:
-        ValueError: bad shapes.
+        TypeError: non-tensor inputs or non-integer faces.
+        ValueError: bad shapes, face indices outside the vertices, or an extension trimesh cannot write.
     """
     import trimesh
 
     fn = "save_mesh"
+    check_tensor(vertices, "vertices", fn=fn)
+    check_tensor(faces, "faces", fn=fn)
     dims = check_shape(vertices, "V,3", "vertices", fn=fn)
-    check_shape(faces, "F,3", "faces", fn=fn, dims=dims)
+    check_shape(faces, "F,3", "faces", fn=fn)
+    if faces.is_floating_point() or faces.dtype == torch.bool:
+        raise TypeError(f"{fn}: 'faces' must be an integer tensor; got {faces.dtype}")
+    check_index(faces, dims["V"], "faces", fn=fn)
     mesh = trimesh.Trimesh(
         vertices.detach().cpu().double().numpy(), faces.detach().cpu().numpy(), process=False
     )
     ext = os.path.splitext(os.fspath(path))[1].lstrip(".").lower()
+    try:  # encode in memory first, so an unsupported format fails before any file is touched
+        data = mesh.export(file_type=ext)
+    except (ValueError, KeyError, NotImplementedError) as exc:
+        raise ValueError(
+            f"{fn}: 'path' must end in a mesh format trimesh can write (.obj, .ply, .stl, .off, ...); "
+            f"got {ext or 'no extension'!r} ({exc})"
+        ) from exc
+    if isinstance(data, str):
+        payload = data.encode()
+    elif isinstance(data, bytes):
+        payload = data
+    else:
+        raise ValueError(f"{fn}: format {ext!r} does not encode to one file; use .obj, .ply, .stl or .off")
 
     def write(tmp: str) -> None:
-        mesh.export(tmp, file_type=ext)
+        with open(tmp, "wb") as fh:
+            fh.write(payload)
 
     atomic_write(path, write)
