@@ -63,3 +63,11 @@ def test_missing_output_message():
     with pytest.raises(KeyError, match="run a forward pass first"):
         tap["layer3"]
     tap.remove()
+
+
+def test_non_string_and_empty_layer_names():
+    net = iekd.models.resnet8()
+    with pytest.raises(TypeError, match=r"FeatureTap: every layer name must be a str; got int"):
+        iekd.FeatureTap(net, ["layer3", 3])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match=r"FeatureTap: 'layers' must name at least one submodule; got none"):
+        iekd.FeatureTap(net, [])
