@@ -138,6 +138,10 @@ class TestRandomMasks:
             random_eye_masks(1, 8, 8, box=(0.2, 0.2))  # type: ignore[arg-type]
         with pytest.raises(TypeError, match="random_eye_masks: 'height' must be an int; got float"):
             random_eye_masks(1, 8.0, 8)  # type: ignore[arg-type]
+        with pytest.raises(
+            TypeError, match=r"random_eye_masks: 'generator' must be a torch\.Generator or None; got int"
+        ):
+            random_eye_masks(1, 8, 8, generator=0)  # type: ignore[arg-type]
 
 
 def test_paper_box_constant():

@@ -269,7 +269,8 @@ def random_eye_masks(
         ``(B, 1, H, W)`` masks, 1 = occluded.
 
     Raises:
-        TypeError: ``batch``/``height``/``width`` are not ints, ``dtype`` is not floating.
+        TypeError: ``batch``/``height``/``width`` are not ints, ``dtype`` is not floating, ``generator`` is not
+            a ``torch.Generator``.
         ValueError: a bad ``box``, non-positive sizes, negative ``shift``/``scale``, ``scale >= 1``,
             ``headset_prob`` outside [0, 1].
 
@@ -284,6 +285,10 @@ def random_eye_masks(
     check_int(width, "width", fn=fn)
     _check_rel_box(box, fn)
     _check_dtype(dtype, fn)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"{fn}: 'generator' must be a torch.Generator or None; got {type(generator).__name__}"
+        )
     check_positive(shift, "shift", fn=fn, strict=False)
     check_positive(scale, "scale", fn=fn, strict=False)
     if scale >= 1.0:
