@@ -40,18 +40,32 @@ def _heads(data: str | None):
     return undistort.HeadModel.from_meshes(v[None], s.faces), f"stand-in ellipsoid ({len(v)} v)"
 
 
+_CPU_MS: list[float] = []  # process CPU time of the last _time call (median, ms)
+
+
 def _time(fn, reps: int, device: torch.device) -> float:
+    """Median wall time (ms); the median process CPU time goes to ``_CPU_MS[-1]``.
+
+    On a shared machine wall time grows with other users' load; the process CPU time (summed over this
+    process's threads) does not, so with one thread it estimates the wall time of an idle machine.
+    """
     fn()  # warm-up
     if device.type == "cuda":
         torch.cuda.synchronize()
-    ts = []
+    ts, cs = [], []
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         if device.type == "cuda":
             torch.cuda.synchronize()
         ts.append(time.perf_counter() - t0)
+        cs.append(time.process_time() - c0)
+    _CPU_MS.append(statistics.median(cs) * 1000.0)
     return statistics.median(ts) * 1000.0
+
+
+def _row(what: str, size: int, ms: float, **extra) -> dict:
+    return {"what": what, "size": size, "ms": ms, "cpu_ms": _CPU_MS[-1], **extra}
 
 
 def main() -> int:
@@ -78,7 +92,7 @@ def main() -> int:
         ms = _time(
             lambda cam=cam, t=t, rot=rot: synthesize_pair(v, f, c, cam, rot, t), max(3, args.reps // 2), dev
         )
-        rows.append({"what": "render pair + exact flow", "size": size, "ms": ms, "model": head_desc})
+        rows.append(_row("render pair + exact flow", size, ms, model=head_desc))
     mem_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     for variant in ("small", "paper"):
         und = (
@@ -100,12 +114,7 @@ def main() -> int:
                 ms = _time(lambda und=und, img=img: und(img), args.reps, dev)
             peak = (torch.cuda.max_memory_allocated() / 2**20) if dev.type == "cuda" else None
             rows.append(
-                {
-                    "what": f"Undistorter[{variant}, work {und.work_size}] full cascade",
-                    "size": size,
-                    "ms": ms,
-                    "peak_mib": peak,
-                }
+                _row(f"Undistorter[{variant}, work {und.work_size}] full cascade", size, ms, peak_mib=peak)
             )
         if variant == "small":  # same weights in the default contiguous layout (the pre-0.1.0 path)
             ref = (
@@ -120,13 +129,7 @@ def main() -> int:
             img = torch.rand(1, 3, 256, 256, device=dev)
             with torch.inference_mode():
                 ms = _time(lambda ref=ref, img=img: ref(img), args.reps, dev)
-            rows.append(
-                {
-                    "what": "Undistorter[small, work 128] full cascade, channels_last=False",
-                    "size": 256,
-                    "ms": ms,
-                }
-            )
+            rows.append(_row("Undistorter[small, work 128] full cascade, channels_last=False", 256, ms))
             for prm in ref.parameters():
                 if prm.dim() == 4:
                     prm.data = prm.data.contiguous(memory_format=torch.channels_last)
@@ -137,16 +140,14 @@ def main() -> int:
                 args.reps,
                 dev,
             )
-        rows.append(
-            {"what": f"Undistorter[{variant}] flow+warp only (given mask, distance)", "size": 256, "ms": ms}
-        )
+        rows.append(_row(f"Undistorter[{variant}] flow+warp only (given mask, distance)", 256, ms))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     print(
         f"undistort {undistort.__version__} benchmark on {dev} (torch {torch.__version__}, threads {torch.get_num_threads()})"
     )
-    print(f"{'what':<62} {'size':>5} {'ms':>9}")
+    print(f"{'what':<62} {'size':>5} {'wall ms':>9} {'cpu ms':>9}")
     for r in rows:
-        print(f"{r['what']:<62} {r['size']:>5} {r['ms']:>9.1f}")
+        print(f"{r['what']:<62} {r['size']:>5} {r['ms']:>9.1f} {r['cpu_ms']:>9.1f}")
     print(f"peak RSS {rss:.0f} MiB (before the networks {mem_before / 1024:.0f} MiB)")
     res = {
         "package": "undistort",
@@ -157,6 +158,7 @@ def main() -> int:
         else platform.processor() or platform.machine(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "rows": rows,
         "peak_rss_mib": rss,
         "command": " ".join([os.path.basename(sys.executable), *sys.argv]),

@@ -150,6 +150,26 @@ class TestRegistryAndCheckpoints:
             create_model("segnet_small", weights=path)
         assert not list(tmp_path.glob(".tmp-*"))  # atomic write left no temp file
 
+    def test_interrupted_save_keeps_the_previous_checkpoint(self, device, tmp_path, monkeypatch):
+        # Atomicity: a save that dies half-way (here torch.save writes some bytes, then raises) must
+        # leave the previous checkpoint readable and unchanged, and no temp file behind.
+        net = create_model("flownet_small", widths=TINY).to(device)
+        path = tmp_path / "flow.pt"
+        save_checkpoint(path, net, arch=net.arch, config=net.config, step=1)
+        before = path.read_bytes()
+
+        def dying_save(obj, fh, *args, **kwargs):
+            fh.write(b"partial")
+            raise OSError("disk full")
+
+        monkeypatch.setattr(undistort.checkpoint.torch, "save", dying_save)
+        with pytest.raises(OSError, match="disk full"):
+            save_checkpoint(path, net, arch=net.arch, config=net.config, step=2)
+        monkeypatch.undo()
+        assert path.read_bytes() == before
+        assert load_checkpoint(path)["step"] == 1
+        assert not list(tmp_path.glob(".tmp-*"))
+
     def test_foreign_checkpoint_rejected(self, tmp_path):
         torch.save({"package": "other"}, tmp_path / "x.pt")
         with pytest.raises(ValueError, match="is not an undistort checkpoint"):

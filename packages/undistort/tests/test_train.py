@@ -96,6 +96,16 @@ def test_checkpoint_resume_and_callback(pairs, device, tmp_path):
         assert torch.equal(a, b)
 
 
+def test_progress_bar_only_when_asked_or_on_a_tty(pairs, device, capsys):
+    # progress=None: tqdm only on a TTY (pytest's captured stderr is not one), progress=True forces it.
+    tr, _ = pairs
+    net = create_model("flownet_small", widths=(4, 8)).to(device)
+    train("flow", net, tr[:4], steps=1, batch_size=4, device=device)
+    assert "train flow" not in capsys.readouterr().err
+    train("flow", net, tr[:4], steps=1, batch_size=4, device=device, progress=True)
+    assert "train flow" in capsys.readouterr().err
+
+
 def test_errors(pairs, device):
     tr, _ = pairs
     net = create_model("flownet_small", widths=(4, 8)).to(device)
