@@ -71,3 +71,31 @@ def test_non_string_and_empty_layer_names():
         iekd.FeatureTap(net, ["layer3", 3])  # type: ignore[list-item]
     with pytest.raises(ValueError, match=r"FeatureTap: 'layers' must name at least one submodule; got none"):
         iekd.FeatureTap(net, [])
+
+
+def test_compile_and_ddp_wrapped_models(device, tmp_path):
+    # README: names work before and after wrapping. torch.compile's wrapper (not compiled here: the inner module
+    # runs eagerly) and a real DistributedDataParallel wrapper in a 1-process gloo group.
+    net = nn.Sequential(nn.Linear(4, 3), nn.ReLU()).to(device)
+    x = torch.randn(2, 4, device=device)
+    with iekd.FeatureTap(torch.compile(net), ["_orig_mod.0", "1"]) as tap:
+        net(x)
+        assert tap["_orig_mod.0"].shape == (2, 3) and tap["1"].shape == (2, 3)
+    import torch.distributed as dist
+
+    dist.init_process_group(
+        "gloo" if device.type == "cpu" else "nccl",
+        init_method=f"file://{tmp_path / 'rdv'}",
+        rank=0,
+        world_size=1,
+    )
+    try:
+        ddp = nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None
+        )
+        with iekd.FeatureTap(ddp, ["module.0", "0"]) as tap:
+            ddp(x).sum().backward()  # a DDP forward/backward with the hooks installed
+            torch.testing.assert_close(tap["module.0"], tap["0"])
+            assert tap["0"].shape == (2, 3)
+    finally:
+        dist.destroy_process_group()
