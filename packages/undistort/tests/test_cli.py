@@ -9,11 +9,12 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
-from undistort import Undistorter
-from undistort.cli import main
+from undistort import PortraitPairs, Undistorter, load_ict_facekit
+from undistort.cli import load_pairs, main
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -82,6 +83,30 @@ def test_cli_synth_train_correct(shared_data, tmp_path, capsys, device):
     assert main(["calibrate", "--model", str(model), "--image", str(tmp_path / "in.png")]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(res) == {"distance", "focal", "focal_35mm"} and res["distance"] > 0
+
+
+def test_cli_synth_writes_a_data_set_that_train_reads(shared_data, tmp_path):
+    heads = os.path.join(shared_data, "ict-facekit")
+    pairs = tmp_path / "pairs.pt"
+    args = ["synth", "--heads", heads, "--out", str(pairs), "--num", "3", "--image-size", "32"]
+    assert main([*args, "--identities", "2"]) == 0
+    items, head_height = load_pairs(pairs)
+    assert len(items) == 3 and head_height > 20.0
+    # the file holds exactly what PortraitPairs renders (same seed and identity pool)
+    ds = PortraitPairs(
+        load_ict_facekit(heads), length=3, image_size=32, seed=0, num_identities=2, identity_seed=0
+    )
+    for k in ("distorted", "corrected", "flow", "valid", "holes", "distance", "landmarks_corrected"):
+        assert torch.equal(items[2][k], ds[2][k]), k
+    assert not list(tmp_path.glob(".tmp-*"))
+    model = tmp_path / "m.pt"
+    train_args = ["train", "--pairs", str(pairs), "--out", str(model), "--tasks", "flow,distance"]
+    assert main([*train_args, "--steps", "1", "--batch-size", "2"]) == 0
+    und = Undistorter.load(model)
+    assert und.work_size == 32 and und.distance_net is not None and und.seg_net is None
+    torch.save({"format": "other"}, tmp_path / "x.pt")
+    with pytest.raises(ValueError, match=r"load_pairs: .* is not an undistort pair file"):
+        load_pairs(tmp_path / "x.pt")
 
 
 def test_readme_quick_start_runs(tmp_path):

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,7 +16,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["main"]
+__all__ = ["load_pairs", "main"]
 
 
 def _heads(path: str):  # type: ignore[no-untyped-def]
@@ -27,12 +28,84 @@ def _heads(path: str):  # type: ignore[no-untyped-def]
     return load_ict_facekit(path)
 
 
+PAIRS_FORMAT = "undistort-pairs"
+
+
+def _save_pairs(path: str, items: list[dict[str, Any]], head_height: float, config: dict[str, Any]) -> None:
+    """Write rendered pairs as one ``.pt`` dict of stacked tensors (atomic; loads with weights_only=True)."""
+    from .synth import collate_pairs
+
+    payload = {
+        "format": PAIRS_FORMAT,
+        "format_version": 1,
+        "head_height": float(head_height),
+        "config": config,
+        "pairs": collate_pairs(items),
+    }
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_pairs(path: str | os.PathLike) -> tuple[list[dict[str, Any]], float]:
+    """Read a pair file written by ``python -m undistort synth --out pairs.pt``.
+
+    Args:
+        path: the ``.pt`` file.
+
+    Returns:
+        ``(items, head_height)``: the pairs as a list of :class:`~undistort.synth.PortraitPairs`-style
+        items (usable as a training dataset) and the head height (cm) used to frame them.
+
+    Raises:
+        FileNotFoundError: missing file.
+        ValueError: not a pair file.
+    """
+    p = os.fspath(path)
+    if not os.path.isfile(p):
+        raise FileNotFoundError(f"load_pairs: no file at {p!r}")
+    payload = torch.load(p, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != PAIRS_FORMAT:
+        raise ValueError(f"load_pairs: {p!r} is not an undistort pair file (written by 'synth --out x.pt')")
+    batch = payload["pairs"]
+    n = int(batch["distorted"].shape[0])
+    return [{k: v[i] for k, v in batch.items()} for i in range(n)], float(payload["head_height"])
+
+
 def _cmd_synth(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from .synth import PortraitPairs
 
-    ds = PortraitPairs(_heads(args.heads), length=args.num, image_size=args.image_size, seed=args.seed)
+    ds = PortraitPairs(
+        _heads(args.heads),
+        length=args.num,
+        image_size=args.image_size,
+        seed=args.seed,
+        num_identities=args.identities,
+        identity_seed=args.seed,
+    )
+    if args.out.endswith(".pt"):
+        items = [ds[i] for i in range(args.num)]
+        cfg = {
+            "num": args.num,
+            "image_size": args.image_size,
+            "seed": args.seed,
+            "identities": args.identities,
+        }
+        _save_pairs(args.out, items, ds.head_height, cfg)
+        print(f"wrote {args.out}: {args.num} pairs ({', '.join(sorted(items[0]))})")
+        return 0
     rows = []
     for i in range(args.num):
         it = ds[i]
@@ -51,10 +124,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .recipes import train
     from .synth import PortraitPairs
 
-    heads = _heads(args.heads)
-    kw = {"image_size": args.image_size, "num_identities": args.identities, "identity_seed": args.seed}
-    ds = PortraitPairs(heads, length=args.train_size, seed=args.seed, **kw)
-    data: Any = [ds[i] for i in range(len(ds))] if args.cache else ds
+    data: Any
+    if args.pairs is not None:
+        data, head_height = load_pairs(args.pairs)
+        image_size = int(data[0]["distorted"].shape[-1])
+    else:
+        heads = _heads(args.heads)
+        kw = {"image_size": args.image_size, "num_identities": args.identities, "identity_seed": args.seed}
+        ds = PortraitPairs(heads, length=args.train_size, seed=args.seed, **kw)
+        data = [ds[i] for i in range(len(ds))] if args.cache else ds
+        head_height, image_size = ds.head_height, args.image_size
     tasks = [t for t in args.tasks.split(",") if t]
     archs = {
         "flow": "flownet_small",
@@ -93,8 +172,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         nets.get("distance"),  # type: ignore[arg-type]
         nets.get("completion"),  # type: ignore[arg-type]
         nets.get("segmentation"),  # type: ignore[arg-type]
-        work_size=args.image_size,
-        head_height_cm=ds.head_height,
+        work_size=image_size,
+        head_height_cm=head_height,
     )
     und.save(args.out)
     print(f"wrote {args.out}")
@@ -133,19 +212,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log INFO messages")
     sub = p.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("synth", help="render a grid of synthetic training pairs")
+    s = sub.add_parser(
+        "synth", help="render synthetic pairs: a data set (--out x.pt) or a preview grid (--out x.png)"
+    )
     s.add_argument(
         "--heads",
         required=True,
         help="ICT-FaceKit folder/npz, or an .npz with 'vertices' (M,V,3) and 'faces'",
     )
-    s.add_argument("--out", required=True)
+    s.add_argument(
+        "--out",
+        required=True,
+        help="x.pt: the pairs as stacked tensors (train --pairs x.pt); other: a PNG grid of "
+        "distorted | corrected | holes",
+    )
     s.add_argument("--num", type=int, default=4)
     s.add_argument("--image-size", type=int, default=128)
+    s.add_argument(
+        "--identities", type=int, default=None, help="identity pool size (default: fresh per pair)"
+    )
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_cmd_synth)
     t = sub.add_parser("train", help="train the cascade on synthetic pairs and save an Undistorter")
-    t.add_argument("--heads", required=True)
+    src = t.add_mutually_exclusive_group(required=True)
+    src.add_argument("--heads", help="render pairs on the fly from this head source")
+    src.add_argument("--pairs", help="train on a pair file written by 'synth --out x.pt'")
     t.add_argument("--out", required=True, help="Undistorter checkpoint (per-task checkpoints go beside it)")
     t.add_argument("--tasks", default="flow,distance,completion,segmentation")
     t.add_argument("--steps", type=int, default=2000)
