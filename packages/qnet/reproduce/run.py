@@ -35,7 +35,16 @@ from qnet.recipes import evaluate, train
 # Paper Table 2, ResNet-18 ImageNet top-1: FP 70.3; W1 66.5, W2 69.1, W3(+-4) 70.4; W1/A2 63.4.
 PAPER_FP = 70.3
 # W+A columns of Table 2: 1/1 53.6, 1/2 63.4, 32/2 65.7 (weight bits / activation bits).
-PAPER = {"W1": 66.5, "W2": 69.1, "W3(±4)": 70.4, "W1/A2": 63.4, "W2/A2": None, "W1/A1": 53.6, "W32/A2": 65.7}
+PAPER = {
+    "W1": 66.5,
+    "W2": 69.1,
+    "W3(±4)": 70.4,
+    "W1/A2": 63.4,
+    "W2/A2": None,
+    "W3(±4)/A2": None,
+    "W1/A1": 53.6,
+    "W32/A2": 65.7,
+}
 # Small-scale reference [R] (haoyz/quantization-networks-cifar10, CIFAR-10 ResNet-20, FP 92.08).
 CIFAR_REF = {"W1": 89.01, "W2": 91.12, "W3(±4)": 92.18}
 SETTINGS = {
@@ -44,6 +53,7 @@ SETTINGS = {
     "W3(±4)": ("pm4", None),
     "W1/A2": ("binary", "uint2"),
     "W2/A2": ("ternary", "uint2"),
+    "W3(±4)/A2": ("pm4", "uint2"),
     "W1/A1": ("binary", "uint1"),
     "W32/A2": (None, "uint2"),
 }
