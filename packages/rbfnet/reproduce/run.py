@@ -56,6 +56,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "rbfnet_kernelwise-invmultiquad": ("rbfnet_kernelwise", {"kernel": "inverse_multiquadric"}),
     "rbfnet_kernelwise-multiquad": ("rbfnet_kernelwise", {"kernel": "multiquadric"}),
     "rbfnet_kernelwise-fixed": ("rbfnet_kernelwise", {"learn_centers": False, "learn_widths": False}),
+    "rbfnet_kernelwise-m64": ("rbfnet_kernelwise", {"num_kernels": 64}),
+    "rbfnet_kernelwise-m1024": ("rbfnet_kernelwise", {"num_kernels": 1024}),
+    "rbfnet_kernelwise-ball": ("rbfnet_kernelwise", {"center_init": "uniform_ball"}),
     # normals: kernels in the 6-D xyz + normal space; for the point-wise model also normals concatenated
     "rbfnet_kernelwise-normals": ("rbfnet_kernelwise", {"use_normals": True}),
     "rbfnet_normals": ("rbfnet_normals", {}),
@@ -69,8 +72,8 @@ def ablation_settings(epochs: int | None) -> dict[str, dict[str, Any]]:
     """Small seeded ablations sized for a CPU budget (about 20 CPU-minutes in all on one core).
 
     Most vary the per-kernel pooling model (``rbfnet_kernelwise``), several times cheaper on a CPU than the
-    point-wise default: its three reductions over the points, the five kernel functions, fixed kernels and
-    the normals; the normals are also tried on the point-wise model (6-D kernels or concatenated).
+    point-wise default: its three reductions over the points, the five kernel functions, fixed kernels,
+    the kernel count (M = 64 / 1024 vs 300), the centre layout (uniform ball vs grid) and the normals; the normals are also tried on the point-wise model (6-D kernels or concatenated).
     Per-kernel vs per-point pooling itself is compared in the full settings.
     """
     return {
@@ -92,6 +95,9 @@ def ablation_settings(epochs: int | None) -> dict[str, dict[str, Any]]:
                 "rbfnet_kernelwise-invmultiquad",
                 "rbfnet_kernelwise-multiquad",
                 "rbfnet_kernelwise-fixed",
+                "rbfnet_kernelwise-m64",
+                "rbfnet_kernelwise-m1024",
+                "rbfnet_kernelwise-ball",
             ],
             "batch": 16,
         },
@@ -705,7 +711,7 @@ def main() -> int:
     p.add_argument(
         "--ablations",
         action="store_true",
-        help="train the small CPU-sized ablations (pooling, kernel functions, normals) instead",
+        help="train the small CPU-sized ablations (pooling, kernel functions, kernel count, centres, normals) instead",
     )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--work-dir", default=None, help="checkpoints and per-run results (default: <out>/runs)")

@@ -176,3 +176,11 @@ def test_dataset_arguments(tmp_path):
         data.PointCloudFolder(tmp_path, "train", max_per_class=0)
     with pytest.raises(ValueError, match="ModelNetMesh: 'samples_per_mesh' must be an int >= 1; got 0"):
         data.ModelNetMesh(tmp_path, "train", samples_per_mesh=0)
+
+
+@pytest.mark.cuda
+def test_forward_rejects_points_on_another_device(device):
+    # runs in the cuda session only: a model on the GPU given CPU points names both devices
+    model = rbfnet.RBFNet(3, **SMALL, device=device).eval()
+    with pytest.raises(ValueError, match=r"RBFNet\.forward_features: 'points' is on cpu but the model's"):
+        model(torch.rand(2, 16, 3))
