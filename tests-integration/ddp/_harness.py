@@ -24,6 +24,7 @@ import os
 import pathlib
 import sys
 import tempfile
+import time
 import traceback
 from collections.abc import Callable
 
@@ -55,10 +56,19 @@ def _worker(rank: int, world_size: int, scenario: Scenario, tmp: str) -> None:
         dist.barrier()
     except BaseException:
         (pathlib.Path(tmp) / f"rank{rank}.err").write_text(traceback.format_exc())
-        raise
-    finally:
         dist.destroy_process_group()
+        raise
+    # The results are on disk before any teardown.
     (pathlib.Path(tmp) / f"rank{rank}.json").write_text(json.dumps(out))
+    # Wait through the (file) store, not the gloo sockets, until every rank is past its last collective:
+    # a rank that tears its process group down while a peer's gloo thread still reads from a socket can
+    # make that peer abort ("terminate called without an active exception"), seen once on a loaded box.
+    store = dist.distributed_c10d._get_default_store()
+    store.add("finished", 1)
+    deadline = time.monotonic() + 300
+    while store.add("finished", 0) < world_size and time.monotonic() < deadline:
+        time.sleep(0.01)
+    dist.destroy_process_group()
 
 
 def _load_checkpoint(path: str) -> None:
@@ -73,12 +83,19 @@ def _load_checkpoint(path: str) -> None:
 def launch(scenario: Scenario, world_size: int = 2) -> dict:
     """Spawn ``world_size`` gloo processes running ``scenario``; check and print the outcome."""
     with tempfile.TemporaryDirectory() as tmp:
+        teardown = None
         try:
             mp.spawn(_worker, args=(world_size, scenario, tmp), nprocs=world_size, join=True)
         except Exception:
-            errors = sorted(pathlib.Path(tmp).glob("rank*.err"))
+            teardown = traceback.format_exc()
+        errors = sorted(pathlib.Path(tmp).glob("rank*.err"))
+        missing = [r for r in range(world_size) if not (pathlib.Path(tmp) / f"rank{r}.json").exists()]
+        if errors or missing:
             detail = "\n".join(p.read_text() for p in errors)
-            sys.exit(f"DDP scenario failed:\n{detail or traceback.format_exc()}")
+            sys.exit(f"DDP scenario failed (ranks without results: {missing}):\n{detail or teardown}")
+        if teardown is not None:
+            # Every rank finished the scenario and wrote its results; only the process teardown failed.
+            print(f"warning: a rank failed after finishing the scenario:\n{teardown}", file=sys.stderr)
         results = [json.loads((pathlib.Path(tmp) / f"rank{r}.json").read_text()) for r in range(world_size)]
         problems = []
         if not results[0]:
@@ -95,7 +112,12 @@ def launch(scenario: Scenario, world_size: int = 2) -> dict:
                     _load_checkpoint(info["checkpoint"])
                 except Exception as exc:
                     problems.append(f"{recipe}: checkpoint {info['checkpoint']} did not load safely: {exc}")
-        summary = {"recipes": sorted(results[0]), "world_size": world_size, "problems": problems}
+        summary = {
+            "recipes": sorted(results[0]),
+            "world_size": world_size,
+            "problems": problems,
+            "teardown_failed": teardown is not None,
+        }
         print(json.dumps(summary))
         if problems:
             sys.exit("DDP scenario problems:\n" + "\n".join(problems))
