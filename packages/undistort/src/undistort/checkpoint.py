@@ -19,7 +19,7 @@ from .__about__ import __version__
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FORMAT_VERSION", "clean_state_dict", "load_checkpoint", "save_checkpoint"]
+__all__ = ["FORMAT_VERSION", "atomic_torch_save", "clean_state_dict", "load_checkpoint", "save_checkpoint"]
 
 FORMAT_VERSION = 1
 
@@ -49,6 +49,33 @@ def unwrap(model: nn.Module) -> nn.Module:
         if not isinstance(inner, nn.Module):
             return model
         model = inner
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file in the target folder, fsync, then rename over ``path``.
+
+    An interrupted write never leaves a truncated file behind: ``path`` holds either the old or the new
+    content.
+
+    Args:
+        obj: what to save (tensors, containers and plain Python values, so that it loads with
+            ``weights_only=True``).
+        path: destination file; its folder is created if missing.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def save_checkpoint(
@@ -98,19 +125,7 @@ def save_checkpoint(
     if extra:
         ckpt["extra"] = extra
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(ckpt, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_torch_save(ckpt, path)
     logger.info("saved checkpoint %s (arch=%s, step=%d)", path, arch, step)
 
 

@@ -7,12 +7,13 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
+
+from .checkpoint import atomic_torch_save
 
 logger = logging.getLogger(__name__)
 
@@ -42,19 +43,7 @@ def _save_pairs(path: str, items: list[dict[str, Any]], head_height: float, conf
         "config": config,
         "pairs": collate_pairs(items),
     }
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_torch_save(payload, path)
 
 
 def load_pairs(path: str | os.PathLike) -> tuple[list[dict[str, Any]], float]:
