@@ -418,6 +418,20 @@ def train(
         "hole_weight": hole_weight,
         "background_weight": background_weight,
     }
+
+    def save(path: str | os.PathLike, metrics: dict[str, float]) -> None:
+        # one writer for the periodic and the final checkpoint (model, optimiser, discriminator state)
+        save_checkpoint(
+            path,
+            model,
+            arch=arch,
+            config=config,
+            optimizer=opt,
+            step=step,
+            metrics=metrics,
+            extra=_disc_extra(discriminator, d_opt),
+        )
+
     while step < steps:
         batch = _batch_to(next(it), dev)
         if disc is not None and d_opt is not None:
@@ -446,29 +460,11 @@ def train(
             and step % checkpoint_every == 0
             and step < steps
         ):
-            save_checkpoint(
-                checkpoint,
-                model,
-                arch=arch,
-                config=config,
-                optimizer=opt,
-                step=step,
-                metrics=metrics,
-                extra=_disc_extra(discriminator, d_opt),
-            )
+            save(checkpoint, metrics)
     if bar is not None:
         bar.close()
     if checkpoint is not None and rank == 0 and history:
-        save_checkpoint(
-            checkpoint,
-            model,
-            arch=arch,
-            config=config,
-            optimizer=opt,
-            step=step,
-            metrics=history[-1],
-            extra=_disc_extra(discriminator, d_opt),
-        )
+        save(checkpoint, history[-1])
     if distributed:
         dist.barrier()
     logger.info("%s %s: finished at step %d", fn, task, step)
