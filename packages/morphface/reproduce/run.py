@@ -296,23 +296,19 @@ def main() -> None:
     timings["generator"] = time.time() - t0
     log.info("generator done in %.1fs: %s", timings["generator"], stats)
 
+    def fit_upsampler(up: Upsampler, maps: torch.Tensor, **data: torch.Tensor) -> None:
+        # every upsampler of this report trains with the same recipe settings
+        train_upsampler(
+            up, maps, **data, steps=cfg["up_steps"], batch_size=4, lr=5e-4, seed=args.seed, progress=False
+        )
+
     # upsampler x4: 64 -> 256
     t0 = time.time()
     hi_train = AttributeMapDataset(model, 4 * res, cfg["up_train"], seed=args.seed + 2)
     hi_val = AttributeMapDataset(model, 4 * res, 16, seed=args.seed + 3)
     torch.manual_seed(args.seed)
     up = Upsampler(5, scale=4, hidden=16, n_blocks=3, geometry_channels=6)
-    train_upsampler(
-        up,
-        hi_train.attribute_maps,
-        geometry=hi_train.geometry,
-        mask=hi_train.mask,
-        steps=cfg["up_steps"],
-        batch_size=4,
-        lr=5e-4,
-        seed=args.seed,
-        progress=False,
-    )
+    fit_upsampler(up, hi_train.attribute_maps, geometry=hi_train.geometry, mask=hi_train.mask)
     with torch.no_grad():
         lo = torch.nn.functional.avg_pool2d(hi_val.attribute_maps, 4)
         pred = up(lo, hi_val.geometry)
@@ -337,29 +333,10 @@ def main() -> None:
     mid_mask = (pool(hi_train.mask[None], 2)[0] > 0.5).float()
     torch.manual_seed(args.seed)
     s1 = Upsampler(5, scale=2, hidden=16, n_blocks=3)
-    train_upsampler(
-        s1,
-        pool(hi_train.attribute_maps, 2),
-        mask=mid_mask,
-        steps=cfg["up_steps"],
-        batch_size=4,
-        lr=5e-4,
-        seed=args.seed,
-        progress=False,
-    )
+    fit_upsampler(s1, pool(hi_train.attribute_maps, 2), mask=mid_mask)
     torch.manual_seed(args.seed)
     s2 = Upsampler(5, scale=2, hidden=16, n_blocks=3, geometry_channels=6)
-    train_upsampler(
-        s2,
-        hi_train.attribute_maps,
-        geometry=hi_train.geometry,
-        mask=hi_train.mask,
-        steps=cfg["up_steps"],
-        batch_size=4,
-        lr=5e-4,
-        seed=args.seed,
-        progress=False,
-    )
+    fit_upsampler(s2, hi_train.attribute_maps, geometry=hi_train.geometry, mask=hi_train.mask)
     with torch.no_grad():
         l1_cascade = float(masked_l1(s2(s1(lo), hi_val.geometry), hi_val.attribute_maps, hi_val.mask))
     rows.append(
