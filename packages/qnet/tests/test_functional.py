@@ -21,6 +21,15 @@ def _soft_by_hand(x: float, b: list[float], s: list[float], T: float, a: float, 
     return a * (sum(si * _sig(T * (be * x - bi)) for bi, si in zip(b, s)) - o)
 
 
+@pytest.fixture(params=["host", "general"])
+def kernel(request: pytest.FixtureRequest, device: torch.device, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a test with each fused kernel: the CPU host kernel (tanh form) and the general one."""
+    if request.param == "host" and device.type != "cpu":
+        pytest.skip("the host kernel serves CPU tensors only")
+    monkeypatch.setattr(QF, "_HOST_KERNEL", request.param == "host")
+    return request.param
+
+
 class TestLevels:
     def test_presets(self):
         assert Levels.binary().values == (-1, 1)
@@ -61,6 +70,7 @@ class TestLevels:
 
 
 class TestSoftQuantize:
+    @pytest.mark.usefixtures("kernel")
     def test_reference_values(self, device, dtype):
         b, s, T, a, be, o = [-0.05, 0.05], [1.0, 1.0], 4.0, 0.5, 2.0, 1.0
         xs = [-1.0, -0.1, 0.0, 0.02, 0.3, 2.0]
@@ -101,6 +111,7 @@ class TestSoftQuantize:
         torch.testing.assert_close(bt.grad.cpu(), torch.tensor(want_b, dtype=torch.float64))
 
     @pytest.mark.parametrize("chunk", [None, 4])
+    @pytest.mark.usefixtures("kernel")
     def test_surrogate_gradient_by_hand(self, device, chunk, monkeypatch):
         # grad_temperature (official code's binary trick): sig(1-sig) taken at T_g, the factor T kept;
         # reference values with math.exp, independent of torch. The forward value must not change.
@@ -154,6 +165,7 @@ class TestSoftQuantize:
         )
         assert q[0].weight_quantizer.grad_temperature == 1.0 and "grad_temperature=1.0" in repr(q)
 
+    @pytest.mark.usefixtures("kernel")
     def test_gradcheck(self, device):
         fk = {"device": device, "dtype": torch.float64}
         x = torch.randn(5, 3, **fk, requires_grad=True)
@@ -166,6 +178,7 @@ class TestSoftQuantize:
         )
 
     @pytest.mark.parametrize("half", [torch.float16, torch.float32])
+    @pytest.mark.usefixtures("kernel")
     def test_stable_at_huge_temperature(self, device, half):
         lv = Levels.pow2(2)
         thr = torch.tensor([-3.0, -1.5, -0.05, 0.05, 1.5, 3.0], device=device, dtype=half)
@@ -181,6 +194,7 @@ class TestSoftQuantize:
         off = (x.detach().unsqueeze(-1) - thr).abs().min(-1).values > 0  # away from thresholds: equal to hard
         torch.testing.assert_close(y.detach()[off], hard[off])
 
+    @pytest.mark.usefixtures("kernel")
     def test_converges_to_hard(self, device):
         # Bound: for |beta*x - b_i| >= d for every i, |soft - hard| <= alpha * sum_i s_i * sigmoid(-T d).
         lv = Levels.pow2(2)
@@ -322,6 +336,7 @@ def test_public_functional_exports():
         assert callable(getattr(qnet.functional, name))
 
 
+@pytest.mark.usefixtures("kernel")
 def test_fused_path_matches_autograd_path(device):
     # soft_quantize uses a fused closed-form backward when thresholds are fixed; compare it with the plain
     # autograd path (thresholds requiring grad) and run gradcheck on it in float64.
@@ -355,6 +370,7 @@ def _reference_soft_quantize(x, b, s, t, a, be, o):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("temperature", [3.0, 1e6])
 @pytest.mark.parametrize("chunk", [7, 1 << 16])
+@pytest.mark.usefixtures("kernel")
 def test_fused_kernel_matches_reference(device, k, dtype, temperature, chunk, monkeypatch):
     # The fused, chunked kernel against the broadcast reference on random inputs: values and the gradients
     # of x, alpha and beta. chunk=7 forces many CPU chunks plus a ragged last one (1000 = 142 * 7 + 6).
@@ -382,6 +398,7 @@ def test_fused_kernel_matches_reference(device, k, dtype, temperature, chunk, mo
 
 
 @pytest.mark.parametrize("needs", [(True, False, False), (False, True, False), (False, False, True)])
+@pytest.mark.usefixtures("kernel")
 def test_fused_kernel_partial_gradients(device, needs, monkeypatch):
     # only some of x / alpha / beta require grad (the backward skips the others), chunked on CPU
     monkeypatch.setattr(QF, "_CPU_CHUNK", 5)
@@ -399,6 +416,7 @@ def test_fused_kernel_partial_gradients(device, needs, monkeypatch):
     assert torch.autograd.gradcheck(lambda *t: QF.soft_quantize(*t[:1], b, s, 4.0, *t[1:], 2.0), (x, a, be))
 
 
+@pytest.mark.usefixtures("kernel")
 def test_fused_kernel_create_graph(device):
     # create_graph=True still gives the first-order gradients; differentiating them again raises instead of
     # returning a silently incomplete second derivative (the fused backward is first-order only)
@@ -419,6 +437,7 @@ def test_fused_kernel_create_graph(device):
         g2.sum().backward()
 
 
+@pytest.mark.usefixtures("kernel")
 def test_fused_kernel_non_contiguous_input(device, monkeypatch):
     # a transposed (non-contiguous) input: values and gradients follow the logical element order
     monkeypatch.setattr(QF, "_CPU_CHUNK", 4)
@@ -431,3 +450,62 @@ def test_fused_kernel_non_contiguous_input(device, monkeypatch):
     y_ref = _reference_soft_quantize(x, b, s, 5.0, 0.8, 1.2, 1.0)
     torch.testing.assert_close(y, y_ref)
     torch.testing.assert_close(torch.autograd.grad(y, x, gy)[0], torch.autograd.grad(y_ref, x, gy)[0])
+
+
+@pytest.mark.usefixtures("kernel")
+@pytest.mark.parametrize("zero", ["alpha", "beta"])
+def test_fused_kernel_zero_alpha_or_beta(device, zero):
+    # alpha = 0 or beta = 0 (the host kernel divides by them in its shortcuts): gradients still equal the
+    # broadcast reference's, and nothing is NaN
+    fk = {"device": device, "dtype": torch.float64}
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(4, 9, generator=gen, dtype=torch.float64).to(device).requires_grad_(True)
+    b = torch.tensor([-0.4, 0.3], **fk)
+    s = torch.tensor([1.0, 1.0], **fk)
+    a = torch.tensor(0.0 if zero == "alpha" else 0.8, **fk, requires_grad=True)
+    be = torch.tensor(0.0 if zero == "beta" else 1.3, **fk, requires_grad=True)
+    gy = torch.randn(4, 9, generator=gen, dtype=torch.float64).to(device)
+    y = QF.soft_quantize(x, b, s, 6.0, a, be, 1.0)
+    g = torch.autograd.grad(y, (x, a, be), gy)
+    y_ref = _reference_soft_quantize(x, b, s, 6.0, a, be, 1.0)
+    g_ref = torch.autograd.grad(y_ref, (x, a, be), gy)
+    torch.testing.assert_close(y, y_ref)
+    for u, v in zip(g, g_ref):
+        torch.testing.assert_close(u, v)
+    assert all(bool(torch.isfinite(u).all()) for u in g)
+    # the zeroed parameter's gradient is not trivially zero: dy/dalpha = base, dy/dbeta = alpha T x g
+    assert float(g[1 if zero == "alpha" else 2].abs()) > 1e-3
+
+
+@pytest.mark.usefixtures("kernel")
+def test_fused_kernel_no_grad_and_retain_graph(device):
+    # under no_grad the value is the same; with retain_graph a second backward gives the same gradients
+    # (the kernel must not modify what it saved)
+    fk = {"device": device, "dtype": torch.float64}
+    x = torch.randn(3, 17, **fk, requires_grad=True)
+    b = torch.tensor([0.2, 0.9, 1.6], **fk)
+    s = torch.ones(3, **fk)
+    a = torch.tensor(0.7, **fk, requires_grad=True)
+    with torch.no_grad():
+        y0 = QF.soft_quantize(x, b, s, 5.0, a, 1.1, 0.0)
+    y = QF.soft_quantize(x, b, s, 5.0, a, 1.1, 0.0)
+    torch.testing.assert_close(y0, y.detach())
+    g1 = torch.autograd.grad(y.sum(), (x, a), retain_graph=True)
+    g2 = torch.autograd.grad(y.sum(), (x, a))
+    for u, v in zip(g1, g2):
+        torch.testing.assert_close(u, v, rtol=0, atol=0)
+
+
+def test_host_kernel_serves_cpu_float(device, monkeypatch):
+    # the host kernel is what CPU float32/float64 inputs with fixed thresholds get (so the "host" runs
+    # above test what users run); half inputs, learnable thresholds and other devices take the general one
+    calls = []
+    real = QF._SoftQuantizeHost.apply
+    monkeypatch.setattr(QF._SoftQuantizeHost, "apply", lambda *a: calls.append(1) or real(*a))
+    fk = {"device": device}
+    b, s = torch.tensor([0.0], **fk), torch.tensor([2.0], **fk)
+    QF.soft_quantize(torch.randn(4, **fk), b, s, 3.0, offset=1.0)
+    assert len(calls) == (1 if device.type == "cpu" else 0)
+    QF.soft_quantize(torch.randn(4, **fk, dtype=torch.float16), b.half(), s.half(), 3.0, offset=1.0)
+    QF.soft_quantize(torch.randn(4, **fk), b.clone().requires_grad_(True), s, 3.0, offset=1.0)
+    assert len(calls) == (1 if device.type == "cpu" else 0)

@@ -5,9 +5,10 @@ Shape letters: ``K`` = number of thresholds (steps) ``n = |Y| - 1``; ``*`` = any
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -144,6 +145,8 @@ def soft_quantize(
             raise ValueError(
                 f"{fn}: 'grad_temperature' needs fixed thresholds and scales; got tensors that require grad"
             )
+    if not learn_steps and _use_host_kernel(x):
+        return _soft_quantize_host(x, thresholds, scales, temperature, alpha, beta, offset, grad_temperature)
     wd = _work_dtype(x)
     xw = _upcast(x, wd)
     a, b, t, o = _as(alpha, x, wd), _as(beta, x, wd), _as(temperature, x, wd), _as(offset, x, wd)
@@ -290,6 +293,189 @@ class _SoftQuantize(torch.autograd.Function):
             None,
             None,
         )
+
+
+# The host kernel below serves CPU float32/float64 inputs outside torch.compile (switch kept for tests).
+_HOST_KERNEL = True
+
+
+def _use_host_kernel(x: Tensor) -> bool:
+    return (
+        _HOST_KERNEL
+        and x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64)
+        and not _compiling()
+    )
+
+
+def _scalar(v: ScalarLike) -> float:
+    return float(v.detach()) if isinstance(v, Tensor) else float(v)
+
+
+def _soft_quantize_host(
+    x: Tensor,
+    thresholds: Tensor,
+    scales: Tensor,
+    temperature: ScalarLike,
+    alpha: ScalarLike,
+    beta: ScalarLike,
+    offset: ScalarLike,
+    grad_temperature: ScalarLike | None,
+) -> Tensor:
+    consts = _HostConstants(
+        thresholds=[float(v) for v in thresholds.detach().tolist()],
+        scales=[float(v) for v in scales.detach().tolist()],
+        temperature=_scalar(temperature),
+        offset=_scalar(offset),
+        grad_temperature=None if grad_temperature is None else _scalar(grad_temperature),
+        alpha=_scalar(alpha),
+        beta=_scalar(beta),
+        grad_enabled=torch.is_grad_enabled(),
+    )
+    a_t = alpha if isinstance(alpha, Tensor) else None
+    b_t = beta if isinstance(beta, Tensor) else None
+    return _SoftQuantizeHost.apply(x, a_t, b_t, consts)
+
+
+class _HostConstants(NamedTuple):
+    thresholds: list[float]
+    scales: list[float]
+    temperature: float
+    offset: float
+    grad_temperature: float | None
+    alpha: float
+    beta: float
+    grad_enabled: bool  # forward runs with grad disabled, so the caller's mode is passed in
+
+
+class _SoftQuantizeHost(torch.autograd.Function):
+    """The CPU kernel of :func:`soft_quantize` for fixed thresholds: same function, fewer memory passes.
+
+    Written with ``sigmoid(z) = (1 + tanh(z / 2)) / 2`` (one transcendental per level, cheaper than
+    sigmoid on CPU) and the scalars as Python numbers, so that every per-level step is one fused ATen call:
+    ``th_i = tanh(T (beta x - b_i) / 2)``, ``y = alpha (S / 2 - o + sum_i s_i th_i / 2)`` and the exact
+    derivative ``dy/dx = alpha beta T / 4 * (S - sum_i s_i th_i^2)`` with ``S = sum_i s_i``. Forward saves
+    ``x`` and the output (both kept alive by the neighbouring layers in a network) and one x-sized tensor,
+    ``g' = dy/dx``; backward is ``dx = gy g'``, ``dbeta = <dx, x> / beta``, ``dalpha = <gy, y> / alpha``
+    (with exact fallbacks when ``alpha`` or ``beta`` is zero), each chunk kept in cache between passes.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: Tensor, alpha: Tensor | None, beta: Tensor | None, c: _HostConstants
+    ) -> Tensor:
+        # under no_grad nothing is saved and dy/dx is not computed (inference-only soft passes)
+        need_x = c.grad_enabled and ctx.needs_input_grad[0]
+        need_a = c.grad_enabled and alpha is not None and ctx.needs_input_grad[1]
+        need_b = c.grad_enabled and beta is not None and ctx.needs_input_grad[2]
+        a, b, t, tg = c.alpha, c.beta, c.temperature, c.grad_temperature
+        # g' is stored scaled by gscale (alpha beta T, unless that is zero): dx = gy g' in one pass
+        gscale = a * b * t if a * b != 0.0 else t
+        # alpha is folded into the per-level coefficients (no separate scaling pass); when it is zero the
+        # unscaled sum (dy/dalpha) is computed and kept instead
+        ya = a if a != 0.0 else 1.0
+        total = sum(c.scales)
+        k = len(c.scales)
+        # every 0-dim constant in one tensor: the tanh shifts -T b_i / 2 (and at T_g), y's and g's offsets
+        shifts = [-0.5 * t * v for v in c.thresholds]
+        shifts_g = shifts if tg is None else [-0.5 * tg * v for v in c.thresholds]
+        consts = torch.tensor(
+            [*shifts, *shifts_g, ya * (0.5 * total - c.offset), 0.25 * gscale * total],
+            dtype=x.dtype,
+            device=x.device,
+        ).unbind()
+        nb, nbg, base0, g0 = consts[:k], consts[k : 2 * k], consts[2 * k], consts[2 * k + 1]
+        y_coef = [0.5 * ya * v for v in c.scales]
+        g_coef = [-0.25 * gscale * v for v in c.scales]
+        h, hg = 0.5 * b * t, 0.5 * b * (t if tg is None else tg)
+        xf = x.reshape(-1)
+        y = torch.empty_like(xf)
+        g = torch.empty_like(xf) if need_x or need_b else None
+        base = torch.empty_like(xf) if a == 0.0 else None
+        cs = _chunk_size(xf)
+        buf = torch.empty(cs, dtype=x.dtype, device=x.device)
+        g_parts = itertools.repeat(None) if g is None else g.split(cs)
+        for xc, yc, gc in zip(xf.split(cs), y.split(cs), g_parts):
+            th = buf if xc.numel() == cs else buf[: xc.numel()]
+            for i in range(k):
+                torch.add(nb[i], xc, alpha=h, out=th).tanh_()
+                if i == 0:
+                    torch.add(base0, th, alpha=y_coef[0], out=yc)
+                else:
+                    yc.add_(th, alpha=y_coef[i])
+                if gc is not None and tg is None:
+                    _accumulate_g(gc, th, g0, g_coef[i], first=i == 0)
+            if gc is not None and tg is not None:
+                for i in range(k):
+                    torch.add(nbg[i], xc, alpha=hg, out=th).tanh_()
+                    _accumulate_g(gc, th, g0, g_coef[i], first=i == 0)
+        if base is not None:
+            base.copy_(y)
+            y.zero_()
+        ctx.consts = c
+        ctx.gscale = gscale
+        ctx.needs = (need_x, need_a, need_b)
+        ctx.shapes = tuple(None if v is None else v.shape for v in (alpha, beta))
+        ctx.save_for_backward(x, y if base is None else base, g)
+        return y.view_as(x)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, gy: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        x, y_or_base, g = ctx.saved_tensors
+        c: _HostConstants = ctx.consts
+        need_x, need_a, need_b = ctx.needs
+        a, b, t = c.alpha, c.beta, c.temperature
+        gyf, xf = gy.reshape(-1), x.reshape(-1)
+        cs = _chunk_size(xf)
+        gx = torch.empty_like(xf) if need_x else None
+        buf = torch.empty(cs, dtype=xf.dtype, device=xf.device) if need_b and gx is None else None
+        dots_y: list[Tensor] = []
+        dots_x: list[Tensor] = []
+        rx = a * b * t / ctx.gscale  # 1 unless alpha beta == 0
+        none = itertools.repeat(None)
+        need_u = gx is not None or buf is not None
+        parts = zip(
+            gyf.split(cs),
+            y_or_base.split(cs) if need_a else none,
+            g.split(cs) if need_u else none,
+            xf.split(cs),
+            gx.split(cs) if gx is not None else itertools.repeat(buf),
+        )
+        # one pass over the chunks: each chunk of gy is read once and u = gy g' stays in cache for <u, x>
+        for gyc, yc, gc, xc, oc in parts:
+            if yc is not None:
+                dots_y.append(torch.dot(gyc, yc))
+            if gc is None:
+                continue
+            u = torch.mul(gyc, gc, out=oc if oc.numel() == gyc.numel() else oc[: gyc.numel()])
+            if need_b:
+                dots_x.append(torch.dot(u, xc))
+            if gx is not None and rx != 1.0:
+                u.mul_(rx)
+        dot_y = torch.stack(dots_y).sum() if dots_y else None
+        dot_x = torch.stack(dots_x).sum() if dots_x else None
+        galpha = gbeta = None
+        if dot_y is not None:
+            # dy/dalpha = base = y / alpha (base itself was kept when alpha == 0)
+            galpha = dot_y if a == 0.0 else dot_y / a
+        if dot_x is not None:
+            # dy/dbeta = alpha T x g = x (dy/dx) / beta; with g' = gscale g: <gy g', x> alpha T / gscale
+            gbeta = dot_x * (a * t / ctx.gscale)
+        return (
+            None if gx is None else gx.view_as(x),
+            None if galpha is None else galpha.reshape(ctx.shapes[0]),
+            None if gbeta is None else gbeta.reshape(ctx.shapes[1]),
+            None,
+        )
+
+
+def _accumulate_g(gc: Tensor, th: Tensor, g0: Tensor, value: float, *, first: bool) -> None:
+    """``gc (+)= value * th^2`` (``g0 + value th^2`` on the first level): builds ``g' = k (S - sum s th^2) / 4``."""
+    if first:
+        torch.addcmul(g0, th, th, value=value, out=gc)
+    else:
+        gc.addcmul_(th, th, value=value)
 
 
 def hard_quantize(
