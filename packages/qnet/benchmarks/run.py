@@ -137,8 +137,7 @@ def bench_steps(device: torch.device, repeat: int) -> list[dict[str, Any]]:
         "torch.ao QAT W2": _ao_qat(base, act=False),
         "torch.ao QAT W2/A2": _ao_qat(base, act=True),
     }
-    rows = []
-    t_float = None
+    steps = {}
     for name, m in models.items():
         m.train()
         opt = torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9)
@@ -148,9 +147,31 @@ def bench_steps(device: torch.device, repeat: int) -> list[dict[str, Any]]:
             nn.functional.cross_entropy(m(x), y).backward()
             opt.step()
 
-        t = _time(step, device, repeat)
-        t_float = t if t_float is None else t_float
-        rows.append({"model": f"resnet20 {name}", "step_ms": 1e3 * t, "vs_float": t / t_float})
+        for _ in range(3):  # warm-up (lazy init, allocator)
+            step()
+        steps[name] = step
+    # Round-robin: one step of every model per round, so that load changes on a shared machine hit all
+    # models alike; the ratio is the median over rounds of (model step / float step of the same round).
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(repeat):
+        for name, step in steps.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            step()
+            _sync(device)
+            times[name].append(time.perf_counter() - t0)
+    rows = []
+    for name, ts in times.items():
+        ratios = [t / f for t, f in zip(ts, times["float"])]
+        rows.append(
+            {
+                "model": f"resnet20 {name}",
+                "step_ms": 1e3 * statistics.median(ts),
+                "vs_float": statistics.median(ratios),
+                "vs_float_min": min(ratios),
+                "vs_float_max": max(ratios),
+            }
+        )
     return rows
 
 
