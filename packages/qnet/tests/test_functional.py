@@ -509,3 +509,23 @@ def test_host_kernel_serves_cpu_float(device, monkeypatch):
     QF.soft_quantize(torch.randn(4, **fk, dtype=torch.float16), b.half(), s.half(), 3.0, offset=1.0)
     QF.soft_quantize(torch.randn(4, **fk), b.clone().requires_grad_(True), s, 3.0, offset=1.0)
     assert len(calls) == (1 if device.type == "cpu" else 0)
+
+
+@pytest.mark.usefixtures("kernel")
+def test_fused_kernel_parameters_of_another_dtype(device):
+    # float32 alpha/beta (a module's parameters) with a float64 input: the gradients arrive in the parameters'
+    # dtype and equal the float64 reference's to float32 precision
+    x = torch.randn(6, 5, device=device, dtype=torch.float64, requires_grad=True)
+    b = torch.tensor([-0.2, 0.4], device=device, dtype=torch.float64)
+    s = torch.tensor([1.0, 1.0], device=device, dtype=torch.float64)
+    a = torch.tensor(0.9, device=device, requires_grad=True)
+    be = torch.tensor(1.2, device=device, requires_grad=True)
+    y = QF.soft_quantize(x, b, s, 4.0, a, be, 1.0)
+    assert y.dtype == torch.float64
+    g = torch.autograd.grad(y.sum(), (x, a, be))
+    a64, be64 = a.detach().double().requires_grad_(True), be.detach().double().requires_grad_(True)
+    g_ref = torch.autograd.grad(_reference_soft_quantize(x, b, s, 4.0, a64, be64, 1.0).sum(), (x, a64, be64))
+    assert g[1].dtype == torch.float32 and g[2].dtype == torch.float32
+    torch.testing.assert_close(g[0], g_ref[0])
+    torch.testing.assert_close(g[1], g_ref[1].float())
+    torch.testing.assert_close(g[2], g_ref[2].float())

@@ -344,8 +344,9 @@ def _soft_quantize_host(
         beta=_scalar(beta),
         grad_enabled=torch.is_grad_enabled(),
     )
-    a_t = alpha if isinstance(alpha, Tensor) else None
-    b_t = beta if isinstance(beta, Tensor) else None
+    # gradients flow back through .to() to parameters kept on another device (a no-op otherwise)
+    a_t = alpha.to(x.device) if isinstance(alpha, Tensor) else None
+    b_t = beta.to(x.device) if isinstance(beta, Tensor) else None
     return _SoftQuantizeHost.apply(x, a_t, b_t, consts)
 
 
