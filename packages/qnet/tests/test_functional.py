@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import qnet
-from qnet import Levels
+from qnet import Levels, _chunking, _host_kernel
 from qnet import functional as QF
 
 
@@ -116,7 +116,7 @@ class TestSoftQuantize:
         # grad_temperature (official code's binary trick): sig(1-sig) taken at T_g, the factor T kept;
         # reference values with math.exp, independent of torch. The forward value must not change.
         if chunk is not None:
-            monkeypatch.setattr(QF, "_CPU_CHUNK", chunk)
+            monkeypatch.setattr(_chunking, "CPU_CHUNK", chunk)
         xs, b, s, T, Tg, a, be, o = [-0.9, -0.2, 0.0, 0.37, 1.1], [0.0], [2.0], 40.0, 1.0, 0.7, 1.3, 1.0
         fk = {"device": device, "dtype": torch.float64}
         x = torch.tensor(xs, **fk, requires_grad=True)
@@ -374,7 +374,7 @@ def _reference_soft_quantize(x, b, s, t, a, be, o):
 def test_fused_kernel_matches_reference(device, k, dtype, temperature, chunk, monkeypatch):
     # The fused, chunked kernel against the broadcast reference on random inputs: values and the gradients
     # of x, alpha and beta. chunk=7 forces many CPU chunks plus a ragged last one (1000 = 142 * 7 + 6).
-    monkeypatch.setattr(QF, "_CPU_CHUNK", chunk)
+    monkeypatch.setattr(_chunking, "CPU_CHUNK", chunk)
     gen = torch.Generator().manual_seed(100 * k + int(temperature > 10) + chunk)
     fk = {"device": device, "dtype": dtype}
     x = (2 * torch.randn(10, 100, generator=gen, dtype=dtype)).to(device).requires_grad_(True)
@@ -401,7 +401,7 @@ def test_fused_kernel_matches_reference(device, k, dtype, temperature, chunk, mo
 @pytest.mark.usefixtures("kernel")
 def test_fused_kernel_partial_gradients(device, needs, monkeypatch):
     # only some of x / alpha / beta require grad (the backward skips the others), chunked on CPU
-    monkeypatch.setattr(QF, "_CPU_CHUNK", 5)
+    monkeypatch.setattr(_chunking, "CPU_CHUNK", 5)
     fk = {"device": device, "dtype": torch.float64}
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(3, 11, generator=gen, dtype=torch.float64).to(device).requires_grad_(needs[0])
@@ -440,7 +440,7 @@ def test_fused_kernel_create_graph(device):
 @pytest.mark.usefixtures("kernel")
 def test_fused_kernel_non_contiguous_input(device, monkeypatch):
     # a transposed (non-contiguous) input: values and gradients follow the logical element order
-    monkeypatch.setattr(QF, "_CPU_CHUNK", 4)
+    monkeypatch.setattr(_chunking, "CPU_CHUNK", 4)
     fk = {"device": device, "dtype": torch.float64}
     x = torch.randn(5, 3, **fk).t().requires_grad_(True)
     b = torch.tensor([-0.3, 0.4], **fk)
@@ -500,8 +500,8 @@ def test_host_kernel_serves_cpu_float(device, monkeypatch):
     # the host kernel is what CPU float32/float64 inputs with fixed thresholds get (so the "host" runs
     # above test what users run); half inputs, learnable thresholds and other devices take the general one
     calls = []
-    real = QF._SoftQuantizeHost.apply
-    monkeypatch.setattr(QF._SoftQuantizeHost, "apply", lambda *a: calls.append(1) or real(*a))
+    real = _host_kernel.SoftQuantizeHost.apply
+    monkeypatch.setattr(_host_kernel.SoftQuantizeHost, "apply", lambda *a: calls.append(1) or real(*a))
     fk = {"device": device}
     b, s = torch.tensor([0.0], **fk), torch.tensor([2.0], **fk)
     QF.soft_quantize(torch.randn(4, **fk), b, s, 3.0, offset=1.0)
@@ -529,3 +529,50 @@ def test_fused_kernel_parameters_of_another_dtype(device):
     torch.testing.assert_close(g[0], g_ref[0])
     torch.testing.assert_close(g[1], g_ref[1].float())
     torch.testing.assert_close(g[2], g_ref[2].float())
+
+
+@pytest.mark.skipif(not hasattr(torch.library, "opcheck"), reason="torch.library.opcheck needs torch>=2.4")
+def test_host_custom_ops_pass_opcheck(device):
+    # the compile-time entry of the host kernel: schema, fake (shape) implementation, autograd registration
+    if device.type != "cpu":
+        pytest.skip("the host kernel's custom operators are registered for CPU")
+    fk = {"device": device, "dtype": torch.float32}
+    x = torch.randn(3, 5, **fk, requires_grad=True)
+    args = (
+        x,
+        torch.tensor([-0.2, 0.4], **fk),
+        torch.tensor([1.0, 1.0], **fk),
+        torch.tensor(6.0, **fk),
+        torch.tensor(0.8, **fk, requires_grad=True),
+        torch.tensor(1.3, **fk, requires_grad=True),
+        torch.tensor(1.0, **fk),
+        None,
+        True,
+    )
+    torch.library.opcheck(torch.ops.qnet.soft_quantize_host.default, args)
+
+
+@pytest.mark.parametrize("grad_temperature", [None, 1.0])
+def test_compiled_graph_matches_eager(device, grad_temperature):
+    # under torch.compile (aot_eager: AOT autograd traces forward and backward, no C++ compiler needed) the
+    # host kernel runs as custom operators in one graph: values and every gradient equal the eager ones
+    torch._dynamo.reset()
+    fk = {"device": device, "dtype": torch.float32}
+    x0 = torch.randn(4, 33, **fk)
+    thr = torch.tensor([-0.3, 0.1, 0.8], **fk)
+    s = torch.tensor([1.0, 2.0, 1.0], **fk)
+
+    def run(fn):
+        x = x0.clone().requires_grad_(True)
+        a = torch.tensor(0.7, **fk, requires_grad=True)
+        be = torch.tensor(1.4, **fk, requires_grad=True)
+        y = fn(x, a, be)
+        return (y, *torch.autograd.grad(y.square().sum(), (x, a, be)))
+
+    def f(x, a, be):
+        return QF.soft_quantize(x, thr, s, 9.0, a, be, 2.0, grad_temperature=grad_temperature)
+
+    want = run(f)
+    got = run(torch.compile(f, backend="aot_eager", fullgraph=True))
+    for u, v in zip(got, want):
+        torch.testing.assert_close(u, v, rtol=1e-6, atol=1e-6)

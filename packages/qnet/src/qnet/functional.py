@@ -5,16 +5,17 @@ Shape letters: ``K`` = number of thresholds (steps) ``n = |Y| - 1``; ``*`` = any
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from . import _host_kernel
 from ._checks import _compiling, check_floating, check_same_device, check_shape, check_tensor
+from ._chunking import chunk_size
 from .levels import Levels, LevelsLike
 
 logger = logging.getLogger(__name__)
@@ -148,8 +149,10 @@ def soft_quantize(
             raise ValueError(
                 f"{fn}: 'grad_temperature' needs fixed thresholds and scales; got tensors that require grad"
             )
-    if not learn_steps and _use_host_kernel(x):
-        return _soft_quantize_host(x, thresholds, scales, temperature, alpha, beta, offset, grad_temperature)
+    if not learn_steps and _HOST_KERNEL and _host_kernel.serves(x):
+        return _host_kernel.soft_quantize(
+            x, thresholds, scales, temperature, alpha, beta, offset, grad_temperature
+        )
     wd = _work_dtype(x)
     xw = _upcast(x, wd)
     a, b, t, o = _as(alpha, x, wd), _as(beta, x, wd), _as(temperature, x, wd), _as(offset, x, wd)
@@ -164,26 +167,11 @@ def soft_quantize(
     return (y * a).to(x.dtype)
 
 
+# CPU float32/float64 inputs with fixed thresholds take the host kernel (switch kept for tests)
+_HOST_KERNEL = True
+
 # ``grad * (1 - out) * out`` in one kernel (with ``grad`` a 0-dim step height, broadcast)
 _sigmoid_grad = torch.ops.aten.sigmoid_backward.grad_input
-
-# On CPU the elementwise passes are memory-bound: run them over chunks of this many elements so that the
-# per-level temporaries stay in cache (elementwise math, so the values do not depend on the chunking).
-_CPU_CHUNK = 1 << 16
-
-
-def _chunk_size(x: Tensor) -> int:
-    n = x.numel()
-    return max(1, min(n, _CPU_CHUNK)) if x.device.type == "cpu" else max(1, n)
-
-
-def _chunks(t: Tensor, size: int) -> tuple[Tensor, ...] | list[Tensor]:
-    # split() costs tens of microseconds; weight tensors are usually a single chunk
-    return (t,) if t.numel() <= size else t.split(size)
-
-
-def _sum(parts: list[Tensor]) -> Tensor:
-    return parts[0] if len(parts) == 1 else torch.stack(parts).sum()
 
 
 class _SoftQuantize(torch.autograd.Function):
@@ -224,7 +212,7 @@ class _SoftQuantize(torch.autograd.Function):
         base = torch.empty_like(xf)
         g = torch.empty_like(xf)
         y = torch.empty_like(xf)
-        cs = _chunk_size(xf)
+        cs = chunk_size(xf, compiling=_compiling())
         xs_buf = torch.empty(cs, dtype=x.dtype, device=x.device)
         sig_buf = torch.empty(cs, dtype=x.dtype, device=x.device)
         for lo in range(0, n, cs):
@@ -277,7 +265,7 @@ class _SoftQuantize(torch.autograd.Function):
         need_x, need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[4], ctx.needs_input_grad[5]
         gyf, xf = gy.reshape(-1), x.reshape(-1)
         n = xf.numel()
-        cs = _chunk_size(xf)
+        cs = chunk_size(xf, compiling=_compiling())
         gx = torch.empty_like(xf) if need_x else None
         buf = None if need_x or not need_b else torch.empty(cs, dtype=xf.dtype, device=xf.device)
         galpha = xf.new_zeros(()) if need_a else None
@@ -305,190 +293,6 @@ class _SoftQuantize(torch.autograd.Function):
             None,
             None,
         )
-
-
-# The host kernel below serves CPU float32/float64 inputs outside torch.compile (switch kept for tests).
-_HOST_KERNEL = True
-
-
-def _use_host_kernel(x: Tensor) -> bool:
-    return (
-        _HOST_KERNEL
-        and x.device.type == "cpu"
-        and x.dtype in (torch.float32, torch.float64)
-        and not _compiling()
-    )
-
-
-def _scalar(v: ScalarLike) -> float:
-    return float(v.detach()) if isinstance(v, Tensor) else float(v)
-
-
-def _soft_quantize_host(
-    x: Tensor,
-    thresholds: Tensor,
-    scales: Tensor,
-    temperature: ScalarLike,
-    alpha: ScalarLike,
-    beta: ScalarLike,
-    offset: ScalarLike,
-    grad_temperature: ScalarLike | None,
-) -> Tensor:
-    consts = _HostConstants(
-        thresholds=[float(v) for v in thresholds.detach().tolist()],
-        scales=[float(v) for v in scales.detach().tolist()],
-        temperature=_scalar(temperature),
-        offset=_scalar(offset),
-        grad_temperature=None if grad_temperature is None else _scalar(grad_temperature),
-        alpha=_scalar(alpha),
-        beta=_scalar(beta),
-        grad_enabled=torch.is_grad_enabled(),
-    )
-    # gradients flow back through .to() to parameters kept on another device (a no-op otherwise)
-    a_t = alpha.to(x.device) if isinstance(alpha, Tensor) else None
-    b_t = beta.to(x.device) if isinstance(beta, Tensor) else None
-    return _SoftQuantizeHost.apply(x, a_t, b_t, consts)
-
-
-class _HostConstants(NamedTuple):
-    thresholds: list[float]
-    scales: list[float]
-    temperature: float
-    offset: float
-    grad_temperature: float | None
-    alpha: float
-    beta: float
-    grad_enabled: bool  # forward runs with grad disabled, so the caller's mode is passed in
-
-
-class _SoftQuantizeHost(torch.autograd.Function):
-    """The CPU kernel of :func:`soft_quantize` for fixed thresholds: same function, fewer memory passes.
-
-    Written with ``sigmoid(z) = (1 + tanh(z / 2)) / 2`` (one transcendental per level, cheaper than
-    sigmoid on CPU) and the scalars as Python numbers, so that every per-level step is one fused ATen call:
-    ``th_i = tanh(T (beta x - b_i) / 2)``, ``y = alpha (S / 2 - o + sum_i s_i th_i / 2)`` and the exact
-    derivative ``dy/dx = alpha beta T / 4 * (S - sum_i s_i th_i^2)`` with ``S = sum_i s_i``. Forward saves
-    ``x`` and the output (both kept alive by the neighbouring layers in a network) and one x-sized tensor,
-    ``g' = dy/dx``; backward is ``dx = gy g'``, ``dbeta = <dx, x> / beta``, ``dalpha = <gy, y> / alpha``
-    (with exact fallbacks when ``alpha`` or ``beta`` is zero), each chunk kept in cache between passes.
-    """
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any, x: Tensor, alpha: Tensor | None, beta: Tensor | None, c: _HostConstants
-    ) -> Tensor:
-        # under no_grad nothing is saved and dy/dx is not computed (inference-only soft passes)
-        need_x = c.grad_enabled and ctx.needs_input_grad[0]
-        need_a = c.grad_enabled and alpha is not None and ctx.needs_input_grad[1]
-        need_b = c.grad_enabled and beta is not None and ctx.needs_input_grad[2]
-        a, b, t, tg = c.alpha, c.beta, c.temperature, c.grad_temperature
-        # g' is stored scaled by gscale (alpha beta T, unless that is zero): dx = gy g' in one pass
-        gscale = a * b * t if a * b != 0.0 else t
-        # alpha is folded into the per-level coefficients (no separate scaling pass); when it is zero the
-        # unscaled sum (dy/dalpha) is computed and kept instead
-        ya = a if a != 0.0 else 1.0
-        total = sum(c.scales)
-        k = len(c.scales)
-        # every 0-dim constant in one tensor: the tanh shifts -T b_i / 2 (and at T_g), y's and g's offsets
-        shifts = [-0.5 * t * v for v in c.thresholds]
-        shifts_g = shifts if tg is None else [-0.5 * tg * v for v in c.thresholds]
-        consts = torch.tensor(
-            [*shifts, *shifts_g, ya * (0.5 * total - c.offset), 0.25 * gscale * total],
-            dtype=x.dtype,
-            device=x.device,
-        ).unbind()
-        nb, nbg, base0, g0 = consts[:k], consts[k : 2 * k], consts[2 * k], consts[2 * k + 1]
-        y_coef = [0.5 * ya * v for v in c.scales]
-        g_coef = [-0.25 * gscale * v for v in c.scales]
-        h, hg = 0.5 * b * t, 0.5 * b * (t if tg is None else tg)
-        xf = x.reshape(-1)
-        y = torch.empty_like(xf)
-        g = torch.empty_like(xf) if need_x or need_b else None
-        base = torch.empty_like(xf) if a == 0.0 else None
-        cs = _chunk_size(xf)
-        buf = torch.empty(cs, dtype=x.dtype, device=x.device)
-        g_parts = itertools.repeat(None) if g is None else _chunks(g, cs)
-        for xc, yc, gc in zip(_chunks(xf, cs), _chunks(y, cs), g_parts):
-            th = buf if xc.numel() == cs else buf[: xc.numel()]
-            for i in range(k):
-                torch.add(nb[i], xc, alpha=h, out=th).tanh_()
-                if i == 0:
-                    torch.add(base0, th, alpha=y_coef[0], out=yc)
-                else:
-                    yc.add_(th, alpha=y_coef[i])
-                if gc is not None and tg is None:
-                    _accumulate_g(gc, th, g0, g_coef[i], first=i == 0)
-            if gc is not None and tg is not None:
-                for i in range(k):
-                    torch.add(nbg[i], xc, alpha=hg, out=th).tanh_()
-                    _accumulate_g(gc, th, g0, g_coef[i], first=i == 0)
-        if base is not None:
-            base.copy_(y)
-            y.zero_()
-        ctx.consts = c
-        ctx.gscale = gscale
-        ctx.needs = (need_x, need_a, need_b)
-        ctx.shapes = tuple(None if v is None else v.shape for v in (alpha, beta))
-        ctx.save_for_backward(x, y if base is None else base, g)
-        return y.view_as(x)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, gy: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        x, y_or_base, g = ctx.saved_tensors
-        c: _HostConstants = ctx.consts
-        need_x, need_a, need_b = ctx.needs
-        a, b, t = c.alpha, c.beta, c.temperature
-        gyf, xf = gy.reshape(-1), x.reshape(-1)
-        cs = _chunk_size(xf)
-        gx = torch.empty_like(xf) if need_x else None
-        buf = torch.empty(cs, dtype=xf.dtype, device=xf.device) if need_b and gx is None else None
-        dots_y: list[Tensor] = []
-        dots_x: list[Tensor] = []
-        rx = a * b * t / ctx.gscale  # 1 unless alpha beta == 0
-        none = itertools.repeat(None)
-        need_u = gx is not None or buf is not None
-        parts = zip(
-            _chunks(gyf, cs),
-            _chunks(y_or_base, cs) if need_a else none,
-            _chunks(g, cs) if need_u else none,
-            _chunks(xf, cs),
-            _chunks(gx, cs) if gx is not None else itertools.repeat(buf),
-        )
-        # one pass over the chunks: each chunk of gy is read once and u = gy g' stays in cache for <u, x>
-        for gyc, yc, gc, xc, oc in parts:
-            if yc is not None:
-                dots_y.append(torch.dot(gyc, yc))
-            if gc is None or oc is None:
-                continue
-            u = torch.mul(gyc, gc, out=oc if oc.numel() == gyc.numel() else oc[: gyc.numel()])
-            if need_b:
-                dots_x.append(torch.dot(u, xc))
-            if gx is not None and rx != 1.0:
-                u.mul_(rx)
-        dot_y = _sum(dots_y) if dots_y else None
-        dot_x = _sum(dots_x) if dots_x else None
-        galpha = gbeta = None
-        if dot_y is not None:
-            # dy/dalpha = base = y / alpha (base itself was kept when alpha == 0)
-            galpha = dot_y if a == 0.0 else dot_y / a
-        if dot_x is not None:
-            # dy/dbeta = alpha T x g = x (dy/dx) / beta; with g' = gscale g: <gy g', x> alpha T / gscale
-            gbeta = dot_x * (a * t / ctx.gscale)
-        return (
-            None if gx is None else gx.view_as(x),
-            None if galpha is None else galpha.reshape(ctx.shapes[0]),
-            None if gbeta is None else gbeta.reshape(ctx.shapes[1]),
-            None,
-        )
-
-
-def _accumulate_g(gc: Tensor, th: Tensor, g0: Tensor, value: float, *, first: bool) -> None:
-    """``gc (+)= value * th^2`` (``g0 + value th^2`` on the first level): builds ``g' = k (S - sum s th^2) / 4``."""
-    if first:
-        torch.addcmul(g0, th, th, value=value, out=gc)
-    else:
-        gc.addcmul_(th, th, value=value)
 
 
 def hard_quantize(

@@ -1,0 +1,358 @@
+"""CPU kernel of :func:`qnet.functional.soft_quantize` for fixed thresholds, eager and under torch.compile.
+
+The soft quantizer ``y = alpha (sum_i s_i sigmoid(T (beta x - b_i)) - o)`` is written with
+``sigmoid(z) = (1 + tanh(z / 2)) / 2``: one transcendental per level (cheaper than ``sigmoid`` on CPU), and with
+the scalars as Python numbers every per-level step is one fused ATen call over a cache-sized chunk:
+
+* ``th_i = tanh(T (beta x - b_i) / 2)``,
+* ``y = alpha (S / 2 - o + sum_i s_i th_i / 2)`` with ``S = sum_i s_i``,
+* the exact derivative ``g' = dy/dx = alpha beta T / 4 (S - sum_i s_i th_i^2)``.
+
+Forward saves ``x`` and ``y`` (kept alive by the neighbouring layers in a network anyway) and ``g'``; backward is
+``dx = gy g'``, ``dbeta = <dx, x> / beta``, ``dalpha = <gy, y> / alpha``, one pass over the chunks, with exact
+fallbacks when ``alpha`` or ``beta`` is zero. Eagerly it runs as an ``autograd.Function``; under
+``torch.compile`` as the custom operators ``qnet::soft_quantize_host`` (+ ``_backward``), which the compiler
+calls as they are instead of tracing the chunk loop (in-place writes into slices become whole-tensor copies
+when traced, and inductor's CPU ``tanh`` is not vectorised).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from ._checks import _compiling
+from ._chunking import chunk_size, chunks, total
+
+ScalarLike = float | Tensor
+
+
+class Constants(NamedTuple):
+    """The soft quantizer's scalars as Python numbers."""
+
+    thresholds: list[float]
+    scales: list[float]
+    temperature: float
+    offset: float
+    grad_temperature: float | None
+    alpha: float
+    beta: float
+
+    @property
+    def gscale(self) -> float:
+        # g' is stored scaled by alpha beta T (dx = gy g' in one pass); by T when alpha beta is zero
+        a, b, t = self.alpha, self.beta, self.temperature
+        return a * b * t if a * b != 0.0 else t
+
+
+def serves(x: Tensor) -> bool:
+    """Whether ``x`` (with fixed thresholds) takes this kernel: CPU float32/float64 (compiled: torch>=2.4)."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64)
+        and (_OP is not None or not _compiling())
+    )
+
+
+def _scalar(v: ScalarLike) -> float:
+    return float(v.detach()) if isinstance(v, Tensor) else float(v)
+
+
+def constants(
+    thresholds: Tensor,
+    scales: Tensor,
+    temperature: ScalarLike,
+    alpha: ScalarLike,
+    beta: ScalarLike,
+    offset: ScalarLike,
+    grad_temperature: ScalarLike | None,
+) -> Constants:
+    """Read the scalars (one host read each; tensors must be real, not traced)."""
+    return Constants(
+        thresholds=[float(v) for v in thresholds.detach().tolist()],
+        scales=[float(v) for v in scales.detach().tolist()],
+        temperature=_scalar(temperature),
+        offset=_scalar(offset),
+        grad_temperature=None if grad_temperature is None else _scalar(grad_temperature),
+        alpha=_scalar(alpha),
+        beta=_scalar(beta),
+    )
+
+
+def forward(x: Tensor, c: Constants, *, need_g: bool, unscaled: bool = False) -> tuple[Tensor, Tensor | None]:
+    """``y`` (flat) and, with ``need_g``, ``g' = gscale * sum_i s_i sig_i (1 - sig_i)`` (flat).
+
+    ``unscaled``: return ``y / alpha`` (the derivative of ``y`` in ``alpha``) instead of ``y``.
+    """
+    a, b, t, tg = c.alpha, c.beta, c.temperature, c.grad_temperature
+    gscale = c.gscale
+    # alpha is folded into the per-level coefficients: no separate scaling pass
+    ya = 1.0 if unscaled else a
+    k = len(c.scales)
+    # every 0-dim constant in one tensor: the tanh shifts -T b_i / 2 (and at T_g), y's and g's offsets
+    shifts = [-0.5 * t * v for v in c.thresholds]
+    shifts_g = shifts if tg is None else [-0.5 * tg * v for v in c.thresholds]
+    s_total = sum(c.scales)
+    consts = torch.tensor(
+        [*shifts, *shifts_g, ya * (0.5 * s_total - c.offset), 0.25 * gscale * s_total],
+        dtype=x.dtype,
+        device=x.device,
+    ).unbind()
+    nb, nbg, base0, g0 = consts[:k], consts[k : 2 * k], consts[2 * k], consts[2 * k + 1]
+    y_coef = [0.5 * ya * v for v in c.scales]
+    g_coef = [-0.25 * gscale * v for v in c.scales]
+    h, hg = 0.5 * b * t, 0.5 * b * (t if tg is None else tg)
+    xf = x.reshape(-1)
+    y = torch.empty_like(xf)
+    g = torch.empty_like(xf) if need_g else None
+    cs = chunk_size(xf)
+    buf = torch.empty(cs, dtype=x.dtype, device=x.device)
+    g_parts: Any = itertools.repeat(None) if g is None else chunks(g, cs)
+    for xc, yc, gc in zip(chunks(xf, cs), chunks(y, cs), g_parts):
+        th = buf if xc.numel() == cs else buf[: xc.numel()]
+        for i in range(k):
+            torch.add(nb[i], xc, alpha=h, out=th).tanh_()
+            if i == 0:
+                torch.add(base0, th, alpha=y_coef[0], out=yc)
+            else:
+                yc.add_(th, alpha=y_coef[i])
+            if gc is not None and tg is None:
+                _accumulate_g(gc, th, g0, g_coef[i], first=i == 0)
+        if gc is not None and tg is not None:
+            # surrogate gradient: the sigmoids of g' at T_g (the factor T kept in gscale)
+            for i in range(k):
+                torch.add(nbg[i], xc, alpha=hg, out=th).tanh_()
+                _accumulate_g(gc, th, g0, g_coef[i], first=i == 0)
+    return y, g
+
+
+def _accumulate_g(gc: Tensor, th: Tensor, g0: Tensor, value: float, *, first: bool) -> None:
+    """``gc (+)= value * th^2`` (``g0 + value th^2`` on the first level): builds ``g' = k (S - sum s th^2) / 4``."""
+    if first:
+        torch.addcmul(g0, th, th, value=value, out=gc)
+    else:
+        gc.addcmul_(th, th, value=value)
+
+
+def backward(
+    gy: Tensor,
+    x: Tensor,
+    y: Tensor,
+    g: Tensor | None,
+    c: Constants,
+    *,
+    need_x: bool,
+    need_a: bool,
+    need_b: bool,
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """``(dx, dalpha, dbeta)`` given the forward's ``y`` and ``g'`` (flat or shaped like ``x``)."""
+    a, b, t = c.alpha, c.beta, c.temperature
+    gscale = c.gscale
+    gyf, xf, yf = gy.reshape(-1), x.reshape(-1), y.reshape(-1)
+    cs = chunk_size(xf)
+    gx = torch.empty_like(xf) if need_x else None
+    buf = torch.empty(cs, dtype=xf.dtype, device=xf.device) if need_b and gx is None else None
+    # dy/dalpha = y / alpha; when alpha is zero, y carries no information: recompute the unscaled sum
+    base = forward(x, c, need_g=False, unscaled=True)[0] if need_a and a == 0.0 else yf
+    dots_y: list[Tensor] = []
+    dots_x: list[Tensor] = []
+    rx = a * b * t / gscale  # 1 unless alpha beta == 0
+    none = itertools.repeat(None)
+    need_u = (gx is not None or buf is not None) and g is not None
+    parts = zip(
+        chunks(gyf, cs),
+        chunks(base, cs) if need_a else none,
+        chunks(g.reshape(-1), cs) if need_u and g is not None else none,
+        chunks(xf, cs),
+        chunks(gx, cs) if gx is not None else itertools.repeat(buf),
+    )
+    # one pass over the chunks: each chunk of gy is read once and u = gy g' stays in cache for <u, x>
+    for gyc, yc, gc, xc, oc in parts:
+        if yc is not None:
+            dots_y.append(torch.dot(gyc, yc))
+        if gc is None or oc is None:
+            continue
+        u = torch.mul(gyc, gc, out=oc if oc.numel() == gyc.numel() else oc[: gyc.numel()])
+        if need_b:
+            dots_x.append(torch.dot(u, xc))
+        if gx is not None and rx != 1.0:
+            u.mul_(rx)
+    galpha = gbeta = None
+    if dots_y:
+        galpha = total(dots_y) if a == 0.0 else total(dots_y) / a
+    if dots_x:
+        # dy/dbeta = alpha T x g = x (dy/dx) / beta; with g' = gscale g: <gy g', x> alpha T / gscale
+        gbeta = total(dots_x) * (a * t / gscale)
+    return None if gx is None else gx.view_as(x), galpha, gbeta
+
+
+class SoftQuantizeHost(torch.autograd.Function):
+    """Eager autograd wrapper of :func:`forward` / :func:`backward` (first-order: double backward raises)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: Tensor, alpha: Tensor | None, beta: Tensor | None, c: Constants, grad_enabled: bool
+    ) -> Tensor:
+        # forward runs with grad disabled: the caller's mode is passed in; under no_grad nothing is saved
+        need_x = grad_enabled and ctx.needs_input_grad[0]
+        need_a = grad_enabled and alpha is not None and ctx.needs_input_grad[1]
+        need_b = grad_enabled and beta is not None and ctx.needs_input_grad[2]
+        y, g = forward(x, c, need_g=need_x or need_b)
+        ctx.consts = c
+        ctx.needs = (need_x, need_a, need_b)
+        ctx.shapes = tuple(None if v is None else v.shape for v in (alpha, beta))
+        ctx.save_for_backward(x, y, g)
+        return y.view_as(x)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, gy: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        x, y, g = ctx.saved_tensors
+        need_x, need_a, need_b = ctx.needs
+        gx, galpha, gbeta = backward(gy, x, y, g, ctx.consts, need_x=need_x, need_a=need_a, need_b=need_b)
+        return (
+            gx,
+            None if galpha is None else galpha.reshape(ctx.shapes[0]),
+            None if gbeta is None else gbeta.reshape(ctx.shapes[1]),
+            None,
+            None,
+        )
+
+
+def _define_ops() -> Any:
+    """The compile-time entry: custom operators with a fake (shape) implementation and autograd formula."""
+    if not hasattr(torch.library, "custom_op"):  # torch < 2.4: compile traces the general kernel instead
+        return None
+
+    def read(
+        thr: Tensor, sc: Tensor, t: Tensor, a: Tensor, b: Tensor, o: Tensor, tg: float | None
+    ) -> Constants:
+        return constants(thr, sc, t, a, b, o, tg)
+
+    @torch.library.custom_op("qnet::soft_quantize_host", mutates_args=(), device_types="cpu")
+    def op(
+        x: Tensor,
+        thresholds: Tensor,
+        scales: Tensor,
+        temperature: Tensor,
+        alpha: Tensor,
+        beta: Tensor,
+        offset: Tensor,
+        grad_temperature: float | None,
+        need_g: bool,
+    ) -> tuple[Tensor, Tensor]:
+        c = read(thresholds, scales, temperature, alpha, beta, offset, grad_temperature)
+        y, g = forward(x, c, need_g=need_g)
+        return y.view(x.shape), (x.new_empty(0) if g is None else g.view(x.shape))
+
+    @op.register_fake
+    def _(x, thresholds, scales, temperature, alpha, beta, offset, grad_temperature, need_g):  # type: ignore[no-untyped-def]
+        return x.new_empty(x.shape), (x.new_empty(x.shape) if need_g else x.new_empty(0))
+
+    @torch.library.custom_op("qnet::soft_quantize_host_backward", mutates_args=(), device_types="cpu")
+    def op_backward(
+        gy: Tensor,
+        x: Tensor,
+        y: Tensor,
+        g: Tensor,
+        thresholds: Tensor,
+        scales: Tensor,
+        temperature: Tensor,
+        alpha: Tensor,
+        beta: Tensor,
+        offset: Tensor,
+        grad_temperature: float | None,
+        need_x: bool,
+        need_a: bool,
+        need_b: bool,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        c = read(thresholds, scales, temperature, alpha, beta, offset, grad_temperature)
+        gx, galpha, gbeta = backward(
+            gy, x, y, g if g.numel() else None, c, need_x=need_x, need_a=need_a, need_b=need_b
+        )
+        zero = x.new_zeros(())
+        return (
+            x.new_empty(0) if gx is None else gx,
+            zero.clone() if galpha is None else galpha,
+            zero if gbeta is None else gbeta,
+        )
+
+    @op_backward.register_fake
+    def _(
+        gy,
+        x,
+        y,
+        g,
+        thresholds,
+        scales,
+        temperature,
+        alpha,
+        beta,
+        offset,
+        grad_temperature,
+        need_x,
+        need_a,
+        need_b,
+    ):  # type: ignore[no-untyped-def]
+        return (x.new_empty(x.shape) if need_x else x.new_empty(0)), x.new_empty(()), x.new_empty(())
+
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
+        x, thr, sc, t, a, b, o, tg, _need_g = inputs
+        ctx.save_for_backward(x, output[0], output[1], thr, sc, t, a, b, o)
+        ctx.grad_temperature = tg
+
+    def backward_formula(ctx: Any, gy: Tensor, _gg: Tensor | None) -> tuple[Tensor | None, ...]:
+        x, y, g, thr, sc, t, a, b, o = ctx.saved_tensors
+        need_x, need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[4], ctx.needs_input_grad[5]
+        gx, galpha, gbeta = op_backward(
+            gy, x, y, g, thr, sc, t, a, b, o, ctx.grad_temperature, need_x, need_a, need_b
+        )
+        return (
+            gx if need_x else None,
+            None,
+            None,
+            None,
+            galpha.reshape(a.shape) if need_a else None,
+            gbeta.reshape(b.shape) if need_b else None,
+            None,
+            None,
+            None,
+        )
+
+    op.register_autograd(backward_formula, setup_context=setup_context)
+    return op
+
+
+_OP = _define_ops()
+
+
+def _as_tensor(v: ScalarLike, like: Tensor) -> Tensor:
+    # gradients flow back through .to() to parameters kept on another device (a no-op otherwise)
+    return v.to(like.device) if isinstance(v, Tensor) else torch.tensor(float(v), dtype=like.dtype)
+
+
+def soft_quantize(
+    x: Tensor,
+    thresholds: Tensor,
+    scales: Tensor,
+    temperature: ScalarLike,
+    alpha: ScalarLike,
+    beta: ScalarLike,
+    offset: ScalarLike,
+    grad_temperature: ScalarLike | None,
+) -> Tensor:
+    """The soft quantizer of ``x`` (arguments checked by the caller); eager or custom-op path."""
+    if _compiling() and _OP is not None:
+        t, a, b = (_as_tensor(v, x) for v in (temperature, alpha, beta))
+        o = _as_tensor(offset, x)
+        tg = None if grad_temperature is None else float(grad_temperature)
+        need_g = torch.is_grad_enabled() and (x.requires_grad or b.requires_grad)
+        return _OP(x, thresholds, scales, t, a, b, o, tg, need_g)[0]
+    c = constants(thresholds, scales, temperature, alpha, beta, offset, grad_temperature)
+    a_t = alpha.to(x.device) if isinstance(alpha, Tensor) else None
+    b_t = beta.to(x.device) if isinstance(beta, Tensor) else None
+    return SoftQuantizeHost.apply(x, a_t, b_t, c, torch.is_grad_enabled())
