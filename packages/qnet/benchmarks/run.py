@@ -124,34 +124,34 @@ def _ao_qat(model: nn.Module, act: bool) -> nn.Module:
     return m
 
 
-def bench_steps(device: torch.device, repeat: int) -> list[dict[str, Any]]:
-    torch.manual_seed(0)
-    base = create_model("resnet20", num_classes=10).to(device)
-    x = torch.randn(64, 3, 32, 32, device=device)
-    y = torch.randint(0, 10, (64,), device=device)
-    models = {
-        "float": base,
-        "qnet W2": qnet.quantize(base, weight_levels="ternary"),
-        "qnet W2/A2": qnet.quantize(base, weight_levels="ternary", act_levels="uint2", calibration=[x]),
-        "STE W2": qnet.quantize(base, weight_levels="ternary", method="ste"),
-        "torch.ao QAT W2": _ao_qat(base, act=False),
-        "torch.ao QAT W2/A2": _ao_qat(base, act=True),
-    }
+def _round_robin(
+    models: dict[str, nn.Module],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    device: torch.device,
+    repeat: int,
+    *,
+    compiled: bool = False,
+) -> dict[str, list[float]]:
+    """Seconds per SGD training step of each model, ``repeat`` rounds of one step per model.
+
+    Round-robin so that load changes on a shared machine hit all models alike; 3 warm-up steps each (lazy
+    initialisation, the allocator, and the compilation with ``compiled``).
+    """
     steps = {}
     for name, m in models.items():
         m.train()
         opt = torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9)
+        run: Any = torch.compile(m) if compiled else m
 
-        def step(m: nn.Module = m, opt: torch.optim.Optimizer = opt) -> None:
+        def step(run: Any = run, opt: torch.optim.Optimizer = opt) -> None:
             opt.zero_grad(set_to_none=True)
-            nn.functional.cross_entropy(m(x), y).backward()
+            nn.functional.cross_entropy(run(x), y).backward()
             opt.step()
 
-        for _ in range(3):  # warm-up (lazy init, allocator)
+        for _ in range(3):
             step()
         steps[name] = step
-    # Round-robin: one step of every model per round, so that load changes on a shared machine hit all
-    # models alike; the ratio is the median over rounds of (model step / float step of the same round).
     times: dict[str, list[float]] = {name: [] for name in models}
     for _ in range(repeat):
         for name, step in steps.items():
@@ -160,12 +160,39 @@ def bench_steps(device: torch.device, repeat: int) -> list[dict[str, Any]]:
             step()
             _sync(device)
             times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def bench_steps(device: torch.device, repeat: int, *, compiled: bool = False) -> list[dict[str, Any]]:
+    """ResNet-20 training steps of float, qnet, STE and torch.ao QAT models, round-robin.
+
+    With ``compiled``: float and qnet W2/A2 only, both under ``torch.compile`` (inductor).
+    """
+    torch.manual_seed(0)
+    base = create_model("resnet20", num_classes=10).to(device)
+    x = torch.randn(64, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (64,), device=device)
+    w2a2 = qnet.quantize(base, weight_levels="ternary", act_levels="uint2", calibration=[x])
+    models = (
+        {"float": base, "qnet W2/A2": w2a2}
+        if compiled
+        else {
+            "float": base,
+            "qnet W2": qnet.quantize(base, weight_levels="ternary"),
+            "qnet W2/A2": w2a2,
+            "STE W2": qnet.quantize(base, weight_levels="ternary", method="ste"),
+            "torch.ao QAT W2": _ao_qat(base, act=False),
+            "torch.ao QAT W2/A2": _ao_qat(base, act=True),
+        }
+    )
+    times = _round_robin(models, x, y, device, repeat, compiled=compiled)
+    # the ratio is the median over rounds of (model step / float step of the same round)
     rows = []
     for name, ts in times.items():
         ratios = [t / f for t, f in zip(ts, times["float"])]
         rows.append(
             {
-                "model": f"resnet20 {name}",
+                "model": f"resnet20 {name}" + (" (torch.compile)" if compiled else ""),
                 "step_ms": 1e3 * statistics.median(ts),
                 "vs_float": statistics.median(ratios),
                 "vs_float_min": min(ratios),
@@ -286,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--parts",
         default="layers,steps,export,accuracy",
-        help="comma-separated subset of layers,steps,export,accuracy (e.g. 'layers,steps' for timings only)",
+        help="comma-separated subset of layers,steps,export,accuracy,compile (compile: inductor, needs a C++ "
+        "compiler; not in the default)",
     )
     args = ap.parse_args(argv)
     device = torch.device(args.device)
@@ -294,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         print("--device cuda requested but CUDA is not available", file=sys.stderr)
         return 2
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
-    unknown = parts - {"layers", "steps", "export", "accuracy"}
+    unknown = parts - {"layers", "steps", "export", "accuracy", "compile"}
     if unknown:
         print(f"--parts: unknown part(s) {sorted(unknown)}", file=sys.stderr)
         return 2
@@ -316,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         "layers": bench_layers(device, args.repeat) if "layers" in parts else [],
         "train_step": bench_steps(device, args.repeat) if "steps" in parts else [],
         "export": bench_export(device, args.repeat) if "export" in parts else [],
+        "compiled_step": bench_steps(device, args.repeat, compiled=True) if "compile" in parts else [],
     }
     if data is not None and "accuracy" in parts:
         res["accuracy"] = bench_accuracy(device, data, args.epochs)
@@ -325,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
             _table("Layer forward+backward (ms)", res["layers"]),
             _table("ResNet-20 training step, batch 64 (ms)", res["train_step"]),
             _table("Quantize + export ResNet-20", res["export"]),
+            _table("ResNet-20 training step under torch.compile, batch 64 (ms)", res["compiled_step"]),
             _table(
                 f"Accuracy after the same fine-tuning ({args.epochs} epochs, faces-24id 16x16)",
                 res.get("accuracy", []),

@@ -531,31 +531,11 @@ def test_fused_kernel_parameters_of_another_dtype(device):
     torch.testing.assert_close(g[2], g_ref[2].float())
 
 
-@pytest.mark.skipif(not hasattr(torch.library, "opcheck"), reason="torch.library.opcheck needs torch>=2.4")
-def test_host_custom_ops_pass_opcheck(device):
-    # the compile-time entry of the host kernel: schema, fake (shape) implementation, autograd registration
-    if device.type != "cpu":
-        pytest.skip("the host kernel's custom operators are registered for CPU")
-    fk = {"device": device, "dtype": torch.float32}
-    x = torch.randn(3, 5, **fk, requires_grad=True)
-    args = (
-        x,
-        torch.tensor([-0.2, 0.4], **fk),
-        torch.tensor([1.0, 1.0], **fk),
-        torch.tensor(6.0, **fk),
-        torch.tensor(0.8, **fk, requires_grad=True),
-        torch.tensor(1.3, **fk, requires_grad=True),
-        torch.tensor(1.0, **fk),
-        None,
-        True,
-    )
-    torch.library.opcheck(torch.ops.qnet.soft_quantize_host.default, args)
-
-
 @pytest.mark.parametrize("grad_temperature", [None, 1.0])
 def test_compiled_graph_matches_eager(device, grad_temperature):
     # under torch.compile (aot_eager: AOT autograd traces forward and backward, no C++ compiler needed) the
-    # host kernel runs as custom operators in one graph: values and every gradient equal the eager ones
+    # general kernel is traced on whole tensors in one graph: values and every gradient equal the eager
+    # (host kernel) ones
     torch._dynamo.reset()
     fk = {"device": device, "dtype": torch.float32}
     x0 = torch.randn(4, 33, **fk)
@@ -574,5 +554,6 @@ def test_compiled_graph_matches_eager(device, grad_temperature):
 
     want = run(f)
     got = run(torch.compile(f, backend="aot_eager", fullgraph=True))
+    # the eager side is the tanh-form host kernel on CPU: equal up to float32 rounding (gradients up to ~4)
     for u, v in zip(got, want):
-        torch.testing.assert_close(u, v, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(u, v, rtol=1e-5, atol=2e-5)

@@ -10,10 +10,9 @@ the scalars as Python numbers every per-level step is one fused ATen call over a
 
 Forward saves ``x`` and ``y`` (kept alive by the neighbouring layers in a network anyway) and ``g'``; backward is
 ``dx = gy g'``, ``dbeta = <dx, x> / beta``, ``dalpha = <gy, y> / alpha``, one pass over the chunks, with exact
-fallbacks when ``alpha`` or ``beta`` is zero. Eagerly it runs as an ``autograd.Function``; under
-``torch.compile`` as the custom operators ``qnet::soft_quantize_host`` (+ ``_backward``), which the compiler
-calls as they are instead of tracing the chunk loop (in-place writes into slices become whole-tensor copies
-when traced, and inductor's CPU ``tanh`` is not vectorised).
+fallbacks when ``alpha`` or ``beta`` is zero. Under ``torch.compile`` the general kernel is traced instead,
+on whole tensors: inductor fuses its sigmoids with the neighbouring layers, which is faster than calling this
+kernel as an opaque operator (and its CPU ``tanh`` is not vectorised).
 """
 
 from __future__ import annotations
@@ -50,12 +49,8 @@ class Constants(NamedTuple):
 
 
 def serves(x: Tensor) -> bool:
-    """Whether ``x`` (with fixed thresholds) takes this kernel: CPU float32/float64 (compiled: torch>=2.4)."""
-    return (
-        x.device.type == "cpu"
-        and x.dtype in (torch.float32, torch.float64)
-        and (_OP is not None or not _compiling())
-    )
+    """Whether ``x`` (with fixed thresholds) takes this kernel: CPU float32/float64, outside torch.compile."""
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and not _compiling()
 
 
 def _scalar(v: ScalarLike) -> float:
@@ -223,136 +218,9 @@ class SoftQuantizeHost(torch.autograd.Function):
         )
 
 
-def _define_ops() -> Any:
-    """The compile-time entry: custom operators with a fake (shape) implementation and autograd formula."""
-    if not hasattr(torch.library, "custom_op"):  # torch < 2.4: compile traces the general kernel instead
-        return None
-
-    def read(
-        thr: Tensor, sc: Tensor, t: Tensor, a: Tensor, b: Tensor, o: Tensor, tg: float | None
-    ) -> Constants:
-        return constants(thr, sc, t, a, b, o, tg)
-
-    @torch.library.custom_op("qnet::soft_quantize_host", mutates_args=(), device_types="cpu")
-    def op(
-        x: Tensor,
-        thresholds: Tensor,
-        scales: Tensor,
-        temperature: Tensor,
-        alpha: Tensor,
-        beta: Tensor,
-        offset: Tensor,
-        grad_temperature: float | None,
-        need_g: bool,
-    ) -> tuple[Tensor, Tensor]:
-        c = read(thresholds, scales, temperature, alpha, beta, offset, grad_temperature)
-        y, g = forward(x, c, need_g=need_g)
-        return y.view(x.shape), (x.new_empty(0) if g is None else g.view(x.shape))
-
-    @op.register_fake
-    def _(x, thresholds, scales, temperature, alpha, beta, offset, grad_temperature, need_g):  # type: ignore[no-untyped-def]
-        return x.new_empty(x.shape), (x.new_empty(x.shape) if need_g else x.new_empty(0))
-
-    @torch.library.custom_op("qnet::soft_quantize_host_backward", mutates_args=(), device_types="cpu")
-    def op_backward(
-        gy: Tensor,
-        x: Tensor,
-        y: Tensor,
-        g: Tensor,
-        thresholds: Tensor,
-        scales: Tensor,
-        temperature: Tensor,
-        alpha: Tensor,
-        beta: Tensor,
-        offset: Tensor,
-        grad_temperature: float | None,
-        need_x: bool,
-        need_a: bool,
-        need_b: bool,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        c = read(thresholds, scales, temperature, alpha, beta, offset, grad_temperature)
-        gx, galpha, gbeta = backward(
-            gy, x, y, g if g.numel() else None, c, need_x=need_x, need_a=need_a, need_b=need_b
-        )
-        zero = x.new_zeros(())
-        return (
-            x.new_empty(0) if gx is None else gx,
-            zero.clone() if galpha is None else galpha,
-            zero if gbeta is None else gbeta,
-        )
-
-    @op_backward.register_fake
-    def _(
-        gy,
-        x,
-        y,
-        g,
-        thresholds,
-        scales,
-        temperature,
-        alpha,
-        beta,
-        offset,
-        grad_temperature,
-        need_x,
-        need_a,
-        need_b,
-    ):  # type: ignore[no-untyped-def]
-        return (x.new_empty(x.shape) if need_x else x.new_empty(0)), x.new_empty(()), x.new_empty(())
-
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
-        x, thr, sc, t, a, b, o, tg, _need_g = inputs
-        ctx.save_for_backward(x, output[0], output[1], thr, sc, t, a, b, o)
-        ctx.grad_temperature = tg
-
-    def backward_formula(ctx: Any, gy: Tensor, _gg: Tensor | None) -> tuple[Tensor | None, ...]:
-        x, y, g, thr, sc, t, a, b, o = ctx.saved_tensors
-        need_x, need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[4], ctx.needs_input_grad[5]
-        gx, galpha, gbeta = op_backward(
-            gy, x, y, g, thr, sc, t, a, b, o, ctx.grad_temperature, need_x, need_a, need_b
-        )
-        return (
-            gx if need_x else None,
-            None,
-            None,
-            None,
-            galpha.reshape(a.shape) if need_a else None,
-            gbeta.reshape(b.shape) if need_b else None,
-            None,
-            None,
-            None,
-        )
-
-    op.register_autograd(backward_formula, setup_context=setup_context)
-    return op
-
-
-_OP = _define_ops()
-
-
-def _as_tensor(v: ScalarLike, like: Tensor) -> Tensor:
+def soft_quantize(x: Tensor, c: Constants, alpha: ScalarLike, beta: ScalarLike) -> Tensor:
+    """The soft quantizer of ``x`` with the scalars ``c`` (read by :func:`constants` from ``alpha``, ``beta``...)."""
     # gradients flow back through .to() to parameters kept on another device (a no-op otherwise)
-    return v.to(like.device) if isinstance(v, Tensor) else torch.tensor(float(v), dtype=like.dtype)
-
-
-def soft_quantize(
-    x: Tensor,
-    thresholds: Tensor,
-    scales: Tensor,
-    temperature: ScalarLike,
-    alpha: ScalarLike,
-    beta: ScalarLike,
-    offset: ScalarLike,
-    grad_temperature: ScalarLike | None,
-) -> Tensor:
-    """The soft quantizer of ``x`` (arguments checked by the caller); eager or custom-op path."""
-    if _compiling() and _OP is not None:
-        t, a, b = (_as_tensor(v, x) for v in (temperature, alpha, beta))
-        o = _as_tensor(offset, x)
-        tg = None if grad_temperature is None else float(grad_temperature)
-        need_g = torch.is_grad_enabled() and (x.requires_grad or b.requires_grad)
-        return _OP(x, thresholds, scales, t, a, b, o, tg, need_g)[0]
-    c = constants(thresholds, scales, temperature, alpha, beta, offset, grad_temperature)
     a_t = alpha.to(x.device) if isinstance(alpha, Tensor) else None
     b_t = beta.to(x.device) if isinstance(beta, Tensor) else None
     return SoftQuantizeHost.apply(x, a_t, b_t, c, torch.is_grad_enabled())

@@ -150,9 +150,8 @@ def soft_quantize(
                 f"{fn}: 'grad_temperature' needs fixed thresholds and scales; got tensors that require grad"
             )
     if not learn_steps and _HOST_KERNEL and _host_kernel.serves(x):
-        return _host_kernel.soft_quantize(
-            x, thresholds, scales, temperature, alpha, beta, offset, grad_temperature
-        )
+        c = _host_kernel.constants(thresholds, scales, temperature, alpha, beta, offset, grad_temperature)
+        return _host_kernel.soft_quantize(x, c, alpha, beta)
     wd = _work_dtype(x)
     xw = _upcast(x, wd)
     a, b, t, o = _as(alpha, x, wd), _as(beta, x, wd), _as(temperature, x, wd), _as(offset, x, wd)
