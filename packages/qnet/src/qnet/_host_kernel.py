@@ -1,4 +1,4 @@
-"""CPU kernel of :func:`qnet.functional.soft_quantize` for fixed thresholds, eager and under torch.compile.
+"""Eager CPU kernel of :func:`qnet.functional.soft_quantize` for fixed thresholds.
 
 The soft quantizer ``y = alpha (sum_i s_i sigmoid(T (beta x - b_i)) - o)`` is written with
 ``sigmoid(z) = (1 + tanh(z / 2)) / 2``: one transcendental per level (cheaper than ``sigmoid`` on CPU), and with
@@ -12,7 +12,7 @@ Forward saves ``x`` and ``y`` (kept alive by the neighbouring layers in a networ
 ``dx = gy g'``, ``dbeta = <dx, x> / beta``, ``dalpha = <gy, y> / alpha``, one pass over the chunks, with exact
 fallbacks when ``alpha`` or ``beta`` is zero. Under ``torch.compile`` the general kernel is traced instead,
 on whole tensors: inductor fuses its sigmoids with the neighbouring layers, which is faster than calling this
-kernel as an opaque operator (and its CPU ``tanh`` is not vectorised).
+kernel as an opaque operator (and inductor's CPU ``tanh`` is not vectorised, so tracing this one would be slow).
 """
 
 from __future__ import annotations
