@@ -2,12 +2,15 @@
 
 For each package: build the wheel with hatch, install it with ``TORCH_SPEC`` into a new venv, import it,
 check that no sibling package was imported, check that no sibling is even installed, and run the README's
-quick-start block verbatim from an empty temporary directory (so docs cannot rot).
+quick-start block verbatim from an empty temporary directory (so docs cannot rot). The same venvs then run
+every package's reproduction script (``reproduce/run.py``, not part of the wheel) in its quick mode: the
+committed reports are only as good as the scripts that write them.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import pathlib
 import shlex
@@ -19,6 +22,7 @@ import pytest
 from _repo import PACKAGES, ROOT, first_python_block, package_version
 
 DDP_DIR = ROOT / "tests-integration" / "ddp"
+SHARED_DATA = pathlib.Path(os.environ.get("SHARED_DATA", ROOT.parent / "shared" / "data"))
 TORCH_SPEC = os.environ.get("TORCH_SPEC", "torch==2.13.0")
 
 PROBE = textwrap.dedent(
@@ -131,3 +135,72 @@ def test_all_wheels_install_together_without_clashes(wheels, tmp_path):
     )
     out = json.loads(_run([py, "-c", code], cwd=tmp_path).stdout.strip().splitlines()[-1])
     assert out == {name: package_version(name) for name in PACKAGES}
+
+
+def _metric(rows: list[dict], metric: str) -> dict[str, float]:
+    """``setting -> ours`` of the rows reporting ``metric``."""
+    return {r["setting"]: r["ours"] for r in rows if r["metric"] == metric}
+
+
+# Per package: the quick-mode flag and what its report must show besides finite numbers (that the method and
+# its baselines all ran and landed in range; accuracy claims themselves live in the committed full reports).
+REPRODUCTIONS = {
+    "iekd": (
+        "--quick",
+        lambda rows: (
+            {"ce", "kd", "at", "ie-kd", "ie-at"}
+            <= {s.rsplit(", ", 1)[-1] for s in _metric(rows, "top-1 acc % (mean over seeds)")}
+        ),
+    ),
+    "qnet": (
+        "--quick",
+        lambda rows: (
+            [r["setting"] for r in rows][:2] == ["FP32 (start point)", "W2 qnet vs STE"]
+            and 100 / 24 < rows[0]["ours"] <= 100
+        ),
+    ),
+    "rbfnet": (
+        "--quick",
+        lambda rows: (
+            {"rbfnet_single", "pointnet"} <= {s.rsplit(": ", 1)[-1] for s in _metric(rows, "overall_acc_%")}
+            and all(0 <= a <= 100 for a in _metric(rows, "overall_acc_%").values())
+        ),
+    ),
+    "morphface": (
+        "--quick",
+        # the linear model's held-out error falls as components are added
+        lambda rows: (
+            len(errs := list(_metric(rows, "held-out mean vertex error, face (mm)").values())) >= 2
+            and errs == sorted(errs, reverse=True)
+        ),
+    ),
+    "hairsynth": ("--quick", lambda rows: all(0 < v < 100 for v in _metric(rows, "masked_psnr").values())),
+    "undistort": ("--smoke", lambda rows: any(r["metric"].startswith("EPE px") for r in rows)),
+    "occfill": (
+        "--quick",
+        lambda rows: (
+            {"full (S + identity loss + pose map/D)", "no identity loss"}
+            <= {s.split(": ", 1)[-1] for s in _metric(rows, "psnr_mask")}
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_reproduction_script_runs_in_quick_mode(name, alone_venvs, tmp_path):
+    """The package's reproduction script runs against its wheel alone (plus pillow, for the plots) and
+    writes a report whose rows are finite and hold its method and baselines."""
+    if not (SHARED_DATA / "faces-24id").is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA} (set SHARED_DATA)")
+    assert name in REPRODUCTIONS, f"no quick-mode check for {name}: add it to REPRODUCTIONS"
+    flag, check = REPRODUCTIONS[name]
+    py = alone_venvs(name)
+    _run([py, "-m", "pip", "install", "-q", "pillow>=9.0"])
+    script = ROOT / "packages" / name / "reproduce" / "run.py"
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": ""}
+    _run([py, str(script), "--out", str(out), "--data", str(SHARED_DATA), flag], cwd=tmp_path, env=env)
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert rows and (out / "report.md").read_text().startswith("# ")
+    assert all(math.isfinite(r["ours"]) for r in rows if r["ours"] is not None)
+    assert check(rows), f"{name}'s quick report lacks the expected rows: {json.dumps(rows)[:3000]}"
