@@ -124,6 +124,17 @@ def _ao_qat(model: nn.Module, act: bool) -> nn.Module:
     return m
 
 
+NATIVE = " (native kernel)"
+
+
+def _native_env(on: bool) -> None:
+    """Switch qnet's opt-in native CPU kernel for the models whose name ends with :data:`NATIVE`."""
+    if on:
+        os.environ["QNET_NATIVE_KERNEL"] = "1"
+    else:
+        os.environ.pop("QNET_NATIVE_KERNEL", None)
+
+
 def _round_robin(
     models: dict[str, nn.Module],
     x: torch.Tensor,
@@ -136,7 +147,8 @@ def _round_robin(
     """Seconds per SGD training step of each model, ``repeat`` rounds of one step per model.
 
     Round-robin so that load changes on a shared machine hit all models alike; 3 warm-up steps each (lazy
-    initialisation, the allocator, and the compilation with ``compiled``).
+    initialisation, the allocator, and the compilation with ``compiled``). Models named ``... (native
+    kernel)`` run with ``QNET_NATIVE_KERNEL=1``, the others without.
     """
     steps = {}
     for name, m in models.items():
@@ -144,10 +156,14 @@ def _round_robin(
         opt = torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9)
         run: Any = torch.compile(m) if compiled else m
 
-        def step(run: Any = run, opt: torch.optim.Optimizer = opt) -> None:
+        def step(
+            run: Any = run, opt: torch.optim.Optimizer = opt, native: bool = name.endswith(NATIVE)
+        ) -> None:
+            _native_env(native)
             opt.zero_grad(set_to_none=True)
             nn.functional.cross_entropy(run(x), y).backward()
             opt.step()
+            _native_env(False)
 
         for _ in range(3):
             step()
@@ -163,10 +179,13 @@ def _round_robin(
     return times
 
 
-def bench_steps(device: torch.device, repeat: int, *, compiled: bool = False) -> list[dict[str, Any]]:
+def bench_steps(
+    device: torch.device, repeat: int, *, compiled: bool = False, native: bool = False
+) -> list[dict[str, Any]]:
     """ResNet-20 training steps of float, qnet, STE and torch.ao QAT models, round-robin.
 
-    With ``compiled``: float and qnet W2/A2 only, both under ``torch.compile`` (inductor).
+    With ``compiled``: float and qnet W2/A2 only, both under ``torch.compile`` (inductor). With ``native``:
+    qnet W2 and W2/A2 also with the opt-in native CPU kernel (``QNET_NATIVE_KERNEL=1``, compiled first).
     """
     torch.manual_seed(0)
     base = create_model("resnet20", num_classes=10).to(device)
@@ -185,6 +204,14 @@ def bench_steps(device: torch.device, repeat: int, *, compiled: bool = False) ->
             "torch.ao QAT W2/A2": _ao_qat(base, act=True),
         }
     )
+    if native and not compiled:
+        from qnet import _native
+
+        _native_env(True)
+        _native.module()  # build (or load) before timing
+        _native_env(False)
+        models["qnet W2" + NATIVE] = copy.deepcopy(models["qnet W2"])
+        models["qnet W2/A2" + NATIVE] = copy.deepcopy(w2a2)
     times = _round_robin(models, x, y, device, repeat, compiled=compiled)
     # the ratio is the median over rounds of (model step / float step of the same round)
     rows = []
@@ -313,8 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--parts",
         default="layers,steps,export,accuracy",
-        help="comma-separated subset of layers,steps,export,accuracy,compile (compile: inductor, needs a C++ "
-        "compiler; not in the default)",
+        help="comma-separated subset of layers,steps,export,accuracy,compile,native (compile: inductor; native: "
+        "the steps part adds qnet with QNET_NATIVE_KERNEL=1; both need a C++ compiler, neither is in the default)",
     )
     args = ap.parse_args(argv)
     device = torch.device(args.device)
@@ -322,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         print("--device cuda requested but CUDA is not available", file=sys.stderr)
         return 2
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
-    unknown = parts - {"layers", "steps", "export", "accuracy", "compile"}
+    unknown = parts - {"layers", "steps", "export", "accuracy", "compile", "native"}
     if unknown:
         print(f"--parts: unknown part(s) {sorted(unknown)}", file=sys.stderr)
         return 2
@@ -342,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "layers": bench_layers(device, args.repeat) if "layers" in parts else [],
-        "train_step": bench_steps(device, args.repeat) if "steps" in parts else [],
+        "train_step": bench_steps(device, args.repeat, native="native" in parts) if "steps" in parts else [],
         "export": bench_export(device, args.repeat) if "export" in parts else [],
         "compiled_step": bench_steps(device, args.repeat, compiled=True) if "compile" in parts else [],
     }

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import os
+import shutil
 
 import pytest
 import torch
 
 import qnet
-from qnet import Levels, _chunking, _host_kernel
+from qnet import Levels, _chunking, _host_kernel, _native
 from qnet import functional as QF
 
 
@@ -21,13 +23,27 @@ def _soft_by_hand(x: float, b: list[float], s: list[float], T: float, a: float, 
     return a * (sum(si * _sig(T * (be * x - bi)) for bi, si in zip(b, s)) - o)
 
 
-@pytest.fixture(params=["host", "general"])
+@pytest.fixture(params=["host", "native", "general"])
 def kernel(request: pytest.FixtureRequest, device: torch.device, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Runs a test with each fused kernel: the CPU host kernel (tanh form) and the general one."""
-    if request.param == "host" and device.type != "cpu":
-        pytest.skip("the host kernel serves CPU tensors only")
-    monkeypatch.setattr(QF, "_HOST_KERNEL", request.param == "host")
+    """Runs a test with each fused kernel: the CPU host kernel (tanh form), the opt-in native C++ kernel
+    behind it (``QNET_NATIVE_KERNEL=1``) and the general one."""
+    if request.param in ("host", "native") and device.type != "cpu":
+        pytest.skip(f"the {request.param} kernel serves CPU tensors only")
+    if request.param == "native":
+        skip_unless_native_builds()
+        monkeypatch.setenv(_native.ENV, "1")
+    else:
+        monkeypatch.delenv(_native.ENV, raising=False)
+    monkeypatch.setattr(QF, "_HOST_KERNEL", request.param != "general")
     return request.param
+
+
+def skip_unless_native_builds() -> None:
+    """Skip where the native kernel cannot exist: a CPU without AVX2/AVX-512 or no C++ compiler."""
+    if _native.capability() not in ("AVX2", "AVX512"):
+        pytest.skip(f"the native kernel needs an AVX2/AVX-512 CPU; torch reports {_native.capability()}")
+    if shutil.which(os.environ.get("CXX", "c++")) is None:
+        pytest.skip("no C++ compiler to build the native kernel")
 
 
 class TestLevels:
@@ -557,3 +573,79 @@ def test_compiled_graph_matches_eager(device, grad_temperature):
     # the eager side is the tanh-form host kernel on CPU: equal up to float32 rounding (gradients up to ~4)
     for u, v in zip(got, want):
         torch.testing.assert_close(u, v, rtol=1e-5, atol=2e-5)
+
+
+class TestNativeKernel:
+    """The opt-in fused C++ kernel (``QNET_NATIVE_KERNEL=1``); its values and gradients are also checked
+    against the references by every test using the ``kernel`` fixture."""
+
+    @pytest.fixture(autouse=True)
+    def _native_on(self, device, monkeypatch):
+        if device.type != "cpu":
+            pytest.skip("the native kernel serves CPU tensors only")
+        skip_unless_native_builds()
+        monkeypatch.setenv(_native.ENV, "1")
+
+    def test_gradients_do_not_depend_on_the_thread_count(self):
+        # the dot products are summed per fixed block, then in order: bit-identical for 1 and 2 threads
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(300_001, generator=g, requires_grad=True)
+        a = torch.tensor(0.8, requires_grad=True)
+        b = torch.tensor(1.2, requires_grad=True)
+        thr, s = torch.tensor([-0.5, 0.5]), torch.ones(2)
+        grads = []
+        threads = torch.get_num_threads()
+        try:
+            for n in (1, 2):
+                torch.set_num_threads(n)
+                y = QF.soft_quantize(x, thr, s, 4.0, a, b, 1.0)
+                grads.append(torch.autograd.grad(y, (x, a, b), torch.ones_like(y)))
+        finally:
+            torch.set_num_threads(threads)
+        for one, two in zip(*grads):
+            assert torch.equal(one, two)
+
+    def test_saturates_exactly_and_propagates_nan(self):
+        x = torch.tensor([-1e30, -3.0, 3.0, 1e30, float("nan")], requires_grad=True)
+        y = QF.soft_quantize(x, torch.tensor([0.0]), torch.tensor([2.0]), 1e6, 1.0, 1.0, 1.0)
+        assert y[:4].tolist() == [-1.0, -1.0, 1.0, 1.0]
+        assert math.isnan(y[4].item())
+        (gx,) = torch.autograd.grad(y[:4].sum(), x)
+        assert gx[:4].tolist() == [0.0, 0.0, 0.0, 0.0]
+
+    def test_takes_the_host_dispatch(self, monkeypatch):
+        # served through the host kernel's autograd function, by the compiled module's forward
+        calls = []
+        mod = _native.module()
+        monkeypatch.setattr(_native, "module", lambda: calls.append(1) or mod)
+        x = torch.randn(10, requires_grad=True)
+        QF.soft_quantize(x, torch.tensor([0.0]), torch.ones(1), 2.0).sum().backward()
+        assert len(calls) == 2  # forward and backward
+
+
+def test_native_kernel_is_off_unless_requested(monkeypatch):
+    monkeypatch.delenv(_native.ENV, raising=False)
+    assert _native.module() is None
+    monkeypatch.setenv(_native.ENV, "0")
+    assert _native.module() is None
+
+
+def test_native_kernel_on_an_unsupported_cpu_falls_back_with_a_warning(monkeypatch, caplog):
+    monkeypatch.setenv(_native.ENV, "1")
+    monkeypatch.setattr(_native, "capability", lambda: "NEON")
+    with caplog.at_level("WARNING", logger="qnet._native"):
+        assert _native.module() is None
+    assert "AVX2/AVX-512" in caplog.text and "NEON" in caplog.text
+
+
+def test_native_kernel_build_failure_names_the_switch(monkeypatch):
+    import torch.utils.cpp_extension as ext
+
+    def broken(**kwargs):
+        raise OSError("c++: command not found")
+
+    monkeypatch.setattr(ext, "load", broken)
+    with pytest.raises(
+        RuntimeError, match=r"QNET_NATIVE_KERNEL=1 .*could not be built.*command not found.*ninja"
+    ):
+        _native._build.__wrapped__("AVX2")

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from . import _native
 from ._checks import _compiling
 from ._chunking import chunk_size, chunks, total
 
@@ -87,6 +88,21 @@ def forward(x: Tensor, c: Constants, *, need_g: bool, unscaled: bool = False) ->
     gscale = c.gscale
     # alpha is folded into the per-level coefficients: no separate scaling pass
     ya = 1.0 if unscaled else a
+    native = _native.module()
+    if native is not None:
+        # sigmoid form in one fused pass: sig_i = sigmoid(T beta x - T b_i)
+        y, g = native.forward(
+            x.reshape(-1).contiguous(),
+            [-t * v for v in c.thresholds],
+            [ya * v for v in c.scales],
+            [gscale * v for v in c.scales],
+            b * t,
+            -ya * c.offset,
+            need_g,
+            b * (t if tg is None else tg),
+            [] if tg is None else [-tg * v for v in c.thresholds],
+        )
+        return y, g
     k = len(c.scales)
     # every 0-dim constant in one tensor: the tanh shifts -T b_i / 2 (and at T_g), y's and g's offsets
     shifts = [-0.5 * t * v for v in c.thresholds]
@@ -147,6 +163,9 @@ def backward(
     """``(dx, dalpha, dbeta)`` given the forward's ``y`` and ``g'`` (flat or shaped like ``x``)."""
     a, b, t = c.alpha, c.beta, c.temperature
     gscale = c.gscale
+    native = _native.module()
+    if native is not None:
+        return _backward_native(native, gy, x, y, g, c, need_x=need_x, need_a=need_a, need_b=need_b)
     gyf, xf, yf = gy.reshape(-1), x.reshape(-1), y.reshape(-1)
     cs = chunk_size(xf)
     gx = torch.empty_like(xf) if need_x else None
@@ -182,6 +201,43 @@ def backward(
     if dots_x:
         # dy/dbeta = alpha T x g = x (dy/dx) / beta; with g' = gscale g: <gy g', x> alpha T / gscale
         gbeta = total(dots_x) * (a * t / gscale)
+    return None if gx is None else gx.view_as(x), galpha, gbeta
+
+
+def _backward_native(
+    native: Any,
+    gy: Tensor,
+    x: Tensor,
+    y: Tensor,
+    g: Tensor | None,
+    c: Constants,
+    *,
+    need_x: bool,
+    need_a: bool,
+    need_b: bool,
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """:func:`backward` by the fused native kernel: one pass for ``dx``, ``<gy g', x>`` and ``<gy, y>``."""
+    a, b, t = c.alpha, c.beta, c.temperature
+    gscale = c.gscale
+    xf = x.reshape(-1).contiguous()
+    # dy/dalpha = y / alpha; when alpha is zero, y carries no information: recompute the unscaled sum
+    yb = None
+    if need_a:
+        yb = forward(x, c, need_g=False, unscaled=True)[0] if a == 0.0 else y.reshape(-1).contiguous()
+    gx, dot_x, dot_y = native.backward(
+        gy.reshape(-1).contiguous(),
+        xf,
+        yb,
+        None if g is None else g.reshape(-1).contiguous(),
+        a * b * t / gscale,
+        need_x,
+        need_b and g is not None,
+    )
+    galpha = gbeta = None
+    if need_a:
+        galpha = (dot_y if a == 0.0 else dot_y / a).to(x.dtype)
+    if need_b and g is not None:
+        gbeta = (dot_x * (a * t / gscale)).to(x.dtype)
     return None if gx is None else gx.view_as(x), galpha, gbeta
 
 
