@@ -605,13 +605,19 @@ class TestNativeKernel:
         for one, two in zip(*grads):
             assert torch.equal(one, two)
 
-    def test_saturates_exactly_and_propagates_nan(self):
-        x = torch.tensor([-1e30, -3.0, 3.0, 1e30, float("nan")], requires_grad=True)
-        y = QF.soft_quantize(x, torch.tensor([0.0]), torch.tensor([2.0]), 1e6, 1.0, 1.0, 1.0)
-        assert y[:4].tolist() == [-1.0, -1.0, 1.0, 1.0]
-        assert math.isnan(y[4].item())
-        (gx,) = torch.autograd.grad(y[:4].sum(), x)
-        assert gx[:4].tolist() == [0.0, 0.0, 0.0, 0.0]
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+    @pytest.mark.parametrize("repeat", [1, 40], ids=["scalar-tail", "vector-lanes"])
+    def test_saturates_exactly_and_propagates_nan(self, dtype, repeat):
+        # 5 values end up in the scalar tail; repeated 40 times (200 values) they fill every vector lane too
+        inf, nan = float("inf"), float("nan")
+        x = torch.tensor([-1e30, -inf, 3.0, inf, nan], dtype=dtype).repeat(repeat).requires_grad_()
+        thr, s = torch.tensor([0.0], dtype=dtype), torch.tensor([2.0], dtype=dtype)
+        y = QF.soft_quantize(x, thr, s, 1e6, 1.0, 1.0, 1.0).view(repeat, 5)
+        assert (y[:, :4] == torch.tensor([-1.0, -1.0, 1.0, 1.0], dtype=dtype)).all()
+        assert y[:, 4].isnan().all()
+        (gx,) = torch.autograd.grad(y.sum(), x)
+        gx = gx.view(repeat, 5)
+        assert (gx[:, :4] == 0).all() and gx[:, 4].isnan().all()
 
     def test_takes_the_host_dispatch(self, monkeypatch):
         # served through the host kernel's autograd function, by the compiled module's forward

@@ -27,11 +27,14 @@ constexpr int64_t kBlock = 1 << 14;  // elements per parallel task and per parti
 template <typename T>
 inline Vectorized<T> vsigmoid(const Vectorized<T>& z) {
   const Vectorized<T> one(T(1));
+  Vectorized<T> s;
   if constexpr (std::is_same_v<T, float>) {
-    return one / (one + (-z).exp_u20());
+    s = one / (one + (-z).exp_u20());
   } else {
-    return one / (one + (-z).exp());
+    s = one / (one + (-z).exp());
   }
+  // the fast exp maps NaN to a finite value: keep NaN inputs NaN, as the eager kernels do
+  return Vectorized<T>::blendv(s, z, z.isnan());
 }
 
 template <typename T>
