@@ -160,85 +160,77 @@ def backward(
     need_a: bool,
     need_b: bool,
 ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-    """``(dx, dalpha, dbeta)`` given the forward's ``y`` and ``g'`` (flat or shaped like ``x``)."""
+    """``(dx, dalpha, dbeta)`` given the forward's ``y`` and ``g'`` (flat or shaped like ``x``).
+
+    ``dx = rx gy g'``, ``dalpha = <gy, y> / alpha``, ``dbeta = <gy g', x> alpha T / gscale``: the products and
+    dot products come from the native kernel when enabled, else from one pass over cache-sized chunks.
+    """
     a, b, t = c.alpha, c.beta, c.temperature
     gscale = c.gscale
+    # dy/dalpha = y / alpha; when alpha is zero, y carries no information: recompute the unscaled sum
+    yb = None
+    if need_a:
+        yb = forward(x, c, need_g=False, unscaled=True)[0] if a == 0.0 else y.reshape(-1)
+    need_dot_x = need_b and g is not None
+    rx = a * b * t / gscale  # 1 unless alpha beta == 0
+    gf = None if g is None else g.reshape(-1)
     native = _native.module()
     if native is not None:
-        return _backward_native(native, gy, x, y, g, c, need_x=need_x, need_a=need_a, need_b=need_b)
-    gyf, xf, yf = gy.reshape(-1), x.reshape(-1), y.reshape(-1)
+        gx, dot_x, dot_y = native.backward(
+            gy.reshape(-1).contiguous(),
+            x.reshape(-1).contiguous(),
+            None if yb is None else yb.contiguous(),
+            None if gf is None else gf.contiguous(),
+            rx,
+            need_x,
+            need_dot_x,
+        )
+    else:
+        gx, dot_x, dot_y = _products_chunked(gy, x, yb, gf, rx, need_x=need_x, need_dot_x=need_dot_x)
+    galpha = None if yb is None else (dot_y if a == 0.0 else dot_y / a).to(x.dtype)
+    # dy/dbeta = alpha T x g = x (dy/dx) / beta; with g' = gscale g: <gy g', x> alpha T / gscale
+    gbeta = (dot_x * (a * t / gscale)).to(x.dtype) if need_dot_x else None
+    return None if gx is None else gx.view_as(x), galpha, gbeta
+
+
+def _products_chunked(
+    gy: Tensor, x: Tensor, yb: Tensor | None, g: Tensor | None, rx: float, *, need_x: bool, need_dot_x: bool
+) -> tuple[Tensor | None, Tensor, Tensor]:
+    """``(rx gy g', <gy g', x>, <gy, yb>)`` in one pass over cache-sized chunks (flat ``yb`` and ``g'``).
+
+    Each chunk of ``gy`` is read once and ``u = gy g'`` stays in cache for ``<u, x>``. Dot products not asked
+    for (``yb`` None, ``need_dot_x`` False) come back as zeros, ``dx`` as None unless ``need_x``.
+    """
+    gyf, xf = gy.reshape(-1), x.reshape(-1)
     cs = chunk_size(xf)
     gx = torch.empty_like(xf) if need_x else None
-    buf = torch.empty(cs, dtype=xf.dtype, device=xf.device) if need_b and gx is None else None
-    # dy/dalpha = y / alpha; when alpha is zero, y carries no information: recompute the unscaled sum
-    base = forward(x, c, need_g=False, unscaled=True)[0] if need_a and a == 0.0 else yf
+    buf = torch.empty(cs, dtype=xf.dtype, device=xf.device) if need_dot_x and gx is None else None
     dots_y: list[Tensor] = []
     dots_x: list[Tensor] = []
-    rx = a * b * t / gscale  # 1 unless alpha beta == 0
     none = itertools.repeat(None)
     need_u = (gx is not None or buf is not None) and g is not None
     parts = zip(
         chunks(gyf, cs),
-        chunks(base, cs) if need_a else none,
-        chunks(g.reshape(-1), cs) if need_u and g is not None else none,
+        chunks(yb, cs) if yb is not None else none,
+        chunks(g, cs) if need_u and g is not None else none,
         chunks(xf, cs),
         chunks(gx, cs) if gx is not None else itertools.repeat(buf),
     )
-    # one pass over the chunks: each chunk of gy is read once and u = gy g' stays in cache for <u, x>
     for gyc, yc, gc, xc, oc in parts:
         if yc is not None:
             dots_y.append(torch.dot(gyc, yc))
         if gc is None or oc is None:
             continue
         u = torch.mul(gyc, gc, out=oc if oc.numel() == gyc.numel() else oc[: gyc.numel()])
-        if need_b:
+        if need_dot_x:
             dots_x.append(torch.dot(u, xc))
         if gx is not None and rx != 1.0:
             u.mul_(rx)
-    galpha = gbeta = None
-    if dots_y:
-        galpha = total(dots_y) if a == 0.0 else total(dots_y) / a
-    if dots_x:
-        # dy/dbeta = alpha T x g = x (dy/dx) / beta; with g' = gscale g: <gy g', x> alpha T / gscale
-        gbeta = total(dots_x) * (a * t / gscale)
-    return None if gx is None else gx.view_as(x), galpha, gbeta
-
-
-def _backward_native(
-    native: Any,
-    gy: Tensor,
-    x: Tensor,
-    y: Tensor,
-    g: Tensor | None,
-    c: Constants,
-    *,
-    need_x: bool,
-    need_a: bool,
-    need_b: bool,
-) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-    """:func:`backward` by the fused native kernel: one pass for ``dx``, ``<gy g', x>`` and ``<gy, y>``."""
-    a, b, t = c.alpha, c.beta, c.temperature
-    gscale = c.gscale
-    xf = x.reshape(-1).contiguous()
-    # dy/dalpha = y / alpha; when alpha is zero, y carries no information: recompute the unscaled sum
-    yb = None
-    if need_a:
-        yb = forward(x, c, need_g=False, unscaled=True)[0] if a == 0.0 else y.reshape(-1).contiguous()
-    gx, dot_x, dot_y = native.backward(
-        gy.reshape(-1).contiguous(),
-        xf,
-        yb,
-        None if g is None else g.reshape(-1).contiguous(),
-        a * b * t / gscale,
-        need_x,
-        need_b and g is not None,
+    return (
+        gx,
+        total(dots_x) if dots_x else xf.new_zeros(()),
+        total(dots_y) if dots_y else xf.new_zeros(()),
     )
-    galpha = gbeta = None
-    if need_a:
-        galpha = (dot_y if a == 0.0 else dot_y / a).to(x.dtype)
-    if need_b and g is not None:
-        gbeta = (dot_x * (a * t / gscale)).to(x.dtype)
-    return None if gx is None else gx.view_as(x), galpha, gbeta
 
 
 class SoftQuantizeHost(torch.autograd.Function):
