@@ -191,21 +191,21 @@ def width_study(
     fp_epochs: int,
     ft_epochs: int,
     device: torch.device,
-    reuse: dict[int, tuple[float, dict[str, dict[str, list[dict[str, Any]]]]]],
+    reuse: dict[int, tuple[torch.nn.Module, float, dict[str, dict[str, list[dict[str, Any]]]]]],
     log: Any = print,
 ) -> list[dict[str, Any]]:
     """FP32 and the binary-weight W+A settings (:data:`WIDTH_SETTINGS`) at several network widths.
 
     Every width gets its own full-precision start point (same recipe, seed 0) and the same fine-tuning as the
-    main table; ``reuse`` maps a width to ``(fp accuracy, runs)`` already computed by the main table (the same
-    recipe and seeds, so recomputing would give the same numbers).
+    main table; ``reuse`` maps a width to ``(fp network, fp accuracy, runs)`` already computed by the main table
+    (the same recipe and seeds, so recomputing would give the same numbers).
     """
     rows = []
     for width in widths:
-        fp, runs = reuse.get(width, (None, {}))
-        net = None
-        if fp is None:
-            net = _train_fp(dtr, width, fp_epochs, device)
+        if width in reuse:
+            net, fp, runs = reuse[width]
+        else:
+            net, runs = _train_fp(dtr, width, fp_epochs, device), {}
             fp = evaluate(net, _loader(dte, False))["accuracy"]
         log(f"width {width}: full precision {100 * fp:.2f} %")
         row: dict[str, Any] = {"width": width, "fp": 100 * fp}
@@ -213,8 +213,6 @@ def width_study(
             for method in ("qn", "ste"):
                 done = runs.get(setting, {}).get(method)
                 if done is None:
-                    if net is None:
-                        net = _train_fp(dtr, width, fp_epochs, device)
                     done = [
                         finetune(net, setting, method, seed, dtr, dte, ft_epochs, [], device)
                         for seed in seeds
@@ -347,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         fp_epochs,
         ft_epochs,
         device,
-        reuse={WIDTH: (fp, runs)},
+        reuse={WIDTH: (net, fp, runs)},
         log=lambda m: print(f"{m} ({time.time() - t_start:.0f} s)"),
     )
 
