@@ -194,7 +194,7 @@ class TestRegistryAndCheckpoint:
         with pytest.raises(FileNotFoundError, match="load_checkpoint: no checkpoint"):
             load_checkpoint(tmp_path / "missing.pt")
         torch.save({"package": "other"}, tmp_path / "x.pt")
-        with pytest.raises(ValueError, match="is not an occfill checkpoint"):
+        with pytest.raises(ValueError, match="is not a valid occfill checkpoint"):
             load_checkpoint(tmp_path / "x.pt")
 
     def test_clean_state_dict(self):

@@ -118,6 +118,8 @@ def save_checkpoint(
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
     try:
+        # mkstemp creates the file 0600; give it the mode a plain open() would (0666 minus the umask)
+        os.chmod(tmp, 0o666 & ~_current_umask())
         with os.fdopen(fd, "wb") as fh:
             torch.save(payload, fh)
             fh.flush()
@@ -128,6 +130,20 @@ def save_checkpoint(
             os.unlink(tmp)
         raise
     logger.info("saved checkpoint %s (arch=%s, step=%s)", path, arch, step)
+
+
+def _current_umask() -> int:
+    """The process umask (read by setting and restoring it; there is no read-only call)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _not_valid(path: str, why: str) -> ValueError:
+    return ValueError(
+        f"load_checkpoint: {path!r} is not a valid occfill checkpoint (truncated or not written by occfill): "
+        f"{why}"
+    )
 
 
 def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -142,15 +158,22 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: not an occfill checkpoint, or a newer ``format_version``.
+        ValueError: a truncated, garbage or foreign file (the message names the file and says it is not a
+            valid occfill checkpoint), or a newer ``format_version``.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"load_checkpoint: no checkpoint at {path!r}")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # zip/pickle/unpickler errors of every kind: one clear message
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise _not_valid(path, f"torch.load failed ({type(exc).__name__}: {first[:200]})") from exc
     if not isinstance(ckpt, dict) or ckpt.get("package") != "occfill":
         got = ckpt.get("package") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f"load_checkpoint: {path!r} is not an occfill checkpoint (package={got!r})")
+        raise _not_valid(path, f"package={got!r}")
+    if not isinstance(ckpt.get("state_dict"), dict):
+        raise _not_valid(path, "no 'state_dict' entry")
     if int(ckpt.get("format_version", -1)) > FORMAT_VERSION:
         raise ValueError(
             f"load_checkpoint: {path!r} has format_version {ckpt['format_version']}, newer than this occfill "

@@ -28,7 +28,9 @@ def _dataset(args: argparse.Namespace, mask: str) -> PairedFaces:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m occfill", description=__doc__)
-    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="log at INFO level and show tracebacks of errors"
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(q: argparse.ArgumentParser) -> None:
@@ -71,11 +73,26 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status."""
+    """Run the CLI; returns the exit status.
+
+    A user error (missing or invalid file, bad argument value) prints one line ``occfill: error: ...`` to
+    stderr and returns 1; ``--verbose`` shows the full traceback instead.
+    """
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    try:
+        return _run(args)
+    except (OSError, ValueError, TypeError, KeyError, ImportError, RuntimeError) as exc:
+        if args.verbose:
+            raise
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"occfill: error: {msg} (run with --verbose for the traceback)", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "train-encoder":
         ds = _dataset(args, "fixed")
         train_identity_encoder(

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ._checks import check_floating, check_positive, check_range, check_shape, check_tensor
+from ._checks import check_finite, check_floating, check_positive, check_range, check_shape, check_tensor
 from .data import pil_to_tensor, tensor_to_pil
 from .functional import composite, occlude
 from .models import CompletionGenerator, create_model
@@ -204,8 +204,8 @@ class Completer:
 
         Raises:
             TypeError: unsupported input types (non-floating tensors included).
-            ValueError: mismatched shapes (``landmarks`` ``(B, K, 2)``, ``angles`` ``(B, 3)`` included) or
-                values outside [0, 1].
+            ValueError: mismatched shapes (``landmarks`` ``(B, K, 2)``, ``angles`` ``(B, 3)`` included),
+                NaN/inf in any input (named), or values outside [0, 1].
         """
         fn = "Completer.complete"
         x, was_pil = _to_batch(image, "image", fn, 3)
@@ -217,15 +217,20 @@ class Completer:
         if s.shape[0] == 1 and x.shape[0] > 1:
             s = s.expand(x.shape[0], -1, -1, -1)
         check_shape(s, "B,3,H,W", "reference", fn=fn, dims=dims)
+        check_finite(x, "image", fn=fn)
+        check_finite(m, "mask", fn=fn)
+        check_finite(s, "reference", fn=fn)
         check_range(x, "image", fn=fn, low=0.0, high=1.0)
         check_range(s, "reference", fn=fn, low=0.0, high=1.0)
         if landmarks is not None:
             check_floating(landmarks, "landmarks", fn=fn)
             landmarks = landmarks if landmarks.dim() == 3 else landmarks[None]
             check_shape(landmarks, f"{x.shape[0]},K,2", "landmarks", fn=fn)
+            check_finite(landmarks, "landmarks", fn=fn)
         if angles is not None:
             check_floating(angles, "angles", fn=fn)
             check_shape(angles, f"{x.shape[0]},3", "angles", fn=fn)
+            check_finite(angles, "angles", fn=fn)
         dev = self.device
         dtype = next(self.generator.parameters()).dtype
         x, m, s = x.to(dev, dtype), (m != 0).to(dev, dtype), s.to(dev, dtype)

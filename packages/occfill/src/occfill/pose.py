@@ -183,18 +183,32 @@ def estimate_pose(
         ``landmarks``; ``(1, 3)`` for a single ``(68, 2)`` input.
 
     Raises:
-        TypeError: ``landmarks`` is neither a tensor nor an array, ``image_size`` is not a pair.
+        TypeError: ``landmarks`` is neither a tensor nor an array, has an integer dtype (refused: integer
+            pixel positions are almost always a mistaken cast, and rounding moves the angles), or
+            ``image_size`` is not a pair.
         ValueError: wrong shape, non-finite values, bad ``image_size`` or ``focal``.
     """
     fn = "estimate_pose"
     if isinstance(landmarks, np.ndarray):
+        if not np.issubdtype(landmarks.dtype, np.floating):
+            raise TypeError(
+                f"{fn}: 'landmarks' must hold floating-point pixel coordinates; got a {landmarks.dtype} array "
+                "(integer landmarks are refused rather than guessed at: convert with .astype(float) if "
+                "whole-pixel positions are really meant)"
+            )
         lm_t = torch.from_numpy(np.asarray(landmarks, dtype=np.float64))
         out_device, out_dtype = torch.device("cpu"), torch.float32
     else:
         check_tensor(landmarks, "landmarks", fn=fn)
+        if not landmarks.is_floating_point():
+            raise TypeError(
+                f"{fn}: 'landmarks' must hold floating-point pixel coordinates; got a {landmarks.dtype} tensor "
+                "(integer landmarks are refused rather than guessed at: convert with .float() if whole-pixel "
+                "positions are really meant)"
+            )
         lm_t = landmarks
         out_device = landmarks.device
-        out_dtype = landmarks.dtype if landmarks.is_floating_point() else torch.float32
+        out_dtype = landmarks.dtype
     if lm_t.dim() == 2:
         lm_t = lm_t.unsqueeze(0)
     check_shape(lm_t, "B,68,2", "landmarks", fn=fn)
