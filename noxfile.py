@@ -117,6 +117,53 @@ def _install_package(session: nox.Session, package: str, *, extras: tuple[str, .
     session.install(target)
 
 
+def _cuda_driver_present() -> bool:
+    """Whether an NVIDIA driver is visible, decided without torch (nothing may be installed yet)."""
+    if os.environ.get("NOX_ASSUME_CUDA") == "1":  # containers that expose the GPU without /proc entries
+        return True
+    return (
+        pathlib.Path("/proc/driver/nvidia/version").exists()
+        or pathlib.Path("/dev/nvidiactl").exists()
+        or shutil.which("nvidia-smi") is not None
+    )
+
+
+def _require_cuda_first(session: nox.Session) -> None:
+    """Fail in seconds on a machine without CUDA: before installing or checking anything, in both modes."""
+    if not _cuda_driver_present():
+        session.error(
+            "device='cuda' requested but this machine has no CUDA driver (no nvidia-smi, /dev/nvidiactl or "
+            "/proc/driver/nvidia): run the cuda sessions on a machine with a CUDA GPU (see README), "
+            "or set NOX_ASSUME_CUDA=1 if the driver is hidden from these probes."
+        )
+
+
+def _only_cuda_sessions_requested(argv: list[str]) -> bool:
+    """``nox -t cuda`` / ``-t bench-cuda`` alone, or only ``device='cuda'`` sessions named with ``-s``."""
+    picked: list[str] = []
+    for i, arg in enumerate(argv[:-1]):
+        if arg in ("-t", "--tags", "-s", "--session", "--sessions", "-k"):
+            picked += argv[i + 1 :]
+            break
+    picked = [a for a in picked if not a.startswith("-")]
+    return bool(picked) and all(a in ("cuda", "bench-cuda") or "device='cuda'" in a for a in picked)
+
+
+if not _cuda_driver_present() and _only_cuda_sessions_requested(sys.argv):
+    # Every selected session can only fail here: skip building a venv per session so `nox -t cuda` says so
+    # in seconds (the sessions fail in _require_cuda_first before installing or checking anything).
+    nox.options.force_venv_backend = "none"
+
+
+def _print_versions(session: nox.Session) -> None:
+    """Say in the log which Python and torch this session really ran (the support matrix is built from it)."""
+    code = (
+        "import platform, torch; print(f'python {platform.python_version()} torch {torch.__version__} "
+        "cuda {torch.version.cuda} cuda_available {torch.cuda.is_available()}')"
+    )
+    session.run("python", "-c", code)
+
+
 def _require_cuda(session: nox.Session) -> None:
     """Fail the session at once, loudly, when CUDA is not usable."""
     probe = "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 3)"
@@ -134,7 +181,10 @@ def _require_cuda(session: nox.Session) -> None:
 @nox.parametrize("package", PACKAGES)
 def tests(session: nox.Session, package: str, device: str) -> None:
     """Run one package's pytest suite on one device; posargs go to pytest."""
+    if device == "cuda":
+        _require_cuda_first(session)
     _install_package(session, package)
+    _print_versions(session)
     if device == "cuda":
         _require_cuda(session)
     session.env[f"{package.upper()}_TEST_DEVICE"] = device
@@ -183,6 +233,8 @@ def bench(session: nox.Session, package: str, device: str) -> None:
     script = ROOT / "packages" / package / "benchmarks" / "run.py"
     if not script.exists():
         session.skip(f"{package} has no benchmark yet (packages/{package}/benchmarks/run.py)")
+    if device == "cuda":
+        _require_cuda_first(session)
     _install_package(session, package)
     if device == "cuda":
         _require_cuda(session)
@@ -191,40 +243,76 @@ def bench(session: nox.Session, package: str, device: str) -> None:
     session.run("python", str(script), "--device", device, "--out", str(out), *session.posargs)
 
 
+# The flag that makes each reproduction a minutes-long run (the same one tests-integration checks).
+QUICK_FLAGS = {name: "--quick" for name in PACKAGES} | {"undistort": "--smoke"}
+REPRODUCE_SCRATCH = ROOT / "reproduce-out"
+
+
+def _full_mode(session: nox.Session) -> tuple[bool, list[str]]:
+    """``--full`` among the posargs selects the full reproduction; the other posargs go to the script."""
+    args = list(session.posargs)
+    full = "--full" in args
+    return full, [a for a in args if a != "--full"]
+
+
 @nox.session(tags=["reproduce"])
 @nox.parametrize("package", PACKAGES)
 def reproduce(session: nox.Session, package: str) -> None:
-    """Small-scale reproduction of the paper's claim: writes reports/<package>/{report.md,results.json}."""
+    """Run one package's reproduction: quick mode into ``reproduce-out/<package>`` by default (minutes, the
+    committed reports untouched); ``-- --full`` runs the full reproduction into ``reports/<package>`` (hours
+    on CPU, see README "Reproductions")."""
     script = ROOT / "packages" / package / "reproduce" / "run.py"
     if not script.exists():
         session.skip(f"{package} has no reproduction yet (packages/{package}/reproduce/run.py)")
+    full, args = _full_mode(session)
     _install_package(session, package)
     _tools(session, *REPRODUCE_TOOLS.get(package, []))
-    out = ROOT / "reports" / package
+    _print_versions(session)
+    out = ROOT / "reports" / package if full else REPRODUCE_SCRATCH / package
     out.mkdir(parents=True, exist_ok=True)
-    session.run("python", str(script), "--out", str(out), "--data", str(SHARED_DATA), *session.posargs)
+    mode = [] if full else [QUICK_FLAGS[package]]
+    session.run("python", str(script), "--out", str(out), "--data", str(SHARED_DATA), *mode, *args)
+
+
+def _rows(path: pathlib.Path) -> dict[tuple[str, str], dict]:
+    if not path.exists():
+        return {}
+    rows = json.loads(path.read_text()).get("rows", [])
+    return {(str(r.get("setting")), str(r.get("metric"))): r for r in rows}
+
+
+def _fmt(value: object) -> str:
+    return "" if value is None else (f"{value:.4g}" if isinstance(value, float) else str(value))
 
 
 @nox.session(tags=["reproduce"], venv_backend="none")
 def summary(session: nox.Session) -> None:
-    """Print one table of every package's reproduction results (reports/*/results.json)."""
-    lines = ["| package | setting | metric | ours | baseline | paper |", "|---|---|---|---|---|---|"]
+    """One table of every package's reproduction rows: this run's (quick, from ``reproduce-out/``) beside the
+    committed full report's (``reports/<package>/results.json``); with ``-- --full``, the full reports alone."""
+    full, _ = _full_mode(session)
+    lines = [
+        "| package | setting | metric | this run | committed full report | baseline (committed) | paper |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for package in PACKAGES:
-        path = ROOT / "reports" / package / "results.json"
-        if not path.exists():
-            lines.append(f"| {package} | (no reproduction yet) | | | | |")
+        committed = _rows(ROOT / "reports" / package / "results.json")
+        ran = committed if full else _rows(REPRODUCE_SCRATCH / package / "results.json")
+        if not ran and not committed:
+            lines.append(f"| {package} | (no reproduction yet) | | | | | |")
             continue
-        data = json.loads(path.read_text())
-        for row in data.get("rows", []):
-            cells = [row.get(k) for k in ("setting", "metric", "ours", "baseline", "paper")]
-            fmt = ["" if c is None else (f"{c:.4g}" if isinstance(c, float) else str(c)) for c in cells]
-            lines.append(f"| {package} | " + " | ".join(fmt) + " |")
-    verdicts = []
-    for package in PACKAGES:
-        path = ROOT / "reports" / package / "results.json"
-        if path.exists():
-            verdicts.append(f"- {package}: {json.loads(path.read_text()).get('verdict', '(no verdict)')}")
-    session.log("Reproduction summary\n" + "\n".join(lines) + "\n\nVerdicts\n" + "\n".join(verdicts))
+        for key in list(ran) + [k for k in committed if k not in ran]:
+            here, there = ran.get(key, {}), committed.get(key, {})
+            cells = [
+                *key,
+                _fmt(here.get("ours")) if here else "(not in this run)",
+                _fmt(there.get("ours")) if there else "(not in the full report)",
+                _fmt(there.get("baseline", here.get("baseline"))),
+                _fmt(there.get("paper", here.get("paper"))),
+            ]
+            lines.append(f"| {package} | " + " | ".join(cells) + " |")
+    mode = "full reports" if full else "quick runs (reproduce-out/) beside the committed full reports"
+    # print, not session.log: the log line is prefixed and wrapped, and long tables were cut off in it.
+    print(f"\nReproduction summary: {mode}\n" + "\n".join(lines), flush=True)
 
 
 @nox.session(tags=["check"])

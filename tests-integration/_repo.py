@@ -8,6 +8,18 @@ import re
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGES = sorted(p.parent.name for p in (ROOT / "packages").glob("*/pyproject.toml"))
 EXPECTED_PACKAGES = sorted(["iekd", "qnet", "rbfnet", "morphface", "hairsynth", "undistort", "occfill"])
+# Import name (= folder name) -> distribution name on the package index. PyPI's `qnet` is an unrelated
+# 2016 project (quantum feedback networks), so ours is published as `qnet-torch`.
+DISTRIBUTION_NAMES = {name: name for name in EXPECTED_PACKAGES} | {"qnet": "qnet-torch"}
+
+
+def distribution_name(name: str) -> str:
+    """The ``[project] name`` of ``packages/<name>/pyproject.toml``."""
+    text = (ROOT / "packages" / name / "pyproject.toml").read_text()
+    match = re.search(r'^name\s*=\s*"([^"]+)"', text, re.M)
+    if match is None:
+        raise AssertionError(f"no [project] name in {name}/pyproject.toml")
+    return match.group(1)
 
 
 def package_version(name: str) -> str:

@@ -19,7 +19,7 @@ import sys
 import textwrap
 
 import pytest
-from _repo import PACKAGES, ROOT, first_python_block, package_version
+from _repo import DISTRIBUTION_NAMES, PACKAGES, ROOT, first_python_block, package_version
 
 DDP_DIR = ROOT / "tests-integration" / "ddp"
 SHARED_DATA = pathlib.Path(os.environ.get("SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -32,7 +32,7 @@ PROBE = textwrap.dedent(
     siblings = {siblings!r}
     loaded = sorted(m for m in sys.modules if m.split(".")[0] in siblings)
     installed = []
-    for s in siblings:
+    for s in {sibling_dists!r}:
         try:
             importlib.metadata.distribution(s)
             installed.append(s)
@@ -91,7 +91,10 @@ def test_wheel_installs_alone_and_quick_start_runs(name, alone_venvs, tmp_path):
     work = tmp_path / "work"  # empty cwd: nothing of the repository is importable from here
     work.mkdir()
     siblings = sorted(set(PACKAGES) - {name})
-    probe = _run([py, "-c", PROBE.format(name=name, siblings=siblings)], cwd=work)
+    sibling_dists = [DISTRIBUTION_NAMES[s] for s in siblings]
+    probe = _run(
+        [py, "-c", PROBE.format(name=name, siblings=siblings, sibling_dists=sibling_dists)], cwd=work
+    )
     info = json.loads(probe.stdout.strip().splitlines()[-1])
     assert info["version"] == package_version(name)
     assert info["loaded"] == [], f"importing {name} imported siblings {info['loaded']}"
