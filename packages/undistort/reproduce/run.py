@@ -141,6 +141,30 @@ def _bar_plot(path: Path, groups: list[str], series: dict[str, list[float]], tit
     img.save(path)
 
 
+def pin_settings(threads: int, seed: int) -> dict:
+    """Pin what the numbers depend on (CPU threads, deterministic kernels, seeds) and return the settings.
+
+    A rerun of the documented command with the same settings and torch version gives the committed numbers.
+    """
+    if threads < 1:
+        raise SystemExit(f"run.py: --threads must be >= 1; got {threads}")
+    torch.set_num_threads(threads)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.manual_seed(seed)
+    np.random.seed(seed)  # noqa: NPY002  (the legacy global generator, in case a dependency draws from it)
+    return {
+        "torch_threads": torch.get_num_threads(),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "cudnn_benchmark": False,
+        "seed": seed,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="reports/undistort")
@@ -149,7 +173,9 @@ def main() -> int:
     ap.add_argument("--smoke", action="store_true", help="a seconds-long run that only checks the script")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave torch's default)")
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (default 1: the committed numbers used 1)"
+    )
     ap.add_argument("--workers", type=int, default=0, help="processes rendering the data (0: in-process)")
     ap.add_argument("--real-people", type=int, default=None, help="faces-24id people (default 4; quick 2)")
     ap.add_argument(
@@ -160,8 +186,7 @@ def main() -> int:
     )
     args = ap.parse_args()
     t_start = time.time()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    settings = pin_settings(args.threads, args.seed)
     dev = torch.device(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -637,6 +662,7 @@ def main() -> int:
         "verdict": verdict,
         "command": command,
         "seed": args.seed,
+        "settings": settings,
         "config": cfg,
         "device": str(dev)
         + (
@@ -665,6 +691,10 @@ def main() -> int:
         "",
         f"Command: `{command}` (seed {args.seed}); device {results['device']}, torch {torch.__version__}; "
         f"total {total / 60:.1f} min (render {t_render:.0f} s).",
+        "",
+        "Pinned settings (a rerun with these gives these numbers): "
+        + ", ".join(f"{k}={v}" for k, v in settings.items())
+        + ".",
         "",
         "Setting: ICT-FaceKit heads (100 identity modes, 53 expressions) rendered by `undistort.PortraitPairs` at "
         f"{cfg['size']} px; training pool of 278 identities (as the paper's 278 individuals), "

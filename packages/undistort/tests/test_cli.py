@@ -105,7 +105,7 @@ def test_cli_synth_writes_a_data_set_that_train_reads(shared_data, tmp_path):
     und = Undistorter.load(model)
     assert und.work_size == 32 and und.distance_net is not None and und.seg_net is None
     torch.save({"format": "other"}, tmp_path / "x.pt")
-    with pytest.raises(ValueError, match=r"load_pairs: .* is not an undistort pair file"):
+    with pytest.raises(ValueError, match=r"load_pairs: .* is not a valid undistort pair file"):
         load_pairs(tmp_path / "x.pt")
 
 

@@ -172,7 +172,7 @@ class TestRegistryAndCheckpoints:
 
     def test_foreign_checkpoint_rejected(self, tmp_path):
         torch.save({"package": "other"}, tmp_path / "x.pt")
-        with pytest.raises(ValueError, match="is not an undistort checkpoint"):
+        with pytest.raises(ValueError, match="is not a valid undistort checkpoint"):
             load_checkpoint(tmp_path / "x.pt")
 
     def test_state_dict_roundtrip(self, device):

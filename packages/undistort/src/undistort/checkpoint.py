@@ -19,9 +19,51 @@ from .__about__ import __version__
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FORMAT_VERSION", "atomic_torch_save", "clean_state_dict", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "FORMAT_VERSION",
+    "CheckpointError",
+    "atomic_torch_save",
+    "clean_state_dict",
+    "load_checkpoint",
+    "safe_torch_load",
+    "save_checkpoint",
+]
 
 FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A file that is not a valid undistort checkpoint (truncated, garbage, or written by something else)."""
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def safe_torch_load(path: str, *, map_location: str | torch.device = "cpu", fn: str, what: str) -> Any:
+    """``torch.load(weights_only=True)`` that turns any read failure into one clear :class:`CheckpointError`.
+
+    Args:
+        path: the file (already checked to exist).
+        map_location: where tensors go.
+        fn: the caller's name, for the message.
+        what: what the file should be (e.g. ``"undistort checkpoint"``).
+
+    Returns:
+        The loaded object.
+
+    Raises:
+        CheckpointError: the file is truncated, garbage, or holds objects that ``weights_only`` refuses.
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # zip/stream/unpickling errors of every kind
+        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{fn}: {path!r} is not a valid {what} (truncated or not written by undistort): {first}"
+        ) from err
 
 
 def clean_state_dict(state_dict: dict[str, Any]) -> dict[str, Any]:
@@ -67,6 +109,8 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
     try:
+        # mkstemp creates the file 0600; give it the usual permissions (0666 minus the umask)
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             torch.save(obj, fh)
             fh.flush()
@@ -141,15 +185,20 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
 
     Raises:
         FileNotFoundError: missing file.
-        ValueError: not an ``undistort`` checkpoint, or a newer format.
+        CheckpointError: (a ``ValueError``) truncated, garbage or foreign file.
+        ValueError: a newer format.
     """
     p = os.fspath(path)
     if not os.path.isfile(p):
         raise FileNotFoundError(f"load_checkpoint: no file at {p!r}")
-    ckpt = torch.load(p, map_location=map_location, weights_only=True)
-    if not isinstance(ckpt, dict) or ckpt.get("package") != "undistort":
+    what = "undistort checkpoint"
+    ckpt = safe_torch_load(p, map_location=map_location, fn="load_checkpoint", what=what)
+    if not isinstance(ckpt, dict) or ckpt.get("package") != "undistort" or "state_dict" not in ckpt:
         got = ckpt.get("package") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f"load_checkpoint: {p!r} is not an undistort checkpoint (package={got!r})")
+        raise CheckpointError(
+            f"load_checkpoint: {p!r} is not a valid {what} (truncated or not written by undistort; "
+            f"package={got!r})"
+        )
     fv = int(ckpt.get("format_version", -1))
     if fv > FORMAT_VERSION:
         raise ValueError(

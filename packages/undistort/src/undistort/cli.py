@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import atomic_torch_save
+from .checkpoint import CheckpointError, atomic_torch_save, safe_torch_load
 
 logger = logging.getLogger(__name__)
 
@@ -58,14 +58,18 @@ def load_pairs(path: str | os.PathLike) -> tuple[list[dict[str, Any]], float]:
 
     Raises:
         FileNotFoundError: missing file.
-        ValueError: not a pair file.
+        CheckpointError: (a ``ValueError``) truncated, garbage or not a pair file.
     """
     p = os.fspath(path)
     if not os.path.isfile(p):
         raise FileNotFoundError(f"load_pairs: no file at {p!r}")
-    payload = torch.load(p, map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != PAIRS_FORMAT:
-        raise ValueError(f"load_pairs: {p!r} is not an undistort pair file (written by 'synth --out x.pt')")
+    what = "undistort pair file"
+    payload = safe_torch_load(p, fn="load_pairs", what=what)
+    if not isinstance(payload, dict) or payload.get("format") != PAIRS_FORMAT or "pairs" not in payload:
+        raise CheckpointError(
+            f"load_pairs: {p!r} is not a valid {what} (truncated or not written by undistort "
+            "'synth --out x.pt')"
+        )
     batch = payload["pairs"]
     n = int(batch["distorted"].shape[0])
     return [{k: v[i] for k, v in batch.items()} for i in range(n)], float(payload["head_height"])
@@ -134,7 +138,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     base = os.path.splitext(args.out)[0]
     for task in tasks:
         if task not in archs:
-            raise SystemExit(f"undistort train: unknown task {task!r}; choose from {sorted(archs)}")
+            raise ValueError(f"train: unknown task {task!r} in --tasks; choose from {sorted(archs)}")
         torch.manual_seed(args.seed)
         net = create_model(archs[task])
         out = train(
@@ -194,12 +198,19 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line on stderr (exit status 2)."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m undistort``."""
-    p = argparse.ArgumentParser(
-        prog="python -m undistort", description="Perspective undistortion of portraits"
+    p = _Parser(prog="python -m undistort", description="Perspective undistortion of portraits")
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="log INFO messages and show tracebacks of errors"
     )
-    p.add_argument("-v", "--verbose", action="store_true", help="log INFO messages")
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser(
         "synth", help="render synthetic pairs: a data set (--out x.pt) or a preview grid (--out x.png)"
@@ -274,7 +285,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except (OSError, ValueError, TypeError, ImportError, RuntimeError) as err:
+        # user errors (missing/garbage files, bad values, a missing optional extra): one line, no traceback
+        if args.verbose:
+            raise
+        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"python -m undistort {args.cmd}: error: {msg} (--verbose for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

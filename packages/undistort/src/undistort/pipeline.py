@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._checks import check_finite, check_floating, check_positive, check_range, check_shape
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .models import CompletionNet, DistanceNet, FlowNet, SegNet, create_model
 from .warp import warp
 
@@ -388,8 +388,14 @@ class Undistorter(nn.Module):
             raise ValueError(
                 f"Undistorter.load: {os.fspath(path)!r} holds arch {ckpt.get('arch')!r}, not 'undistorter'"
             )
-        cfg = ckpt["config"]
-        parts = {name: create_model(p["arch"], **p["config"]) for name, p in cfg["parts"].items()}
+        try:
+            cfg = ckpt["config"]
+            parts = {name: create_model(p["arch"], **p["config"]) for name, p in cfg["parts"].items()}
+        except (KeyError, TypeError, AttributeError) as err:
+            raise CheckpointError(
+                f"Undistorter.load: {os.fspath(path)!r} is not a valid undistort checkpoint (truncated or "
+                f"not written by undistort; malformed config: {err!r})"
+            ) from err
         model = cls(
             parts["flow_net"],  # type: ignore[arg-type]
             parts.get("distance_net"),  # type: ignore[arg-type]
