@@ -20,6 +20,7 @@ import argparse
 import json
 import logging
 import os
+import random
 import sys
 import time
 
@@ -112,9 +113,25 @@ def main() -> None:
     )
     p.add_argument("--quick", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (the committed numbers use 1)"
+    )
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # pin what the numbers depend on: thread count (float reduction order), deterministic kernels, seeds
+    torch.set_num_threads(args.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    random.seed(args.seed)
+    np.random.seed(args.seed)  # noqa: NPY002 - pins the legacy global RNG for any library that uses it
     torch.manual_seed(args.seed)
+    settings = {
+        "torch_threads": torch.get_num_threads(),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "seed": args.seed,
+        "numpy_seed": args.seed,
+        "python_random_seed": args.seed,
+        "device": "cpu",
+    }
     t_start = time.time()
     os.makedirs(args.out, exist_ok=True)
     npz = os.path.join(args.data, "ict-facekit", "ict_facekit_shapes.npz")
@@ -473,6 +490,7 @@ def main() -> None:
         "verdict": verdict,
         "command": " ".join(["python", "packages/morphface/reproduce/run.py", *sys.argv[1:]]),
         "seed": args.seed,
+        "settings": settings,
         "quick": q,
         "config": cfg,
         "timings_s": timings,
@@ -492,6 +510,10 @@ def main() -> None:
         f"Paper: Li et al., *Learning Formation of Physically-Based Face Attributes*, CVPR 2020. morphface {morphface.__version__}, torch {torch.__version__}.",
         "",
         f"Command: `{results['command']}` (seed {args.seed}{', quick mode' if q else ''}); total {timings['total']:.0f} s on CPU.",
+        "",
+        f"Pinned settings: torch threads {settings['torch_threads']}, `torch.use_deterministic_algorithms` "
+        f"{settings['deterministic_algorithms']}, seeds (torch, numpy, random) {args.seed}, device cpu; a rerun of "
+        "the command above with the same torch version gives the same numbers.",
         "",
         "**Paper numbers:** none. The paper's text beyond the introduction, its code and its 4000-scan data set are not public;",
         "it reports its generative results mostly qualitatively (FID/IS per a secondary summary, values not recovered). Every",

@@ -21,9 +21,11 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> 
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file ordinary permissions
     try:
         write(tmp)
+        # mkstemp creates 0600, and some writers (safetensors) recreate the file: set ordinary permissions
+        # (0666 minus the umask) on what was written, just before it takes the final name
+        os.chmod(tmp, 0o666 & ~umask)
         with open(tmp, "rb+") as fh:
             fh.flush()
             os.fsync(fh.fileno())
@@ -32,6 +34,35 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> 
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+class InvalidFileError(ValueError):
+    """A file that exists but cannot be parsed as what the caller expects (truncated, garbage, foreign)."""
+
+
+def invalid_file(
+    fn: str,
+    path: str,
+    what: str,
+    exc: BaseException | None = None,
+    *,
+    reason: str = "truncated or not written by morphface",
+) -> InvalidFileError:
+    """Build the one error every morphface loader raises for an unreadable file.
+
+    Args:
+        fn: the public function that failed (message prefix).
+        path: the file.
+        what: what the file should have been, e.g. ``"morphface checkpoint"``.
+        exc: the underlying parser error; only its type is named (chain it with ``from exc``).
+        reason: the likely cause, in parentheses after ``what``.
+
+    Returns:
+        The error to raise (``raise invalid_file(...) from exc``).
+    """
+    # the parser's own message (zip / pickle / stream-reader internals) stays on the chained exception only
+    detail = f" [{type(exc).__name__}]" if exc is not None else ""
+    return InvalidFileError(f"{fn}: {path!r} is not a valid {what} ({reason}){detail}")
 
 
 def as_vertex_tensor(mesh: Any, *, fn: str, name: str = "mesh") -> torch.Tensor:

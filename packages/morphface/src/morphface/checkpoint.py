@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .__about__ import __version__
-from ._utils import atomic_write
+from ._utils import atomic_write, invalid_file
 
 logger = logging.getLogger(__name__)
 
@@ -123,16 +123,20 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not a morphface checkpoint or a newer format.
+        ValueError: a truncated / garbage / foreign file ("not a valid morphface checkpoint (truncated or not
+            written by morphface)") or a newer format.
     """
     fn = "load_checkpoint"
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{fn}: no checkpoint at {path!r}")
-    ck = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(ck, dict) or ck.get("package") != "morphface":
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # PytorchStreamReader / zip / unpickling / "Weights only load failed" errors
+        raise invalid_file(fn, path, "morphface checkpoint", exc) from exc
+    if not isinstance(ck, dict) or ck.get("package") != "morphface" or "state_dict" not in ck:
         got = ck.get("package") if isinstance(ck, dict) else type(ck).__name__
-        raise ValueError(f"{fn}: {path!r} is not a morphface checkpoint (package={got!r})")
+        raise invalid_file(fn, path, f"morphface checkpoint (package={got!r})")
     if int(ck.get("format_version", 0)) > FORMAT_VERSION:
         raise ValueError(
             f"{fn}: {path!r} has format_version {ck['format_version']} but this morphface "

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ._utils import invalid_file
 from .export import FaceAsset, export, write_png
 from .fit import PerspectiveCamera, fit
 from .io import load_ict_facekit, load_ict_npz, read_obj, save_mesh
@@ -39,9 +40,14 @@ def load_any_model(path: str) -> LinearFaceModel:
     """
     if os.path.isdir(path):
         return load_ict_facekit(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"--model: no such file or folder {path!r}")
     if path.endswith(".npz"):
-        with np.load(path, allow_pickle=False) as z:
-            is_ict = "identity_shapes" in z.files
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                is_ict = "identity_shapes" in z.files
+        except Exception as exc:  # zipfile.BadZipFile, EOFError, OSError, ...
+            raise invalid_file("--model", path, "morphface model or ICT-FaceKit .npz archive", exc) from exc
         return load_ict_npz(path) if is_ict else LinearFaceModel.load(path)
     return LinearFaceModel.load(path)
 
@@ -85,6 +91,9 @@ def _preview_png(path: str, f: FaceAsset, model: LinearFaceModel, resolution: in
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point.
+
+    A user error (a missing or invalid file, a bad value) prints one line ``morphface: error: ...`` to stderr
+    and returns 1; ``--verbose`` re-raises it with the traceback. Usage errors exit 2 through argparse.
 
     Args:
         argv: arguments (default ``sys.argv[1:]``).
@@ -145,6 +154,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    try:
+        return _run(p, args)
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as exc:
+        if args.verbose:
+            raise
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        sys.stderr.write(f"morphface: error: {msg} (run with --verbose for the traceback)\n")
+        return 1
+
+
+def _run(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Run the parsed command (errors propagate to :func:`main`)."""
     device = getattr(args, "device", "cpu")
     if getattr(args, "upsampler", None) and not args.generator:
         p.error(f"{args.command}: --upsampler needs --generator (it upsamples the generated maps)")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ._checks import check_index, check_shape, check_tensor
-from ._utils import atomic_write
+from ._utils import atomic_write, invalid_file
 from .geometry import triangulate
 from .models.linear import LinearFaceModel
 
@@ -292,7 +292,8 @@ def load_ict_npz(
 
     Raises:
         FileNotFoundError: no archive at ``path``.
-        ValueError: missing keys or a topology mismatch with ``template_obj``.
+        ValueError: a truncated / garbage file ("not a valid ICT-FaceKit shapes archive"), missing keys or a
+            topology mismatch with ``template_obj``.
     """
     fn = "load_ict_npz"
     path = os.fspath(path)
@@ -300,16 +301,27 @@ def load_ict_npz(
         raise FileNotFoundError(f"{fn}: no file at 'path' {path!r}")
     if expressions not in ("listed", "all"):
         raise ValueError(f"{fn}: 'expressions' must be 'listed' or 'all'; got {expressions!r}")
-    with np.load(path, allow_pickle=False) as z:
-        need = {"neutral", "identity_shapes", "faces"}
-        if not need <= set(z.files):
-            raise ValueError(f"{fn}: {path!r} must hold keys {sorted(need)}; got {sorted(z.files)}")
-        mean = torch.from_numpy(z["neutral"].astype(np.float32))
-        ids = z["identity_shapes"][: n_identity if n_identity is not None else None].astype(np.float32)
-        identity = torch.from_numpy(ids) - mean
-        exp_shapes = z["expression_shapes"].astype(np.float32) if "expression_shapes" in z.files else None
-        exp_names = [str(s) for s in z["expression_names"]] if "expression_names" in z.files else []
-        polys = torch.from_numpy(z["faces"].astype(np.int64))
+    need = {"neutral", "identity_shapes", "faces"}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            files = set(z.files)
+            if need <= files:
+                mean = torch.from_numpy(z["neutral"].astype(np.float32))
+                ids = z["identity_shapes"][: n_identity if n_identity is not None else None].astype(
+                    np.float32
+                )
+                identity = torch.from_numpy(ids) - mean
+                exp_shapes = (
+                    z["expression_shapes"].astype(np.float32) if "expression_shapes" in files else None
+                )
+                exp_names = [str(s) for s in z["expression_names"]] if "expression_names" in files else []
+                polys = torch.from_numpy(z["faces"].astype(np.int64))
+    except Exception as exc:  # zipfile.BadZipFile, EOFError, OSError, ValueError (pickled arrays), ...
+        raise invalid_file(
+            fn, path, "ICT-FaceKit shapes archive", exc, reason="truncated or not a NumPy .npz archive"
+        ) from exc
+    if not need <= files:
+        raise ValueError(f"{fn}: {path!r} must hold keys {sorted(need)}; got {sorted(files)}")
     sibling = os.path.join(os.path.dirname(path), "FaceXModel")
     if template_obj is None and os.path.isfile(os.path.join(sibling, _ICT_NEUTRAL)):
         template_obj = os.path.join(sibling, _ICT_NEUTRAL)

@@ -20,13 +20,24 @@ import torch
 from torch import nn
 
 from .._checks import check_finite, check_floating, check_generator, check_positive, check_shape
-from .._utils import as_vertex_tensor, atomic_write
+from .._utils import as_vertex_tensor, atomic_write, invalid_file
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["LinearFaceModel"]
 
 _FORMAT_VERSION = 1
+_ARRAY_KEYS = (
+    "mean",
+    "identity_basis",
+    "expression_basis",
+    "faces",
+    "uvs",
+    "face_uvs",
+    "uv_face_mask",
+    "landmark_indices",
+    "identity_variance",
+)
 
 
 class LinearFaceModel(nn.Module):
@@ -172,6 +183,7 @@ class LinearFaceModel(nn.Module):
         if x.ndim == 1:
             x = x.unsqueeze(0)
         check_shape(x, f"B,{size}", name, fn=fn)
+        check_finite(x, name, fn=fn)
         return x
 
     def vertices(
@@ -188,7 +200,8 @@ class LinearFaceModel(nn.Module):
 
         Raises:
             TypeError: a coefficient tensor is not floating point.
-            ValueError: wrong number of coefficients or mismatched batch sizes.
+            ValueError: wrong number of coefficients, mismatched batch sizes, or NaN/inf coefficients
+                (checked eagerly; skipped under ``torch.compile``).
         """
         fn = "LinearFaceModel.vertices"
         a = self._coeffs(identity, self.n_identity, "identity", fn, None)
@@ -462,28 +475,34 @@ class LinearFaceModel(nn.Module):
 
         Raises:
             FileNotFoundError: no such file.
-            ValueError: unsupported extension or not a morphface model file.
+            ValueError: unsupported extension, or a truncated / garbage / foreign file ("not a valid
+                morphface LinearFaceModel file (truncated or not written by morphface)").
         """
         fn = "LinearFaceModel.load"
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{fn}: no file at 'path' {path!r}")
         ext = os.path.splitext(path)[1].lower()
-        if ext == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: torch.from_numpy(z[k]) for k in z.files if not k.startswith("__meta_")}
-                meta = {k[len("__meta_") :]: str(z[k]) for k in z.files if k.startswith("__meta_")}
-        elif ext == ".safetensors":
-            from safetensors import safe_open
-
-            with safe_open(path, framework="pt") as f:
-                meta = dict(f.metadata() or {})
-                arrays = {k: f.get_tensor(k) for k in f.keys()}
-        else:
+        if ext not in (".npz", ".safetensors"):
             raise ValueError(f"{fn}: 'path' must end in .npz or .safetensors; got {ext or 'no extension'!r}")
-        if meta.get("package") != "morphface" or "mean" not in arrays:
-            raise ValueError(
-                f"{fn}: {path!r} is not a morphface LinearFaceModel file (package={meta.get('package')!r})"
+        what = "morphface LinearFaceModel file"
+        try:
+            if ext == ".npz":
+                with np.load(path, allow_pickle=False) as z:
+                    arrays = {k: torch.from_numpy(z[k]) for k in z.files if not k.startswith("__meta_")}
+                    meta = {k[len("__meta_") :]: str(z[k]) for k in z.files if k.startswith("__meta_")}
+            else:
+                from safetensors import safe_open
+
+                with safe_open(path, framework="pt") as f:
+                    meta = dict(f.metadata() or {})
+                    arrays = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as exc:  # zipfile.BadZipFile, EOFError, OSError, SafetensorError, ValueError, ...
+            raise invalid_file(fn, path, what, exc) from exc
+        missing = sorted(set(_ARRAY_KEYS) - set(arrays))
+        if meta.get("package") != "morphface" or missing:
+            raise invalid_file(
+                fn, path, what + f" (package={meta.get('package')!r}, missing arrays {missing})"
             )
         if int(meta.get("format_version", "0")) > _FORMAT_VERSION:
             raise ValueError(
