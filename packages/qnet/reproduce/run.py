@@ -281,7 +281,31 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated network widths of the width study (default: {WIDTH_STUDY}; none with --quick; "
         "'' to skip it)",
     )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: the committed numbers were made with 1; float reductions, hence "
+        "the last digits, depend on the count)",
+    )
+    ap.add_argument("--verbose", action="store_true", help="show tracebacks of errors")
     args = ap.parse_args(argv)
+    if args.threads < 1:
+        print(f"--threads: must be >= 1; got {args.threads}", file=sys.stderr)
+        return 2
+    # pin what the numbers depend on: thread count, deterministic kernels, seeds (set per run below)
+    torch.set_num_threads(args.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        return _main(args)
+    except (OSError, ValueError, TypeError) as e:
+        if args.verbose:
+            raise
+        print(f"error: {e} (rerun with --verbose for the traceback)", file=sys.stderr)
+        return 1
+
+
+def _main(args: argparse.Namespace) -> int:
     data = args.data or os.path.join(
         os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "..", "shared", "data"
     )
@@ -418,6 +442,8 @@ def main(argv: list[str] | None = None) -> int:
             "fp_epochs": fp_epochs,
             "finetune_epochs": ft_epochs,
             "quick": args.quick,
+            "torch_threads": torch.get_num_threads(),
+            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
             "width": WIDTH,
             "width_study": widths,
         },
@@ -466,6 +492,7 @@ def main(argv: list[str] | None = None) -> int:
         + (f' --settings "{args.settings}"' if args.settings is not None else "")
         + (f" --device {args.device}" if args.device != "cpu" else "")
         + (f' --widths "{args.widths}"' if args.widths is not None else "")
+        + (f" --threads {args.threads}" if args.threads != 1 else "")
     )
     lines = [
         "# qnet reproduction: Quantization Networks at small scale",
@@ -473,7 +500,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Command: `{cmd}`  ",
         f"Seeds: split 0, full-precision training 0, fine-tuning {seeds}; qnet {qnet.__version__}, torch {torch.__version__}, "
         f"device {torch.cuda.get_device_name() if device.type == 'cuda' else platform.machine() + ' CPU'}, "
-        f"{torch.get_num_threads()} CPU thread(s) (float reductions, hence the last digits, depend on the count), "
+        f"{torch.get_num_threads()} CPU thread(s) pinned by `--threads` (float reductions, hence the last digits, "
+        f"depend on the count), `torch.use_deterministic_algorithms(True)`, "
         f"{time.time() - t_start:.0f} s wall.",
         "",
         f"Data: faces-24id ({len(ds)} real face crops, 24 identities) at {size}x{size}, stratified 75/25 split "

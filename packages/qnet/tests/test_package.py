@@ -1,8 +1,11 @@
 """Package-level facts: version source, public API, no sibling imports."""
 
+import os
 import re
 import subprocess
 import sys
+
+import pytest
 
 import qnet
 from qnet.__about__ import __version__ as about_version
@@ -28,3 +31,13 @@ def test_import_pulls_in_no_sibling_package():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert out == "", f"qnet imported sibling packages: {out}"
+
+
+def test_distribution_name_is_qnet_torch():
+    # issue 24: PyPI's `qnet` is an unrelated 2016 project; the distribution is `qnet-torch`, import `qnet`
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    path = os.path.join(os.path.dirname(__file__), "..", "pyproject.toml")
+    if not os.path.exists(path):
+        pytest.skip("pyproject.toml is not next to the tests (installed package only)")
+    with open(path, "rb") as f:
+        assert tomllib.load(f)["project"]["name"] == "qnet-torch"

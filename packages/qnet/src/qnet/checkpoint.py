@@ -15,9 +15,28 @@ from ._checks import check_module, check_path
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FORMAT_VERSION", "clean_state_dict", "load_checkpoint", "save_checkpoint"]
+__all__ = ["FORMAT_VERSION", "clean_state_dict", "default_file_mode", "load_checkpoint", "save_checkpoint"]
 
 FORMAT_VERSION = 1
+NOT_VALID = "not a valid qnet checkpoint (truncated or not written by qnet)"
+
+
+def default_file_mode() -> int:
+    """The mode ``open()`` gives a new file: ``0o666`` minus the process umask (``0o644`` for umask 022).
+
+    ``tempfile.mkstemp`` creates files readable by their owner only (``0o600``); atomic writers chmod the
+    temporary file to this mode before ``os.replace`` so the result has the usual permissions.
+    """
+    try:  # Linux: read the umask without changing it (no race with other threads)
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def clean_state_dict(state: dict[str, Any]) -> dict[str, Any]:
@@ -74,6 +93,7 @@ def save_checkpoint(
     os.makedirs(d, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".qnet-ckpt-", suffix=".tmp", dir=d)
     try:
+        os.chmod(tmp, default_file_mode())
         with os.fdopen(fd, "wb") as f:
             torch.save(ckpt, f)
             f.flush()
@@ -97,12 +117,20 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     Raises:
         TypeError: ``path`` is not a path.
-        ValueError: not a qnet checkpoint, or a newer format version.
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file is truncated, garbage or not written by qnet ("not a valid qnet checkpoint"),
+            or has a newer format version.
     """
     check_path(path, "path", fn="load_checkpoint")
-    ckpt = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    p = os.fspath(path)
+    if not os.path.isfile(p):
+        raise FileNotFoundError(f"load_checkpoint: 'path' {p!r} does not exist or is not a file")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # zip/pickle/unpickler errors of a truncated or foreign file
+        raise ValueError(f"load_checkpoint: {p!r} is {NOT_VALID} ({type(e).__name__})") from e
     if not isinstance(ckpt, dict) or ckpt.get("package") != "qnet":
-        raise ValueError(f"load_checkpoint: {os.fspath(path)!r} is not a qnet checkpoint")
+        raise ValueError(f"load_checkpoint: {p!r} is {NOT_VALID} (no qnet header)")
     if int(ckpt.get("format_version", -1)) > FORMAT_VERSION:
         raise ValueError(
             f"load_checkpoint: {os.fspath(path)!r} has format_version {ckpt.get('format_version')}; "

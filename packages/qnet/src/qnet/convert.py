@@ -109,6 +109,38 @@ def _batch_input(batch: Any) -> Tensor:
     )
 
 
+def _first_layer(model: nn.Module) -> nn.Module | None:
+    for m in _unwrap(model).modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+            return m
+    return None
+
+
+def _check_calibration_input(model: nn.Module, x: Any, *, fn: str, name: str) -> None:
+    """Check one calibration batch against the model's first layer before running it."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{fn}: '{name}' batches must hold tensors; got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(
+            f"{fn}: '{name}' batches must be floating point (normalised like the training inputs); got "
+            f"dtype {x.dtype} (for uint8 images use x.float() / 255 and the model's normalisation)"
+        )
+    first = _first_layer(model)
+    if isinstance(first, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        nd = 3 if isinstance(first, nn.Conv1d) else 4 if isinstance(first, nn.Conv2d) else 5
+        want = first.in_channels
+        if x.dim() != nd or x.shape[1] != want:
+            raise ValueError(
+                f"{fn}: '{name}' batches must have shape (B, {want}, ...) with {nd} dims to match the model's "
+                f"first {type(first).__name__} (in_channels={want}); got {tuple(x.shape)}"
+            )
+    elif isinstance(first, nn.Linear) and x.shape[-1] != first.in_features:
+        raise ValueError(
+            f"{fn}: '{name}' batches must have a last dimension of {first.in_features} to match the model's "
+            f"first Linear (in_features={first.in_features}); got {tuple(x.shape)}"
+        )
+
+
 @torch.no_grad()
 def calibrate(
     model: nn.Module,
@@ -118,6 +150,8 @@ def calibrate(
     max_values: int = 200_000,
     quantized_weights: bool = False,
     sync_ranks: bool | None = None,
+    _fn: str = "calibrate",
+    _name: str = "loader",
 ) -> nn.Module:
     """Initialise every input (activation) quantizer from full-precision activations (Sec. 3.3).
 
@@ -144,8 +178,10 @@ def calibrate(
         ``model``, calibrated in place.
 
     Raises:
-        TypeError: ``model`` is not an ``nn.Module`` or ``loader`` is not an iterable of batches.
-        ValueError: ``num_samples < 1`` or the loader is empty.
+        TypeError: ``model`` is not an ``nn.Module``, ``loader`` is not an iterable of batches, or a batch
+            is not floating point (e.g. uint8 images); checked before the batch is run.
+        ValueError: ``num_samples < 1``, the loader is empty, or a batch's shape does not match the
+            model's first layer (channels / features); checked before the batch is run.
     """
     check_module(model, "model", fn="calibrate")
     check_iterable(loader, "loader", fn="calibrate")
@@ -181,6 +217,7 @@ def calibrate(
     try:
         for batch in loader:
             x = _batch_input(batch)
+            _check_calibration_input(model, x, fn=_fn, name=_name)
             x = x[: num_samples - seen]
             _unwrap(model)(x.to(device))  # not through DDP: no buffer broadcast per batch
             seen += x.shape[0]
@@ -260,7 +297,9 @@ def quantize(
     Raises:
         TypeError: ``model`` is not an ``nn.Module``, ``skip`` holds a non-string, ``keep_first_last`` is
             not a bool, or ``calibration`` is not an iterable of batches.
-        ValueError: invalid levels or method, unsigned weight levels, or nothing to quantize.
+        ValueError: invalid levels or method, unsigned weight levels, nothing to quantize, or
+            ``calibration`` batches whose shape does not match the model's first layer (checked on the first
+            batch before the model is converted; a ``TypeError`` for non-floating batches such as uint8).
 
     Examples:
         >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.Flatten(), nn.LazyLinear(2))
@@ -295,6 +334,11 @@ def quantize(
         raise TypeError(f"{fn}: 'keep_first_last' must be a bool; got {type(keep_first_last).__name__}")
     if calibration is not None:
         check_iterable(calibration, "calibration", fn=fn)
+        if act_levels is not None and iter(calibration) is not calibration:
+            # a re-iterable (DataLoader, list): check its first batch before converting anything
+            for batch in calibration:
+                _check_calibration_input(model, _batch_input(batch), fn=fn, name="calibration")
+                break
     lmap = DEFAULT_LAYER_MAP if layer_map is None else layer_map
     target = model if inplace else copy.deepcopy(model)
     cands = [(n, m) for n, m in target.named_modules() if type(m) in lmap]
@@ -330,7 +374,7 @@ def quantize(
     logger.info("quantize: converted %d layers (%s, W=%s, A=%s)", len(converted), method, wl, al)
     if al is not None:
         if calibration is not None:
-            calibrate(target, calibration, num_samples=calibration_samples)
+            calibrate(target, calibration, num_samples=calibration_samples, _fn=fn, _name="calibration")
         else:
             warnings.warn(
                 "quantize: act_levels given without calibration data; input quantizers will initialise "

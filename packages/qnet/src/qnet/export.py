@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from .__about__ import __version__
+from .checkpoint import NOT_VALID, default_file_mode
 from ._checks import check_module, check_path, check_tensor
 from .convert import _freeze_layer, _set_frozen, _unwrap, quantized_layers
 from .levels import Levels
@@ -97,6 +98,7 @@ def _atomic_save(tensors: dict[str, Tensor], metadata: dict[str, str], path: str
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        os.chmod(tmp, default_file_mode())  # after save_file, which may recreate the file
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -228,16 +230,19 @@ def load(path: str | os.PathLike[str], model: nn.Module) -> nn.Module:
     try:
         meta = _read_metadata(p)
     except Exception as e:  # safetensors raises its own error type for a malformed header
-        raise ValueError(f"load: '{p}' is not a safetensors file ({e})") from e
+        raise ValueError(f"load: {p!r} is {NOT_VALID} ({type(e).__name__}: {e})") from e
     if meta.get("format") != FORMAT:
-        raise ValueError(f"load: '{p}' is not a qnet export (format={meta.get('format')!r})")
+        raise ValueError(f"load: {p!r} is {NOT_VALID} (format={meta.get('format')!r})")
     if meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(
             f"load: '{p}' has format_version {meta.get('format_version')!r}; this qnet "
             f"({__version__}) reads version {FORMAT_VERSION}"
         )
-    layers_meta: dict[str, Any] = json.loads(meta["layers"])
-    tensors = load_file(p)
+    try:
+        layers_meta: dict[str, Any] = json.loads(meta["layers"])
+        tensors = load_file(p)
+    except Exception as e:  # a truncated body after a valid header, or damaged metadata
+        raise ValueError(f"load: {p!r} is {NOT_VALID} ({type(e).__name__}: {e})") from e
     target = _unwrap(model)
     expected_missing: set[str] = set()
     for name, info in layers_meta.items():

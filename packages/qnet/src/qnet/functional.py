@@ -15,6 +15,7 @@ from torch.autograd.function import once_differentiable
 
 from . import _host_kernel
 from ._checks import _compiling, check_floating, check_same_device, check_shape, check_tensor
+from ._checks import check_finite as _check_finite
 from ._chunking import chunk_size
 from .levels import Levels, LevelsLike
 
@@ -91,6 +92,7 @@ def soft_quantize(
     offset: ScalarLike = 0.0,
     *,
     grad_temperature: ScalarLike | None = None,
+    check_finite: bool = False,
 ) -> Tensor:
     """Soft quantization: a sum of temperature-scaled sigmoids (Eq. 7 of Yang et al., CVPR 2019).
 
@@ -124,6 +126,9 @@ def soft_quantize(
         beta: input scale (float or one-element tensor, may require grad).
         offset: ``o``, subtracted before scaling by ``alpha``.
         grad_temperature: ``T_g > 0`` of the surrogate gradient (see Convention), or ``None`` (exact).
+        check_finite: opt-in check that ``x`` holds no NaN/inf (one device sync per call, so off by default
+            on this training hot path; skipped under ``torch.compile``). Without it NaN inputs give NaN
+            outputs.
 
     Returns:
         The soft-quantized tensor, shape ``(*)``, dtype of ``x``.
@@ -131,7 +136,8 @@ def soft_quantize(
     Raises:
         TypeError: a non-floating tensor or a non-scalar parameter.
         ValueError: shapes disagree, devices differ, ``temperature`` or ``grad_temperature`` is not finite
-            and positive, or ``grad_temperature`` is combined with thresholds/scales that require grad.
+            and positive, ``grad_temperature`` is combined with thresholds/scales that require grad, or
+            (with ``check_finite=True``) ``x`` holds NaN/inf.
 
     Examples:
         >>> x = torch.tensor([-1.0, 0.0, 1.0])
@@ -140,6 +146,8 @@ def soft_quantize(
     """
     fn = "soft_quantize"
     _check_steps(x, thresholds, scales, fn=fn)
+    if check_finite:
+        _check_finite(x, "x", fn=fn)
     _check_scalar(temperature, "temperature", fn=fn, positive=True)
     _check_scalar(alpha, "alpha", fn=fn)
     _check_scalar(beta, "beta", fn=fn)
@@ -303,6 +311,8 @@ def hard_quantize(
     alpha: ScalarLike = 1.0,
     beta: ScalarLike = 1.0,
     offset: ScalarLike = 0.0,
+    *,
+    check_finite: bool = False,
 ) -> Tensor:
     """Hard quantization: unit steps, the ``T -> infinity`` limit of :func:`soft_quantize` (Eq. 12).
 
@@ -317,13 +327,15 @@ def hard_quantize(
         alpha: output scale.
         beta: input scale.
         offset: ``o``.
+        check_finite: opt-in NaN/inf check of ``x`` (skipped under ``torch.compile``); without it a NaN
+            input maps to the lowest level silently.
 
     Returns:
         The quantized tensor, shape ``(*)``, dtype of ``x``.
 
     Raises:
         TypeError: a non-floating tensor or a non-scalar parameter.
-        ValueError: shapes disagree or devices differ.
+        ValueError: shapes disagree, devices differ, or (``check_finite=True``) ``x`` holds NaN/inf.
 
     Examples:
         >>> hard_quantize(torch.tensor([-0.3, 0.01, 0.2]), torch.tensor([-0.05, 0.05]), torch.ones(2), offset=1.0)
@@ -331,6 +343,8 @@ def hard_quantize(
     """
     fn = "hard_quantize"
     _check_steps(x, thresholds, scales, fn=fn)
+    if check_finite:
+        _check_finite(x, "x", fn=fn)
     _check_scalar(alpha, "alpha", fn=fn)
     _check_scalar(beta, "beta", fn=fn)
     _check_scalar(offset, "offset", fn=fn)
@@ -371,7 +385,9 @@ def level_codes(x: Tensor, thresholds: Tensor, beta: ScalarLike = 1.0) -> Tensor
     return z.sum(-1)
 
 
-def ste_quantize(x: Tensor, values: Tensor, scale: ScalarLike = 1.0) -> Tensor:
+def ste_quantize(
+    x: Tensor, values: Tensor, scale: ScalarLike = 1.0, *, check_finite: bool = False
+) -> Tensor:
     """Nearest-level quantization with a clipped straight-through gradient (the STE/DoReFa baseline).
 
     ``y = scale * Y[argmin_k |x / scale - Y_k|]``; the backward pass is the identity inside
@@ -381,13 +397,15 @@ def ste_quantize(x: Tensor, values: Tensor, scale: ScalarLike = 1.0) -> Tensor:
         x: tensor to quantize, shape ``(*)``.
         values: sorted levels (any real values), shape ``(L,)``, ``L >= 2``.
         scale: positive step scale.
+        check_finite: opt-in NaN/inf check of ``x`` (skipped under ``torch.compile``).
 
     Returns:
         The quantized tensor, shape ``(*)``.
 
     Raises:
         TypeError: a non-floating tensor.
-        ValueError: ``values`` is not one-dimensional with at least two entries, or ``scale`` is not > 0.
+        ValueError: ``values`` is not one-dimensional with at least two entries, ``scale`` is not > 0, or
+            (``check_finite=True``) ``x`` holds NaN/inf.
 
     Examples:
         >>> ste_quantize(torch.tensor([-0.8, 0.2, 3.0]), torch.tensor([-1.0, 0.0, 1.0]))
@@ -400,6 +418,8 @@ def ste_quantize(x: Tensor, values: Tensor, scale: ScalarLike = 1.0) -> Tensor:
     if values.shape[0] < 2:
         raise ValueError(f"{fn}: 'values' needs at least 2 levels; got {values.shape[0]}")
     _check_scalar(scale, "scale", fn=fn, positive=True)
+    if check_finite:
+        _check_finite(x, "x", fn=fn)
     v = values.to(x.dtype)
     xn = x / scale
     xc = torch.maximum(torch.minimum(xn, v[-1]), v[0])

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import functional as QF
-from ._checks import _compiling, check_floating
+from ._checks import _compiling, check_finite, check_floating
 from .levels import Levels, LevelsLike
 
 logger = logging.getLogger(__name__)
@@ -38,6 +38,8 @@ class _QuantizerBase(nn.Module):
         super().__init__()
         self.levels = Levels.parse(levels)
         self._set_mode(mode, fn=type(self).__name__)
+        #: opt-in NaN/inf check of every input (one device sync per call; skipped under torch.compile)
+        self.check_finite = False
         fk: dict[str, Any] = {"device": device, "dtype": dtype or torch.get_default_dtype()}
         self.register_buffer("values", torch.tensor(self.levels.values, **fk))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool, device=device))
@@ -214,7 +216,9 @@ class Quantizer(_QuantizerBase):
             return x
         self._maybe_init(x)
         if self._use_hard():
-            return QF.hard_quantize(x, self.thresholds, self.scales, self.alpha, self.beta, self.offset)
+            return QF.hard_quantize(
+                x, self.thresholds, self.scales, self.alpha, self.beta, self.offset, check_finite=self.check_finite
+            )
         return QF.soft_quantize(
             x,
             self.thresholds,
@@ -224,6 +228,7 @@ class Quantizer(_QuantizerBase):
             self.beta,
             self.offset,
             grad_temperature=self.grad_temperature,
+            check_finite=self.check_finite,
         )
 
     @torch.no_grad()
@@ -329,6 +334,8 @@ class STEQuantizer(_QuantizerBase):
         """
         if self.mode == "off":
             return x
+        if self.check_finite:
+            check_finite(x, "x", fn="STEQuantizer")
         self._maybe_init(x)
         if self.levels.signed:
             q, s = self._weight_parts(x)
