@@ -183,6 +183,32 @@ def settings(quick: bool, epochs: int | None, ablations: bool = False) -> dict[s
     }
 
 
+def pin_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Pin what the numbers depend on and return it for the result files and the report.
+
+    torch threads (``--threads``, default 1: the committed CPU runs used one thread; more threads change
+    float summation order and so the last digits, which can flip a few test predictions), deterministic
+    algorithms (``torch.use_deterministic_algorithms``; on CUDA ``warn_only`` because scatter-style kernels
+    have no deterministic twin there, with ``CUBLAS_WORKSPACE_CONFIG`` set and cuDNN benchmarking off), and
+    the run's seed (model init, shuffling, dropout and augmentations are all derived from it).
+    """
+    torch.set_num_threads(int(args.threads))
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    cuda = str(args.device).startswith("cuda")
+    if cuda:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=cuda)
+    return {
+        "torch_threads": torch.get_num_threads(),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "deterministic_warn_only": cuda,
+        "torch": str(torch.__version__),
+        "numpy": np.__version__,
+        "python": sys.version.split()[0],
+    }
+
+
 def run_dir(work: str, setting: str, model: str, seed: int) -> str:
     return os.path.join(work, setting, model, f"seed{seed}")
 
@@ -196,6 +222,7 @@ def run_one(args: argparse.Namespace, setting: str, model_name: str, seed: int) 
         with open(os.path.join(folder, "result.json"), encoding="utf-8") as fh:
             if json.load(fh).get("complete"):
                 return
+    pinned = pin_settings(args)
     dev = torch.device(args.device)
     tr: PointCloudFolder | ModelNetNormalResampled
     te: PointCloudFolder | ModelNetNormalResampled
@@ -276,6 +303,7 @@ def run_one(args: argparse.Namespace, setting: str, model_name: str, seed: int) 
         "infer_clouds_per_s": speed["infer_clouds_per_s"],
         "history": out["history"],
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        "pinned": {**pinned, "seed": seed},
     }
     if args.drop_checkpoints:
         for name in ("last.pt", "best.pt"):
@@ -344,6 +372,7 @@ def build_report(args: argparse.Namespace, command: str, wall: float) -> None:
         + f"; report built in {wall:.0f} s.",
         "",
     ]
+    md += [_pinned_line(args), ""]
     prov = _provenance(args)
     if prov:
         md += ["### How the runs were executed", "", prov, ""]
@@ -625,6 +654,39 @@ def _pooling_summary(main: dict[str, dict[str, dict[str, Any]]]) -> str | None:
     return "**Per-kernel vs per-point pooling** (full settings above, same recipe): " + "; ".join(parts) + "."
 
 
+def _pinned_line(args: argparse.Namespace) -> str:
+    """What the runs pinned, from their result files (runs made before rbfnet 0.3.0 record nothing)."""
+    seen: dict[str, int] = {}
+    old = 0
+    for dirpath, _, files in os.walk(args.work_dir):
+        if "result.json" in files:
+            with open(os.path.join(dirpath, "result.json"), encoding="utf-8") as fh:
+                r = json.load(fh)
+            if not r.get("complete"):
+                continue
+            pin = r.get("pinned")
+            if not pin:
+                old += 1
+                continue
+            key = (
+                f"{pin['torch_threads']} torch thread(s), deterministic algorithms "
+                f"{'on (warn-only on CUDA)' if pin.get('deterministic_warn_only') else 'on'} "
+                f"({'on' if pin['deterministic_algorithms'] else 'OFF'}), torch {pin['torch']}"
+            )
+            seen[key] = seen.get(key, 0) + 1
+    parts = [f"{n} run(s): {k}" for k, n in sorted(seen.items())]
+    if old:
+        parts.append(
+            f"{old} run(s) made before rbfnet 0.3.0 record no pinned settings (CPU runs: one thread by "
+            "OMP_NUM_THREADS=1, per their provenance below; H100 runs: default threads, non-deterministic)"
+        )
+    return (
+        "Pinned settings (reproduce/run.py pins them itself: `--threads` (default 1), "
+        "`torch.use_deterministic_algorithms(True)`, the run's seed for init, shuffling, dropout and "
+        "augmentation): " + ("; ".join(parts) if parts else "no finished run yet") + "."
+    )
+
+
 def _devices(args: argparse.Namespace) -> set[str]:
     out = set()
     for dirpath, _, files in os.walk(args.work_dir):
@@ -725,8 +787,13 @@ def main() -> int:
     )
     p.add_argument("--bench-json", default=None, help="benchmark JSON to summarise in the report")
     p.add_argument("--provenance", default=None, help="free text on how the runs were executed")
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch threads per run (pinned and recorded; default 1)"
+    )
     p.add_argument("--run-one", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.threads < 1:
+        p.error(f"--threads must be >= 1; got {args.threads}")
     args.work_dir = args.work_dir or os.path.join(args.out, "runs")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.run_one:
@@ -774,8 +841,8 @@ def main() -> int:
             base_cmd += ["--epochs", str(args.epochs)]
         if args.drop_checkpoints:
             base_cmd.append("--drop-checkpoints")
-        threads = max(1, (os.cpu_count() or 1) // max(args.jobs, 1))
-        env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", str(threads)))
+        base_cmd += ["--threads", str(args.threads)]
+        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
         for key in todo:
             if args.jobs <= 1:
                 run_one(args, *key.split(":")[:2], int(key.split(":")[2]))  # type: ignore[misc]

@@ -52,7 +52,9 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default=os.environ.get("SHARED_DATA", "/work/shared/data"))
     p.add_argument("--out", required=True)
-    p.add_argument("--max-per-class", type=int, default=None, help="smoke runs only (not for shipped weights)")
+    p.add_argument(
+        "--max-per-class", type=int, default=None, help="smoke runs only (not for shipped weights)"
+    )
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(1)
@@ -121,12 +123,17 @@ def main() -> int:
     save_checkpoint(path, model, extra={"state_dict_dtype": "float16", "card": card})
     # rewrite the state dict in float16 (half the size); loading casts it back to the model's dtype
     ckpt = torch.load(path, weights_only=True)
-    ckpt["state_dict"] = {k: (v.half() if v.is_floating_point() else v) for k, v in ckpt["state_dict"].items()}
+    ckpt["state_dict"] = {
+        k: (v.half() if v.is_floating_point() else v) for k, v in ckpt["state_dict"].items()
+    }
     torch.save(ckpt, path)
     with open(os.path.join(args.out, f"{args.model}.json"), "w", encoding="utf-8") as fh:
         json.dump({**card, "history": out["history"]}, fh, indent=2)
     logging.getLogger("train_weights").info(
-        "%s: test OA %.4f (%d clouds), %.0f CPU-s", args.model, metrics["overall_acc"], metrics["num_samples"],
+        "%s: test OA %.4f (%d clouds), %.0f CPU-s",
+        args.model,
+        metrics["overall_acc"],
+        metrics["num_samples"],
         cpu_train,
     )
     return 0

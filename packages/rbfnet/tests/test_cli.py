@@ -46,10 +46,56 @@ def test_bench(tmp_path, capsys, device):
     assert "rbfnet_kernelwise" in capsys.readouterr().out
 
 
-def test_unknown_model(tmp_path):
+def test_unknown_model(tmp_path, capsys):
     _tree(tmp_path / "d", n=1)
-    with pytest.raises(SystemExit, match="unknown model 'nope'"):
-        main(["train", "--data", str(tmp_path / "d"), "--model", "nope", "--out", str(tmp_path / "o")])
+    argv = ["train", "--data", str(tmp_path / "d"), "--model", "nope", "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown model 'nope'" in err and "Traceback" not in err
+    with pytest.raises(ValueError, match="unknown model 'nope'"):  # issue 24: traceback with --verbose
+        main([*argv, "--verbose"])
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage, not a checkpoint", None])
+def test_eval_bad_weights_one_line(tmp_path, capsys, content):
+    """Issue 24: a missing, empty or garbage checkpoint: one clear line naming the file, exit 2."""
+    _tree(tmp_path / "d", n=1)
+    w = tmp_path / "w.pt"
+    if content is not None:
+        w.write_bytes(content)
+    argv = ["eval", "--data", str(tmp_path / "d"), "--weights", str(w), "--device", "cpu"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(w) in err and "Traceback" not in err
+    if content is not None:
+        assert "not a valid rbfnet checkpoint (truncated or not written by rbfnet)" in err
+    with pytest.raises((ValueError, FileNotFoundError), match=r"w\.pt"):
+        main(["--verbose", *argv])
+
+
+def test_cli_subprocess_exit_code(tmp_path):
+    """The real entry point: one line on stderr, non-zero exit, no traceback."""
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rbfnet",
+            "eval",
+            "--data",
+            str(tmp_path),
+            "--weights",
+            str(tmp_path / "no.pt"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and "no checkpoint at" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.slow

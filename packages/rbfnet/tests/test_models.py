@@ -190,7 +190,7 @@ def test_checkpoint_round_trip(tmp_path, device):
     with pytest.raises(ValueError, match="holds arch 'rbfnet_single', not 'pointnet'"):
         create_model("pointnet", weights=path)
     torch.save({"package": "other"}, tmp_path / "x.pt")
-    with pytest.raises(ValueError, match="is not an rbfnet checkpoint"):
+    with pytest.raises(ValueError, match="is not a valid rbfnet checkpoint"):
         rbfnet.load_checkpoint(tmp_path / "x.pt")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
 

@@ -100,7 +100,10 @@ class TestRBFLayer:
 
     def test_wrong_input_dim(self, device):
         layer = RBFLayer(4, device=device)
-        with pytest.raises(ValueError, match=r"rbf_activation: 'centers' must have shape \(M, D\) with D=6"):
+        # issue 24: the message names the points (the user's argument), not the layer's centres
+        with pytest.raises(
+            ValueError, match=r"RBFLayer: 'points' must have last dimension 3 .*got \(1, 5, 6\)"
+        ):
             layer(torch.rand(1, 5, 6, device=device))
 
     def test_constructor_errors(self):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,6 +11,7 @@ import torch
 from torch import nn
 
 from .__about__ import __version__
+from ._fileio import atomic_write
 
 __all__ = ["FORMAT_VERSION", "clean_state_dict", "load_checkpoint", "save_checkpoint"]
 
@@ -56,7 +56,8 @@ def save_checkpoint(
     metrics: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write a checkpoint atomically (temp file beside ``path``, fsync, ``os.replace``).
+    """Write a checkpoint atomically (temp file beside ``path``, fsync, ``os.replace``) with the usual
+    permissions (``0o666`` minus the umask, not the ``0o600`` of a bare ``tempfile.mkstemp``).
 
     The file is a dict with ``format_version``, ``package``, ``package_version``, ``arch`` and ``config``
     (from a model built by :func:`rbfnet.create_model`), ``state_dict`` (prefixes stripped) and the
@@ -104,17 +105,7 @@ def save_checkpoint(
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(ckpt, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, lambda fh: torch.save(ckpt, fh), suffix=".pt")
     logger.info("saved checkpoint %s (arch=%s, epoch=%s)", path, ckpt["arch"], epoch)
 
 
@@ -133,17 +124,33 @@ def load_checkpoint(
     Raises:
         TypeError: ``path`` is not a path.
         FileNotFoundError: missing file.
-        ValueError: not an rbfnet checkpoint, or a newer format than this version reads.
+        ValueError: a truncated or garbage file, or one not written by rbfnet ("not a valid rbfnet
+            checkpoint"; the message names the file), or a newer format than this version reads.
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"load_checkpoint: 'path' must be a str or os.PathLike; got {type(path).__name__}")
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"load_checkpoint: no checkpoint at {path!r}")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # zip/pickle/EOF/OS errors of a truncated or foreign file
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ValueError(
+            f"load_checkpoint: {path!r} is not a valid rbfnet checkpoint (truncated or not written by "
+            f"rbfnet): {reason}"
+        ) from exc
     if not isinstance(ckpt, dict) or ckpt.get("package") != "rbfnet":
         got = ckpt.get("package") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f"load_checkpoint: {path!r} is not an rbfnet checkpoint (package={got!r})")
+        raise ValueError(
+            f"load_checkpoint: {path!r} is not a valid rbfnet checkpoint (truncated or not written by "
+            f"rbfnet): package={got!r}"
+        )
+    if not isinstance(ckpt.get("state_dict"), dict):
+        raise ValueError(
+            f"load_checkpoint: {path!r} is not a valid rbfnet checkpoint (truncated or not written by "
+            "rbfnet): it holds no 'state_dict'"
+        )
     fv = ckpt.get("format_version")
     if not isinstance(fv, int) or fv > FORMAT_VERSION:
         raise ValueError(

@@ -90,7 +90,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .models import is_model
 
     if not is_model(args.model):
-        raise SystemExit(f"unknown model {args.model!r}")
+        raise ValueError(f"unknown model {args.model!r}; see 'python -m rbfnet bench' for the names")
     own_group = _init_distributed(args)
     try:
         return _train(args)
@@ -173,6 +173,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_verbose(p: argparse.ArgumentParser) -> None:
+    # also accepted after the sub-command; SUPPRESS keeps the top-level value when absent here
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="tracebacks")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m rbfnet``.
 
@@ -180,12 +185,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: arguments (default: ``sys.argv[1:]``).
 
     Returns:
-        Exit status.
+        Exit status: 0, or 2 after a user error (missing file, bad argument, invalid checkpoint), which
+        prints one line to stderr (the traceback with ``--verbose``).
     """
     parser = argparse.ArgumentParser(prog="python -m rbfnet", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("train", help="train a model on a ModelNet copy")
+    _add_verbose(p)
     _add_data_args(p)
     p.add_argument("--model", default="rbfnet_single")
     p.add_argument("--epochs", type=int, default=100)
@@ -195,9 +202,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
     p = sub.add_parser("eval", help="evaluate a checkpoint")
+    _add_verbose(p)
     _add_data_args(p)
     p.add_argument("--weights", required=True)
     p = sub.add_parser("bench", help="parameters and throughput of every model on random clouds")
+    _add_verbose(p)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--num-points", type=int, default=1024)
@@ -208,4 +217,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     if int(os.environ.get("RANK", "0")) > 0:  # under torchrun, rank 0 alone logs progress
         level = logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    return {"train": _cmd_train, "eval": _cmd_eval, "bench": _cmd_bench}[args.cmd](args)
+    try:
+        return {"train": _cmd_train, "eval": _cmd_eval, "bench": _cmd_bench}[args.cmd](args)
+    except _USER_ERRORS as exc:
+        # a user error (missing file, bad argument, invalid checkpoint): one line, non-zero exit;
+        # the traceback only with --verbose
+        if args.verbose:
+            raise
+        sys.stderr.write(f"rbfnet {args.cmd}: error: {_one_line(exc)}\n")
+        return 2
+
+
+_USER_ERRORS = (
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+    ValueError,
+    TypeError,
+)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 400 else text[:397] + "..."

@@ -199,6 +199,11 @@ def rbf_activation(
     """
     fn = "rbf_activation"
     dims = check_points(points, "points", fn=fn, dim=None)
+    if isinstance(centers, torch.Tensor) and centers.dim() == 2 and centers.shape[1] != points.shape[-1]:
+        raise ValueError(
+            f"{fn}: 'points' must have last dimension D={centers.shape[1]} (that of the kernel centres, "
+            f"'centers' {tuple(centers.shape)}), i.e. shape (B, N, {centers.shape[1]}); got {tuple(points.shape)}"
+        )
     check_points(centers, "centers", fn=fn, dim=None, dims=dims, spec="M,D")
     check_floating(widths, "widths", fn=fn)
     check_shape(widths, "M", "widths", fn=fn, dims=dims)

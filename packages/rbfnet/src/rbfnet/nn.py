@@ -217,7 +217,12 @@ class RBFLayer(nn.Module):
 
         Returns:
             ``(B, N, M)``, or ``(B, M)`` when the layer aggregates over points.
+
+        Raises:
+            ValueError: ``points`` is not ``(B, N, in_dim)`` (the message names ``points``, with the
+                expected and received shapes), empty or non-finite.
         """
+        check_points(points, "points", fn=type(self).__name__, dim=self.in_dim)
         return rbf_activation(
             points,
             self.centers,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .._fileio import atomic_write
 from .transforms import normalize_unit_sphere
 
 __all__ = [
@@ -146,24 +146,33 @@ def read_point_file(path: str | os.PathLike[str]) -> np.ndarray:
         ``(N, C)`` float32 array with ``C >= 3`` (columns 3-5, when present, are normals).
 
     Raises:
-        ValueError: unsupported extension or fewer than 3 columns.
+        FileNotFoundError: no such file.
+        ValueError: unsupported extension, an unreadable (truncated, garbage) file, or fewer than 3 columns.
     """
     p = os.fspath(path)
     ext = os.path.splitext(p)[1].lower()
-    if ext == ".npy":
-        arr = np.load(p, allow_pickle=False)
-    elif ext == ".txt":
-        with open(p, encoding="utf-8") as fh:
-            text = fh.read().replace(",", " ")
-        rows = [ln.split() for ln in text.splitlines() if ln.strip()]
-        arr = np.asarray(rows, dtype=np.float64)
-    elif ext == ".ply":
-        import trimesh
-
-        geom = trimesh.load(p, process=False)
-        arr = np.asarray(geom.vertices)  # type: ignore[attr-defined]
-    else:
+    if ext not in _EXTS:
         raise ValueError(f"read_point_file: unsupported extension {ext!r} in {p!r}; expected one of {_EXTS}")
+    if not os.path.isfile(p):
+        raise FileNotFoundError(f"read_point_file: no file at {p!r}")
+    try:
+        if ext == ".npy":
+            arr = np.load(p, allow_pickle=False)
+        elif ext == ".txt":
+            with open(p, encoding="utf-8") as fh:
+                text = fh.read().replace(",", " ")
+            rows = [ln.split() for ln in text.splitlines() if ln.strip()]
+            arr = np.asarray(rows, dtype=np.float64)
+        else:
+            import trimesh
+
+            geom = trimesh.load(p, process=False)
+            arr = np.asarray(geom.vertices)  # type: ignore[attr-defined]
+    except (OSError, ValueError, EOFError, UnicodeDecodeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(
+            f"read_point_file: {p!r} is not a valid {ext} point file (truncated or not a point array): {reason}"
+        ) from exc
     arr = np.asarray(arr, dtype=np.float32)
     if arr.ndim != 2 or arr.shape[1] < 3 or arr.shape[0] == 0:
         raise ValueError(
@@ -520,19 +529,26 @@ class ModelNetMesh(_PointDataset):
     def _load(self, index: int) -> np.ndarray:
         cpath = self._cache_path(index)
         if cpath is not None and os.path.isfile(cpath):
-            return np.load(cpath, allow_pickle=False)
+            try:
+                cached = np.load(cpath, allow_pickle=False)
+                if cached.ndim == 2 and cached.shape == (self.samples_per_mesh, 6):
+                    return cached
+                reason = f"shape {cached.shape}"
+            except (OSError, ValueError, EOFError) as exc:
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            logger.warning(
+                "ModelNetMesh: cache file %r is not a valid rbfnet cache (truncated or not written by rbfnet: "
+                "%s); resampling the mesh and rewriting it",
+                cpath,
+                reason,
+            )
         verts, faces = read_off(self.items[index][0])
         rng = np.random.default_rng([self.seed, index, 12345])
         pts, nrm = sample_mesh_surface(verts, faces, self.samples_per_mesh, rng)
         arr = np.concatenate([normalize_unit_sphere(pts), nrm], axis=1).astype(np.float32)
         if cpath is not None:
             os.makedirs(os.path.dirname(cpath), exist_ok=True)
-            fd, tmp = tempfile.mkstemp(suffix=".npy", dir=os.path.dirname(cpath))
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, arr)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, cpath)
+            atomic_write(cpath, lambda fh: np.save(fh, arr), suffix=".npy")
         return arr
 
 

@@ -2,7 +2,9 @@
 
 Builders (registered names): ``rbfnet_single``, ``rbfnet_multiscale``, ``rbfnet_normals``,
 ``rbfnet_kernelwise``, ``pointnet`` (vanilla) and ``pointnet2_ssg``. Every builder takes
-``num_classes`` and architecture kwargs, plus ``weights``: a local checkpoint path.
+``num_classes`` and architecture kwargs, plus ``weights``: a local checkpoint path, or ``"modelnet10"``
+for the weights shipped inside the wheel (``rbfnet_single``, ``rbfnet_kernelwise``, ``pointnet``; see
+:func:`shipped_weights`). Nothing is ever downloaded.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from .pointnet_cls import PointNet
 from .rbfnet_cls import RBFNet
 
 __all__ = [
+    "PRETRAINED_TAGS",
     "PointNet",
     "PointNet2SSG",
     "RBFNet",
@@ -34,7 +37,50 @@ __all__ = [
     "rbfnet_normals",
     "rbfnet_single",
     "register_model",
+    "shipped_weights",
 ]
+
+
+#: Tags of the weights shipped inside the wheel: ``create_model(name, weights=tag)``.
+PRETRAINED_TAGS = ("modelnet10",)
+
+
+def shipped_weights() -> dict[str, str]:
+    """Weights shipped inside the wheel, by ``"<arch>-<tag>"``.
+
+    Returns:
+        ``{"rbfnet_single-modelnet10": path, ...}`` for every file present (local paths; nothing is
+        downloaded). Load one with ``create_model(arch, weights=tag)``; its model card is the checkpoint's
+        ``"card"`` entry (:func:`rbfnet.load_checkpoint`) and the README's "Trained weights" section.
+    """
+    folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")
+    if not os.path.isdir(folder):
+        return {}
+    return {
+        f[: -len(".pt")]: os.path.join(folder, f) for f in sorted(os.listdir(folder)) if f.endswith(".pt")
+    }
+
+
+def _resolve_weights(arch: str, weights: Any) -> str | os.PathLike[str]:
+    if not isinstance(weights, (str, os.PathLike)):
+        raise TypeError(
+            f"{arch}: 'weights' must be a checkpoint path or one of {PRETRAINED_TAGS}; got {type(weights).__name__}"
+        )
+    if isinstance(weights, str) and weights in PRETRAINED_TAGS:
+        shipped = shipped_weights()
+        key = f"{arch}-{weights}"
+        if key not in shipped:
+            have = sorted(k for k in shipped if k.endswith("-" + weights))
+            raise ValueError(
+                f"{arch}: no shipped {weights!r} weights for {arch!r}; shipped: {have or 'none'} "
+                "(or pass the path of a local checkpoint)"
+            )
+        return shipped[key]
+    return weights
+
+
+def _weights_name(weights: Any) -> str:
+    return repr(os.fspath(weights)) if isinstance(weights, (str, os.PathLike)) else repr(weights)
 
 
 def _build(
@@ -44,6 +90,7 @@ def _build(
 
     config = dict(defaults)
     if weights is not None:
+        weights = _resolve_weights(arch, weights)
         ckpt = load_checkpoint(weights)
         if ckpt.get("arch") != arch:
             raise ValueError(
@@ -63,7 +110,14 @@ def _build(
     model.arch = arch  # type: ignore[assignment]
     model.config = {k: _plain(v) for k, v in config.items() if k not in ("device", "dtype", "generator")}  # type: ignore[assignment]
     if weights is not None:
-        model.load_state_dict(ckpt["state_dict"])
+        try:
+            model.load_state_dict(ckpt["state_dict"])
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()
+            raise ValueError(
+                f"{arch}: {_weights_name(weights)} is not a valid rbfnet checkpoint for this model "
+                f"(truncated or not written by rbfnet): {' '.join(first[:2])[:300]}"
+            ) from exc
     return model
 
 

@@ -68,7 +68,8 @@ def create_model(name: str, *, weights: str | os.PathLike[str] | None = None, **
 
     Args:
         name: a name from :func:`list_models`.
-        weights: path of a local checkpoint written by :func:`rbfnet.save_checkpoint` (never downloaded).
+        weights: path of a local checkpoint written by :func:`rbfnet.save_checkpoint`, or ``"modelnet10"``
+            for the weights shipped in the wheel (:func:`rbfnet.models.shipped_weights`); never downloaded.
         **kwargs: builder arguments (``num_classes`` and architecture options).
 
     Returns:
