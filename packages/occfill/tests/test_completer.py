@@ -117,6 +117,61 @@ class TestComplete:
         assert c.generator.base_channels == 4 and c.device.type == device.type
 
 
+class TestResolution:
+    """Issue 19: the checkpoint records its training resolution; inputs are resized to it and back."""
+
+    def _ckpt(self, tmp_path, resolution):
+        from occfill import save_checkpoint
+
+        g = CompletionGenerator(base_channels=4, depth=2)
+        path = tmp_path / "g.pt"
+        save_checkpoint(
+            path, g, arch="occfill_generator", config={"base_channels": 4, "depth": 2}, resolution=resolution
+        )
+        return path
+
+    def test_checkpoint_resolution_drives_the_model_size(self, device, tmp_path):
+        c = Completer.from_checkpoint(self._ckpt(tmp_path, (32, 32)), device=device)
+        assert c.resolution == (32, 32)
+        seen = []
+        c.generator.register_forward_hook(lambda mod, inp, out: seen.append(tuple(inp[0].shape[-2:])))
+        x = torch.rand(1, 3, 56, 72, device=device)
+        m = torch.zeros(1, 1, 56, 72, device=device)
+        m[..., 12:30, 10:60] = 1
+        out = c.complete(
+            x, m, torch.rand(1, 3, 40, 40, device=device), angles=torch.zeros(1, 3, device=device)
+        )
+        assert seen == [(32, 32)]  # the generator ran at its training resolution ...
+        assert out.shape == x.shape  # ... and the completion came back at the photo's size
+        keep = m.expand_as(x) == 0
+        assert torch.equal(out[keep], x[keep])
+        assert bool(torch.isfinite(out).all()) and 0.0 <= float(out.min()) and float(out.max()) <= 1.0
+        # a completion at the training size is not resized at all
+        seen.clear()
+        c.complete(
+            x[..., :32, :32], m[..., :32, :32], x[..., :32, :32], angles=torch.zeros(1, 3, device=device)
+        )
+        assert seen == [(32, 32)]
+
+    def test_mask_is_shrunk_conservatively(self, device, tmp_path):
+        """A one-pixel hole at 64 px still becomes a hole at 32 px (area > 0), so nothing occluded leaks."""
+        c = Completer.from_checkpoint(self._ckpt(tmp_path, (32, 32)), device=device)
+        masks = []
+        c.generator.register_forward_hook(lambda mod, inp, out: masks.append(inp[0]))
+        x = torch.full((1, 3, 64, 64), 0.5, device=device)
+        m = torch.zeros(1, 1, 64, 64, device=device)
+        m[..., 21, 41] = 1
+        c.complete(x, m, x, angles=torch.zeros(1, 3, device=device))
+        occluded_input = masks[0]  # occlude() zeroes the hole: pixel (10, 20) at 32 px
+        assert float(occluded_input[0, :, 10, 20].abs().sum()) == 0.0
+
+    def test_no_resolution_runs_at_input_size_and_bad_values(self, device, tmp_path):
+        c = Completer.from_checkpoint(self._ckpt(tmp_path, None), device=device)
+        assert c.resolution is None
+        with pytest.raises(ValueError, match=r"Completer: 'resolution' must be a positive int"):
+            Completer(CompletionGenerator(base_channels=4, depth=2), resolution=(0, 32))
+
+
 class TestVideo:
     def test_shared_noise_makes_frames_coherent(self, device):
         c = _completer(device)

@@ -8,6 +8,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -52,6 +53,7 @@ def _worker(rank: int, world: int, root: str, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_recipes_one_step_under_ddp(tmp_path):
     rng = np.random.default_rng(0)
     root = tmp_path / "faces"

@@ -65,6 +65,7 @@ def _small_config(**kw):
     return CompletionConfig(base_channels=8, depth=3, d_base_channels=8, d_layers=2, use_pose=False, **kw)
 
 
+@pytest.mark.slow
 def test_identity_encoder_separates_identities(encoder, faces, device):
     enc, losses = encoder
     assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
@@ -81,6 +82,7 @@ def test_identity_encoder_separates_identities(encoder, faces, device):
     assert float(sim[same].mean()) > float(sim[diff].mean()) + 0.15
 
 
+@pytest.mark.slow
 def test_completion_loss_falls_and_beats_inpainting_baseline(encoder, faces, device):
     train, test = faces
     enc = encoder[0]
@@ -123,6 +125,7 @@ def test_completion_loss_falls_and_beats_inpainting_baseline(encoder, faces, dev
     assert sims[0] > sims[1]
 
 
+@pytest.mark.slow
 def test_pose_discriminator_learns_pose_consistency(shared_data, device):
     """D_p sees (image, L) vs (image, L') with L' the pose of another render: after a short training it
     scores the true pose map higher on held-out identities (untrained: about half the time)."""

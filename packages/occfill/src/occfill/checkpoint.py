@@ -3,7 +3,7 @@
 A checkpoint is a ``.pt`` dict: ``format_version``, ``package``, ``package_version``, ``arch``, ``config``
 (JSON-able builder kwargs), ``state_dict`` (unwrapped: ``module.``/``_orig_mod.`` stripped), and optional
 ``modules`` (further named state dicts, e.g. discriminators), ``optimizer``, ``epoch``, ``step``,
-``metrics`` and ``rng``. Only tensors and plain Python types are stored, so it loads with
+``metrics``, ``rng`` and ``resolution`` (``[H, W]`` of the training images). Only tensors and plain Python types are stored, so it loads with
 ``torch.load(..., weights_only=True)``.
 """
 
@@ -66,6 +66,7 @@ def save_checkpoint(
     step: int | None = None,
     metrics: Mapping[str, float] | None = None,
     rng: Mapping[str, Any] | None = None,
+    resolution: tuple[int, int] | None = None,
 ) -> None:
     """Write a checkpoint atomically (temp file beside ``path``, fsync, ``os.replace``).
 
@@ -82,6 +83,8 @@ def save_checkpoint(
         step: step counter.
         metrics: scalar metrics.
         rng: RNG states (tensors).
+        resolution: ``(H, W)`` the model was trained at (stored as ``"resolution"``; :class:`occfill.Completer`
+            resizes inputs to it and the result back).
 
     Raises:
         TypeError: ``model`` is not an ``nn.Module``.
@@ -110,6 +113,7 @@ def save_checkpoint(
         ("step", step),
         ("metrics", metrics),
         ("rng", rng),
+        ("resolution", [int(v) for v in resolution] if resolution is not None else None),
     ):
         if value is not None:
             payload[key] = dict(value) if isinstance(value, Mapping) else value

@@ -40,6 +40,12 @@ def _to_batch(x: ImageLike, name: str, fn: str, channels: int) -> tuple[torch.Te
     return x, False
 
 
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bicubic resize with antialiasing when shrinking, clamped to [0, 1]."""
+    shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
+    return F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=shrink).clamp(0.0, 1.0)
+
+
 class Completer:
     """Fill the ocular region of faces with a trained generator, keeping every visible pixel exactly.
 
@@ -51,6 +57,10 @@ class Completer:
         pose_map: the pose encoder matching the generator's ``pose_channels`` (default: the paper's 3-plane
             angle map).
         focal: focal length in pixels for pose estimation (default ``2 * max(H, W)``).
+        resolution: ``(H, W)`` (or one int) the generator was trained at; inputs of another size are resized
+            to it, completed there and the completion resized back (visible pixels are kept exactly, the mask
+            is shrunk conservatively: a low-resolution pixel is a hole if any pixel under it is).
+            :meth:`from_checkpoint` reads it from the checkpoint. ``None``: run at the input's size.
 
     Raises:
         TypeError: ``generator`` is not a :class:`~occfill.models.CompletionGenerator` or ``pose_map`` not a
@@ -67,7 +77,12 @@ class Completer:
     """
 
     def __init__(
-        self, generator: CompletionGenerator, *, pose_map: PoseMap | None = None, focal: float | None = None
+        self,
+        generator: CompletionGenerator,
+        *,
+        pose_map: PoseMap | None = None,
+        focal: float | None = None,
+        resolution: Sequence[int] | int | None = None,
     ) -> None:
         if not isinstance(generator, CompletionGenerator):
             raise TypeError(
@@ -85,6 +100,17 @@ class Completer:
                 f"{self.pose_map.out_channels}"
             )
         self.focal = focal
+        if resolution is not None:
+            res = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
+            if len(res) != 2 or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in res
+            ):
+                raise ValueError(
+                    f"Completer: 'resolution' must be a positive int or an (H, W) pair of them; got {resolution!r}"
+                )
+            self.resolution: tuple[int, int] | None = (int(res[0]), int(res[1]))
+        else:
+            self.resolution = None
         self._warned = False
 
     @classmethod
@@ -108,13 +134,16 @@ class Completer:
         """
         from .checkpoint import load_checkpoint
 
-        arch = load_checkpoint(path).get("arch", "occfill_generator")
+        ckpt = load_checkpoint(path)
+        arch = ckpt.get("arch", "occfill_generator")
         if arch not in _GENERATOR_ARCHS:
             raise ValueError(
                 f"Completer.from_checkpoint: {os.fspath(path)!r} holds arch {arch!r}; expected one of "
                 f"{_GENERATOR_ARCHS}"
             )
         gen = create_model(arch, weights=path).to(device)
+        if "resolution" in ckpt and "resolution" not in kwargs:
+            kwargs["resolution"] = tuple(int(v) for v in ckpt["resolution"])
         return cls(gen, **kwargs)  # type: ignore[arg-type]
 
     @property
@@ -216,7 +245,12 @@ class Completer:
         check_shape(m, "B,1,H,W", "mask", fn=fn, dims=dims)
         if s.shape[0] == 1 and x.shape[0] > 1:
             s = s.expand(x.shape[0], -1, -1, -1)
-        check_shape(s, "B,3,H,W", "reference", fn=fn, dims=dims)
+        if self.resolution is not None and s.dim() == 4 and tuple(s.shape[-2:]) != tuple(x.shape[-2:]):
+            check_shape(s, "B,3,h,w", "reference", fn=fn, dims={"B": dims["B"]})
+            s = _resize(s.float(), self.resolution)  # any size is fine: it goes to the model's resolution
+            check_shape(x, "B,3,H,W", "image", fn=fn)
+        else:
+            check_shape(s, "B,3,H,W", "reference", fn=fn, dims=dims)
         check_finite(x, "image", fn=fn)
         check_finite(m, "mask", fn=fn)
         check_finite(s, "reference", fn=fn)
@@ -234,7 +268,17 @@ class Completer:
         dev = self.device
         dtype = next(self.generator.parameters()).dtype
         x, m, s = x.to(dev, dtype), (m != 0).to(dev, dtype), s.to(dev, dtype)
-        b, _, h, w = x.shape
+        x_full, m_full = x, m
+        b, _, h0, w0 = x.shape
+        if self.resolution is not None and (h0, w0) != self.resolution:
+            rh, rw = self.resolution
+            x = _resize(x, self.resolution)
+            m = (F.interpolate(m, size=self.resolution, mode="area") > 0).to(dtype)
+            if tuple(s.shape[-2:]) != self.resolution:
+                s = _resize(s, self.resolution)
+            if landmarks is not None:
+                landmarks = landmarks * landmarks.new_tensor([rw / w0, rh / h0])
+        h, w = x.shape[-2:]
         step = 2**self.generator.depth
         ph, pw = (-h) % step, (-w) % step
         pose = self._pose(b, (h + ph, w + pw), x, landmarks, angles)
@@ -249,7 +293,9 @@ class Completer:
         else:
             occ_p, s_p, m_p = occ, s, m
         raw = self.generator(occ_p, s_p, pose, mask=m_p, noise=noise, generator=generator)[..., :h, :w]
-        out = composite(raw, x, m)
+        if (h, w) != (h0, w0):
+            raw = _resize(raw, (h0, w0))
+        out = composite(raw, x_full, m_full)
         if was_pil:
             return tensor_to_pil(out[0])
         return out[0] if single else out
@@ -316,7 +362,8 @@ class Completer:
         if angles is not None:
             check_shape(angles, f"{n},3", "angles", fn=fn)
         first, _ = _to_batch(frames[0], "frames", fn, 3)
-        h, w = first.shape[-2:]
+        hf, wf = first.shape[-2:]
+        h, w = self.resolution if self.resolution is not None else (hf, wf)
         step = 2**self.generator.depth
         hp, wp = h + (-h) % step, w + (-w) % step
         g = torch.Generator().manual_seed(int(seed))
@@ -329,7 +376,7 @@ class Completer:
             and self.generator.pose_channels
             and self.pose_map.encoding == "angles"
         ):
-            angles = estimate_pose(landmarks, (h, w), focal=self.focal)
+            angles = estimate_pose(landmarks, (hf, wf), focal=self.focal)
         if angles is not None and pose_smoothing > 0:
             angles = smooth_angles(angles, pose_smoothing, causal=causal)
         out: list[ImageLike] = []

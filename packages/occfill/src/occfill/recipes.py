@@ -594,6 +594,7 @@ def train_completion(
                 step=step,
                 metrics=metrics,
                 rng=_rng_state(),
+                resolution=(h, w),
             )
     if bar is not None:
         bar.close()
