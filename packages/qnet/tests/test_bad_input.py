@@ -50,13 +50,17 @@ class TestCheckpointFiles:
         p = tmp_path / "m.pt"
         save_checkpoint(p, _net())
         _truncate(p, keep if keep >= 0 else os.path.getsize(p) + keep)
-        with pytest.raises(ValueError, match=r"load_checkpoint: '.*m\.pt' is not a valid qnet checkpoint \(truncated"):
+        with pytest.raises(
+            ValueError, match=r"load_checkpoint: '.*m\.pt' is not a valid qnet checkpoint \(truncated"
+        ):
             load_checkpoint(p)
 
     def test_garbage_checkpoint(self, tmp_path):
         p = tmp_path / "g.pt"
         p.write_bytes(os.urandom(1000))
-        with pytest.raises(ValueError, match=r"'.*g\.pt' is not a valid qnet checkpoint \(truncated or not written"):
+        with pytest.raises(
+            ValueError, match=r"'.*g\.pt' is not a valid qnet checkpoint \(truncated or not written"
+        ):
             load_checkpoint(p)
 
     def test_foreign_torch_file(self, tmp_path):
@@ -80,7 +84,9 @@ class TestCheckpointFiles:
         p = tmp_path / "m.safetensors"
         qnet.export(qnet.quantize(_net(), weight_levels="ternary", keep_first_last=False), p)
         _truncate(p, keep if keep >= 0 else os.path.getsize(p) + keep)
-        with pytest.raises(ValueError, match=r"load: '.*m\.safetensors' is not a valid qnet checkpoint \(truncated"):
+        with pytest.raises(
+            ValueError, match=r"load: '.*m\.safetensors' is not a valid qnet checkpoint \(truncated"
+        ):
             qnet.load(p, _net())
 
 
@@ -90,7 +96,9 @@ class TestFiniteChecks:
         thr, sc = torch.tensor([0.0]), torch.tensor([2.0])
         # default: no check (hot path), NaN propagates
         assert torch.isnan(soft_quantize(x, thr, sc, 10.0)).any()
-        with pytest.raises(ValueError, match=r"soft_quantize: 'x' must be finite; got 1 NaN/inf value\(s\) of 3"):
+        with pytest.raises(
+            ValueError, match=r"soft_quantize: 'x' must be finite; got 1 NaN/inf value\(s\) of 3"
+        ):
             soft_quantize(x, thr, sc, 10.0, check_finite=True)
 
     def test_hard_and_ste_opt_in(self):
@@ -111,12 +119,17 @@ class TestFiniteChecks:
 class TestCalibrationData:
     def test_wrong_channels(self):
         calib = [(torch.randn(4, 1, 8, 8), torch.zeros(4))]
-        with pytest.raises(ValueError, match=r"quantize: 'calibration' batches must have shape \(B, 3, \.\.\.\).*got \(4, 1, 8, 8\)"):
+        with pytest.raises(
+            ValueError,
+            match=r"quantize: 'calibration' batches must have shape \(B, 3, \.\.\.\).*got \(4, 1, 8, 8\)",
+        ):
             qnet.quantize(_net(), act_levels="uint2", calibration=calib)
 
     def test_uint8(self):
         calib = [torch.randint(0, 255, (4, 3, 8, 8), dtype=torch.uint8)]
-        with pytest.raises(TypeError, match=r"quantize: 'calibration' batches must be floating point.*torch\.uint8"):
+        with pytest.raises(
+            TypeError, match=r"quantize: 'calibration' batches must be floating point.*torch\.uint8"
+        ):
             qnet.quantize(_net(), act_levels="uint2", calibration=calib)
 
     def test_generator_checked_before_running(self):

@@ -17,12 +17,13 @@ from .convert import (
 )
 from .export import export, load, pack_codes, unpack_codes
 from .levels import Levels
-from .nn import QConv2d, QLinear, Quantizer, STEQuantizer, make_quantizer
+from .nn import LSQQuantizer, QConv2d, QLinear, Quantizer, STEQuantizer, make_quantizer
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "DEFAULT_LAYER_MAP",
+    "LSQQuantizer",
     "Levels",
     "QConv2d",
     "QLinear",

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from ._checks import check_iterable, check_module
 from ._dist import average_bn_stats, broadcast_state, world_size
 from .levels import Levels, LevelsLike
-from .nn import QConv2d, QLinear, Quantizer, STEQuantizer, _QuantizerBase, _QuantLayer
+from .nn import LSQQuantizer, QConv2d, QLinear, Quantizer, STEQuantizer, _QuantizerBase, _QuantLayer
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def quantized_layers(model: nn.Module) -> Iterator[tuple[str, QConv2d | QLinear]
     return ((n, m) for n, m in _unwrap(model).named_modules() if isinstance(m, (QConv2d, QLinear)))
 
 
-def quantizers(model: nn.Module, kind: str = "all") -> list[Quantizer | STEQuantizer]:
+def quantizers(model: nn.Module, kind: str = "all") -> list[Quantizer | STEQuantizer | LSQQuantizer]:
     """The quantizers of ``model``: ``kind="weight"``, ``"input"`` or ``"all"``.
 
     Args:
@@ -85,7 +85,7 @@ def quantizers(model: nn.Module, kind: str = "all") -> list[Quantizer | STEQuant
     check_module(model, "model", fn="quantizers")
     if kind not in ("weight", "input", "all"):
         raise ValueError(f"quantizers: 'kind' must be 'weight', 'input' or 'all'; got {kind!r}")
-    out: list[Quantizer | STEQuantizer] = []
+    out: list[Quantizer | STEQuantizer | LSQQuantizer] = []
     for _, layer in quantized_layers(model):
         if kind in ("weight", "all") and layer.weight_quantizer is not None:
             out.append(layer.weight_quantizer)
@@ -282,7 +282,8 @@ def quantize(
         calibration: batches used by :func:`calibrate` (needed for correct, DDP-safe activation init;
             without it input quantizers initialise lazily on the first batch they see).
         calibration_samples: number of calibration samples (paper: 1000).
-        method: ``"qn"`` (this paper) or ``"ste"`` (DoReFa-style STE baseline with the same levels).
+        method: ``"qn"`` (this paper), ``"ste"`` (DoReFa-style STE baseline with the same levels) or
+            ``"lsq"`` (:class:`~qnet.LSQQuantizer`, learned step size, Esser et al. 2020).
         weight_init: threshold initialisation of weight quantizers (``"paper"``, ``"kmeans"``, ``"midpoint"``).
         act_init: threshold initialisation of input quantizers.
         learn_thresholds: also train the thresholds (paper's Eq. 11; its experiments freeze them).
@@ -310,8 +311,8 @@ def quantize(
     fn = "quantize"
     if not isinstance(model, nn.Module):
         raise TypeError(f"{fn}: 'model' must be an nn.Module; got {type(model).__name__}")
-    if method not in ("qn", "ste"):
-        raise ValueError(f"{fn}: 'method' must be 'qn' or 'ste'; got {method!r}")
+    if method not in ("qn", "ste", "lsq"):
+        raise ValueError(f"{fn}: 'method' must be 'qn', 'ste' or 'lsq'; got {method!r}")
     if weight_levels is None and act_levels is None:
         raise ValueError(f"{fn}: 'weight_levels' and 'act_levels' are both None; nothing to quantize")
     wl = Levels.parse(weight_levels) if weight_levels is not None else None

@@ -15,7 +15,14 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-__all__ = ["CIFARBatches", "ImageFolderDataset", "TensorImageDataset", "stratified_split"]
+__all__ = [
+    "CIFARBatches",
+    "ImageArchiveDataset",
+    "ImageFolderDataset",
+    "TensorImageDataset",
+    "read_image_archive",
+    "stratified_split",
+]
 
 _IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
 
@@ -86,6 +93,96 @@ class TensorImageDataset(Dataset[tuple[Tensor, int]]):
             flip=self.flip if flip is None else flip,
             classes=self.classes,
         )
+
+
+def read_image_archive(
+    path: str | os.PathLike[str], *, classes: Sequence[str] | None = None
+) -> tuple[Tensor, Tensor, list[str]]:
+    """Decode a ``.tar``/``.tar.gz`` archive of ``<class>/<image>`` members into memory, once.
+
+    The archive is read sequentially (tar.gz has no random access); every image is decoded with PIL as RGB.
+    All images must have one size.
+
+    Args:
+        path: the archive (e.g. ``cifar10-jpeg/test.tar.gz``).
+        classes: class names in label order; default: ``classes.txt`` beside the archive if present, else
+            the sorted folder names found in the archive.
+
+    Returns:
+        ``(images, labels, classes)``: ``uint8`` ``(N, 3, H, W)``, ``int64`` ``(N,)`` and the class names.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: not a readable tar archive, no image member, a member of an unknown class, or images
+            of different sizes.
+    """
+    import tarfile
+
+    from PIL import Image
+
+    p = os.fspath(path)
+    if not os.path.isfile(p):
+        raise FileNotFoundError(f"read_image_archive: 'path' {p!r} does not exist or is not a file")
+    if classes is None:
+        ctxt = os.path.join(os.path.dirname(p), "classes.txt")
+        if os.path.isfile(ctxt):
+            with open(ctxt, encoding="utf-8") as f:
+                classes = f.read().split()
+    imgs: list[np.ndarray] = []
+    names: list[str] = []
+    try:
+        with tarfile.open(p) as t:
+            for m in t:
+                if not m.isfile() or not m.name.lower().endswith(_IMG_EXT) or "/" not in m.name:
+                    continue
+                fobj = t.extractfile(m)
+                if fobj is None:
+                    continue
+                with Image.open(fobj) as im:
+                    imgs.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
+                names.append(m.name.split("/")[-2])
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise ValueError(f"read_image_archive: {p!r} is not a readable tar archive of images ({e})") from e
+    if not imgs:
+        raise ValueError(f"read_image_archive: {p!r} holds no image member '<class>/<image>'")
+    cls = sorted(set(names)) if classes is None else list(classes)
+    index = {c: i for i, c in enumerate(cls)}
+    unknown = sorted(set(names) - set(index))
+    if unknown:
+        raise ValueError(f"read_image_archive: {p!r} has members of classes {unknown[:5]} not in 'classes'")
+    if len({a.shape for a in imgs}) != 1:
+        raise ValueError(f"read_image_archive: images of {p!r} have different sizes; resize them first")
+    images = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()
+    labels = torch.tensor([index[n] for n in names], dtype=torch.long)
+    return images, labels, cls
+
+
+class ImageArchiveDataset(TensorImageDataset):
+    """A ``<class>/<image>`` tar(.gz) archive decoded into memory once (see :func:`read_image_archive`).
+
+    Args:
+        path: the archive.
+        classes: class names in label order (default: ``classes.txt`` beside it, else sorted folders).
+        mean: normalisation mean (``[0, 1]`` scale).
+        std: normalisation std.
+        flip: random horizontal flip.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: see :func:`read_image_archive`.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        classes: Sequence[str] | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        flip: bool = False,
+    ) -> None:
+        images, labels, cls = read_image_archive(path, classes=classes)
+        super().__init__(images, labels, mean=mean, std=std, flip=flip, classes=cls)
 
 
 class ImageFolderDataset(TensorImageDataset):

@@ -15,8 +15,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from .__about__ import __version__
-from .checkpoint import NOT_VALID, default_file_mode
 from ._checks import check_module, check_path, check_tensor
+from .checkpoint import NOT_VALID, default_file_mode
 from .convert import _freeze_layer, _set_frozen, _unwrap, quantized_layers
 from .levels import Levels
 from .nn import QConv2d, QLinear

@@ -26,6 +26,7 @@ __all__ = [
     "init_parameters",
     "kmeans_1d",
     "level_codes",
+    "lsq_quantize",
     "soft_quantize",
     "ste_quantize",
 ]
@@ -385,9 +386,7 @@ def level_codes(x: Tensor, thresholds: Tensor, beta: ScalarLike = 1.0) -> Tensor
     return z.sum(-1)
 
 
-def ste_quantize(
-    x: Tensor, values: Tensor, scale: ScalarLike = 1.0, *, check_finite: bool = False
-) -> Tensor:
+def ste_quantize(x: Tensor, values: Tensor, scale: ScalarLike = 1.0, *, check_finite: bool = False) -> Tensor:
     """Nearest-level quantization with a clipped straight-through gradient (the STE/DoReFa baseline).
 
     ``y = scale * Y[argmin_k |x / scale - Y_k|]``; the backward pass is the identity inside
@@ -426,6 +425,64 @@ def ste_quantize(
     mids = (v[1:] + v[:-1]) / 2
     q = v[torch.bucketize(xc.detach(), mids)]
     return (xc + (q - xc).detach()) * scale
+
+
+def lsq_quantize(
+    x: Tensor, step: Tensor, values: Tensor, grad_scale: float = 1.0, *, check_finite: bool = False
+) -> Tensor:
+    """Learned step size quantization (LSQ, Esser et al., ICLR 2020, Eqs. 1-3 and Sec. 2.2).
+
+    ``y = s * q(clip(x / s, Y_0, Y_K))`` where ``q`` rounds to the nearest level of ``values`` (for the
+    integer grid ``{-Q_N, ..., Q_P}`` this is the paper's ``round``). Gradients (straight-through for the
+    rounding):
+
+    - ``dy/dx = 1`` if ``Y_0 <= x / s <= Y_K``, else ``0``;
+    - ``dy/ds = g * (q(x / s) - x / s)`` inside, ``g * Y_0`` below (``-Q_N``), ``g * Y_K`` above (``Q_P``),
+      with the gradient scale ``g = grad_scale`` (the paper: ``1 / sqrt(N * Q_P)``).
+
+    Convention:
+        ``values`` holds the integer levels (``-Q_N ... Q_P``); for a non-uniform set (e.g. ``pm4``) ``q`` is
+        the nearest level, a generalisation of the paper's uniform grid (documented deviation).
+
+    Args:
+        x: tensor to quantize, shape ``(*)``, floating point.
+        step: the learned step size ``s > 0``, a one-element tensor (may require grad).
+        values: sorted integer levels, shape ``(L,)``, ``L >= 2``.
+        grad_scale: ``g``, multiplies the gradient of ``step`` only (the forward value is unchanged).
+        check_finite: opt-in NaN/inf check of ``x`` (skipped under ``torch.compile``).
+
+    Returns:
+        The quantized tensor, shape ``(*)``, dtype of ``x``: ``step`` times a level.
+
+    Raises:
+        TypeError: a non-floating tensor.
+        ValueError: ``step`` is not a single element, ``values`` is not ``(L,)`` with ``L >= 2``,
+            ``grad_scale`` is not > 0, or (``check_finite=True``) ``x`` holds NaN/inf.
+
+    Examples:
+        >>> lsq_quantize(torch.tensor([-0.8, 0.2, 0.26, 3.0]), torch.tensor(0.5), torch.tensor([-1.0, 0.0, 1.0]))
+        tensor([-0.5000,  0.0000,  0.5000,  0.5000])
+    """
+    fn = "lsq_quantize"
+    check_floating(x, "x", fn=fn)
+    check_floating(step, "step", fn=fn)
+    check_floating(values, "values", fn=fn)
+    if step.numel() != 1:
+        raise ValueError(f"{fn}: 'step' must be a one-element tensor; got shape {tuple(step.shape)}")
+    check_shape(values, "L", "values", fn=fn)
+    if values.shape[0] < 2:
+        raise ValueError(f"{fn}: 'values' needs at least 2 levels; got {values.shape[0]}")
+    if not (isinstance(grad_scale, (int, float)) and not isinstance(grad_scale, bool) and grad_scale > 0):
+        raise ValueError(f"{fn}: 'grad_scale' must be a float > 0; got {grad_scale!r}")
+    if check_finite:
+        _check_finite(x, "x", fn=fn)
+    s = step.reshape(()).to(x.dtype)
+    sg = (s - s * grad_scale).detach() + s * grad_scale  # value s, gradient scaled by g
+    v = values.to(x.dtype)
+    xs = x / sg
+    xc = torch.maximum(torch.minimum(xs, v[-1]), v[0])
+    q = v[torch.bucketize(xc.detach(), (v[1:] + v[:-1]) / 2)]
+    return (xc + (q - xc).detach()) * sg
 
 
 def kmeans_1d(x: Tensor, k: int, *, iters: int = 50, max_samples: int = 200_000) -> Tensor:

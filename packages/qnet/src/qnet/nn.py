@@ -17,7 +17,7 @@ from .levels import Levels, LevelsLike
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["QConv2d", "QLinear", "Quantizer", "STEQuantizer", "make_quantizer"]
+__all__ = ["LSQQuantizer", "QConv2d", "QLinear", "Quantizer", "STEQuantizer", "make_quantizer"]
 
 _MODES = ("auto", "soft", "hard", "off")
 
@@ -217,7 +217,13 @@ class Quantizer(_QuantizerBase):
         self._maybe_init(x)
         if self._use_hard():
             return QF.hard_quantize(
-                x, self.thresholds, self.scales, self.alpha, self.beta, self.offset, check_finite=self.check_finite
+                x,
+                self.thresholds,
+                self.scales,
+                self.alpha,
+                self.beta,
+                self.offset,
+                check_finite=self.check_finite,
             )
         return QF.soft_quantize(
             x,
@@ -366,6 +372,116 @@ class STEQuantizer(_QuantizerBase):
         return f"levels={self.levels}, mode={self.mode!r}"
 
 
+class LSQQuantizer(_QuantizerBase):
+    """Learned step size quantization (LSQ; Esser et al., "Learned Step Size Quantization", ICLR 2020).
+
+    ``y = s * round(clip(x / s, -Q_N, Q_P))`` with a learned step ``s`` (one per tensor), the
+    straight-through estimator for ``round`` and the step gradient scaled by ``g = 1 / sqrt(N * Q_P)``
+    (Sec. 2.2); see :func:`~qnet.functional.lsq_quantize` for the gradients. ``Q_N = -Y_0``, ``Q_P = Y_K`` of
+    the level set, so ``"ternary"`` is ``{-1, 0, 1}`` (``Q_N = Q_P = 1``) and ``"uint2"`` is ``{0, .., 3}``.
+
+    Convention:
+        ``N`` is the number of elements for signed sets (weights: ``N_W``, the layer's weight count) and
+        the number of elements per sample ``x[0].numel()`` for unsigned sets (activations: ``N_F``, the
+        layer's feature count), as in the paper. The step is initialised from the first tensor seen (or
+        :meth:`init_from`) as ``2 mean|x| / sqrt(Q_P)`` (paper). Non-uniform sets (``pm4``) round to the
+        nearest level (a generalisation; binary ``{-1, 1}`` rounds to the sign).
+
+    Args:
+        levels: the integer level set.
+        mode: ``"auto"`` (same forward in train and eval) or ``"off"`` (identity).
+        device: device of the parameters.
+        dtype: dtype of the parameters.
+
+    Shape:
+        - Input: ``(*)``.
+        - Output: ``(*)``.
+
+    Examples:
+        >>> q = LSQQuantizer("ternary")
+        >>> q.init_from(torch.tensor([-1.0, 0.0, 1.0]))  # s = 2 * (2/3) / sqrt(1)
+        >>> q(torch.tensor([-2.0, 0.5, 0.9])).detach()
+        tensor([-1.3333,  0.0000,  1.3333])
+    """
+
+    def __init__(
+        self,
+        levels: LevelsLike,
+        *,
+        mode: str = "auto",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(levels, mode=mode, device=device, dtype=dtype)
+        fk: dict[str, Any] = {"device": device, "dtype": dtype or torch.get_default_dtype()}
+        self.q_p = float(max(self.levels.values[-1], 1))
+        self.step = nn.Parameter(torch.ones((), **fk))
+
+    @torch.no_grad()
+    def init_from(self, x: Tensor) -> None:
+        """Set ``s = 2 mean|x| / sqrt(Q_P)`` (Sec. 2.1 of the paper).
+
+        Args:
+            x: pretrained weights or calibration activations.
+
+        Raises:
+            TypeError: ``x`` is not floating point.
+            ValueError: ``x`` is empty, not finite or all zero.
+        """
+        fn = "LSQQuantizer.init_from"
+        check_floating(x, "x", fn=fn)
+        if x.numel() == 0:
+            raise ValueError(f"{fn}: 'x' is empty")
+        check_finite(x, "x", fn=fn)
+        m = float(x.detach().abs().mean())
+        if not m > 0:
+            raise ValueError(f"{fn}: 'x' is all zero; the step size would be 0")
+        self.step.fill_(2.0 * m / math.sqrt(self.q_p))
+        self.initialized.fill_(True)
+
+    def grad_scale(self, x: Tensor) -> float:
+        """``g = 1 / sqrt(N * Q_P)`` for input ``x`` (``N`` per the Convention).
+
+        Args:
+            x: the tensor being quantized.
+        """
+        n = x.numel() if self.levels.signed or x.dim() < 2 else x[0].numel()
+        return 1.0 / math.sqrt(max(n, 1) * self.q_p)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Quantize ``x`` (identity when ``mode == "off"``).
+
+        Args:
+            x: tensor of any shape.
+
+        Returns:
+            ``step`` times a level, same shape and dtype.
+        """
+        if self.mode == "off":
+            return x
+        self._maybe_init(x)
+        return QF.lsq_quantize(x, self.step, self.values, self.grad_scale(x), check_finite=self.check_finite)
+
+    @torch.no_grad()
+    def export_codes(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Level codes and scale with ``forward(x) == scale * values[codes]``.
+
+        Args:
+            x: the tensor to quantize.
+
+        Returns:
+            ``(codes, scale)``: int64 codes shaped like ``x`` and the 0-dim step.
+        """
+        self._maybe_init(x)
+        s = self.step.detach().abs().clamp_min(1e-12)
+        xc = (x / s).clamp(self.values[0], self.values[-1])
+        codes = torch.bucketize(xc, (self.values[1:] + self.values[:-1]) / 2)
+        return codes, s.clone()
+
+    def extra_repr(self) -> str:
+        return f"levels={self.levels}, mode={self.mode!r}"
+
+
 def make_quantizer(
     levels: LevelsLike,
     *,
@@ -373,12 +489,12 @@ def make_quantizer(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     **kwargs: Any,
-) -> Quantizer | STEQuantizer:
-    """Build a :class:`Quantizer` (``method="qn"``) or the :class:`STEQuantizer` baseline (``"ste"``).
+) -> Quantizer | STEQuantizer | LSQQuantizer:
+    """Build a :class:`Quantizer` (``"qn"``), the :class:`STEQuantizer` (``"ste"``) or :class:`LSQQuantizer` (``"lsq"``).
 
     Args:
         levels: the level set.
-        method: ``"qn"`` or ``"ste"``.
+        method: ``"qn"``, ``"ste"`` or ``"lsq"``.
         device: device of the parameters.
         dtype: dtype of the parameters.
         **kwargs: extra keyword arguments of :class:`Quantizer` (ignored keys raise ``TypeError``).
@@ -391,19 +507,20 @@ def make_quantizer(
     """
     if method == "qn":
         return Quantizer(levels, device=device, dtype=dtype, **kwargs)
-    if method == "ste":
+    if method in ("ste", "lsq"):
         if kwargs:
-            raise TypeError(f"make_quantizer: method 'ste' takes no options; got {sorted(kwargs)}")
-        return STEQuantizer(levels, device=device, dtype=dtype)
-    raise ValueError(f"make_quantizer: 'method' must be 'qn' or 'ste'; got {method!r}")
+            raise TypeError(f"make_quantizer: method {method!r} takes no options; got {sorted(kwargs)}")
+        cls = STEQuantizer if method == "ste" else LSQQuantizer
+        return cls(levels, device=device, dtype=dtype)
+    raise ValueError(f"make_quantizer: 'method' must be 'qn', 'ste' or 'lsq'; got {method!r}")
 
 
 class _QuantLayer:
     """Mixin: the quantize-inputs, quantize-weights, run sequence written once."""
 
     weight: Tensor
-    weight_quantizer: Quantizer | STEQuantizer | None
-    input_quantizer: Quantizer | STEQuantizer | None
+    weight_quantizer: Quantizer | STEQuantizer | LSQQuantizer | None
+    input_quantizer: Quantizer | STEQuantizer | LSQQuantizer | None
     method: str
 
     def _setup_quant(
@@ -417,8 +534,8 @@ class _QuantLayer:
         dtype: Any,
     ) -> None:
         name = type(self).__name__
-        if method not in ("qn", "ste"):
-            raise ValueError(f"{name}: 'method' must be 'qn' or 'ste'; got {method!r}")
+        if method not in ("qn", "ste", "lsq"):
+            raise ValueError(f"{name}: 'method' must be 'qn', 'ste' or 'lsq'; got {method!r}")
         self.method = method
         wq = None
         if weight_levels is not None:
