@@ -133,8 +133,17 @@ def main() -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (the committed numbers use 1)")
     args = p.parse_args()
+    # pin what the numbers depend on; recorded in the report
+    torch.set_num_threads(args.threads)
+    torch.use_deterministic_algorithms(True)
     torch.manual_seed(args.seed)
+    pins = {
+        "torch_threads": torch.get_num_threads(),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "seed": args.seed,
+    }
     t_start = time.time()
     root = os.path.join(args.data, "celeb1k-hair")
     if args.quick:
@@ -292,6 +301,7 @@ def main() -> int:
             "histories": histories,
             "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
             "seed": args.seed,
+            "pinned": pins,
             "device": args.device,
             "torch": torch.__version__,
             "hairsynth": hairsynth.__version__,

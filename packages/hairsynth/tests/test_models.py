@@ -112,11 +112,22 @@ class TestHairSynthesisNet:
         region = out["blend_mask"] > 0
         outside = (~region).expand_as(img)
         assert torch.equal(out["output"][outside], img[outside])
-        # blend region = mask dilated by the feather radius (or the mask itself without refinement)
-        want = torch.nn.functional.max_pool2d(m, 7, 1, 3) if use_refinement else m
-        assert torch.equal(region.to(m.dtype), want)
+        # default feather="inside": the blend region lies within the mask and holds every pixel whose
+        # whole (2r+1)^2 window is inside it (the mask eroded by r); the mask itself without refinement
+        if use_refinement:
+            assert not (region & (m == 0)).any()
+            eroded = 1 - torch.nn.functional.max_pool2d(1 - m, 7, 1, 3)
+            assert region[eroded > 0].all()
+        else:
+            assert torch.equal(region.to(m.dtype), m)
         assert set(out) >= {"stage1", "composite1", "output", "blend_mask"}
         assert ("stage2" in out) == use_refinement
+
+    def test_legacy_outside_feather_is_dilated_mask(self, device):
+        net = HairSynthesisNet(base_channels=4, num_downs=3, feather_radius=3, feather="outside").to(device)
+        img, m, sc, sm = _inputs(device)
+        region = net(img, m, sc, sm)["blend_mask"] > 0
+        assert torch.equal(region.to(m.dtype), torch.nn.functional.max_pool2d(m, 7, 1, 3))
 
     def test_feather_radius_zero_changes_only_the_mask(self, device):
         """With ``feather_radius=0`` the edit region is the mask itself: every pixel outside it is the input's."""
@@ -131,8 +142,8 @@ class TestHairSynthesisNet:
         net = HairSynthesisNet(base_channels=4, num_downs=3, dropout=0.0).to(device)
         img, m, sc, sm = _inputs(device)
         net(img, m, sc, sm)["output"].mean().backward()
-        assert net.synthesis.final[1].weight.grad.abs().sum() > 0
-        assert net.refinement is not None and net.refinement.final[1].weight.grad.abs().sum() > 0
+        assert net.synthesis.last_conv.weight.grad.abs().sum() > 0
+        assert net.refinement is not None and net.refinement.last_conv.weight.grad.abs().sum() > 0
 
     def test_refine_false_skips_stage2(self, device):
         """``refine=False`` (synthesis-only training phase): stage 1 as in the full pass, output = C1."""

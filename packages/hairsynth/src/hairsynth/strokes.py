@@ -38,6 +38,7 @@ __all__ = [
     "oriented_filter_bank",
     "rasterize_strokes",
     "save_strokes",
+    "stroke_orientation_agreement",
     "strokes_from_image",
     "trace_strokes",
 ]
@@ -91,6 +92,27 @@ class Stroke:
             return 0.0
         return float(np.linalg.norm(np.diff(self.points, axis=0), axis=1).sum())
 
+    def scaled(self, sx: float, sy: float | None = None) -> Stroke:
+        """The stroke on an image resized by ``(sx, sy)`` (pixel centres at integer coordinates map as
+        ``x' = (x + 0.5) * sx - 0.5``); the width scales by ``sqrt(sx * sy)``.
+
+        Args:
+            sx: horizontal scale (new width / old width).
+            sy: vertical scale (default ``sx``).
+
+        Returns:
+            A new stroke.
+
+        Examples:
+            >>> Stroke([(1.5, 3.5)], (0, 0, 0), 4.0).scaled(0.5).to_dict()
+            {'points': [[0.5, 1.5]], 'color': [0.0, 0.0, 0.0], 'width': 2.0}
+        """
+        sy = sx if sy is None else sy
+        if not (sx > 0 and sy > 0):
+            raise ValueError(f"Stroke.scaled: scales must be > 0; got ({sx!r}, {sy!r})")
+        pts = (self.points + 0.5) * np.array([sx, sy]) - 0.5
+        return Stroke(pts, self.color, self.width * math.sqrt(sx * sy))
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able form ``{"points": [[x, y], ...], "color": [r, g, b], "width": w}``."""
         return {"points": self.points.tolist(), "color": list(self.color), "width": self.width}
@@ -134,10 +156,18 @@ def load_strokes(path: str | os.PathLike[str]) -> list[Stroke]:
         The strokes.
 
     Raises:
-        ValueError: the file does not hold a ``strokes`` list.
+        FileNotFoundError: no such file.
+        ValueError: the file is not JSON (truncated or garbage) or does not hold a ``strokes`` list.
     """
-    with open(path, encoding="utf-8") as fh:
-        data = json.load(fh)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"load_strokes: no strokes file at {os.fspath(path)!r}")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ValueError(
+            f"load_strokes: {os.fspath(path)!r} is not a valid hairsynth strokes file (truncated or not JSON)"
+        ) from None
     items = data.get("strokes") if isinstance(data, dict) else data
     if not isinstance(items, list):
         raise ValueError(f"load_strokes: '{path}' must hold a list or {{'strokes': [...]}}")
@@ -721,3 +751,76 @@ def strokes_from_image(
         out.append(Stroke(pts, (float(col[0]), float(col[1]), float(col[2])), float(wd)))
     logger.debug("%s: %d strokes", fn, len(out))
     return out
+
+
+def stroke_orientation_agreement(
+    image: torch.Tensor,
+    strokes: Sequence[Stroke],
+    mask: torch.Tensor | None = None,
+    *,
+    step: float = 1.0,
+    **field_kwargs: Any,
+) -> float:
+    """Structure control: agreement between an image's hair orientation and drawn stroke directions.
+
+    The image's :func:`orientation_field` ``theta`` is sampled (nearest pixel) every ``step`` pixels along
+    each stroke's polyline, where the polyline direction is ``phi = atan2(dy, dx) mod pi`` (x right, y
+    down, as ``theta``); the score is the mean of ``cos(2 (theta - phi))`` over the samples inside
+    ``mask``: 1 when the strands follow the strokes, about 0 for unrelated directions, -1 when they are
+    perpendicular. Single-point strokes carry no direction and are skipped.
+
+    Args:
+        image: ``(3, H, W)`` / ``(1, 3, H, W)`` float image in ``[0, 1]``.
+        strokes: the drawn strokes (pixel coordinates of ``image``).
+        mask: optional ``(H, W)`` / ``(1, 1, H, W)`` region; samples outside it are ignored (and the field is
+            smoothed inside it).
+        step: sampling distance along the polylines in pixels.
+        **field_kwargs: passed to :func:`orientation_field`.
+
+    Returns:
+        The mean agreement in ``[-1, 1]`` (NaN when no sample falls inside the image and mask).
+
+    Raises:
+        TypeError: ``strokes`` is not a sequence of :class:`Stroke`.
+        ValueError: ``step <= 0``.
+
+    Examples:
+        >>> y, x = torch.meshgrid(torch.arange(48.0), torch.arange(48.0), indexing="ij")
+        >>> img = (0.5 + 0.5 * torch.cos(2 * math.pi * x / 4)).expand(3, 48, 48)  # vertical strands
+        >>> along = [Stroke([(24, 8), (24, 40)], (0, 0, 0), 3.0)]
+        >>> across = [Stroke([(8, 24), (40, 24)], (0, 0, 0), 3.0)]
+        >>> round(stroke_orientation_agreement(img, along), 2), round(stroke_orientation_agreement(img, across), 2)
+        (1.0, -1.0)
+    """
+    fn = "stroke_orientation_agreement"
+    if not isinstance(strokes, (list, tuple)) or not all(isinstance(s, Stroke) for s in strokes):
+        raise TypeError(f"{fn}: 'strokes' must be a sequence of Stroke; got {type(strokes).__name__}")
+    if not step > 0:
+        raise ValueError(f"{fn}: 'step' must be > 0; got {step!r}")
+    img = image[None] if image.dim() == 3 else image
+    m = None
+    if mask is not None:
+        m = mask.to(img.dtype)
+        while m.dim() < 4:
+            m = m[None]
+    theta, _ = orientation_field(img, m, **field_kwargs)
+    th = theta[0, 0]
+    h, w = th.shape
+    total, n = 0.0, 0
+    for s in strokes:
+        pts = s.points
+        for a, b in zip(pts[:-1], pts[1:]):
+            d = b - a
+            seg = float(np.hypot(d[0], d[1]))
+            if seg == 0:
+                continue
+            phi = math.atan2(float(d[1]), float(d[0])) % math.pi
+            for t in np.arange(0.0, seg, step) / seg:
+                x, y = (a + t * d).round().astype(int)
+                if not (0 <= x < w and 0 <= y < h):
+                    continue
+                if m is not None and float(m[0, 0, y, x]) <= 0:
+                    continue
+                total += math.cos(2.0 * (float(th[y, x]) - phi))
+                n += 1
+    return total / n if n else float("nan")

@@ -14,11 +14,24 @@ import torch.nn.functional as F
 from . import functional as HF
 from ._checks import check_finite, check_range
 from .models import HairSynthesisNet, create_model
+from .models.hairnet import blend_mask
 from .strokes import Stroke, rasterize_strokes
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EditSession", "Synthesizer"]
+__all__ = ["EditSession", "Synthesizer", "pretrained_weights_path"]
+
+#: file name of the shipped release weights inside the package
+PRETRAINED_FILE = "hairsynth_128.pt"
+
+
+def pretrained_weights_path() -> str:
+    """Path of the release model's checkpoint inside the installed package (``hairsynth/weights/``).
+
+    Returns:
+        The file path (it may be missing in a source checkout without the weights).
+    """
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", PRETRAINED_FILE)
 
 try:  # pillow is a declared dependency; keep the import local to this module
     from PIL import Image as _PILImage
@@ -127,6 +140,45 @@ class Synthesizer:
         self.model = model.eval()
         self.colorless_strokes = colorless_strokes
 
+    @classmethod
+    def pretrained(cls, *, device: torch.device | str | None = None) -> Synthesizer:
+        """The trained release model shipped inside the package (``hairsynth_128``; loads offline).
+
+        See the model card in the README (data, licences, recipe, metrics).
+
+        Args:
+            device: where to run.
+
+        Returns:
+            A :class:`Synthesizer`.
+
+        Raises:
+            FileNotFoundError: the weights file is missing from this installation.
+        """
+        path = pretrained_weights_path()
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"Synthesizer.pretrained: the shipped weights {path!r} are missing from this installation"
+            )
+        return cls("hairsynth_128", weights=path, device=device)
+
+    def working_size(self, h: int, w: int) -> tuple[int, int]:
+        """The size ``(h', w')`` the network runs at for an ``h x w`` photo: short side = the model's
+        training resolution (or ``(h, w)`` when the model records none).
+
+        Args:
+            h: photo height.
+            w: photo width.
+
+        Returns:
+            ``(h', w')``.
+        """
+        r = getattr(self.model, "resolution", None)
+        if r is None or min(h, w) == r:
+            return h, w
+        s = r / min(h, w)
+        return max(1, round(h * s)), max(1, round(w * s))
+
     @property
     def device(self) -> torch.device:
         """Device of the model."""
@@ -142,9 +194,15 @@ class Synthesizer:
     ) -> Any:
         """Synthesise hair inside ``mask`` of ``image`` following ``strokes``.
 
-        The image is padded (replicate) to a multiple of the network's size multiple and cropped back, so
-        any size works. Pixels farther than the model's feather radius from the mask are returned
-        unchanged (bit-exact for float tensors).
+        When the model records its training resolution ``R`` (``model.resolution``, stored in its
+        checkpoint), the photo is resized so that its short side is ``R`` (image bilinear antialiased, the
+        region so that it covers the full-size region, strokes re-drawn with points and widths scaled), the
+        network runs at that size, and its output is resized back and composited into the full-size photo
+        over the full-size region: the output has the input's size and only the region changes. Stroke
+        widths are in pixels of the photo as given (the model saw ``model.stroke_width`` pixels at ``R``).
+        The working image is padded (replicate) to a multiple of the network's size multiple and cropped
+        back, so any size works. Pixels outside the model's blending mask (the region itself for the
+        default ``feather="inside"``) are returned unchanged (bit-exact for float tensors).
 
         Args:
             image: ``(3, H, W)`` / ``(B, 3, H, W)`` float tensor in ``[0, 1]``, a PIL image or an
@@ -170,12 +228,16 @@ class Synthesizer:
         check_range(x, "image", fn=fn, low=0.0, high=1.0)
         b, _, h, w = x.shape
         m = _mask_to_tensor(mask, b, h, w, fn=fn)
+        sc: torch.Tensor | None
+        sm: torch.Tensor | None
+        per: list[list[Stroke]] = []
         if (
             isinstance(strokes, tuple)
             and len(strokes) == 2
             and all(isinstance(t, torch.Tensor) for t in strokes)
         ):
             sc, sm = cast("tuple[torch.Tensor, torch.Tensor]", strokes)
+            assert sc is not None and sm is not None
             for i, (what, t) in enumerate((("stroke_color", sc), ("stroke_mask", sm))):
                 if not t.is_floating_point():
                     raise TypeError(
@@ -204,22 +266,48 @@ class Synthesizer:
                     raise ValueError(f"{fn}: got {len(per)} stroke lists for a batch of {b} images")
             else:
                 per = [_check_stroke_list(strokes, fn=fn)] * b
-            maps = [rasterize_strokes(s, (h, w)) for s in per]
-            sc = torch.stack([c for c, _ in maps])
-            sm = torch.stack([v for _, v in maps])
+            sc, sm = None, None  # rasterised below, at the network's working size
         dev = self.device
         dt = next(self.model.parameters()).dtype
-        xd, md, scd, smd = (t.to(device=dev, dtype=dt) for t in (x, m, sc, sm))
+        lh, lw = self.working_size(h, w)
+        scale = (lw / w, lh / h)
+        if (lh, lw) == (h, w):
+            xl, ml = x, m
+        else:  # the network's training resolution: image antialiased, region covering, strokes re-drawn
+            xl = F.interpolate(x, size=(lh, lw), mode="bilinear", align_corners=False, antialias=True)
+            xl = xl.clamp(0.0, 1.0)
+            ml = (F.interpolate(m, size=(lh, lw), mode="area") > 0).to(x.dtype)
+        if sc is None or sm is None:
+            maps = [rasterize_strokes([s.scaled(*scale) for s in st], (lh, lw)) for st in per]
+            sc = torch.stack([c for c, _ in maps])
+            sm = torch.stack([v for _, v in maps])
+        elif (lh, lw) != (h, w):
+            cov = F.interpolate(sm, size=(lh, lw), mode="area")
+            col = F.interpolate(sc * sm, size=(lh, lw), mode="area") / cov.clamp_min(1e-6)
+            sm = (cov > 0.25).to(sc.dtype)
+            sc = (col * sm).clamp(0.0, 1.0)
+        xd, md, scd, smd = (t.to(device=dev, dtype=dt) for t in (xl, ml, sc, sm))
         if self.colorless_strokes:
             scd = smd.expand_as(scd).clone()
         mult = self.model.size_multiple
-        ph, pw = (-h) % mult, (-w) % mult
+        ph, pw = (-lh) % mult, (-lw) % mult
         if ph or pw:
             xd = F.pad(xd, (0, pw, 0, ph), mode="replicate")
             md, scd, smd = (F.pad(t, (0, pw, 0, ph)) for t in (md, scd, smd))
         with torch.inference_mode():
             res = self.model(xd, md, scd, smd)
-        res = {k: v[..., :h, :w] for k, v in res.items()}
+        res = {k: v[..., :lh, :lw] for k, v in res.items()}
+        if (lh, lw) != (h, w):  # back to the photo's size; the blend ramp is re-made on the full-size region
+            res = {
+                k: F.interpolate(v, size=(h, w), mode="bilinear", align_corners=False).clamp(0.0, 1.0)
+                for k, v in res.items()
+                if k != "blend_mask"
+            }
+            if self.model.refinement is None:
+                res["blend_mask"] = m.to(dev)
+            else:
+                r = max(0, round(self.model.feather_radius * w / lw))
+                res["blend_mask"] = blend_mask(m.to(dev), r, inside=self.model.feather == "inside")
         # the network only ever changes pixels under its blending mask: copy the rest from the input exactly
         out = HF.composite(x.to(dev), res["output"].to(x.dtype), res["blend_mask"].to(x.dtype))
         if return_all:

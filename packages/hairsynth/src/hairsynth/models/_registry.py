@@ -88,7 +88,13 @@ _CONFIG_KEYS = (
     "residual_refinement",
     "feather_radius",
     "refinement_base_channels",
+    "upsample",
+    "feather",
+    "resolution",
+    "stroke_width",
 )
+# what a checkpoint written before these keys existed (hairsynth < 0.3) was built with
+_LEGACY_DEFAULTS = {"upsample": "transposed", "feather": "outside"}
 
 
 def _create_hairnet(
@@ -102,9 +108,11 @@ def _create_hairnet(
     ckpt = None
     if weights is not None:
         ckpt = load_checkpoint(weights)
-        saved = {k: v for k, v in ckpt.get("config", {}).items() if k in _CONFIG_KEYS}
+        saved = {**_LEGACY_DEFAULTS, **{k: v for k, v in ckpt.get("config", {}).items() if k in _CONFIG_KEYS}}
+        if saved.get("stroke_width") is not None:
+            saved["stroke_width"] = tuple(saved["stroke_width"])
         for k, v in kwargs.items():
-            if k in saved and saved[k] != v:
+            if k in saved and saved[k] != (tuple(v) if isinstance(v, list) else v):
                 raise ValueError(
                     f"{arch}: argument {k}={v!r} conflicts with the checkpoint's {k}={saved[k]!r}"
                 )
@@ -118,7 +126,7 @@ def _create_hairnet(
         if unexpected:
             logger.warning("%s: unexpected keys when loading %s: %s", arch, weights, unexpected)
     model.arch = arch  # type: ignore[assignment]
-    model.config = {k: v for k, v in cfg.items() if k in _CONFIG_KEYS}  # type: ignore[assignment]
+    # model.config (set by HairSynthesisNet) records every constructor argument, so checkpoints are complete
     return model
 
 
@@ -163,6 +171,33 @@ def hairsynth_small(*, weights: str | os.PathLike[str] | None = None, **kwargs: 
     """
     return _create_hairnet(
         "hairsynth_small", {"base_channels": 16, "num_downs": 7, "max_channels": 256}, weights, **kwargs
+    )
+
+
+@register_model
+def hairsynth_128(*, weights: str | os.PathLike[str] | None = None, **kwargs: Any) -> HairSynthesisNet:
+    """The release model (:meth:`hairsynth.Synthesizer.pretrained`): trained at 128 px, 7 levels, 16 base
+    channels, 128 channel cap, resize-then-convolve decoders, a 2-px blending ramp inside the region.
+
+    Args:
+        weights: optional local checkpoint.
+        **kwargs: overrides of :class:`HairSynthesisNet` arguments.
+
+    Returns:
+        The model.
+    """
+    return _create_hairnet(
+        "hairsynth_128",
+        {
+            "base_channels": 16,
+            "num_downs": 7,
+            "max_channels": 128,
+            "feather_radius": 2,
+            "resolution": 128,
+            "stroke_width": (2.0, 4.0),
+        },
+        weights,
+        **kwargs,
     )
 
 

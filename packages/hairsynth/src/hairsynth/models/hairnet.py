@@ -14,7 +14,7 @@ from ..nn import UNetGenerator
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["HairSynthesisNet"]
+__all__ = ["HairSynthesisNet", "blend_mask"]
 
 
 class HairSynthesisNet(nn.Module):
@@ -23,10 +23,17 @@ class HairSynthesisNet(nn.Module):
     Stage 1 (``synthesis``, G1) sees ``[I * (1 - M), M, S, S_m]`` and paints the hair region:
     ``C1 = composite(I, G1(.), M)``. Stage 2 (``refinement``, G2) sees ``[C1, M, S, S_m]`` and refines
     and blends it: ``Y2 = clamp(C1 + G2(.), 0, 1)`` (residual, default; G2's last layer starts at zero
-    so training starts from ``Y2 = C1``) or ``Y2 = G2(.)``, and the
-    output is ``O = composite(I, Y2, M_f)`` with ``M_f = feather_mask(M, feather_radius)``. Pixels
-    farther than ``feather_radius`` from the mask are returned bit-exactly. With ``refinement=None``
-    (the "no refinement network" ablation) the output is ``C1``.
+    so training starts from ``Y2 = C1``) or ``Y2 = G2(.)``, and the output is ``O = composite(I, Y2, M_f)``.
+    With ``feather="inside"`` (default) ``M_f = 1 - feather_mask(1 - M, feather_radius)``: the blending
+    ramp lies inside the region and every pixel outside ``M`` is returned bit-exactly (a band outside the
+    region, where G2 repaints real background, shows as a light halo along the border). With
+    ``feather="outside"`` (hairsynth < 0.3) ``M_f = feather_mask(M, feather_radius)``: pixels farther than
+    ``feather_radius`` from the mask are returned bit-exactly. With ``refinement=None`` (the "no refinement
+    network" ablation) the output is ``C1``.
+
+    ``resolution`` and ``stroke_width`` are metadata that travel in checkpoints: the square size the model
+    was trained at (the :class:`~hairsynth.Synthesizer` resizes photos so their short side matches it) and
+    the range of stroke widths, in pixels at that resolution, it saw in training.
 
     Args:
         base_channels: U-Net width of both stages.
@@ -38,6 +45,11 @@ class HairSynthesisNet(nn.Module):
         residual_refinement: G2 predicts a correction of ``C1`` (``tanh`` output) instead of an image.
         feather_radius: width in pixels of the blending band of stage 2.
         refinement_base_channels: width of G2 (default ``base_channels``).
+        upsample: decoder upsampling, ``"resize"`` (bilinear + conv, default) or ``"transposed"``.
+        feather: where the blending ramp of stage 2 lies, ``"inside"`` the region (default) or
+            ``"outside"`` it (legacy).
+        resolution: training resolution in pixels (``None``: unknown; no resizing at inference).
+        stroke_width: ``(low, high)`` training stroke widths in pixels at ``resolution``.
         device: parameter device.
         dtype: parameter dtype.
 
@@ -65,10 +77,27 @@ class HairSynthesisNet(nn.Module):
         residual_refinement: bool = True,
         feather_radius: int = 4,
         refinement_base_channels: int | None = None,
+        upsample: str = "resize",
+        feather: str = "inside",
+        resolution: int | None = None,
+        stroke_width: tuple[float, float] | list[float] | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        if feather not in ("inside", "outside"):
+            raise ValueError(f"HairSynthesisNet: 'feather' must be 'inside' or 'outside'; got {feather!r}")
+        if resolution is not None and (
+            not isinstance(resolution, int) or isinstance(resolution, bool) or resolution < 8
+        ):
+            raise ValueError(f"HairSynthesisNet: 'resolution' must be None or an int >= 8; got {resolution!r}")
+        if stroke_width is not None:
+            sw = tuple(float(v) for v in stroke_width)
+            if len(sw) != 2 or not 0 < sw[0] <= sw[1]:
+                raise ValueError(
+                    f"HairSynthesisNet: 'stroke_width' must be None or (low, high) with 0 < low <= high; got {stroke_width!r}"
+                )
+            stroke_width = (sw[0], sw[1])
         if not isinstance(feather_radius, int) or feather_radius < 0:
             raise ValueError(
                 f"HairSynthesisNet: 'feather_radius' must be an int >= 0; got {feather_radius!r}"
@@ -78,6 +107,7 @@ class HairSynthesisNet(nn.Module):
             max_channels=max_channels,
             norm=norm,
             dropout=dropout,
+            upsample=upsample,
             device=device,
             dtype=dtype,
         )
@@ -93,14 +123,34 @@ class HairSynthesisNet(nn.Module):
             )
             if residual_refinement:
                 # zero-initialised last layer: the refinement starts as the identity on C1 and learns a correction
-                last = self.refinement.final[1]
-                assert isinstance(last, nn.ConvTranspose2d)  # internal invariant, not user input
+                last = self.refinement.last_conv
+                assert isinstance(last, (nn.Conv2d, nn.ConvTranspose2d))  # internal invariant, not user input
                 nn.init.zeros_(last.weight)
                 if last.bias is not None:
                     nn.init.zeros_(last.bias)
         self.residual_refinement = residual_refinement
         self.feather_radius = feather_radius
+        self.feather = feather
+        self.upsample = upsample
+        self.resolution = resolution
+        self.stroke_width = stroke_width
         self.num_downs = num_downs
+        #: JSON-able constructor arguments (what checkpoints record)
+        self.config: dict[str, Any] = {
+            "base_channels": base_channels,
+            "num_downs": num_downs,
+            "max_channels": max_channels,
+            "norm": norm,
+            "dropout": dropout,
+            "use_refinement": use_refinement,
+            "residual_refinement": residual_refinement,
+            "feather_radius": feather_radius,
+            "refinement_base_channels": refinement_base_channels,
+            "upsample": upsample,
+            "feather": feather,
+            "resolution": resolution,
+            "stroke_width": list(stroke_width) if stroke_width is not None else None,
+        }
 
     @property
     def size_multiple(self) -> int:
@@ -151,7 +201,7 @@ class HairSynthesisNet(nn.Module):
         y2 = self.refinement(x2)
         if self.residual_refinement:
             y2 = (c1 + y2).clamp(0.0, 1.0)
-        mf = HF.feather_mask(mask, self.feather_radius)
+        mf = blend_mask(mask, self.feather_radius, inside=self.feather == "inside")
         out["stage2"] = y2
         out["blend_mask"] = mf
         out["output"] = HF.composite(image, y2, mf)
@@ -160,5 +210,30 @@ class HairSynthesisNet(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"use_refinement={self.refinement is not None}, residual_refinement={self.residual_refinement}, "
-            f"feather_radius={self.feather_radius}"
+            f"feather_radius={self.feather_radius}, feather={self.feather!r}, upsample={self.upsample!r}, "
+            f"resolution={self.resolution}, stroke_width={self.stroke_width}"
         )
+
+
+def blend_mask(mask: torch.Tensor, radius: int, *, inside: bool = True) -> torch.Tensor:
+    """The stage-2 blending mask ``M_f``.
+
+    Args:
+        mask: ``(B, 1, H, W)`` region in ``[0, 1]``.
+        radius: ramp width in pixels (0: the mask itself).
+        inside: ramp inside the region (``1 - feather_mask(1 - M, r)``, zero wherever ``M`` is 0) or
+            outside it (``feather_mask(M, r)``).
+
+    Returns:
+        ``(B, 1, H, W)`` weights in ``[0, 1]``.
+
+    Examples:
+        >>> m = torch.zeros(1, 1, 1, 9); m[..., 2:7] = 1
+        >>> [round(v, 2) for v in blend_mask(m, 1)[0, 0, 0].tolist()]
+        [0.0, 0.0, 0.33, 1.0, 1.0, 1.0, 0.33, 0.0, 0.0]
+    """
+    if radius == 0:
+        return mask
+    if inside:
+        return (1 - HF.feather_mask(1 - mask, radius)) * mask
+    return HF.feather_mask(mask, radius)

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .. import functional as HF
@@ -56,8 +57,12 @@ class TrainConfig:
         l1_weight: reconstruction weight.
         adv_weight: adversarial weight (0 disables the discriminators).
         fm_weight: discriminator feature-matching weight.
-        perceptual_weight: VGG perceptual weight (needs ``perceptual_weights``).
+        perceptual_weight: perceptual-loss weight (needs ``perceptual_weights`` or ``perceptual_extractor``).
         perceptual_weights: path to a torchvision VGG-19 state_dict supplied by the user.
+        perceptual_extractor: ``"efficientnet_lite0"``: the ImageNet EfficientNet-Lite0 features of the
+            ``hairsynth[perceptual]`` extra (see :class:`hairsynth.nn.PerceptualLoss`).
+        perceptual_size: side the images are resized to (bilinear, antialiased) before the perceptual
+            features (``None``: as they are); a smaller side makes the term cheaper on CPU.
         gan_mode: ``"lsgan"``, ``"hinge"`` or ``"vanilla"``.
         disc_base_channels: discriminator width.
         disc_layers: discriminator depth.
@@ -82,6 +87,8 @@ class TrainConfig:
     fm_weight: float = 10.0
     perceptual_weight: float = 0.0
     perceptual_weights: str | None = None
+    perceptual_extractor: str | None = None
+    perceptual_size: int | None = None
     gan_mode: str = "lsgan"
     disc_base_channels: int = 32
     disc_layers: int = 3
@@ -109,10 +116,22 @@ class TrainConfig:
             raise ValueError(
                 f"TrainConfig: 'gan_mode' must be 'lsgan', 'hinge' or 'vanilla'; got {self.gan_mode!r}"
             )
-        if self.perceptual_weight > 0 and not self.perceptual_weights:
+        if self.perceptual_extractor not in (None, "efficientnet_lite0"):
             raise ValueError(
-                "TrainConfig: 'perceptual_weight' > 0 needs 'perceptual_weights' (a local VGG-19 file)"
+                "TrainConfig: 'perceptual_extractor' must be None or 'efficientnet_lite0'; got "
+                f"{self.perceptual_extractor!r}"
             )
+        if self.perceptual_weights and self.perceptual_extractor:
+            raise ValueError("TrainConfig: give 'perceptual_weights' (VGG-19 file) or 'perceptual_extractor', not both")
+        if self.perceptual_weight > 0 and not (self.perceptual_weights or self.perceptual_extractor):
+            raise ValueError(
+                "TrainConfig: 'perceptual_weight' > 0 needs 'perceptual_weights' (a local VGG-19 file) or "
+                "perceptual_extractor='efficientnet_lite0'"
+            )
+        if self.perceptual_size is not None and (
+            not isinstance(self.perceptual_size, int) or self.perceptual_size < 16
+        ):
+            raise ValueError(f"TrainConfig: 'perceptual_size' must be None or an int >= 16; got {self.perceptual_size!r}")
         if self.schedule not in _SCHEDULES:
             raise ValueError(f"TrainConfig: 'schedule' must be 'joint' or 'staged'; got {self.schedule!r}")
         if self.stage_steps is not None:
@@ -274,10 +293,17 @@ def train(
         torch.optim.Adam(discs.parameters(), lr=config.lr, betas=config.betas) if discs is not None else None
     )
     perc = (
-        PerceptualLoss(config.perceptual_weights).to(dev)
-        if config.perceptual_weight > 0 and config.perceptual_weights
+        PerceptualLoss(config.perceptual_extractor or config.perceptual_weights).to(dev)  # type: ignore[arg-type]
+        if config.perceptual_weight > 0 and (config.perceptual_weights or config.perceptual_extractor)
         else None
     )
+
+    def _psize(t: torch.Tensor) -> torch.Tensor:
+        ps = config.perceptual_size
+        if ps is None or t.shape[-1] == ps:
+            return t
+        return F.interpolate(t, size=(ps, ps), mode="bilinear", align_corners=False, antialias=True)
+
     step = 0
     if resume is not None:
         ck = load_checkpoint(resume)
@@ -394,7 +420,7 @@ def train(
             if perc is not None:
                 perc_loss = img.new_zeros(())
                 for w, p in zip(weights, preds):
-                    perc_loss = perc_loss + w * perc(p, img)
+                    perc_loss = perc_loss + w * perc(_psize(p), _psize(img))
                 loss_g = loss_g + config.perceptual_weight * perc_loss
                 logs["perceptual"] = float(perc_loss.detach())
             if d_run is not None and opt_d is not None:
