@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import numbers
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +36,84 @@ from .models.linear import LinearFaceModel
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FitResult", "PerspectiveCamera", "fit", "project_points", "umeyama"]
+__all__ = [
+    "EXPRESSION_PRIOR_SCALE",
+    "IBUG_CONTOUR_ROWS",
+    "FitResult",
+    "PerspectiveCamera",
+    "contour_candidates",
+    "fit",
+    "project_points",
+    "umeyama",
+]
+
+#: Default ``expression_prior_weight`` per unit of ``max(prior_weight, 1)``.
+EXPRESSION_PRIOR_SCALE = 50.0
+#: iBUG-68 jawline rows whose correspondence is dynamic (the chin, row 8, stays fixed).
+IBUG_CONTOUR_ROWS = (*range(0, 8), *range(9, 17))
+
+
+def _contour_rows(contour: Any, kind: str, n_points: int, default_ok: bool) -> torch.Tensor:
+    fn = "fit"
+    if contour is None:
+        return torch.zeros(0, dtype=torch.long)
+    if isinstance(contour, str):
+        if contour != "auto":
+            raise ValueError(f"{fn}: 'contour' must be 'auto', None or a sequence of rows; got {contour!r}")
+        ok = default_ok and n_points == 68 and kind == "landmarks2d"
+        return torch.tensor(IBUG_CONTOUR_ROWS if ok else (), dtype=torch.long)
+    rows = torch.as_tensor(list(contour), dtype=torch.long)
+    if rows.ndim != 1 or (rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= n_points)):
+        raise ValueError(f"{fn}: 'contour' rows must be in [0, {n_points - 1}]; got {rows.tolist()}")
+    return rows
+
+
+def contour_candidates(
+    model: LinearFaceModel, indices: torch.Tensor, rows: torch.Tensor, *, n_candidates: int = 24
+) -> torch.Tensor:
+    """Candidate vertices for dynamic (contour) correspondences, one strip per contour row.
+
+    For contour row ``r`` with landmark vertex ``v = indices[r]`` on the mean shape: the vertices of the
+    face region (the ``uv_face_mask`` triangles, or all) at the height of ``v`` (within 4 % of the
+    landmark set's height), on its side and no further forward than ``v``: the strip that the outline of
+    the jaw sweeps across as the head turns. Up to ``n_candidates`` of them, evenly spread by distance
+    from ``v``, with ``v`` itself first.
+
+    Args:
+        model: the model.
+        indices: (L,) landmark vertex indices.
+        rows: (R,) rows of ``indices`` that are contour points.
+        n_candidates: strip size C.
+
+    Returns:
+        (R, C) long vertex indices (rows with fewer candidates repeat ``v``).
+    """
+    mean = model.mean
+    if model.faces.numel():
+        allowed = model.faces[model.uv_face_mask].unique()
+    else:
+        allowed = torch.arange(model.n_vertices, device=mean.device)
+    pts = mean[allowed]
+    lmk = mean[indices]
+    cx = lmk[:, 0].mean()
+    height = float(lmk[:, 1].max() - lmk[:, 1].min()) or 1.0
+    out = torch.empty(rows.numel(), n_candidates, dtype=torch.long, device=mean.device)
+    for i, r in enumerate(rows.tolist()):
+        v = lmk[r]
+        side = 1.0 if float(v[0] - cx) >= 0 else -1.0
+        ok = (
+            ((pts[:, 1] - v[1]).abs() < 0.04 * height)
+            & ((pts[:, 0] - cx) * side >= (v[0] - cx) * side - 0.02 * height)
+            & (pts[:, 2] <= v[2] + 0.02 * height)
+        )
+        cand = allowed[ok]
+        row = torch.full((n_candidates,), int(indices[r]), dtype=torch.long, device=mean.device)
+        if cand.numel():
+            order = cand[(mean[cand] - v).norm(dim=-1).argsort()]
+            pick = torch.linspace(0, order.numel() - 1, n_candidates - 1, device=mean.device).round().long()
+            row[1:] = order[pick]
+        out[i] = row
+    return out
 
 
 @dataclass
@@ -138,6 +216,9 @@ class FitResult:
         vertices: (B, V, 3) the fitted mesh in the target's frame (eye space for 2D targets).
         residuals: (B, N) per-point Euclidean error (target units: length or pixels).
         loss: final objective value per sample, (B,).
+        identity_loss: (B,) objective of the identity-only stage (expression weights zero), a feasible
+            point of the joint problem: ``loss <= identity_loss`` always.
+        correspondences: (B, N) model vertex matched to each target point (contour rows chosen per sample).
     """
 
     identity: torch.Tensor
@@ -148,6 +229,8 @@ class FitResult:
     vertices: torch.Tensor
     residuals: torch.Tensor
     loss: torch.Tensor
+    identity_loss: torch.Tensor
+    correspondences: torch.Tensor
 
 
 def fit(
@@ -160,12 +243,19 @@ def fit(
     fit_expression: bool = True,
     fit_similarity: bool = True,
     prior_weight: float = 1.0,
-    expression_prior_weight: float = 1.0,
+    expression_prior_weight: float | None = None,
+    expression_bound: float = 1.0,
+    contour: Any = "auto",
     rounds: int = 10,
     iters_per_round: int = 20,
     init_distance: float | None = None,
 ) -> FitResult:
-    """Fit identity (and expression) coefficients and a similarity transform to a target.
+    """Fit identity (and expression) coefficients and a similarity transform to a target, in stages.
+
+    Stages: (1) rigid pose with the mean shape; (2) identity + pose (the identity-only solution, with
+    contour correspondences re-chosen between rounds and then frozen); (3) bounded expression + identity +
+    pose started from stage 2, keeping each sample's best iterate, so the joint objective is never above
+    the identity-only one (``FitResult.loss <= FitResult.identity_loss``).
 
     Args:
         model: the :class:`~morphface.LinearFaceModel`.
@@ -179,8 +269,15 @@ def fit(
         fit_expression: also fit expression weights (kept in [0, 1]).
         fit_similarity: also fit rotation, translation and scale (always on for 2D landmarks).
         prior_weight: weight of ``||alpha||^2``; set it to the target noise variance for the MAP estimate.
-        expression_prior_weight: weight of ``||beta||^2``.
-        rounds: L-BFGS rounds (expression weights are projected to [0, 1] after each).
+        expression_prior_weight: weight of ``||beta||^2``; default ``EXPRESSION_PRIOR_SCALE * max(prior_weight,
+            1)`` (chosen on rendered faces with detector-like noise, see the README).
+        expression_bound: expression weights are kept in ``[0, expression_bound]`` (<= 1).
+        contour: jawline rows of the target whose model vertex is re-chosen per sample, as eos does: among
+            a strip of candidate vertices at that height running back from the landmark vertex, the one
+            whose projection is nearest the target point (the outline of a turned face is not a fixed
+            vertex). ``"auto"``: iBUG rows 0-7 and 9-16 for 68-point 2D fits with the model's landmarks;
+            ``None``: fixed correspondences; or a sequence of row indices.
+        rounds: L-BFGS rounds per stage (expression weights are projected to the box after each).
         iters_per_round: L-BFGS iterations per round.
         init_distance: for 2D fits, initial camera distance (default: from the landmark spread).
 
@@ -203,7 +300,13 @@ def fit(
         raise ValueError(f"{fn}: 'target' must have shape (B, N, 2) or (B, N, 3); got {tuple(y.shape)}")
     check_finite(y, "target", fn=fn)
     check_positive(prior_weight, "prior_weight", fn=fn, strict=False)
+    if expression_prior_weight is None:
+        expression_prior_weight = EXPRESSION_PRIOR_SCALE * max(float(prior_weight), 1.0)
     check_positive(expression_prior_weight, "expression_prior_weight", fn=fn, strict=False)
+    if isinstance(expression_bound, bool) or not isinstance(expression_bound, numbers.Real):
+        raise TypeError(f"{fn}: 'expression_bound' must be a number; got {type(expression_bound).__name__}")
+    if not 0.0 < expression_bound <= 1.0:
+        raise ValueError(f"{fn}: 'expression_bound' must be in (0, 1]; got {expression_bound}")
     check_int(rounds, "rounds", fn=fn)
     check_int(iters_per_round, "iters_per_round", fn=fn)
     if camera is not None and not isinstance(camera, PerspectiveCamera):
@@ -255,6 +358,10 @@ def fit(
     bsz = y.shape[0]
     n_e = model.n_expression if fit_expression else 0
 
+    rows = _contour_rows(contour, kind, idx.numel(), vertex_indices is None and kind == "landmarks2d")
+    cand = contour_candidates(model, idx, rows) if rows.numel() else None
+    idx_b = idx.unsqueeze(0).expand(bsz, -1).clone()  # per-sample correspondences (contour rows move)
+
     mean_pts = model.mean[idx].unsqueeze(0).expand(bsz, -1, -1)
     rot0 = torch.zeros(bsz, 3, dtype=dtype, device=dev)
     trans0 = torch.zeros(bsz, 3, dtype=dtype, device=dev)
@@ -287,23 +394,30 @@ def fit(
     rot = rot0.clone().requires_grad_(fit_similarity)
     trans = trans0.clone().requires_grad_(fit_similarity)
     logs = logs0.clone().requires_grad_(fit_similarity)
-    params = [alpha] + ([beta] if n_e else []) + ([rot, trans, logs] if fit_similarity else [])
-    id_basis = model.identity_basis[:, idx].flatten(1)
-    ex_basis = model.expression_basis[:, idx].flatten(1)
+    rigid = [rot, trans, logs] if fit_similarity else []
+    bases: dict[str, torch.Tensor] = {}
 
-    def points() -> torch.Tensor:
-        p = model.mean[idx].flatten() + alpha @ id_basis
-        if n_e:
-            p = p + beta @ ex_basis
+    def gather_bases() -> None:
+        bases["mean"] = model.mean[idx_b]  # (B, L, 3)
+        bases["id"] = model.identity_basis[:, idx_b].permute(1, 0, 2, 3).flatten(2)  # (B, K, 3L)
+        bases["ex"] = model.expression_basis[:, idx_b].permute(1, 0, 2, 3).flatten(2)  # (B, E, 3L)
+
+    gather_bases()
+
+    def points(a: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        p = bases["mean"].flatten(1) + torch.einsum("bk,bkn->bn", a, bases["id"])
+        if b is not None and n_e:
+            p = p + torch.einsum("be,ben->bn", b, bases["ex"][:, : b.shape[1]])
         p = p.view(bsz, -1, 3)
         p = similarity_transform(p, rot, trans, logs.exp()) if fit_similarity else p
         return project_points(p, camera) if kind == "landmarks2d" and camera is not None else p
 
-    def objective() -> torch.Tensor:
-        res = points() - y
+    def objective(use_beta: bool) -> torch.Tensor:
+        b = beta if use_beta and n_e else None
+        res = points(alpha, b) - y
         e = res.pow(2).sum((1, 2)) + prior_weight * alpha.pow(2).sum(1)
-        if n_e:
-            e = e + expression_prior_weight * beta.pow(2).sum(1)
+        if b is not None:
+            e = e + expression_prior_weight * b.pow(2).sum(1)
         return e
 
     def make_opt(group: list[torch.Tensor]) -> torch.optim.LBFGS:
@@ -316,47 +430,109 @@ def fit(
             tolerance_change=1e-14,
         )
 
-    def run_round(opt: torch.optim.LBFGS) -> bool:
-        """One L-BFGS round; reverts and returns False if the objective turns non-finite."""
-        saved = [p.detach().clone() for p in params]
-
-        def closure() -> torch.Tensor:
-            opt.zero_grad()
-            loss = objective().sum()
-            loss.backward()
-            return loss
-
-        opt.step(closure)
+    def update_contour() -> None:
+        """eos-style contour: each jawline row takes the candidate vertex whose projection is nearest."""
+        if cand is None:
+            return
         with torch.no_grad():
-            if n_e:
-                beta.clamp_(0.0, 1.0)
-            ok = bool(torch.isfinite(objective()).all())
-            if not ok:
-                for p, v in zip(params, saved):
-                    p.copy_(v)
-        return ok
+            full = model.vertices(alpha, beta if n_e else None)  # (B, V, 3)
+            c = full[:, cand.flatten()].view(bsz, cand.shape[0], cand.shape[1], 3)
+            c = similarity_transform(c.flatten(1, 2), rot, trans, logs.exp()).view_as(c)
+            c2 = project_points(c, camera) if kind == "landmarks2d" and camera is not None else c
+            d = (c2 - y[:, rows, None, :]).norm(dim=-1)  # (B, R, C)
+            best = d.argmin(-1)
+            idx_b[:, rows] = cand[torch.arange(cand.shape[0], device=dev)[None], best]
+        gather_bases()
 
-    if fit_similarity:  # pose first, with the mean shape (standard coarse-to-fine initialisation)
-        run_round(make_opt([rot, trans, logs]))
-    opt = make_opt(params)
-    failures = 0
-    for _ in range(max(1, rounds)):
-        if not run_round(opt):  # e.g. a line search that put points behind the camera
-            failures += 1
-            if failures > 2:
-                logger.warning(
-                    "fit: the objective kept turning non-finite; stopped at the last finite iterate"
-                )
-                break
-            opt = make_opt(params)  # restart from the last finite iterate with a fresh history
+    def run_stage(
+        group: list[torch.Tensor],
+        use_beta: bool,
+        n_rounds: int,
+        contour_each: bool,
+        after_round: Callable[[], None] | None = None,
+    ) -> None:
+        """L-BFGS rounds on ``group``; reverts a round that turns the objective non-finite."""
+        opt = make_opt(group)
+        failures = 0
+        for _ in range(n_rounds):
+            saved = [p.detach().clone() for p in group]
+
+            def closure() -> torch.Tensor:
+                opt.zero_grad()
+                loss = objective(use_beta).sum()
+                loss.backward()
+                return loss
+
+            opt.step(closure)
+            with torch.no_grad():
+                if use_beta and n_e:
+                    beta.clamp_(0.0, expression_bound)  # projection onto the box [0, bound]^E
+                if not bool(torch.isfinite(objective(use_beta)).all()):
+                    for p, v in zip(group, saved):
+                        p.copy_(v)
+                    failures += 1
+                    if failures > 2:
+                        logger.warning(
+                            "fit: the objective kept turning non-finite; stopped at the last finite iterate"
+                        )
+                        return
+                    opt = make_opt(group)
+                    continue
+            if contour_each and cand is not None:
+                update_contour()
+                opt = make_opt(group)  # the objective changed: fresh curvature history
+            if after_round is not None:
+                after_round()
+
+    # stage 1: rigid pose with the mean shape (and contour correspondences for that pose)
+    if fit_similarity:
+        run_stage(rigid, False, 1, cand is not None)
+    # stage 2: identity (+ pose); contour correspondences re-chosen between rounds, then frozen
+    run_stage([alpha, *rigid], False, rounds, cand is not None)
+    if cand is not None:
+        update_contour()
+        run_stage([alpha, *rigid], False, max(1, rounds // 3), False)
     with torch.no_grad():
-        loss = objective()
-        res = (points() - y).norm(dim=-1)
-        expr = beta.detach() if n_e else model.mean.new_zeros(bsz, model.n_expression)
+        identity_loss = objective(False)
+    # stage 3: expression (bounded, with its prior) + identity + pose, from the identity-only solution; each
+    # sample keeps its best iterate, so the joint objective never exceeds the identity-only one (beta = 0 is
+    # a feasible point of the same problem)
+    if n_e:
+        keep = [p.detach().clone() for p in (alpha, beta, *rigid)]
+        best = identity_loss.clone()
+
+        def track_best() -> None:
+            nonlocal best
+            with torch.no_grad():
+                cur = objective(True)
+                better = cur < best
+                best = torch.where(better, cur, best)
+                for k, p in zip(keep, (alpha, beta, *rigid)):
+                    k[better] = p.detach()[better]
+
+        run_stage([alpha, beta, *rigid], True, rounds, False, track_best)
+        with torch.no_grad():
+            for k, p in zip(keep, (alpha, beta, *rigid)):
+                p.copy_(k)
+    with torch.no_grad():
+        loss = objective(True)
+        res = (points(alpha, beta if n_e else None) - y).norm(dim=-1)
+        expr = beta.detach().clone() if n_e else model.mean.new_zeros(bsz, model.n_expression)
+        if n_e < model.n_expression:
+            expr = model.mean.new_zeros(bsz, model.n_expression)
         verts = model.vertices(alpha.detach(), expr)
         if fit_similarity:
             verts = similarity_transform(verts, rot, trans, logs.exp())
     logger.info("fit (%s): mean residual %.4g over %d points", kind, float(res.mean()), res.shape[1])
     return FitResult(
-        alpha.detach(), expr, rot.detach(), trans.detach(), logs.detach().exp()[:, 0], verts, res, loss
+        alpha.detach(),
+        expr,
+        rot.detach(),
+        trans.detach(),
+        logs.detach().exp()[:, 0],
+        verts,
+        res,
+        loss,
+        identity_loss,
+        idx_b.clone(),
     )
