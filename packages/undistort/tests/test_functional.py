@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -91,3 +93,26 @@ class TestDistanceCoding:
             distance_to_bin(torch.tensor([0.0], device=device), 4, 10.0, 50.0)
         with pytest.raises(ValueError, match="distance_to_code: 'mode' must be"):
             distance_to_code(torch.tensor([10.0], device=device), 4, 10.0, 50.0, mode="bins")
+
+
+def test_landmark_nme_raw_and_shape_only():
+    from undistort.functional import landmark_nme
+
+    g = torch.Generator().manual_seed(0)
+    t = torch.rand(2, 68, 2, generator=g, dtype=torch.float64) * 50
+    # a similarity of the target: shape-only error 0, raw error large
+    ang = 0.3
+    rot = torch.tensor([[math.cos(ang), -math.sin(ang)], [math.sin(ang), math.cos(ang)]], dtype=torch.float64)
+    p = 1.3 * t @ rot.T + torch.tensor([4.0, -2.0], dtype=torch.float64)
+    assert landmark_nme(p, t, align="similarity").abs().max() < 1e-9
+    assert landmark_nme(p, t).min() > 10
+    # hand value: shifting every point by 3 px with an IOD of 30 px gives 10 %
+    t2 = torch.zeros(68, 2, dtype=torch.float64)
+    t2[45, 0] = 30.0
+    assert abs(float(landmark_nme(t2 + torch.tensor([3.0, 0.0], dtype=torch.float64), t2)) - 10.0) < 1e-9
+    # a non-similar deformation survives the alignment
+    q = t.clone()
+    q[:, :10] += 5.0
+    assert landmark_nme(q, t, align="similarity").min() > 0.5
+    with pytest.raises(ValueError, match="landmark_nme: 'align' must be"):
+        landmark_nme(p, t, align="affine")

@@ -148,3 +148,21 @@ class TestHeadSources:
         trimesh.Trimesh(v.numpy(), f.numpy(), process=False).export(tmp_path / "h.ply")
         h = HeadModel.from_files([tmp_path / "h.ply"])
         assert torch.allclose(h.meshes[0], v) and torch.equal(h.faces, f)
+
+
+def test_face_anchor_keeps_the_face_size(ict):
+    """Issue 18: the reference view keeps the face's size (inter-ocular distance), not the ears' axis."""
+    from undistort.functional import landmark_nme
+
+    for anchor, lo, hi in (("origin", 0.55, 0.8), ("face", 0.97, 1.03)):
+        ds = PortraitPairs(
+            ict, length=2, image_size=64, distance_range=(25.0, 25.0), anchor=anchor, yaw=0, pitch=0, roll=0
+        )
+        it = ds[0]
+        ld, lc = it["landmarks_distorted"], it["landmarks_corrected"]
+        ratio = float((lc[36] - lc[45]).norm() / (ld[36] - ld[45]).norm())
+        assert lo < ratio < hi, (anchor, ratio)
+    # face anchor (the last case): the shape (not the zoom) still changes at 25 cm: the shape-only error is well above zero
+    assert float(landmark_nme(ld, lc, align="similarity")) > 1.0
+    with pytest.raises(ValueError, match="PortraitPairs: 'anchor' must be 'face' or 'origin'"):
+        PortraitPairs(ict, anchor="ears")

@@ -8,7 +8,7 @@ data set (:class:`undistort.synth.PortraitPairs`), the cascade's networks, warpi
 
 import logging
 
-from . import camera, functional, heads, models, recipes, synth
+from . import camera, functional, heads, models, portrait, realpairs, recipes, synth
 from .__about__ import __version__
 from .camera import (
     PinholeCamera,
@@ -42,6 +42,8 @@ from .models import (
     list_models,
 )
 from .pipeline import Undistorter
+from .portrait import correct
+from .realpairs import RealPortraitPairs, fit_head, real_pair
 from .recipes import evaluate, train
 from .synth import PortraitPairs, collate_pairs
 from .warp import Warp, splat, warp
@@ -56,6 +58,7 @@ __all__ = [
     "HeadModel",
     "PinholeCamera",
     "PortraitPairs",
+    "RealPortraitPairs",
     "SegNet",
     "Undistorter",
     "Warp",
@@ -63,6 +66,7 @@ __all__ = [
     "camera",
     "collate_pairs",
     "completion_loss",
+    "correct",
     "create_model",
     "distance_bin_centers",
     "distance_to_bin",
@@ -70,6 +74,7 @@ __all__ = [
     "dolly_zoom",
     "endpoint_error",
     "evaluate",
+    "fit_head",
     "functional",
     "head_rotation",
     "heads",
@@ -80,8 +85,11 @@ __all__ = [
     "load_ict_facekit",
     "magnification",
     "models",
+    "portrait",
     "project",
     "rasterize",
+    "real_pair",
+    "realpairs",
     "recipes",
     "render",
     "save_checkpoint",

@@ -23,6 +23,7 @@ __all__ = [
     "endpoint_error",
     "hinge_discriminator_loss",
     "hinge_generator_loss",
+    "landmark_nme",
     "total_variation",
 ]
 
@@ -287,3 +288,55 @@ def distance_to_code(
         F.one_hot(i0, num_bins).to(distance.dtype) * (1 - w1)
         + F.one_hot(i1, num_bins).to(distance.dtype) * w1
     )
+
+
+def landmark_nme(
+    pred: Tensor, target: Tensor, *, align: str = "none", normalize: tuple[int, int] = (36, 45)
+) -> Tensor:
+    """Normalised mean landmark error, raw or *shape-only* (after the best similarity alignment).
+
+    ``align="similarity"`` first maps ``pred`` onto ``target`` with the least-squares rotation, uniform
+    scale and translation (Umeyama), so a global zoom or shift costs nothing: what remains is the shape
+    error. The mean point distance is divided by the target's distance between landmarks ``normalize``
+    (default the outer eye corners of iBUG-68) and returned in percent.
+
+    Args:
+        pred: ``(B, L, 2)`` or ``(L, 2)`` predicted landmarks.
+        target: same shape, reference landmarks.
+        align: ``"none"`` or ``"similarity"``.
+        normalize: the two landmark indices whose target distance normalises the error.
+
+    Returns:
+        ``(B,)`` (or a scalar for ``(L, 2)`` inputs) NME in % of the normalising distance.
+
+    Raises:
+        ValueError: shape mismatch or unknown ``align``.
+
+    Examples:
+        >>> t = torch.tensor([[0.0, 0.0], [2.0, 0.0], [1.0, 1.0]])
+        >>> round(float(landmark_nme(2 * t + 3, t, align="similarity", normalize=(0, 1))), 4)
+        0.0
+    """
+    fn = "landmark_nme"
+    check_floating(pred, "pred", fn=fn)
+    single = pred.ndim == 2
+    p = pred[None] if single else pred
+    t = (target[None] if target.ndim == 2 else target).to(p)
+    check_shape(p, "B,L,2", "pred", fn=fn)
+    check_shape(t, f"{p.shape[0]},{p.shape[1]},2", "target", fn=fn)
+    if align not in ("none", "similarity"):
+        raise ValueError(f"{fn}: 'align' must be 'none' or 'similarity'; got {align!r}")
+    if align == "similarity":
+        pm, tm = p.mean(1, keepdim=True), t.mean(1, keepdim=True)
+        pc, tc = p - pm, t - tm
+        cov = tc.transpose(1, 2) @ pc  # (B, 2, 2)
+        u, sv, vh = torch.linalg.svd(cov)
+        d = torch.sign(torch.linalg.det(u @ vh))
+        corr = torch.ones_like(sv)
+        corr[:, 1] = d
+        rot = u @ torch.diag_embed(corr) @ vh
+        scale = (sv * corr).sum(1) / (pc**2).sum((1, 2)).clamp(min=1e-12)
+        p = scale[:, None, None] * pc @ rot.transpose(1, 2) + tm
+    norm = (t[:, normalize[0]] - t[:, normalize[1]]).norm(dim=-1).clamp(min=1e-12)
+    err = 100.0 * (p - t).norm(dim=-1).mean(1) / norm
+    return err[0] if single else err

@@ -22,7 +22,9 @@ from .warp import warp
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Undistorter", "to_image_tensor"]
+__all__ = ["PRETRAINED_FILE", "Undistorter", "to_image_tensor"]
+
+PRETRAINED_FILE = "undistorter-real64.pt"
 
 
 def to_image_tensor(image: Any, *, fn: str = "to_image_tensor") -> tuple[Tensor, str]:
@@ -368,6 +370,25 @@ class Undistorter(nn.Module):
                 )
             config["parts"][name] = {"arch": arch, "config": cfg}
         save_checkpoint(path, self, arch="undistorter", config=config)
+
+    @classmethod
+    def pretrained(cls, *, map_location: str | torch.device = "cpu") -> Undistorter:
+        """The model shipped inside the package (offline): a flow network trained on pairs made from real
+        photos (see the model card, ``undistort/weights/MODEL_CARD.md``).
+
+        Returns:
+            The pipeline in eval mode (flow network only, work size 64, face crops as
+            :func:`undistort.correct` makes them).
+
+        Raises:
+            FileNotFoundError: the weights are missing from this installation.
+        """
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", PRETRAINED_FILE)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"Undistorter.pretrained: the shipped weights {path!r} are missing from this installation"
+            )
+        return cls.load(path, map_location=map_location)
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> Undistorter:

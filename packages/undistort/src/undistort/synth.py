@@ -44,6 +44,11 @@ class PortraitPairs(Dataset):
         identity_seed: seed of the identity pool.
         seed: seed of everything else (poses, distances, lights, backgrounds).
         visibility_tol: depth tolerance of the flow's visibility test (cm).
+        anchor: ``"face"`` (default): the dolly zoom keeps the *face* size: the head is shifted so the
+            anchor plane passes through the eyes (mean depth of the 12 eye landmarks; needs a model with
+            68 landmarks, else the model origin is used) and ``distance`` is the camera-to-eyes distance.
+            ``"origin"``: the model's own origin (ICT-FaceKit: near the ears' axis; the 0.2 behaviour, which
+            shrinks the face in the reference view: inter-ocular distance x0.67 at 25 cm).
 
     Raises:
         TypeError: ``heads`` is not a :class:`~undistort.heads.HeadModel`.
@@ -74,8 +79,12 @@ class PortraitPairs(Dataset):
         identity_seed: int = 0,
         seed: int = 0,
         visibility_tol: float = 0.75,
+        anchor: str = "face",
     ) -> None:
         fn = "PortraitPairs"
+        if anchor not in ("face", "origin"):
+            raise ValueError(f"{fn}: 'anchor' must be 'face' or 'origin'; got {anchor!r}")
+        self.anchor = anchor
         if not isinstance(heads, HeadModel):
             raise TypeError(f"{fn}: 'heads' must be a HeadModel; got {type(heads).__name__}")
         check_positive(length, "length", fn=fn)
@@ -140,6 +149,9 @@ class PortraitPairs(Dataset):
         else:
             verts, _ = heads.sample(g, max_expressions=self.max_expressions)
             ident = -1
+        if self.anchor == "face" and heads.landmarks.numel() == 68:
+            z0 = verts[heads.landmarks[36:48].long(), 2].mean()
+            verts = verts - torch.stack([z0 * 0, z0 * 0, z0])
         s = self.image_size
         lo, hi = self.distance_range
         d = math.exp(self._uniform(g, math.log(lo), math.log(hi)))

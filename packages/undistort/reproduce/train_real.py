@@ -1,0 +1,146 @@
+"""Train the shipped flow network on pairs made from real photos, in resumable units (CPU, one thread).
+
+    python packages/undistort/reproduce/make_real_pairs.py --data ../shared/data --out PAIRS   # shards
+    python packages/undistort/reproduce/train_real.py --pairs PAIRS --out RUN --total-steps 2000 --unit 100
+
+Each call of the unit loop trains ``--unit`` steps from the last checkpoint (model, Adam state, step,
+RNG) and writes it atomically, so the run can be stopped and resumed at any unit boundary (``RUN/STOP``
+ends the loop after the current unit). The learning rate follows one cosine schedule over
+``--total-steps`` whatever the unit size. Data: the shards written by ``make_real_pairs.py`` (train
+split; shards that appear while training are picked up at the next unit), with random horizontal flips.
+Loss: the package's ``flow`` task (EPE over every pixel, the extended flow being the target everywhere,
++ 0.01 TV + 0.1 mask BCE). The network is ``flownet_small`` without distance conditioning (the committed
+synthetic report found the conditioned net worse with an estimated distance).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import math
+import os
+import sys
+import time
+
+import torch
+
+from undistort import Undistorter, create_model
+from undistort.checkpoint import load_checkpoint, save_checkpoint
+from undistort.recipes.train import task_loss
+
+KEYS = ("distorted", "flow", "valid", "mask", "mask_corrected", "distance")
+
+
+def load_shards(folder: str) -> dict[str, torch.Tensor]:
+    """Concatenate the ``*.pt`` shards of one split (float32 images and flows, float masks)."""
+    files = sorted(glob.glob(os.path.join(folder, "*.pt")))
+    if not files:
+        raise SystemExit(f"train_real: no shards in {folder!r}")
+    parts = [torch.load(f, weights_only=True) for f in files]
+    out = {}
+    for k in KEYS:
+        out[k] = torch.cat([p[k] for p in parts]).float()
+    return out
+
+
+def batch_of(data: dict[str, torch.Tensor], idx: torch.Tensor, flip: torch.Tensor) -> dict[str, torch.Tensor]:
+    b = {k: v[idx].clone() for k, v in data.items()}
+    if bool(flip.any()):
+        for k in ("distorted", "flow", "valid", "mask", "mask_corrected"):
+            b[k][flip] = b[k][flip].flip(-1)
+        b["flow"][flip, 0] = -b["flow"][flip, 0]
+    return b
+
+
+@torch.no_grad()
+def val_epe(net: torch.nn.Module, data: dict[str, torch.Tensor]) -> float:
+    net.eval()
+    tot, n = 0.0, 0
+    for s in range(0, data["distorted"].shape[0], 16):
+        b = {k: v[s : s + 16] for k, v in data.items()}
+        out = net(b["distorted"], b["mask"], None)
+        tot += float((out["flow"] - b["flow"]).norm(dim=1).mean((1, 2)).sum())
+        n += b["distorted"].shape[0]
+    net.train()
+    return tot / max(n, 1)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pairs", required=True, help="folder with train/ and val/ shards")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--total-steps", type=int, default=2000)
+    ap.add_argument("--unit", type=int, default=100)
+    ap.add_argument("--units", type=int, default=10**6, help="stop after this many units in this call")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    os.makedirs(args.out, exist_ok=True)
+    ckpt_path = os.path.join(args.out, "flow.pt")
+    log_path = os.path.join(args.out, "log.jsonl")
+    val = load_shards(os.path.join(args.pairs, "val"))
+    for _unit in range(args.units):
+        if os.path.exists(os.path.join(args.out, "STOP")):
+            print("STOP file found", flush=True)
+            break
+        torch.manual_seed(args.seed)
+        net = create_model("flownet_small", conditioning="none")
+        opt = torch.optim.Adam(net.parameters(), lr=args.lr)
+        step = 0
+        if os.path.exists(ckpt_path):
+            ck = load_checkpoint(ckpt_path)
+            net.load_state_dict(ck["state_dict"])
+            opt.load_state_dict(ck["optimizer"])
+            step = int(ck["step"])
+            torch.set_rng_state(ck["rng"])
+        if step >= args.total_steps:
+            print(f"done: step {step}", flush=True)
+            break
+        data = load_shards(os.path.join(args.pairs, "train"))
+        n = data["distorted"].shape[0]
+        t0, c0 = time.time(), time.process_time()
+        losses = []
+        for _ in range(min(args.unit, args.total_steps - step)):
+            lr = args.lr * 0.5 * (1 + math.cos(math.pi * step / args.total_steps))
+            for grp in opt.param_groups:
+                grp["lr"] = lr
+            idx = torch.randint(n, (args.batch_size,))
+            flip = torch.rand(args.batch_size) < 0.5
+            loss, m = task_loss("flow", net, batch_of(data, idx, flip))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            losses.append(m["epe"])
+        v = val_epe(net, val)
+        rec = {
+            "step": step,
+            "train_epe": sum(losses) / len(losses),
+            "val_epe": v,
+            "train_pairs": n,
+            "cpu_s": round(time.process_time() - c0, 1),
+            "wall_s": round(time.time() - t0, 1),
+            "lr": lr,
+        }
+        save_checkpoint(
+            ckpt_path, net, arch="flownet_small", config=net.config, optimizer=opt, step=step, metrics=rec
+        )  # type: ignore[arg-type]
+        with open(log_path, "a") as fh:
+            fh.write(json.dumps(rec) + "\n")
+        print(json.dumps(rec), flush=True)
+    # the pipeline form of the latest weights (what undistort ships)
+    if os.path.exists(ckpt_path):
+        ck = load_checkpoint(ckpt_path)
+        net = create_model("flownet_small", conditioning="none")
+        net.load_state_dict(ck["state_dict"])
+        Undistorter(net, work_size=64).save(os.path.join(args.out, "undistorter.pt"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
