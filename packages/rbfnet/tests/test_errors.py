@@ -28,6 +28,11 @@ class _Sized(torch.utils.data.Dataset):
         return (pts, i) if self.tuple_items else {"points": pts, "label": torch.tensor(i)}
 
 
+class _Odd(_Sized):
+    def __getitem__(self, i: int):
+        return {"xyz": torch.rand(16, 3)}
+
+
 def test_train_arguments():
     m = rbfnet.RBFNet(3, **SMALL)
     ds = _Sized()
@@ -56,8 +61,10 @@ def test_train_arguments():
     with pytest.raises(ValueError, match="train: 'num_workers' must be >= 0; got -1"):
         rbfnet.train(m, ds, num_workers=-1)
     # samples that are not the documented dicts: named, not a KeyError/TypeError from deep inside
-    with pytest.raises(TypeError, match="train/evaluate: each sample must be a dict with 'points'"):
-        rbfnet.train(m, _Sized(tuple_items=True), epochs=1)
+    # (points, label) tuples are accepted since 0.3.0 (issue 22); other forms are named
+    assert len(rbfnet.train(m, _Sized(tuple_items=True), epochs=1)["history"]) == 1
+    with pytest.raises(TypeError, match="train/evaluate: each batch must be a dict with 'points'"):
+        rbfnet.train(m, _Odd(), epochs=1)
 
 
 def test_evaluate_and_metrics_arguments():

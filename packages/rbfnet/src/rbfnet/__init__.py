@@ -8,7 +8,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .functional import pairwise_sq_dist, rbf_activation, rbf_kernel
 from .models import PointNet, PointNet2SSG, RBFNet, count_parameters, create_model, list_models
 from .nn import RBFLayer, init_centers
-from .recipes import classification_metrics, evaluate, train
+from .recipes import classification_metrics, evaluate, recalibrate_bn, train
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
@@ -32,6 +32,7 @@ __all__ = [
     "pairwise_sq_dist",
     "rbf_activation",
     "rbf_kernel",
+    "recalibrate_bn",
     "recipes",
     "save_checkpoint",
     "train",

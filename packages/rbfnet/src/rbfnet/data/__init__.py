@@ -1,5 +1,7 @@
-"""ModelNet readers and seeded point-cloud transforms."""
+"""ModelNet readers (class folders, PointNet++ text, OFF meshes, PointNet HDF5), seeded point-cloud
+transforms, and the batch adapters (PyG-style flat batches, ``(points, label)`` tuples)."""
 
+from .batching import as_dense_batch, collate_flat, flat_to_dense
 from .datasets import (
     ModelNetMesh,
     ModelNetNormalResampled,
@@ -9,6 +11,7 @@ from .datasets import (
     sample_mesh_surface,
     stack_dataset,
 )
+from .hdf5 import ModelNetHDF5
 from .transforms import (
     Compose,
     Jitter,
@@ -23,6 +26,7 @@ from .transforms import (
 __all__ = [
     "Compose",
     "Jitter",
+    "ModelNetHDF5",
     "ModelNetMesh",
     "ModelNetNormalResampled",
     "NormalizeUnitSphere",
@@ -30,7 +34,10 @@ __all__ = [
     "RandomPointDropout",
     "RandomRotateUp",
     "RandomScaleShift",
+    "as_dense_batch",
+    "collate_flat",
     "default_train_transform",
+    "flat_to_dense",
     "normalize_unit_sphere",
     "read_off",
     "read_point_file",

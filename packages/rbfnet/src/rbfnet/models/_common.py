@@ -232,5 +232,33 @@ class PointCloudClassifier(nn.Module):
         """
         return self.forward_head(self.forward_features(points, normals))
 
+    def forward_flat(
+        self,
+        pos: torch.Tensor,
+        batch: torch.Tensor,
+        normals: torch.Tensor | None = None,
+        *,
+        num_points: int | None = None,
+    ) -> torch.Tensor:
+        """Classify a PyG-style flat batch: ``pos`` ``(P, 3)`` with the cloud index of every point in
+        ``batch`` ``(P,)`` (variable points per cloud), via :func:`rbfnet.data.flat_to_dense`.
+
+        For the max-pooling models (all registered ones with their defaults), in eval mode the logits of
+        each cloud equal those of the cloud alone at its own size.
+
+        Args:
+            pos: ``(P, 3)`` points.
+            batch: ``(P,)`` integer cloud indices.
+            normals: ``(P, 3)`` normals, required when the model uses normals.
+            num_points: points per dense cloud (default: the largest cloud's size).
+
+        Returns:
+            ``(B, K)`` logits, ``B = batch.max() + 1``.
+        """
+        from ..data.batching import flat_to_dense
+
+        points, dense_normals = flat_to_dense(pos, batch, num_points=num_points, normals=normals)
+        return self(points, dense_normals)
+
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, use_normals={self.uses_normals}"

@@ -24,8 +24,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .._checks import check_int, check_module, check_number
 from ..checkpoint import load_checkpoint, save_checkpoint
+from ..data.batching import as_dense_batch
 
-__all__ = ["classification_metrics", "evaluate", "train"]
+__all__ = ["classification_metrics", "evaluate", "recalibrate_bn", "train", "vote_views"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,15 +78,8 @@ class _Shard(torch.utils.data.Dataset):  # type: ignore[type-arg]
         return self.dataset[self.indices[i]]
 
 
-def _forward(
-    model: nn.Module, batch: dict[str, Any], device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    if not isinstance(batch, dict) or "points" not in batch or "label" not in batch:
-        got = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
-        raise TypeError(
-            "train/evaluate: each sample must be a dict with 'points' (N, 3) and 'label' (see rbfnet.data); "
-            f"got a batch of {got}"
-        )
+def _forward(model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    batch = as_dense_batch(batch)
     pts = batch["points"].to(device, non_blocking=True)
     nrm = batch.get("normals")
     uses = bool(getattr(_unwrap(model), "uses_normals", False))
@@ -155,8 +149,21 @@ def evaluate(
     num_workers: int = 0,
     progress: bool | None = None,
     distributed: bool | None = None,
+    votes: int = 1,
+    vote_seed: int = 0,
+    vote_scale: tuple[float, float] = (0.8, 1.25),
+    vote_rotate: bool = False,
+    up_axis: int = 2,
 ) -> dict[str, Any]:
     """Evaluate a classifier: loss, overall / class-mean / per-class accuracy and inference throughput.
+
+    Test-time voting (``votes > 1``, as the PointNet++ tooling does): every cloud is classified in
+    ``votes`` views and the softmax probabilities are averaged; the metrics and the loss use the averaged
+    probabilities. View 0 is the cloud itself; view ``k >= 1`` scales it isotropically by ``s_k``, drawn
+    uniformly from ``vote_scale`` by a generator seeded with ``vote_seed`` (one scale per view, the same
+    for every cloud, so the result does not depend on batch size or order), and with ``vote_rotate``
+    also rotates it by ``2 pi k / votes`` about ``up_axis`` (normals are rotated alike). See
+    :func:`vote_views`. Rotated views only help a model trained with rotation augmentation.
 
     Under an initialised process group (DDP), a dataset is split over the ranks (rank ``r`` takes samples
     ``r, r + world, ...``, no padding), the confusion matrix, loss and sample count are all-reduced, and
@@ -176,10 +183,16 @@ def evaluate(
         progress: tqdm bar (``None``: only on a TTY); rank 0 only.
         distributed: split the set over the ranks and all-reduce (``None``: when a process group with
             more than one rank is initialised; ``False``: never).
+        votes: views per cloud (1: no voting).
+        vote_seed: seed of the views' scales.
+        vote_scale: ``(low, high)`` range of the isotropic scales, ``0 < low <= high``.
+        vote_rotate: also rotate view ``k`` by ``2 pi k / votes`` about ``up_axis``.
+        up_axis: 0, 1 or 2 (x, y, z); ModelNet class-folder data here is z-up.
 
     Returns:
-        :func:`classification_metrics` plus ``"loss"``, ``"num_samples"`` and ``"clouds_per_s"`` (under
-        DDP: all samples over the slowest rank's forward time).
+        :func:`classification_metrics` plus ``"loss"``, ``"num_samples"``, ``"clouds_per_s"`` (under
+        DDP: all samples over the slowest rank's forward time; with voting, clouds per second of all
+        views together) and ``"votes"``.
 
     Raises:
         TypeError: ``model`` is not a module, ``dataset`` is neither a dataset nor a loader, non-int sizes,
@@ -199,6 +212,7 @@ def evaluate(
         check_int(num_classes, "num_classes", fn=fn, low=1)
     check_int(batch_size, "batch_size", fn=fn, low=1)
     check_int(num_workers, "num_workers", fn=fn, low=0)
+    views = vote_views(votes, seed=vote_seed, scale=vote_scale, rotate=vote_rotate, up_axis=up_axis)
     inner = _unwrap(model)
     k = int(num_classes if num_classes is not None else getattr(inner, "num_classes"))  # noqa: B009
     dev = torch.device(device) if device is not None else next(inner.parameters()).device
@@ -226,7 +240,10 @@ def evaluate(
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             t0 = time.perf_counter()
-            logits, y = _forward(inner, batch, dev)
+            if len(views) == 1:
+                logits, y = _forward(inner, batch, dev)
+            else:
+                logits, y = _vote_forward(inner, batch, dev, views)
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             seconds += time.perf_counter() - t0
@@ -256,8 +273,169 @@ def evaluate(
     if n == 0:
         raise ValueError("evaluate: the evaluation set is empty")
     out = _metrics_from_confusion(conf.numpy())
-    out.update({"loss": loss_sum / n, "num_samples": n, "clouds_per_s": n / max(seconds, 1e-9)})
+    out.update(
+        {
+            "loss": loss_sum / n,
+            "num_samples": n,
+            "clouds_per_s": n / max(seconds, 1e-9),
+            "votes": len(views),
+        }
+    )
     return out
+
+
+def vote_views(
+    votes: int,
+    *,
+    seed: int = 0,
+    scale: tuple[float, float] = (0.8, 1.25),
+    rotate: bool = False,
+    up_axis: int = 2,
+) -> list[tuple[float, torch.Tensor]]:
+    """The views of test-time voting: ``votes`` pairs ``(scale s_k, rotation R_k (3, 3))``.
+
+    View 0 is ``(1.0, I)``. View ``k >= 1`` has ``s_k ~ U(scale)`` from ``torch.Generator`` seeded with
+    ``seed`` (drawn in order ``k = 1, 2, ...``) and, with ``rotate``, ``R_k`` the rotation by
+    ``2 pi k / votes`` about ``up_axis`` (else ``I``). A view maps a cloud ``p`` ``(N, 3)`` to
+    ``s_k * p @ R_k.T``.
+
+    Args:
+        votes: number of views, >= 1.
+        seed: seed of the scales.
+        scale: ``(low, high)`` with ``0 < low <= high``.
+        rotate: rotate the views about the up axis.
+        up_axis: 0, 1 or 2.
+
+    Returns:
+        The views, float64 rotations on the CPU.
+
+    Raises:
+        TypeError: non-int ``votes``/``seed``/``up_axis``.
+        ValueError: ``votes < 1``, a bad ``scale`` range or ``up_axis`` outside 0..2.
+    """
+    fn = "evaluate"
+    check_int(votes, "votes", fn=fn, low=1)
+    check_int(seed, "vote_seed", fn=fn)
+    check_int(up_axis, "up_axis", fn=fn, low=0)
+    if up_axis > 2:
+        raise ValueError(f"{fn}: 'up_axis' must be 0, 1 or 2; got {up_axis}")
+    if (
+        not isinstance(scale, (tuple, list))
+        or len(scale) != 2
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scale)
+        or not 0 < scale[0] <= scale[1] < math.inf
+    ):
+        raise ValueError(f"{fn}: 'vote_scale' must be (low, high) with 0 < low <= high; got {scale!r}")
+    gen = torch.Generator().manual_seed(seed)
+    draws = torch.rand(votes, generator=gen, dtype=torch.float64)
+    a, b = (u for u in range(3) if u != up_axis)
+    views: list[tuple[float, torch.Tensor]] = [(1.0, torch.eye(3, dtype=torch.float64))]
+    for k in range(1, votes):
+        s = float(scale[0] + (scale[1] - scale[0]) * draws[k - 1])
+        rot = torch.eye(3, dtype=torch.float64)
+        if rotate:
+            t = 2 * math.pi * k / votes
+            rot[a, a], rot[a, b], rot[b, a], rot[b, b] = math.cos(t), -math.sin(t), math.sin(t), math.cos(t)
+        views.append((s, rot))
+    return views
+
+
+def _vote_forward(
+    model: nn.Module, batch: Any, device: torch.device, views: list[tuple[float, torch.Tensor]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    dense = as_dense_batch(batch)
+    probs: torch.Tensor | None = None
+    y = dense["label"]
+    for s, rot in views:
+        view = dict(dense)
+        r = rot.to(dense["points"].dtype)
+        view["points"] = s * (dense["points"] @ r.T)
+        if dense.get("normals") is not None:
+            view["normals"] = dense["normals"] @ r.T
+        logits, y = _forward(model, view, device)
+        p = logits.float().softmax(dim=1)
+        probs = p if probs is None else probs + p
+    assert probs is not None  # votes >= 1
+    return (probs / len(views)).clamp_min(1e-30).log(), y
+
+
+@torch.no_grad()
+def recalibrate_bn(
+    model: nn.Module,
+    data: Dataset | DataLoader,  # type: ignore[type-arg]
+    *,
+    num_batches: int | None = None,
+    batch_size: int = 32,
+    device: torch.device | str | None = None,
+    num_workers: int = 0,
+) -> int:
+    """Re-estimate every BatchNorm layer's running mean and variance from data (BatchNorm warm-up).
+
+    The RBF responses are small (often ``1e-3`` to ``1e-2``), so after a short training or fine-tune the
+    running statistics (momentum 0.1 from mean 0 / variance 1) are still far from the batch statistics the
+    network was trained with, and eval mode can then score near chance. This resets the running
+    statistics and recomputes them as the exact average over ``num_batches`` batches of ``data`` (momentum
+    ``None``), with every other module in eval mode (no dropout), and restores the model's mode and
+    momenta. No parameter changes.
+
+    Args:
+        model: the classifier (a DDP wrapper is unwrapped).
+        data: a dataset or loader of any batch form the recipes accept (use the training data, without
+            test samples).
+        num_batches: batches to use (``None``: all).
+        batch_size: batch size for a dataset (ignored for a loader); >= 2.
+        device: device (default: the model's).
+        num_workers: loader workers.
+
+    Returns:
+        Number of clouds used (0 when the model has no BatchNorm layer).
+
+    Raises:
+        TypeError: ``model`` is not a module, ``data`` is neither a dataset nor a loader.
+        ValueError: ``num_batches < 1`` or ``batch_size < 2``.
+    """
+    fn = "recalibrate_bn"
+    check_module(model, "model", fn=fn)
+    if not isinstance(data, DataLoader) and not (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
+        raise TypeError(
+            f"{fn}: 'data' must be a Dataset (with __len__) or a DataLoader; got {type(data).__name__}"
+        )
+    if num_batches is not None:
+        check_int(num_batches, "num_batches", fn=fn, low=1)
+    check_int(batch_size, "batch_size", fn=fn, low=2)
+    inner = _unwrap(model)
+    bns = [m for m in inner.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        logger.warning("recalibrate_bn: the model has no BatchNorm layer; nothing to do")
+        return 0
+    dev = torch.device(device) if device is not None else next(inner.parameters()).device
+    loader = (
+        data
+        if isinstance(data, DataLoader)
+        else DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    )
+    modes = {m: m.training for m in inner.modules()}
+    momenta = [m.momentum for m in bns]
+    seen = 0
+    try:
+        inner.eval()
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative moving average: the exact mean over the batches
+            m.train()
+        for i, batch in enumerate(loader):
+            if num_batches is not None and i >= num_batches:
+                break
+            _, y = _forward(inner, batch, dev)
+            seen += int(y.numel())
+    finally:
+        for bn, mom in zip(bns, momenta):
+            bn.momentum = mom
+        for mod, was in modes.items():
+            mod.training = was
+    _sync_buffers(model)
+    logger.info("recalibrate_bn: running statistics of %d BatchNorm layers from %d clouds", len(bns), seen)
+    return seen
 
 
 def train(
@@ -280,6 +458,8 @@ def train(
     resume: bool = False,
     callback: Callback | None = None,
     progress: bool | None = None,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
+    bn_recalibration: bool = False,
 ) -> dict[str, Any]:
     """Train a point-cloud classifier with Adam + step decay and cross-entropy (the PointNet++ recipe).
 
@@ -321,6 +501,12 @@ def train(
         resume: continue from ``checkpoint_dir/last.pt`` if present.
         callback: called as ``callback(epoch, record)`` after each epoch; returning ``True`` stops.
         progress: tqdm bars (``None``: only on a TTY); rank 0 only.
+        collate_fn: ``DataLoader`` collate function, e.g. :func:`rbfnet.data.collate_flat` for samples of
+            different sizes (flat ``pos``/``batch`` batches); samples may also be ``(points, label)``
+            tuples (see :mod:`rbfnet.data.batching`).
+        bn_recalibration: after every epoch, re-estimate the BatchNorm running statistics on
+            ``train_set`` (:func:`recalibrate_bn`) before evaluating and checkpointing: for short
+            fine-tunes, whose running statistics have not caught up with the small RBF responses.
 
     Returns:
         ``{"history": [per-epoch records], "best": best record or None, "steps": int,
@@ -412,6 +598,7 @@ def train(
             num_workers=num_workers,
             generator=gen if sampler is None else None,
             pin_memory=dev.type == "cuda",
+            collate_fn=collate_fn,
         )
         net.train()
         it: Iterable[Any] = loader
@@ -449,6 +636,13 @@ def train(
             dist.all_reduce(wall, op=dist.ReduceOp.MAX)
             seconds = float(wall[0])
         total_seconds += seconds
+        if bn_recalibration:
+            part = _Shard(train_set, rank, world) if distributed else train_set
+            recalibrate_bn(
+                model,
+                DataLoader(part, batch_size=max(batch_size, 2), shuffle=False, collate_fn=collate_fn),
+                device=dev,
+            )
         sched.step()
         record: dict[str, Any] = {
             "epoch": epoch + 1,
@@ -459,8 +653,24 @@ def train(
             "train_clouds_per_s": seen / max(seconds, 1e-9),
         }
         if val_set is not None:
+            val_data: Any = val_set
+            if collate_fn is not None:
+                # a plain loader: under DDP every rank then evaluates the whole set (same metrics)
+                val_data = DataLoader(
+                    val_set,
+                    batch_size=batch_size,
+                    shuffle=False,
+                    num_workers=num_workers,
+                    collate_fn=collate_fn,
+                )
             m = evaluate(
-                model, val_set, batch_size=batch_size, device=dev, num_workers=num_workers, progress=progress
+                model,
+                val_data,
+                batch_size=batch_size,
+                device=dev,
+                num_workers=num_workers,
+                progress=progress,
+                distributed=False if collate_fn is not None else None,
             )
             record.update({f"val_{k}": v for k, v in m.items() if k != "confusion"})
             if best is None or record["val_overall_acc"] > best["val_overall_acc"]:
