@@ -17,6 +17,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 
@@ -47,7 +48,7 @@ LABELS = {
     "plain_inpainting": "plain inpainting (same G, no S, no identity loss, no pose)",
 }
 BATCH = 8
-ID_SUBSET = 4
+ID_SUBSET = 2
 
 
 class FirstK(nn.Module):
@@ -112,6 +113,17 @@ def main() -> int:
                 enc = FirstK(sface, ID_SUBSET)
             t0 = time.process_time()
             torch.manual_seed(seed)
+
+            def on_step(
+                step: int, m: dict, _t: float = t0, _k: str = variant, _s: int = seed, _p: str = path
+            ) -> None:
+                if step % 10 == 0 or step < 3:
+                    logging.info("%s s%d step %d: %.1f CPU s, %s", _k, _s, step, time.process_time() - _t, m)
+                # the checkpoint of step `step - 1` was written just before this step: keep a snapshot of
+                # it, so every variant can be evaluated at the same step count whatever the others reach
+                if step > 1 and (step - 1) % args.unit == 0 and os.path.isfile(_p):
+                    shutil.copyfile(_p, _p.replace(".pt", f"_step{step - 1}.pt"))
+
             train_completion(
                 ds,
                 config=cfg,
@@ -123,11 +135,7 @@ def main() -> int:
                 checkpoint_every=args.unit,
                 resume=True,
                 progress=False,
-                callback=lambda step, m, _t=t0, _k=variant, _s=seed: (
-                    logging.info("%s s%d step %d: %.1f CPU s, %s", _k, _s, step, time.process_time() - _t, m)
-                    if step % 10 == 0 or step < 3
-                    else None
-                ),
+                callback=on_step,
             )
             key = f"{variant}_s{seed}"
             budget[key] = budget.get(key, 0.0) + time.process_time() - t0

@@ -40,7 +40,9 @@ def crops(shared_data):
         pytest.skip("celeba-id-crops not in the shared data")
     ids = sorted(os.listdir(root), key=lambda s: (not s.isdigit(), s))[:2]
     files = [os.path.join(root, i, f) for i in ids for f in sorted(os.listdir(os.path.join(root, i)))[:3]]
-    arr = np.stack([np.asarray(Image.open(f).convert("RGB").resize((112, 112), Image.BICUBIC)) for f in files])
+    arr = np.stack(
+        [np.asarray(Image.open(f).convert("RGB").resize((112, 112), Image.BICUBIC)) for f in files]
+    )
     return torch.from_numpy(arr.astype(np.float32)).permute(0, 3, 1, 2).contiguous(), [0, 0, 0, 1, 1, 1]
 
 

@@ -7,6 +7,7 @@ import os
 from collections.abc import Sequence
 from typing import Any, overload
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -23,6 +24,7 @@ __all__ = ["Completer"]
 
 ImageLike = torch.Tensor | Image.Image
 _GENERATOR_ARCHS = ("occfill_generator", "occfill_inpainting_baseline")
+PRETRAINED_FILE = "occfill_celeba128.pt"
 
 
 def _to_batch(x: ImageLike, name: str, fn: str, channels: int) -> tuple[torch.Tensor, bool]:
@@ -145,6 +147,100 @@ class Completer:
         if "resolution" in ckpt and "resolution" not in kwargs:
             kwargs["resolution"] = tuple(int(v) for v in ckpt["resolution"])
         return cls(gen, **kwargs)  # type: ignore[arg-type]
+
+    @classmethod
+    def pretrained(cls, *, device: torch.device | str = "cpu", **kwargs: Any) -> Completer:
+        """The generator shipped inside the wheel (128 px, trained on celeba-id-crops; see ``MODEL_CARD.md``).
+
+        Works offline: the weights are a file of the installed package. CelebA terms apply to them:
+        non-commercial research use only.
+
+        Args:
+            device: device to move the generator to.
+            **kwargs: passed to :class:`Completer`.
+
+        Returns:
+            The completer (``resolution`` (128, 128)).
+
+        Raises:
+            FileNotFoundError: the weights file is missing from this installation.
+        """
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", PRETRAINED_FILE)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"Completer.pretrained: the shipped weights {path!r} are missing from this installation of occfill"
+            )
+        return cls.from_checkpoint(path, device=device, **kwargs)
+
+    def complete_photo(
+        self,
+        photo: Any,
+        reference: Any,
+        *,
+        mask: ImageLike | None = None,
+        seed: int = 0,
+    ) -> ImageLike:
+        """One call on raw photos: find the faces, align them, fill the ocular region, paste it back.
+
+        Needs the optional extra ``occfill[landmarks]`` (dlib face detector + 68-point predictor). Both photos
+        are aligned by their eye centres to the model's resolution (the ``celeba-id-crops`` convention, see
+        :mod:`occfill.landmarks`); the hole is the eye box from the target's landmarks (or ``mask``, in photo
+        pixels); the pose comes from the aligned landmarks; the completed crop is warped back into the photo,
+        where only the hole changes.
+
+        Args:
+            photo: the target: PIL image, file path or ``(3, H, W)`` float tensor in [0, 1].
+            reference: an unoccluded photo of the same person (any size, any pose).
+            mask: optional ``(1, H, W)`` tensor or PIL image in photo pixels (non-zero = fill); default: the
+                eye box from the landmarks.
+            seed: seed of the noise.
+
+        Returns:
+            The completed photo, same size and type as ``photo`` (a PIL image for a path).
+
+        Raises:
+            ImportError: the ``occfill[landmarks]`` extra is missing (the message says what to install).
+            ValueError: no face found in ``photo`` or ``reference`` (named), or a mask of another size.
+        """
+        import cv2
+
+        from .landmarks import align_face
+        from .masks import box_masks, eye_box_from_landmarks
+
+        fn = "Completer.complete_photo"
+        size = self.resolution[0] if self.resolution is not None else 128
+        tgt = align_face(photo, size, name="photo")
+        ref = align_face(reference, size, name="reference")
+        h, w = tgt["photo"].shape[:2]
+        if mask is None:
+            crop_mask = box_masks(eye_box_from_landmarks(tgt["landmarks"][None]), size, size)[0]
+        else:
+            m, _ = _to_batch(mask, "mask", fn, 1)
+            check_shape(m, f"1,1,{h},{w}", "mask", fn=fn)
+            check_finite(m, "mask", fn=fn)
+            mw = cv2.warpAffine(
+                (m[0, 0] != 0).float().numpy(), tgt["matrix"], (size, size), flags=cv2.INTER_LINEAR
+            )
+            crop_mask = torch.from_numpy((mw > 0).astype(np.float32))[None]
+        g = torch.Generator(device=self.device).manual_seed(int(seed))
+        crop = self.complete(tgt["crop"], crop_mask, ref["crop"], tgt["landmarks"], generator=g)
+        inv = cv2.invertAffineTransform(tgt["matrix"])
+        back = cv2.warpAffine(
+            (crop.permute(1, 2, 0).cpu().numpy() * 255.0).astype(np.float32),
+            inv,
+            (w, h),
+            flags=cv2.INTER_CUBIC,
+        )
+        alpha = cv2.warpAffine(crop_mask[0].numpy().astype(np.float32), inv, (w, h), flags=cv2.INTER_LINEAR)
+        alpha = np.clip(alpha, 0.0, 1.0)[..., None]
+        out = tgt["photo"].astype(np.float32) * (1.0 - alpha) + np.clip(back, 0, 255) * alpha
+        out_u8 = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+        if isinstance(photo, torch.Tensor):
+            res = torch.from_numpy(out_u8).permute(2, 0, 1).to(photo.dtype).div(255.0).to(photo.device)
+            keep = torch.from_numpy(alpha[..., 0] == 0).to(photo.device).expand_as(res)
+            res[keep] = photo[keep]  # untouched pixels are returned exactly
+            return res
+        return Image.fromarray(out_u8)
 
     @property
     def device(self) -> torch.device:
