@@ -317,6 +317,6 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.pt"]
     torch.save({"package": "other"}, tmp_path / "x.pt")
     with pytest.raises(
-        ValueError, match=r"load_checkpoint: .* is not an iekd checkpoint \(package='other'\)"
+        ValueError, match=r"load_checkpoint: .* is not a valid iekd checkpoint \(.*package='other'\)"
     ):
         iekd.load_checkpoint(tmp_path / "x.pt")

@@ -15,9 +15,54 @@ from .hooks import unwrap_model
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FORMAT_VERSION", "clean_state_dict", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "FORMAT_VERSION",
+    "CheckpointError",
+    "clean_state_dict",
+    "load_checkpoint",
+    "load_state_file",
+    "save_checkpoint",
+]
 
 FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A file is not a valid checkpoint (truncated, garbage, or not written by this package)."""
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def load_state_file(
+    path: str | os.PathLike[str], *, fn: str, map_location: str | torch.device = "cpu"
+) -> Any:
+    """``torch.load(path, weights_only=True)`` with clear errors for a missing, truncated or garbage file.
+
+    Args:
+        path: the file.
+        fn: name of the calling function, used in error messages.
+        map_location: where tensors are loaded.
+
+    Returns:
+        The loaded object (never unpickles code).
+
+    Raises:
+        FileNotFoundError: no such file (or it is a folder).
+        CheckpointError: the file cannot be read as a ``weights_only`` torch file.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{fn}: no checkpoint file at {path!r}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # any reader failure (zip, unpickler, EOF, IndexError on garbage, ...)
+        raise CheckpointError(
+            f"{fn}: {path!r} is not a valid iekd checkpoint (truncated, or not written by iekd / torch.save)"
+        ) from err
 
 
 def clean_state_dict(state_dict: dict[str, Any]) -> dict[str, Any]:
@@ -96,6 +141,8 @@ def save_checkpoint(
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
     try:
+        # mkstemp creates the file 0600; give it the usual 0666 & ~umask before it replaces the target.
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             torch.save(payload, fh)
             fh.flush()
@@ -122,17 +169,19 @@ def load_checkpoint(
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file is not an ``iekd`` checkpoint or has a newer format.
+        CheckpointError: (a ``ValueError``) the file is truncated or garbage, is not an ``iekd`` checkpoint,
+            or has a newer format.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"load_checkpoint: no checkpoint at {path!r}")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    ckpt = load_state_file(path, fn="load_checkpoint", map_location=map_location)
     if not isinstance(ckpt, dict) or ckpt.get("package") != "iekd":
         got = ckpt.get("package") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f"load_checkpoint: {path!r} is not an iekd checkpoint (package={got!r})")
+        raise CheckpointError(
+            f"load_checkpoint: {path!r} is not a valid iekd checkpoint (not written by iekd.save_checkpoint; "
+            f"package={got!r})"
+        )
     if int(ckpt.get("format_version", 0)) > FORMAT_VERSION:
-        raise ValueError(
+        raise CheckpointError(
             f"load_checkpoint: {path!r} has format_version {ckpt['format_version']}, newer than this iekd "
             f"({__version__}) reads ({FORMAT_VERSION}); upgrade iekd"
         )

@@ -22,6 +22,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from ._checks import check_finite as _check_finite
 from ._checks import check_floating, check_positive, check_shape, check_tensor
 
 __all__ = [
@@ -46,7 +47,16 @@ Reduction = Literal["mean", "batchmean", "sum"]
 _REDUCTIONS = ("mean", "batchmean", "sum")
 
 
-def _check_pair(x: torch.Tensor, y: torch.Tensor, xname: str, yname: str, fn: str) -> None:
+def _finite(fn: str, finite: bool, *named: tuple[str, torch.Tensor]) -> None:
+    """Opt-in finiteness check (one device sync per tensor; skipped under ``torch.compile``)."""
+    if finite:
+        for name, x in named:
+            _check_finite(x, name, fn=fn)
+
+
+def _check_pair(
+    x: torch.Tensor, y: torch.Tensor, xname: str, yname: str, fn: str, finite: bool = False
+) -> None:
     check_floating(x, xname, fn=fn)
     check_floating(y, yname, fn=fn)
     if x.dim() < 2:
@@ -63,6 +73,7 @@ def _check_pair(x: torch.Tensor, y: torch.Tensor, xname: str, yname: str, fn: st
         )
     if x.dtype != y.dtype:
         raise ValueError(f"{fn}: '{xname}' and '{yname}' must share a dtype; got {x.dtype} and {y.dtype}")
+    _finite(fn, finite, (xname, x), (yname, y))
 
 
 def _check_p_reduction(p: int, reduction: str, fn: str) -> None:
@@ -89,7 +100,7 @@ def _factor_distance(x: torch.Tensor, y: torch.Tensor, p: int, reduction: str) -
 
 
 def factor_distance(
-    x: torch.Tensor, y: torch.Tensor, *, p: int = 1, reduction: Reduction = "mean"
+    x: torch.Tensor, y: torch.Tensor, *, p: int = 1, reduction: Reduction = "mean", check_finite: bool = False
 ) -> torch.Tensor:
     """Distance between per-sample L2-normalised factors (the FT / IE-KD factor distance).
 
@@ -101,6 +112,8 @@ def factor_distance(
         y: factors of the same shape, dtype and device as ``x``.
         p: 1 (L1, the paper's choice) or 2.
         reduction: ``"mean"`` (over batch and elements, the authors' code), ``"batchmean"`` or ``"sum"``.
+        check_finite: raise ``ValueError`` naming the argument if an input holds NaN or inf (off by
+            default: the check costs a device sync; skipped under ``torch.compile``).
 
     Returns:
         Scalar tensor, ``>= 0``.
@@ -115,7 +128,7 @@ def factor_distance(
         0.2
     """
     fn = "factor_distance"
-    _check_pair(x, y, "x", "y", fn)
+    _check_pair(x, y, "x", "y", fn, check_finite)
     _check_p_reduction(p, reduction, fn)
     return _factor_distance(x, y, p, reduction)
 
@@ -126,6 +139,7 @@ def inheritance_loss(
     *,
     p: int = 1,
     reduction: Reduction = "mean",
+    check_finite: bool = False,
 ) -> torch.Tensor:
     """Inheritance (similarity) loss, ``L_inh = d(n(F_inh), n(F_T))``.
 
@@ -136,6 +150,8 @@ def inheritance_loss(
         teacher_factor: teacher factor ``E(f_T)``, same shape, dtype and device.
         p: 1 (L1, default, the paper's best distance) or 2.
         reduction: see :func:`factor_distance`.
+        check_finite: raise ``ValueError`` naming the argument if an input holds NaN or inf (off by
+            default: the check costs a device sync; skipped under ``torch.compile``).
 
     Returns:
         Scalar tensor, ``>= 0``; the student is trained to decrease it.
@@ -149,7 +165,7 @@ def inheritance_loss(
         0.0
     """
     fn = "inheritance_loss"
-    _check_pair(student_factor, teacher_factor, "student_factor", "teacher_factor", fn)
+    _check_pair(student_factor, teacher_factor, "student_factor", "teacher_factor", fn, check_finite)
     _check_p_reduction(p, reduction, fn)
     return _factor_distance(student_factor, teacher_factor.detach(), p, reduction)
 
@@ -160,6 +176,7 @@ def exploration_loss(
     *,
     p: int = 1,
     reduction: Reduction = "mean",
+    check_finite: bool = False,
 ) -> torch.Tensor:
     """Exploration (dis-similarity) loss, ``L_exp = -d(n(F_exp), n(F_T))``.
 
@@ -171,6 +188,8 @@ def exploration_loss(
         teacher_factor: teacher factor, same shape, dtype and device.
         p: 1 (default) or 2.
         reduction: see :func:`factor_distance`.
+        check_finite: raise ``ValueError`` naming the argument if an input holds NaN or inf (off by
+            default: the check costs a device sync; skipped under ``torch.compile``).
 
     Returns:
         Scalar tensor, ``<= 0``.
@@ -185,7 +204,7 @@ def exploration_loss(
         -0.2
     """
     fn = "exploration_loss"
-    _check_pair(student_factor, teacher_factor, "student_factor", "teacher_factor", fn)
+    _check_pair(student_factor, teacher_factor, "student_factor", "teacher_factor", fn, check_finite)
     _check_p_reduction(p, reduction, fn)
     return -_factor_distance(student_factor, teacher_factor.detach(), p, reduction)
 
@@ -196,6 +215,7 @@ def factor_transfer_loss(
     *,
     p: int = 1,
     reduction: Reduction = "mean",
+    check_finite: bool = False,
 ) -> torch.Tensor:
     """Factor Transfer loss (Kim et al., 2018): ``d(n(translator(f_S)), n(paraphraser(f_T)))``.
 
@@ -206,6 +226,8 @@ def factor_transfer_loss(
         teacher_factor: paraphraser (factor auto-encoder) code of the teacher feature, same shape.
         p: 1 (FT's default) or 2.
         reduction: see :func:`factor_distance`.
+        check_finite: raise ``ValueError`` naming the argument if an input holds NaN or inf (off by
+            default: the check costs a device sync; skipped under ``torch.compile``).
 
     Returns:
         Scalar tensor, ``>= 0``.
@@ -219,12 +241,14 @@ def factor_transfer_loss(
         True
     """
     fn = "factor_transfer_loss"
-    _check_pair(student_factor, teacher_factor, "student_factor", "teacher_factor", fn)
+    _check_pair(student_factor, teacher_factor, "student_factor", "teacher_factor", fn, check_finite)
     _check_p_reduction(p, reduction, fn)
     return _factor_distance(student_factor, teacher_factor.detach(), p, reduction)
 
 
-def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor, *, p: int = 1) -> torch.Tensor:
+def reconstruction_loss(
+    reconstruction: torch.Tensor, target: torch.Tensor, *, p: int = 1, check_finite: bool = False
+) -> torch.Tensor:
     """Auto-encoder reconstruction loss, ``mean |target - reconstruction|^p``.
 
     ``p=1`` (mean absolute error) is what the authors' code trains the factor auto-encoder with; ``p=2``
@@ -234,6 +258,8 @@ def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor, *, p
         reconstruction: decoder output ``R(f_T)``, ``(B, C, H, W)``.
         target: the feature it reconstructs, same shape, dtype and device (detached inside).
         p: 1 or 2.
+        check_finite: raise ``ValueError`` naming the argument if an input holds NaN or inf (off by
+            default: the check costs a device sync; skipped under ``torch.compile``).
 
     Returns:
         Scalar tensor, ``>= 0``.
@@ -247,14 +273,16 @@ def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor, *, p
         2.0
     """
     fn = "reconstruction_loss"
-    _check_pair(reconstruction, target, "reconstruction", "target", fn)
+    _check_pair(reconstruction, target, "reconstruction", "target", fn, check_finite)
     if p not in (1, 2):
         raise ValueError(f"{fn}: 'p' must be 1 or 2; got {p!r}")
     diff = (reconstruction - target.detach()).abs()
     return diff.mean() if p == 1 else diff.pow(2).mean()
 
 
-def _check_logits(s: torch.Tensor, t: torch.Tensor, sname: str, tname: str, fn: str) -> None:
+def _check_logits(
+    s: torch.Tensor, t: torch.Tensor, sname: str, tname: str, fn: str, finite: bool = False
+) -> None:
     check_floating(s, sname, fn=fn)
     check_floating(t, tname, fn=fn)
     dims = check_shape(s, "B,K", sname, fn=fn)
@@ -263,10 +291,15 @@ def _check_logits(s: torch.Tensor, t: torch.Tensor, sname: str, tname: str, fn: 
         raise ValueError(
             f"{fn}: '{tname}' is on {t.device} but '{sname}' is on {s.device}; move them to one device"
         )
+    _finite(fn, finite, (sname, s), (tname, t))
 
 
 def kd_loss(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, *, temperature: float = 4.0
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    *,
+    temperature: float = 4.0,
+    check_finite: bool = False,
 ) -> torch.Tensor:
     """Hinton knowledge distillation: ``T^2 * KL(softmax(z_T/T) || softmax(z_S/T))``, averaged over the batch.
 
@@ -277,6 +310,8 @@ def kd_loss(
         student_logits: ``(B, K)`` floating.
         teacher_logits: ``(B, K)`` floating, same device.
         temperature: softmax temperature ``T > 0``.
+        check_finite: raise ``ValueError`` naming the argument if an input holds NaN or inf (off by
+            default: the check costs a device sync; skipped under ``torch.compile``).
 
     Returns:
         Scalar tensor, ``>= 0``.
@@ -290,7 +325,7 @@ def kd_loss(
         True
     """
     fn = "kd_loss"
-    _check_logits(student_logits, teacher_logits, "student_logits", "teacher_logits", fn)
+    _check_logits(student_logits, teacher_logits, "student_logits", "teacher_logits", fn, check_finite)
     check_positive(temperature, "temperature", fn=fn)
     log_p_s = F.log_softmax(student_logits / temperature, dim=1)
     log_p_t = F.log_softmax(teacher_logits.detach().to(student_logits.dtype) / temperature, dim=1)
@@ -327,7 +362,7 @@ def attention_map(feature: torch.Tensor, *, p: int = 2) -> torch.Tensor:
 
 
 def attention_transfer_loss(
-    student_feature: torch.Tensor, teacher_feature: torch.Tensor, *, p: int = 2
+    student_feature: torch.Tensor, teacher_feature: torch.Tensor, *, p: int = 2, check_finite: bool = False
 ) -> torch.Tensor:
     """Attention Transfer loss: ``mean_{b,j} (Q_S - Q_T)^2`` over the batch and the ``H*W`` positions.
 
@@ -338,6 +373,8 @@ def attention_transfer_loss(
         student_feature: ``(B, C_s, H, W)``.
         teacher_feature: ``(B, C_t, H, W)``, same dtype and device.
         p: power of the attention map.
+        check_finite: raise ``ValueError`` naming the argument if an input holds NaN or inf (off by
+            default: the check costs a device sync; skipped under ``torch.compile``).
 
     Returns:
         Scalar tensor, ``>= 0``.
@@ -361,13 +398,19 @@ def attention_transfer_loss(
             f"{fn}: 'teacher_feature' is on {teacher_feature.device} but 'student_feature' is on "
             f"{student_feature.device}; move them to one device"
         )
+    _finite(fn, check_finite, ("student_feature", student_feature), ("teacher_feature", teacher_feature))
     qs = attention_map(student_feature, p=p)
     qt = attention_map(teacher_feature.detach().to(student_feature.dtype), p=p)
     return (qs - qt).pow(2).mean()
 
 
 def dml_loss(
-    logits: torch.Tensor, peer_logits: torch.Tensor, *, temperature: float = 1.0, detach_peer: bool = True
+    logits: torch.Tensor,
+    peer_logits: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    detach_peer: bool = True,
+    check_finite: bool = False,
 ) -> torch.Tensor:
     """Deep Mutual Learning mimicry term: ``T^2 * KL(softmax(z_peer/T) || softmax(z/T))``, batch-averaged.
 
@@ -379,6 +422,8 @@ def dml_loss(
         peer_logits: ``(B, K)`` logits of its peer.
         temperature: softmax temperature ``> 0``.
         detach_peer: stop the gradient into the peer (DML updates one network at a time).
+        check_finite: raise ``ValueError`` naming the argument if an input holds NaN or inf (off by
+            default: the check costs a device sync; skipped under ``torch.compile``).
 
     Returns:
         Scalar tensor, ``>= 0``.
@@ -392,7 +437,7 @@ def dml_loss(
         True
     """
     fn = "dml_loss"
-    _check_logits(logits, peer_logits, "logits", "peer_logits", fn)
+    _check_logits(logits, peer_logits, "logits", "peer_logits", fn, check_finite)
     check_positive(temperature, "temperature", fn=fn)
     peer = peer_logits.detach() if detach_peer else peer_logits
     log_p = F.log_softmax(logits / temperature, dim=1)
@@ -573,6 +618,7 @@ def partial_l2_loss(
     *,
     reduction: Reduction = "batchmean",
     normalize: bool = False,
+    check_finite: bool = False,
 ) -> torch.Tensor:
     """OFD's partial L2 distance: ``sum_i (T_i - S_i)^2`` over the positions where NOT ``S_i <= T_i <= 0``.
 
@@ -588,6 +634,8 @@ def partial_l2_loss(
         target: the transformed teacher feature ``sigma_m(f_T)``, same shape, dtype and device.
         reduction: ``"batchmean"`` (OFD), ``"mean"`` or ``"sum"``.
         normalize: L2-normalise each sample of both tensors first.
+        check_finite: raise ``ValueError`` naming the argument if an input holds NaN or inf (off by
+            default: the check costs a device sync; skipped under ``torch.compile``).
 
     Returns:
         Scalar tensor, ``>= 0``.
@@ -602,7 +650,7 @@ def partial_l2_loss(
         2.0
     """
     fn = "partial_l2_loss"
-    _check_pair(student, target, "student", "target", fn)
+    _check_pair(student, target, "student", "target", fn, check_finite)
     if reduction not in _REDUCTIONS:
         raise ValueError(f"{fn}: 'reduction' must be one of {_REDUCTIONS}; got {reduction!r}")
     return _partial_l2(student, target.detach(), reduction, bool(normalize))
@@ -615,6 +663,7 @@ def ofd_loss(
     *,
     reduction: Reduction = "batchmean",
     normalize: bool = False,
+    check_finite: bool = False,
 ) -> torch.Tensor:
     """Overhaul Feature Distillation loss ``d_p(sigma_m(f_T), r(f_S))`` (Heo et al., 2019).
 
@@ -628,6 +677,8 @@ def ofd_loss(
         margin: ``(C,)`` per-channel margins (:func:`ofd_margin` or :func:`ofd_margin_from_features`).
         reduction: see :func:`partial_l2_loss` (``"batchmean"``: the OFD code's sum / batch size).
         normalize: L2-normalise each sample before the distance (not in OFD; the native IE-OFD option).
+        check_finite: raise ``ValueError`` naming the argument if an input holds NaN or inf (off by
+            default: the check costs a device sync; skipped under ``torch.compile``).
 
     Returns:
         Scalar tensor, ``>= 0``.
@@ -645,5 +696,6 @@ def ofd_loss(
     check_floating(student_feature, "student_feature", fn=fn)
     dims = check_shape(student_feature, "B,C,H,W", "student_feature", fn=fn)
     check_shape(teacher_feature, "B,C,H,W", "teacher_feature", fn=fn, dims=dims)
+    _finite(fn, check_finite, ("student_feature", student_feature), ("teacher_feature", teacher_feature))
     target = margin_relu(teacher_feature.detach(), margin)
     return partial_l2_loss(student_feature, target, reduction=reduction, normalize=normalize)

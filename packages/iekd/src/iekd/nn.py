@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from . import functional as IF
-from ._checks import check_choice, check_floating, check_number, check_shape
+from ._checks import check_choice, check_finite, check_floating, check_number, check_shape
 
 logger = logging.getLogger(__name__)
 
@@ -278,6 +278,9 @@ class InheritExploreLoss(nn.Module):
         explore_encoder: ``"frozen"`` or ``"trainable"`` (see Convention).
         use_bn: BatchNorm in the encoders.
         layer: name of the student layer, used in error messages.
+        check_finite: raise ``ValueError`` naming the argument when ``student_feature`` or ``teacher_factor``
+            holds NaN or inf (off by default: one device sync per call; skipped under ``torch.compile``). A
+            plain attribute, so ``loss.check_finite = True`` turns it on later.
         generator: optional RNG for initialisation and the random split.
         device: device of the parameters.
         dtype: dtype of the parameters.
@@ -309,6 +312,7 @@ class InheritExploreLoss(nn.Module):
         explore_encoder: Literal["frozen", "trainable"] = "frozen",
         use_bn: bool = True,
         layer: str | None = None,
+        check_finite: bool = False,
         generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
@@ -341,6 +345,7 @@ class InheritExploreLoss(nn.Module):
         self.split_mode = split_mode
         self.explore_encoder_mode = explore_encoder
         self.layer = layer
+        self.check_finite = bool(check_finite)
         if split_mode == "random":
             idx = torch.randperm(
                 student_channels, generator=generator, device=generator.device if generator else None
@@ -383,6 +388,9 @@ class InheritExploreLoss(nn.Module):
                 f"{where}: 'teacher_factor' is on {teacher_factor.device} but 'student_feature' is on "
                 f"{student_feature.device}; move them to one device"
             )
+        if self.check_finite:
+            check_finite(student_feature, "student_feature", fn=where)
+            check_finite(teacher_factor, "teacher_factor", fn=where)
 
     def encode(self, student_feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(F_inh, F_exp)``, each ``(B, C', H, W)``, of a student feature ``(B, C_s, H, W)``."""
@@ -421,16 +429,19 @@ class InheritanceLoss(nn.Module):
         0.0
     """
 
-    def __init__(self, *, p: int = 1, reduction: IF.Reduction = "mean") -> None:
+    def __init__(self, *, p: int = 1, reduction: IF.Reduction = "mean", check_finite: bool = False) -> None:
         super().__init__()
         fn = type(self).__name__
         check_choice(p, "p", (1, 2), fn=fn)
         check_choice(reduction, "reduction", ("mean", "batchmean", "sum"), fn=fn)
         self.p, self.reduction = p, reduction
+        self.check_finite = bool(check_finite)
 
     def forward(self, student_factor: torch.Tensor, teacher_factor: torch.Tensor) -> torch.Tensor:
         """See :func:`iekd.functional.inheritance_loss`."""
-        return IF.inheritance_loss(student_factor, teacher_factor, p=self.p, reduction=self.reduction)
+        return IF.inheritance_loss(
+            student_factor, teacher_factor, p=self.p, reduction=self.reduction, check_finite=self.check_finite
+        )
 
     def extra_repr(self) -> str:
         return f"p={self.p}, reduction={self.reduction!r}"
@@ -453,7 +464,9 @@ class ExplorationLoss(InheritanceLoss):
 
     def forward(self, student_factor: torch.Tensor, teacher_factor: torch.Tensor) -> torch.Tensor:
         """See :func:`iekd.functional.exploration_loss`."""
-        return IF.exploration_loss(student_factor, teacher_factor, p=self.p, reduction=self.reduction)
+        return IF.exploration_loss(
+            student_factor, teacher_factor, p=self.p, reduction=self.reduction, check_finite=self.check_finite
+        )
 
 
 class FactorTransferLoss(InheritanceLoss):
@@ -473,7 +486,9 @@ class FactorTransferLoss(InheritanceLoss):
 
     def forward(self, student_factor: torch.Tensor, teacher_factor: torch.Tensor) -> torch.Tensor:
         """See :func:`iekd.functional.factor_transfer_loss`."""
-        return IF.factor_transfer_loss(student_factor, teacher_factor, p=self.p, reduction=self.reduction)
+        return IF.factor_transfer_loss(
+            student_factor, teacher_factor, p=self.p, reduction=self.reduction, check_finite=self.check_finite
+        )
 
 
 class ReconstructionLoss(nn.Module):
@@ -517,14 +532,17 @@ class KDLoss(nn.Module):
         True
     """
 
-    def __init__(self, *, temperature: float = 4.0) -> None:
+    def __init__(self, *, temperature: float = 4.0, check_finite: bool = False) -> None:
         super().__init__()
         check_number(temperature, "temperature", fn="KDLoss", low=0.0, strict=True)
         self.temperature = float(temperature)
+        self.check_finite = bool(check_finite)
 
     def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
         """See :func:`iekd.functional.kd_loss`."""
-        return IF.kd_loss(student_logits, teacher_logits, temperature=self.temperature)
+        return IF.kd_loss(
+            student_logits, teacher_logits, temperature=self.temperature, check_finite=self.check_finite
+        )
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}"
@@ -544,16 +562,19 @@ class AttentionTransferLoss(nn.Module):
         0.0
     """
 
-    def __init__(self, *, p: int = 2) -> None:
+    def __init__(self, *, p: int = 2, check_finite: bool = False) -> None:
         super().__init__()
         check_number(p, "p", fn="AttentionTransferLoss")
         if p < 1:
             raise ValueError(f"AttentionTransferLoss: 'p' must be >= 1; got {p!r}")
         self.p = p
+        self.check_finite = bool(check_finite)
 
     def forward(self, student_feature: torch.Tensor, teacher_feature: torch.Tensor) -> torch.Tensor:
         """See :func:`iekd.functional.attention_transfer_loss`."""
-        return IF.attention_transfer_loss(student_feature, teacher_feature, p=self.p)
+        return IF.attention_transfer_loss(
+            student_feature, teacher_feature, p=self.p, check_finite=self.check_finite
+        )
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
@@ -574,15 +595,24 @@ class DMLLoss(nn.Module):
         True
     """
 
-    def __init__(self, *, temperature: float = 1.0, detach_peer: bool = True) -> None:
+    def __init__(
+        self, *, temperature: float = 1.0, detach_peer: bool = True, check_finite: bool = False
+    ) -> None:
         super().__init__()
         check_number(temperature, "temperature", fn="DMLLoss", low=0.0, strict=True)
         self.temperature = float(temperature)
         self.detach_peer = detach_peer
+        self.check_finite = bool(check_finite)
 
     def forward(self, logits: torch.Tensor, peer_logits: torch.Tensor) -> torch.Tensor:
         """See :func:`iekd.functional.dml_loss`."""
-        return IF.dml_loss(logits, peer_logits, temperature=self.temperature, detach_peer=self.detach_peer)
+        return IF.dml_loss(
+            logits,
+            peer_logits,
+            temperature=self.temperature,
+            detach_peer=self.detach_peer,
+            check_finite=self.check_finite,
+        )
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, detach_peer={self.detach_peer}"

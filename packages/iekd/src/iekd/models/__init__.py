@@ -4,6 +4,7 @@ from ._registry import create_model, list_models, register_model
 from .resnet import (
     CifarResNet,
     WideResNet,
+    convert_cifar_resnet_state_dict,
     resnet8,
     resnet14,
     resnet20,
@@ -21,6 +22,7 @@ from .resnet import (
 __all__ = [
     "CifarResNet",
     "WideResNet",
+    "convert_cifar_resnet_state_dict",
     "create_model",
     "list_models",
     "register_model",

@@ -24,7 +24,7 @@ from ._registry import register_model
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CifarResNet", "WideResNet"]
+__all__ = ["CifarResNet", "WideResNet", "convert_cifar_resnet_state_dict"]
 
 
 def _init(module: nn.Module) -> None:
@@ -273,47 +273,121 @@ class WideResNet(_Backbone):
         return self.act(self.layer3(self.layer2(self.layer1(self.stem(x)))))
 
 
-def _load_weights(
-    model: nn.Module, weights: str | os.PathLike[str] | None, arch: str, kwargs: dict[str, Any]
-) -> None:
-    if weights is None:
-        return
-    from ..checkpoint import load_checkpoint
+_FOREIGN_RENAMES = (("conv1.", "stem.0."), ("bn1.", "stem.1."), ("linear.", "fc."))
 
-    ckpt = load_checkpoint(weights)
-    saved = ckpt.get("config") or {}
+
+def convert_cifar_resnet_state_dict(state_dict: dict[str, Any]) -> dict[str, Any]:
+    """Map a state dict of the common CIFAR-ResNet layout (He et al. option A) onto :class:`CifarResNet` keys.
+
+    The layout is the one of the widely shared ``resnet20/32/44/56`` CIFAR-10 files (a dict with
+    ``state_dict`` and ``best_prec1``, trained under ``nn.DataParallel``). The mapping is:
+
+    - a leading ``module.`` (``DataParallel``/DDP) or ``_orig_mod.`` (``torch.compile``) is stripped;
+    - ``conv1.*`` -> ``stem.0.*``, ``bn1.*`` -> ``stem.1.*`` (the stem; only top-level keys, block keys such as
+      ``layer1.0.conv1.weight`` keep their names), ``linear.*`` -> ``fc.*``;
+    - every ``layer{1,2,3}.{j}.{conv1,bn1,conv2,bn2}.*`` key is unchanged (option A shortcuts have no keys).
+
+    Keys already in :class:`CifarResNet` form pass through unchanged.
+
+    Args:
+        state_dict: the foreign state dict.
+
+    Returns:
+        A new dict (same tensors) with :class:`CifarResNet` key names.
+
+    Examples:
+        >>> sorted(convert_cifar_resnet_state_dict({"module.conv1.weight": 0, "module.linear.bias": 1}))
+        ['fc.bias', 'stem.0.weight']
+    """
+    from ..checkpoint import clean_state_dict
+
+    out: dict[str, Any] = {}
+    for k, v in clean_state_dict(state_dict).items():
+        for old, new in _FOREIGN_RENAMES:
+            if k.startswith(old):
+                k = new + k[len(old) :]
+                break
+        out[k] = v
+    return out
+
+
+def _read_weights(weights: str | os.PathLike[str], arch: str) -> tuple[dict[str, Any], dict[str, Any], bool]:
+    """``(state_dict, config, foreign)`` of an iekd checkpoint or a foreign ``{"state_dict": ...}`` file."""
+    from ..checkpoint import CheckpointError, load_state_file
+
+    path = os.fspath(weights)
+    obj = load_state_file(path, fn=arch)
+    if isinstance(obj, dict) and obj.get("package") == "iekd":
+        from ..checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(path)
+        if ckpt.get("arch") not in (None, arch):
+            raise ValueError(f"{arch}: checkpoint {path!r} holds arch {ckpt.get('arch')!r}")
+        return dict(ckpt["state_dict"]), dict(ckpt.get("config") or {}), False
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        return dict(obj["state_dict"]), {}, True
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return dict(obj), {}, True
+    raise CheckpointError(
+        f"{arch}: {path!r} is not a valid iekd checkpoint (truncated, or not written by iekd) nor a "
+        "{'state_dict': ...} / plain state-dict file"
+    )
+
+
+def _load_weights(
+    model: nn.Module,
+    state_dict: dict[str, Any],
+    saved: dict[str, Any],
+    foreign: bool,
+    arch: str,
+    path: str,
+    kwargs: dict[str, Any],
+) -> None:
     for k, v in kwargs.items():
         if k in saved and saved[k] != v and k not in ("device", "dtype"):
             raise ValueError(f"{arch}: argument {k}={v!r} conflicts with the checkpoint's {k}={saved[k]!r}")
-    if ckpt.get("arch") not in (None, arch):
-        raise ValueError(f"{arch}: checkpoint {os.fspath(weights)!r} holds arch {ckpt.get('arch')!r}")
-    model.load_state_dict(ckpt["state_dict"])
-    logger.info("%s: loaded weights from %s", arch, os.fspath(weights))
+    if foreign:
+        state_dict = convert_cifar_resnet_state_dict(state_dict)
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as err:
+        raise ValueError(
+            f"{arch}: the weights in {path!r} do not fit this architecture ({kwargs}): {err}"
+        ) from err
+    logger.info("%s: loaded weights from %s", arch, path)
 
 
 def _resnet(arch: str, depth: int, weights: str | os.PathLike[str] | None, **kwargs: Any) -> CifarResNet:
-    if weights is not None:
-        from ..checkpoint import load_checkpoint
-
-        saved = load_checkpoint(weights).get("config") or {}
-        for k, v in saved.items():
-            kwargs.setdefault(k, v)
+    if weights is None:
+        return CifarResNet(depth, **kwargs)
+    sd, saved, foreign = _read_weights(weights, arch)
+    if foreign:
+        # a foreign CIFAR ResNet file: option A unless told otherwise, classes from the classifier
+        kwargs.setdefault("shortcut", "A")
+        fc = convert_cifar_resnet_state_dict(sd).get("fc.weight")
+        if isinstance(fc, torch.Tensor):
+            kwargs.setdefault("num_classes", int(fc.shape[0]))
+    for k, v in saved.items():
+        kwargs.setdefault(k, v)
     model = CifarResNet(depth, **kwargs)
-    _load_weights(model, weights, arch, kwargs)
+    _load_weights(model, sd, saved, foreign, arch, os.fspath(weights), kwargs)
     return model
 
 
 def _wrn(
     arch: str, depth: int, widen: int, weights: str | os.PathLike[str] | None, **kwargs: Any
 ) -> WideResNet:
-    if weights is not None:
-        from ..checkpoint import load_checkpoint
-
-        saved = load_checkpoint(weights).get("config") or {}
-        for k, v in saved.items():
-            kwargs.setdefault(k, v)
+    if weights is None:
+        return WideResNet(depth, widen, **kwargs)
+    sd, saved, foreign = _read_weights(weights, arch)
+    for k, v in saved.items():
+        kwargs.setdefault(k, v)
     model = WideResNet(depth, widen, **kwargs)
-    _load_weights(model, weights, arch, kwargs)
+    if foreign:
+        from ..checkpoint import clean_state_dict
+
+        sd, foreign = clean_state_dict(sd), False
+    _load_weights(model, sd, saved, foreign, arch, os.fspath(weights), kwargs)
     return model
 
 
@@ -322,7 +396,9 @@ def resnet8(*, weights: str | os.PathLike[str] | None = None, **kwargs: Any) -> 
     """CIFAR ResNet-8 (n=1).
 
     Args:
-        weights: optional local checkpoint path (never downloaded).
+        weights: optional local checkpoint path (never downloaded): an :func:`iekd.save_checkpoint` file, or a
+            ``{"state_dict": ...}`` file of the common CIFAR-ResNet layout, mapped by
+            :func:`convert_cifar_resnet_state_dict` and loaded with ``strict=True``.
         **kwargs: constructor arguments, e.g. ``num_classes``; one that conflicts with the
             checkpoint's config raises ``ValueError``.
 
@@ -337,7 +413,9 @@ def resnet14(*, weights: str | os.PathLike[str] | None = None, **kwargs: Any) ->
     """CIFAR ResNet-14 (n=2).
 
     Args:
-        weights: optional local checkpoint path (never downloaded).
+        weights: optional local checkpoint path (never downloaded): an :func:`iekd.save_checkpoint` file, or a
+            ``{"state_dict": ...}`` file of the common CIFAR-ResNet layout, mapped by
+            :func:`convert_cifar_resnet_state_dict` and loaded with ``strict=True``.
         **kwargs: constructor arguments, e.g. ``num_classes``; one that conflicts with the
             checkpoint's config raises ``ValueError``.
 
@@ -352,7 +430,9 @@ def resnet20(*, weights: str | os.PathLike[str] | None = None, **kwargs: Any) ->
     """CIFAR ResNet-20 (n=3), the paper's CIFAR-10 student.
 
     Args:
-        weights: optional local checkpoint path (never downloaded).
+        weights: optional local checkpoint path (never downloaded): an :func:`iekd.save_checkpoint` file, or a
+            ``{"state_dict": ...}`` file of the common CIFAR-ResNet layout, mapped by
+            :func:`convert_cifar_resnet_state_dict` and loaded with ``strict=True``.
         **kwargs: constructor arguments, e.g. ``num_classes``; one that conflicts with the
             checkpoint's config raises ``ValueError``.
 
@@ -367,7 +447,9 @@ def resnet32(*, weights: str | os.PathLike[str] | None = None, **kwargs: Any) ->
     """CIFAR ResNet-32 (n=5).
 
     Args:
-        weights: optional local checkpoint path (never downloaded).
+        weights: optional local checkpoint path (never downloaded): an :func:`iekd.save_checkpoint` file, or a
+            ``{"state_dict": ...}`` file of the common CIFAR-ResNet layout, mapped by
+            :func:`convert_cifar_resnet_state_dict` and loaded with ``strict=True``.
         **kwargs: constructor arguments, e.g. ``num_classes``; one that conflicts with the
             checkpoint's config raises ``ValueError``.
 
@@ -382,7 +464,9 @@ def resnet44(*, weights: str | os.PathLike[str] | None = None, **kwargs: Any) ->
     """CIFAR ResNet-44 (n=7).
 
     Args:
-        weights: optional local checkpoint path (never downloaded).
+        weights: optional local checkpoint path (never downloaded): an :func:`iekd.save_checkpoint` file, or a
+            ``{"state_dict": ...}`` file of the common CIFAR-ResNet layout, mapped by
+            :func:`convert_cifar_resnet_state_dict` and loaded with ``strict=True``.
         **kwargs: constructor arguments, e.g. ``num_classes``; one that conflicts with the
             checkpoint's config raises ``ValueError``.
 
@@ -397,7 +481,9 @@ def resnet56(*, weights: str | os.PathLike[str] | None = None, **kwargs: Any) ->
     """CIFAR ResNet-56 (n=9), the paper's CIFAR-10 teacher.
 
     Args:
-        weights: optional local checkpoint path (never downloaded).
+        weights: optional local checkpoint path (never downloaded): an :func:`iekd.save_checkpoint` file, or a
+            ``{"state_dict": ...}`` file of the common CIFAR-ResNet layout, mapped by
+            :func:`convert_cifar_resnet_state_dict` and loaded with ``strict=True``.
         **kwargs: constructor arguments, e.g. ``num_classes``; one that conflicts with the
             checkpoint's config raises ``ValueError``.
 
@@ -412,7 +498,9 @@ def resnet110(*, weights: str | os.PathLike[str] | None = None, **kwargs: Any) -
     """CIFAR ResNet-110 (n=18).
 
     Args:
-        weights: optional local checkpoint path (never downloaded).
+        weights: optional local checkpoint path (never downloaded): an :func:`iekd.save_checkpoint` file, or a
+            ``{"state_dict": ...}`` file of the common CIFAR-ResNet layout, mapped by
+            :func:`convert_cifar_resnet_state_dict` and loaded with ``strict=True``.
         **kwargs: constructor arguments, e.g. ``num_classes``; one that conflicts with the
             checkpoint's config raises ``ValueError``.
 
@@ -427,7 +515,9 @@ def wrn_16_1(*, weights: str | os.PathLike[str] | None = None, **kwargs: Any) ->
     """Wide ResNet WRN-16-1.
 
     Args:
-        weights: optional local checkpoint path (never downloaded).
+        weights: optional local checkpoint path (never downloaded): an :func:`iekd.save_checkpoint` file, or a
+            ``{"state_dict": ...}`` file of the common CIFAR-ResNet layout, mapped by
+            :func:`convert_cifar_resnet_state_dict` and loaded with ``strict=True``.
         **kwargs: constructor arguments, e.g. ``num_classes``; one that conflicts with the
             checkpoint's config raises ``ValueError``.
 
@@ -442,7 +532,9 @@ def wrn_16_2(*, weights: str | os.PathLike[str] | None = None, **kwargs: Any) ->
     """Wide ResNet WRN-16-2.
 
     Args:
-        weights: optional local checkpoint path (never downloaded).
+        weights: optional local checkpoint path (never downloaded): an :func:`iekd.save_checkpoint` file, or a
+            ``{"state_dict": ...}`` file of the common CIFAR-ResNet layout, mapped by
+            :func:`convert_cifar_resnet_state_dict` and loaded with ``strict=True``.
         **kwargs: constructor arguments, e.g. ``num_classes``; one that conflicts with the
             checkpoint's config raises ``ValueError``.
 
@@ -457,7 +549,9 @@ def wrn_40_1(*, weights: str | os.PathLike[str] | None = None, **kwargs: Any) ->
     """Wide ResNet WRN-40-1.
 
     Args:
-        weights: optional local checkpoint path (never downloaded).
+        weights: optional local checkpoint path (never downloaded): an :func:`iekd.save_checkpoint` file, or a
+            ``{"state_dict": ...}`` file of the common CIFAR-ResNet layout, mapped by
+            :func:`convert_cifar_resnet_state_dict` and loaded with ``strict=True``.
         **kwargs: constructor arguments, e.g. ``num_classes``; one that conflicts with the
             checkpoint's config raises ``ValueError``.
 
@@ -472,7 +566,9 @@ def wrn_40_2(*, weights: str | os.PathLike[str] | None = None, **kwargs: Any) ->
     """Wide ResNet WRN-40-2.
 
     Args:
-        weights: optional local checkpoint path (never downloaded).
+        weights: optional local checkpoint path (never downloaded): an :func:`iekd.save_checkpoint` file, or a
+            ``{"state_dict": ...}`` file of the common CIFAR-ResNet layout, mapped by
+            :func:`convert_cifar_resnet_state_dict` and loaded with ``strict=True``.
         **kwargs: constructor arguments, e.g. ``num_classes``; one that conflicts with the
             checkpoint's config raises ``ValueError``.
 
@@ -487,7 +583,9 @@ def wrn_28_10(*, weights: str | os.PathLike[str] | None = None, **kwargs: Any) -
     """Wide ResNet WRN-28-10.
 
     Args:
-        weights: optional local checkpoint path (never downloaded).
+        weights: optional local checkpoint path (never downloaded): an :func:`iekd.save_checkpoint` file, or a
+            ``{"state_dict": ...}`` file of the common CIFAR-ResNet layout, mapped by
+            :func:`convert_cifar_resnet_state_dict` and loaded with ``strict=True``.
         **kwargs: constructor arguments, e.g. ``num_classes``; one that conflicts with the
             checkpoint's config raises ``ValueError``.
 
