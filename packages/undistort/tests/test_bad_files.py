@@ -98,8 +98,12 @@ def test_cli_user_errors_one_line(tmp_path, capsys):
         err = capsys.readouterr().err
         assert match in err and str(argv[2]) in err, err
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert (
+        main(["correct", str(tmp_path / "nope.jpg"), str(tmp_path / "o.jpg"), "--model", str(garbage)]) == 1
+    )
+    assert "not a valid undistort checkpoint" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
-        main(["correct", "--bogus"])
+        main(["calibrate", "--bogus"])
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "arguments are required" in err

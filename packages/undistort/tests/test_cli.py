@@ -74,6 +74,7 @@ def test_cli_synth_train_correct(shared_data, tmp_path, capsys, device):
                 str(tmp_path / "in.png"),
                 "--out",
                 str(tmp_path / "o.png"),
+                "--whole-image",
             ]
         )
         == 0

@@ -177,12 +177,27 @@ def _cmd_correct(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from .pipeline import Undistorter
+    from .portrait import correct
 
-    und = Undistorter.load(args.model, map_location=args.device).to(args.device)
-    img = Image.open(args.image)
-    out, info = und.undistort(img, distance=args.distance)
-    out.save(args.out)
-    print(f"wrote {args.out}; distance {float(info['distance'][0]):.1f} cm")
+    src = args.input if args.input is not None else args.image
+    dst = args.output if args.output is not None else args.out
+    if src is None or dst is None:
+        raise ValueError("correct: give the input and output images (correct IN.jpg OUT.jpg)")
+    if args.model is not None:
+        und = Undistorter.load(args.model, map_location=args.device).to(args.device)
+    else:
+        und = Undistorter.pretrained(map_location=args.device).to(args.device)
+    if args.whole_image:
+        if not os.path.isfile(src):
+            raise FileNotFoundError(f"correct: no file at {src!r}")
+        with Image.open(src) as im:
+            out, info = und.undistort(im.convert("RGB"), distance=args.distance)
+        out.save(dst)
+        print(f"wrote {dst}; distance {float(info['distance'][0]):.1f} cm")
+        return 0
+    out = correct(src, model=und, strength=args.strength)
+    out.save(dst)
+    print(f"wrote {dst}")
     return 0
 
 
@@ -257,11 +272,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="cpu")
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=_cmd_train)
-    c = sub.add_parser("correct", help="undistort an image file")
-    c.add_argument("--model", required=True)
-    c.add_argument("--image", required=True)
-    c.add_argument("--out", required=True)
-    c.add_argument("--distance", type=float, default=None, help="known camera distance (cm)")
+    c = sub.add_parser(
+        "correct",
+        help="correct the largest face of a photo (dlib landmarks: the undistort[landmarks] extra)",
+    )
+    c.add_argument("input", nargs="?", default=None, help="input photo")
+    c.add_argument("output", nargs="?", default=None, help="output image (same size as the input)")
+    c.add_argument("--model", default=None, help="Undistorter checkpoint (default: the shipped model)")
+    c.add_argument("--image", default=None, help="input photo (same as the first positional argument)")
+    c.add_argument("--out", default=None, help="output image (same as the second positional argument)")
+    c.add_argument("--strength", type=float, default=1.0, help="scale of the correction flow (0-2)")
+    c.add_argument(
+        "--whole-image",
+        action="store_true",
+        help="run the cascade on the whole image resized to its work size (no face detection)",
+    )
+    c.add_argument("--distance", type=float, default=None, help="known camera distance (cm), --whole-image")
     c.add_argument("--device", default="cpu")
     c.set_defaults(func=_cmd_correct)
     k = sub.add_parser("calibrate", help="estimate camera distance and focal length of a portrait")

@@ -134,9 +134,9 @@ def fit_head(
     check_finite(lm, "landmarks", fn=fn)
     p = lm + (0.5 - float(pixel_center))
     idx = heads.landmarks.long()
-    base = heads.neutral.double()[idx]  # (68, 3)
-    ib = heads.identity_basis.double()[:, idx]  # (K, 68, 3)
-    eb = heads.expression_basis.double()[:, idx]  # (E, 68, 3)
+    base = heads.neutral[idx].double()  # (68, 3)
+    ib = heads.identity_basis[:, idx].double()  # (K, 68, 3)
+    eb = heads.expression_basis[:, idx].double()  # (E, 68, 3)
     k, e = ib.shape[0], eb.shape[0]
     w = torch.ones(68, dtype=torch.float64)
     w[:17] = jaw_weight

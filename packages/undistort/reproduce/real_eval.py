@@ -1,0 +1,360 @@
+"""Evaluate a flow model on held-out pairs made from real photos, against no correction and a classical
+global warp, plus do-no-harm checks on the far source photos and full-size real photos.
+
+    python packages/undistort/reproduce/real_eval.py --pairs PAIRS --model RUN/undistorter.pt \\
+        --data ../shared/data --out reports/undistort [--quick]
+
+Rows (held-out identities, 64 px pairs, per distance bin and overall):
+- flow EPE (px) on the head (exact correspondences), on the background/hair (extended flow) and overall;
+- landmark NME (% inter-ocular), raw and shape-only (after the best similarity alignment): the input's
+  landmarks carried through the predicted correction flow vs the reference landmarks;
+- baselines: no correction; the classical global warp (the head model fitted to the input's landmarks,
+  the camera moved back from an assumed distance ``d0`` chosen on the validation split; and the same with
+  the true distance, an oracle no user has). Both get the exact projected landmarks (favourable to them).
+Do-no-harm: on the far source photos (the test pairs' references) the predicted flow should be ~0:
+flow magnitude and PSNR output vs input; largest local (4x4) change outside the head; dlib identity
+distance before/after when dlib is installed; a grid of whole real photos (celeb1k-hair test, 256 px) through
+:func:`undistort.correct`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+
+import undistort
+from undistort import Undistorter
+from undistort.functional import landmark_nme
+from undistort.realpairs import fit_head, real_pair
+from undistort.warp import warp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import functools
+import operator
+
+import real_photos
+
+BINS = [(25.0, 40.0), (40.0, 65.0), (65.0, 100.0), (100.0, 160.0)]
+D0_GRID = (30.0, 40.0, 50.0, 65.0, 80.0, 100.0)
+
+
+def load_split(folder: str) -> dict:
+    files = sorted(glob.glob(os.path.join(folder, "*.pt")))
+    if not files:
+        raise SystemExit(f"real_eval: no shards in {folder!r}")
+    parts = [torch.load(f, weights_only=True) for f in files]
+    out: dict = {}
+    for k, v in parts[0].items():
+        if isinstance(v, torch.Tensor):
+            out[k] = torch.cat([p[k] for p in parts])
+            if out[k].dtype == torch.float16:
+                out[k] = out[k].float()
+        else:
+            out[k] = functools.reduce(operator.iadd, (p[k] for p in parts), [])
+    return out
+
+
+def carry(points: torch.Tensor, flow: torch.Tensor, iters: int = 30) -> torch.Tensor:
+    """Where input points ``(L, 2)`` (centres at j + 0.5) land under a backward flow: ``q + flow(q) = p``."""
+    h, w = flow.shape[-2:]
+    q = points.clone()
+    for _ in range(iters):
+        grid = torch.stack([q[:, 0] * 2 / w - 1, q[:, 1] * 2 / h - 1], -1)[None, :, None]
+        f = F.grid_sample(flow[None], grid.to(flow), align_corners=False, padding_mode="border")[0, :, :, 0].T
+        q = points - f
+    return q
+
+
+def baseline_flow(heads, image: torch.Tensor, lms: torch.Tensor, d0: float) -> torch.Tensor:
+    """The classical global warp: the head fitted to the input's landmarks, the camera moved back from d0."""
+    fit = fit_head(heads, lms, pixel_center=0.5)
+    return real_pair(image, fit, heads.faces, d0)["flow"]
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float(((a - b) ** 2).mean())
+    return 99.0 if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pairs", required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    t0 = time.time()
+    torch.set_num_threads(args.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.manual_seed(args.seed)
+    settings = {
+        "torch_threads": torch.get_num_threads(),
+        "deterministic_algorithms": True,
+        "seed": args.seed,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    heads = undistort.load_ict_facekit(os.path.join(args.data, "ict-facekit"))
+    und = Undistorter.load(args.model).eval()
+    test = load_split(os.path.join(args.pairs, "test"))
+    val = load_split(os.path.join(args.pairs, "val"))
+    if args.quick:
+        test = {k: v[:24] for k, v in test.items()}
+        val = {k: v[:16] for k, v in val.items()}
+
+    # -- d0 of the classical baseline, chosen on the validation split (landmark shape error)
+    d0_scores = {}
+    for d0 in D0_GRID:
+        errs = []
+        for i in range(val["distorted"].shape[0]):
+            fl = baseline_flow(heads, val["distorted"][i], val["landmarks_distorted"][i].double(), d0)
+            moved = carry(val["landmarks_distorted"][i], fl)
+            errs.append(float(landmark_nme(moved, val["landmarks_corrected"][i], align="similarity")))
+        d0_scores[d0] = float(np.mean(errs))
+    d0 = min(d0_scores, key=d0_scores.get)  # type: ignore[arg-type]
+    print("d0 on validation:", d0_scores, "->", d0, flush=True)
+
+    # -- held-out pairs
+    n = test["distorted"].shape[0]
+    rec: dict[str, list[float]] = {}
+
+    def add(k: str, v: float) -> None:
+        rec.setdefault(k, []).append(float(v))
+
+    cpu_model = 0.0
+    preds = []
+    for i in range(n):
+        x = test["distorted"][i]
+        c0 = time.process_time()
+        with torch.no_grad():
+            fl = und(x[None])["flow"][0]
+        cpu_model += time.process_time() - c0
+        preds.append(fl)
+        gt = test["flow"][i]
+        head = test["head_valid"][i, 0]
+        bg = ~test["mask_corrected"][i, 0]
+        flows = {
+            "none": torch.zeros_like(gt),
+            "global": baseline_flow(heads, x, test["landmarks_distorted"][i].double(), d0),
+            "global_oracle": baseline_flow(
+                heads, x, test["landmarks_distorted"][i].double(), float(test["distance"][i])
+            ),
+            "ours": fl,
+        }
+        add("distance", float(test["distance"][i]))
+        for name, f in flows.items():
+            e = (f - gt).norm(dim=0)
+            add(f"epe_head/{name}", float(e[head].mean()))
+            add(f"epe_bg/{name}", float(e[bg].mean()) if bg.any() else 0.0)
+            add(f"epe_all/{name}", float(e.mean()))
+            moved = carry(test["landmarks_distorted"][i], f)
+            lc = test["landmarks_corrected"][i]
+            add(f"nme/{name}", float(landmark_nme(moved, lc)))
+            add(f"nme_shape/{name}", float(landmark_nme(moved, lc, align="similarity")))
+            fixed = warp(x[None], f[None], padding_mode="border")[0]
+            add(f"l1/{name}", float((fixed - test["corrected"][i]).abs().mean()))
+    dist = np.array(rec["distance"])
+
+    def stat(key: str, sel: np.ndarray | None = None) -> dict:
+        v = np.array(rec[key])
+        if sel is not None:
+            v = v[sel]
+        if v.size == 0:
+            return {"mean": None, "ci95": None, "n": 0}
+        ci = 1.96 * v.std(ddof=1) / math.sqrt(v.size) if v.size > 1 else 0.0
+        return {"mean": float(v.mean()), "ci95": float(ci), "n": int(v.size)}
+
+    table = {}
+    for metric in ("epe_head", "epe_bg", "epe_all", "nme", "nme_shape", "l1"):
+        for name in ("none", "global", "global_oracle", "ours"):
+            key = f"{metric}/{name}"
+            table[key] = {"all": stat(key)}
+            for lo, hi in BINS:
+                sel = (dist >= lo) & (dist < hi)
+                table[key][f"{lo:.0f}-{hi:.0f}"] = stat(key, sel)
+    # paired differences ours - baselines (per sample), with 95 % intervals
+    paired = {}
+    for metric in ("epe_head", "epe_all", "nme_shape", "nme"):
+        for base in ("none", "global"):
+            d = np.array(rec[f"{metric}/ours"]) - np.array(rec[f"{metric}/{base}"])
+            paired[f"{metric}: ours - {base}"] = {
+                "mean": float(d.mean()),
+                "ci95": float(1.96 * d.std(ddof=1) / math.sqrt(d.size)),
+                "wins": float((d < 0).mean()),
+            }
+
+    # -- do no harm on the far source photos (the references of the held-out pairs)
+    mags, psnrs, local = [], [], []
+    for i in range(n):
+        src = test["corrected"][i]
+        with torch.no_grad():
+            o = und(src[None])
+        mag = o["flow"][0].norm(dim=0)
+        mags.append((float(mag.mean()), float(mag.max())))
+        psnrs.append(psnr(o["corrected"][0].clamp(0, 1), src))
+        diff = F.avg_pool2d((o["corrected"][0] - src).abs().mean(0)[None, None], 4, 1)[0, 0]
+        outside = ~test["mask_corrected"][i, 0][: diff.shape[0], : diff.shape[1]]
+        local.append(float(diff[outside].max()) if outside.any() else 0.0)
+    # largest local change outside the head on the near inputs
+    local_near = []
+    for i in range(n):
+        x = test["distorted"][i]
+        fixed = warp(x[None], preds[i][None], padding_mode="border")[0]
+        diff = F.avg_pool2d((fixed - x).abs().mean(0)[None, None], 4, 1)[0, 0]
+        outside = ~test["mask_corrected"][i, 0][: diff.shape[0], : diff.shape[1]]
+        local_near.append(float(diff[outside].max()) if outside.any() else 0.0)
+    noharm = {
+        "flow_mean_px": float(np.mean([m[0] for m in mags])),
+        "flow_max_px_mean": float(np.mean([m[1] for m in mags])),
+        "flow_max_px_worst": float(np.max([m[1] for m in mags])),
+        "psnr_mean_db": float(np.mean(psnrs)),
+        "psnr_min_db": float(np.min(psnrs)),
+        "local_change_outside_head_max": float(np.max(local)),
+        "local_change_outside_head_near_inputs_max": float(np.max(local_near)),
+        "local_change_outside_head_near_inputs_mean": float(np.mean(local_near)),
+    }
+    print("no harm", noharm, flush=True)
+
+    # -- identity (dlib descriptors) and full-size real photos through undistort.correct
+    tools, note = real_photos.load_dlib()
+    ident: dict = {"tools": note}
+    grid_path = None
+    if tools is not None:
+        ident.update(identity_check(tools, test, preds, n if not args.quick else 6))
+        grid_path, real_rows = real_grid(tools, und, args.data, out, 3 if args.quick else 6)
+        ident["real_photos"] = real_rows
+    pair_grid(test, preds, heads, d0, out / "real_pairs.png", 6)
+
+    res = {
+        "package": "undistort",
+        "version": undistort.__version__,
+        "command": "python packages/undistort/reproduce/real_eval.py " + " ".join(sys.argv[1:]),
+        "settings": settings,
+        "n_test": n,
+        "d0": d0,
+        "d0_validation": d0_scores,
+        "table": table,
+        "paired": paired,
+        "no_harm": noharm,
+        "identity": ident,
+        "model_cpu_ms_per_64px_crop": 1000 * cpu_model / n,
+        "seconds": round(time.time() - t0, 1),
+    }
+    (out / "real_results.json").write_text(json.dumps(res, indent=2) + "\n")
+    print(json.dumps({k: res[k] for k in ("n_test", "d0", "paired", "no_harm")}, indent=1))
+    print("grid:", grid_path)
+    return 0
+
+
+def identity_check(tools, test: dict, preds: list, n: int) -> dict:
+    """dlib descriptor distance to the real photo: input vs photo, corrected vs photo (faces upsampled 4x)."""
+
+    def desc(img: torch.Tensor):
+        big = F.interpolate(img[None], scale_factor=4, mode="bicubic", align_corners=False)[0].clamp(0, 1)
+        arr = (big.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+        r = real_photos.detect(tools, arr)
+        return None if r is None else r[1]
+
+    before, after, found = [], [], 0
+    for i in range(n):
+        ref = desc(test["corrected"][i])
+        a = desc(test["distorted"][i])
+        fixed = warp(test["distorted"][i][None], preds[i][None], padding_mode="border")[0]
+        b = desc(fixed)
+        if ref is None or a is None or b is None:
+            continue
+        found += 1
+        before.append(float(np.linalg.norm(a - ref)))
+        after.append(float(np.linalg.norm(b - ref)))
+    return {
+        "pairs_with_faces": found,
+        "of": n,
+        "dist_input_to_photo": float(np.mean(before)) if before else None,
+        "dist_corrected_to_photo": float(np.mean(after)) if after else None,
+    }
+
+
+def real_grid(tools, und, data: str, out: Path, n: int) -> tuple[str, list]:
+    """Whole real photos (celeb1k-hair test, 256 px, hair and background) through undistort.correct:
+    input | output | |diff| x 4."""
+    root = os.path.join(data, "celeb1k-hair", "test", "images")
+    files = [os.path.join(root, f) for f in sorted(os.listdir(root))[:n]]
+    rows, tiles = [], []
+    for f in files:
+        with Image.open(f) as im:
+            arr = np.asarray(im.convert("RGB"))
+        lm = real_photos.detect(tools, arr)
+        if lm is None:
+            rows.append({"file": os.path.relpath(f, data), "face": False})
+            continue
+        res, info = undistort.correct(arr, model=und, landmarks=lm[0], return_info=True)
+        d_in = real_photos.detect(tools, res)
+        mag = info["flow"].norm(dim=0)
+        rows.append(
+            {
+                "file": os.path.relpath(f, data),
+                "size": list(arr.shape[:2]),
+                "face": True,
+                "psnr_db": psnr(torch.from_numpy(res).float() / 255, torch.from_numpy(arr).float() / 255),
+                "flow_max_px": float(mag.max()),
+                "iod_px": float(np.linalg.norm(lm[0][36] - lm[0][45])),
+                "identity_dist": None if d_in is None else float(np.linalg.norm(d_in[1] - lm[1])),
+            }
+        )
+        diff = np.clip(np.abs(res.astype(np.float32) - arr.astype(np.float32)) * 4, 0, 255).astype(np.uint8)
+        tiles.append(np.concatenate([arr, res, diff], 1))
+    if not tiles:
+        return "", rows
+    h = 200
+    resized = [np.asarray(Image.fromarray(t).resize((int(t.shape[1] * h / t.shape[0]), h))) for t in tiles]
+    wmax = max(t.shape[1] for t in resized)
+    canvas = np.full((h * len(resized), wmax, 3), 255, np.uint8)
+    for k, t in enumerate(resized):
+        canvas[k * h : (k + 1) * h, : t.shape[1]] = t
+    path = out / "real_photos_correct.png"
+    Image.fromarray(canvas).save(path)
+    return str(path), rows
+
+
+def pair_grid(test: dict, preds: list, heads, d0: float, path: Path, n: int) -> None:
+    """Held-out pairs: near input | ours | global warp | real photo (truth) | |ours - truth| x 4, 3x upscaled."""
+    order = np.argsort(test["distance"].numpy())[:n]
+    rows = []
+    for i in order:
+        x = test["distorted"][i]
+        ours = warp(x[None], preds[i][None], padding_mode="border")[0]
+        gl = warp(
+            x[None],
+            baseline_flow(heads, x, test["landmarks_distorted"][i].double(), d0)[None],
+            padding_mode="border",
+        )[0]
+        truth = test["corrected"][i]
+        err = ((ours - truth).abs() * 4).clamp(0, 1)
+        rows.append(torch.cat([x, ours, gl, truth, err], 2))
+    g = (torch.cat(rows, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    im = Image.fromarray(g).resize((g.shape[1] * 3, g.shape[0] * 3), Image.Resampling.NEAREST)
+    draw = ImageDraw.Draw(im)
+    for k, i in enumerate(order):
+        draw.text((4, k * 192 + 4), f"{float(test['distance'][i]):.0f} cm", fill=(255, 255, 0))
+    im.save(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
