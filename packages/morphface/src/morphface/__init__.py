@@ -9,6 +9,7 @@ from .fit import FitResult, PerspectiveCamera, fit, project_points
 from .interpolation import interpolate
 from .models import LinearFaceModel
 from .models.attribute import AttributeGenerator, PatchDiscriminator, Upsampler
+from .photo import LandmarkDetector, PhotoFit, fit_photo
 from .pipeline import displace, generate_faces
 from .render import render_preview
 
@@ -18,9 +19,11 @@ __all__ = [
     "AttributeGenerator",
     "FaceAsset",
     "FitResult",
+    "LandmarkDetector",
     "LinearFaceModel",
     "PatchDiscriminator",
     "PerspectiveCamera",
+    "PhotoFit",
     "Upsampler",
     "__version__",
     "checkpoint",
@@ -28,6 +31,7 @@ __all__ = [
     "displace",
     "export",
     "fit",
+    "fit_photo",
     "functional",
     "generate_faces",
     "geometry",

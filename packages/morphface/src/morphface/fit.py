@@ -457,8 +457,8 @@ def fit(
         for _ in range(n_rounds):
             saved = [p.detach().clone() for p in group]
 
-            def closure() -> torch.Tensor:
-                opt.zero_grad()
+            def closure(o: torch.optim.LBFGS = opt) -> torch.Tensor:
+                o.zero_grad()
                 loss = objective(use_beta).sum()
                 loss.backward()
                 return loss
