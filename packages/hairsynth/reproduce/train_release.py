@@ -40,7 +40,7 @@ MODEL_KWARGS = {
     "stroke_width": list(STROKE_WIDTH),
 }
 #: (folder, split, photos used): the first photos of each split (CPU budget; see the report)
-TRAIN_SPLITS = (("celeb1k-hair", "train", 400), ("figaro1k", "training", 400))
+TRAIN_SPLITS = (("celeb1k-hair", "train", 150), ("figaro1k", "training", 150))
 TEST_SPLITS = (("celeb1k-hair", "test", 60), ("figaro1k", "testing", 60))
 VARIANTS = ("full", "no_refinement", "colorless_strokes", "no_strokes")
 
@@ -96,7 +96,10 @@ def dataset(
             (
                 (x * 255.0).round().to(torch.uint8),
                 m.to(torch.uint8),
-                [(torch.from_numpy(s.points).float(), [float(c) for c in s.color], float(s.width)) for s in strokes],
+                [
+                    (torch.from_numpy(s.points).float(), [float(c) for c in s.color], float(s.width))
+                    for s in strokes
+                ],
             )
         )
         ds._cache[i] = ((x * 255.0).round() / 255.0, m, strokes)
@@ -148,7 +151,14 @@ def main() -> int:
         seed=args.seed,
     )
     t0, c0 = time.time(), time.process_time()
-    res = train(cfg, train_ds, out_dir=run, resume=last if os.path.isfile(last) else None, progress=False, device="cpu")
+    res = train(
+        cfg,
+        train_ds,
+        out_dir=run,
+        resume=last if os.path.isfile(last) else None,
+        progress=False,
+        device="cpu",
+    )
     rec = {
         "variant": args.variant,
         "seed": args.seed,

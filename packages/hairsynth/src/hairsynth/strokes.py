@@ -15,6 +15,7 @@ recipe could not be read, so every number here is a configurable reconstruction 
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -809,7 +810,7 @@ def stroke_orientation_agreement(
     total, n = 0.0, 0
     for s in strokes:
         pts = s.points
-        for a, b in zip(pts[:-1], pts[1:]):
+        for a, b in itertools.pairwise(pts):
             d = b - a
             seg = float(np.hypot(d[0], d[1]))
             if seg == 0:

@@ -33,6 +33,7 @@ def pretrained_weights_path() -> str:
     """
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", PRETRAINED_FILE)
 
+
 try:  # pillow is a declared dependency; keep the import local to this module
     from PIL import Image as _PILImage
 except ImportError:  # pragma: no cover

@@ -90,7 +90,9 @@ class HairSynthesisNet(nn.Module):
         if resolution is not None and (
             not isinstance(resolution, int) or isinstance(resolution, bool) or resolution < 8
         ):
-            raise ValueError(f"HairSynthesisNet: 'resolution' must be None or an int >= 8; got {resolution!r}")
+            raise ValueError(
+                f"HairSynthesisNet: 'resolution' must be None or an int >= 8; got {resolution!r}"
+            )
         if stroke_width is not None:
             sw = tuple(float(v) for v in stroke_width)
             if len(sw) != 2 or not 0 < sw[0] <= sw[1]:

@@ -122,7 +122,9 @@ class TrainConfig:
                 f"{self.perceptual_extractor!r}"
             )
         if self.perceptual_weights and self.perceptual_extractor:
-            raise ValueError("TrainConfig: give 'perceptual_weights' (VGG-19 file) or 'perceptual_extractor', not both")
+            raise ValueError(
+                "TrainConfig: give 'perceptual_weights' (VGG-19 file) or 'perceptual_extractor', not both"
+            )
         if self.perceptual_weight > 0 and not (self.perceptual_weights or self.perceptual_extractor):
             raise ValueError(
                 "TrainConfig: 'perceptual_weight' > 0 needs 'perceptual_weights' (a local VGG-19 file) or "
@@ -131,7 +133,9 @@ class TrainConfig:
         if self.perceptual_size is not None and (
             not isinstance(self.perceptual_size, int) or self.perceptual_size < 16
         ):
-            raise ValueError(f"TrainConfig: 'perceptual_size' must be None or an int >= 16; got {self.perceptual_size!r}")
+            raise ValueError(
+                f"TrainConfig: 'perceptual_size' must be None or an int >= 16; got {self.perceptual_size!r}"
+            )
         if self.schedule not in _SCHEDULES:
             raise ValueError(f"TrainConfig: 'schedule' must be 'joint' or 'staged'; got {self.schedule!r}")
         if self.stage_steps is not None:

@@ -1,0 +1,71 @@
+"""The shipped release model: loads offline, is what the CLI opens, reproduces its model-card metric."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import pytest
+import torch
+
+from hairsynth import Stroke, Synthesizer, load_checkpoint
+from hairsynth import functional as HF
+from hairsynth.synthesizer import pretrained_weights_path
+
+WEIGHTS = pretrained_weights_path()
+pytestmark = pytest.mark.skipif(
+    not os.path.isfile(WEIGHTS), reason=f"the release weights {WEIGHTS} are not in this installation"
+)
+
+
+def test_pretrained_loads_offline_and_edits_a_full_size_photo():
+    syn = Synthesizer.pretrained()
+    assert syn.model.resolution == 128 and syn.model.stroke_width == (2.0, 4.0)
+    assert syn.model.upsample == "resize" and syn.model.feather == "inside"
+    assert os.path.getsize(WEIGHTS) < 12e6
+    img = torch.rand(3, 256, 320)
+    mask = torch.zeros(256, 320)
+    mask[40:200, 60:260] = 1
+    out = syn.synthesize(img, mask, [Stroke([(80, 60), (240, 180)], (0.7, 0.3, 0.1), 6.0)])
+    assert out.shape == img.shape
+    outside = (mask == 0).expand_as(img)
+    assert torch.equal(out[outside], img[outside]) and not torch.equal(out, img)
+
+
+def test_cli_opens_the_shipped_model_by_default():
+    from hairsynth.cli import _synth
+
+    syn = _synth(argparse.Namespace(weights=None, arch=None, device="cpu"))
+    ref = load_checkpoint(WEIGHTS)["state_dict"]
+    got = syn.model.state_dict()
+    assert all(torch.equal(got[k], v.float()) for k, v in ref.items())
+
+
+@torch.no_grad()
+def test_model_card_metric_reproduces(shared_data):
+    """README model card: masked L1 / PSNR on the first 8 held-out celeb1k-hair test photos at 128 px."""
+    from hairsynth.data import HairPairDataset
+
+    card = load_checkpoint(WEIGHTS)["metrics"]
+    ds = HairPairDataset(
+        os.path.join(shared_data, "celeb1k-hair"),
+        "test",
+        size=128,
+        stroke_width=(2.0, 4.0),
+        augment=False,
+        deterministic=True,
+        seed=0,
+        limit=8,
+    )
+    model = Synthesizer.pretrained().model
+    b = [ds[i] for i in range(len(ds))]
+    img, mask = torch.stack([s["image"] for s in b]), torch.stack([s["mask"] for s in b])
+    sc, sm = torch.stack([s["stroke_color"] for s in b]), torch.stack([s["stroke_mask"] for s in b])
+    out = model(img, mask, sc, sm)["output"]
+    assert float(HF.masked_l1(out, img, mask)) == pytest.approx(card["card_celeb_test8_masked_l1"], rel=1e-4)
+    assert float(HF.psnr(out, img, mask).mean()) == pytest.approx(
+        card["card_celeb_test8_masked_psnr"], rel=1e-4
+    )
+    # and it beats leaving the region grey (a sanity floor for a trained model)
+    grey = HF.composite(img, torch.full_like(img, 0.5), mask)
+    assert float(HF.masked_l1(out, img, mask)) < float(HF.masked_l1(grey, img, mask))
