@@ -189,6 +189,22 @@ def to_device(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Ten
 
 
 @torch.no_grad()
+def logits_of(out: Any, fn: str, who: str) -> torch.Tensor:
+    """The logits of a network's output: the tensor itself, or the first item of a ``(logits, ...)`` tuple/list.
+
+    Models that return ``(logits, features)`` (common for distillation-ready networks) work in every recipe;
+    the features used for distillation still come from the named layer (``student_layer``/``teacher_layer``).
+    """
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    raise TypeError(
+        f"{fn}: the {who} must return a logits tensor or a (logits, ...) tuple; got {type(out).__name__}"
+        + (f" of {[type(o).__name__ for o in out]}" if isinstance(out, (tuple, list)) else "")
+    )
+
+
 def accuracy(model: nn.Module, loader: Iterable[Any], device: torch.device) -> float:
     """Top-1 accuracy (0..1) of ``model`` on ``loader``; the model's train/eval mode is restored."""
     was = model.training
@@ -196,7 +212,7 @@ def accuracy(model: nn.Module, loader: Iterable[Any], device: torch.device) -> f
     correct = total = 0
     for batch in loader:
         x, y = to_device(batch, device)
-        correct += int((model(x).argmax(1) == y).sum())
+        correct += int((logits_of(model(x), "accuracy", "network").argmax(1) == y).sum())
         total += int(y.numel())
     model.train(was)
     return correct / max(total, 1)
