@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import undistort
@@ -64,6 +65,17 @@ def _time(fn, reps: int, device: torch.device) -> float:
     return statistics.median(ts) * 1000.0
 
 
+def _face_photo(data: str | None):
+    """A 256 px real portrait (celeb1k-hair test) for the landmark timing, or None."""
+    from PIL import Image
+
+    root = os.path.join(data or os.environ.get("SHARED_DATA", ""), "celeb1k-hair", "test", "images")
+    if not os.path.isdir(root):
+        return None
+    with Image.open(os.path.join(root, sorted(os.listdir(root))[0])) as im:
+        return np.asarray(im.convert("RGB"))
+
+
 def _row(what: str, size: int, ms: float, **extra) -> dict:
     return {"what": what, "size": size, "ms": ms, "cpu_ms": _CPU_MS[-1], **extra}
 
@@ -74,6 +86,7 @@ def main() -> int:
     ap.add_argument("--out", default="bench-results/undistort-cpu.json")
     ap.add_argument("--data", default=None)
     ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--only-shipped", action="store_true", help="time only the shipped model's rows")
     args = ap.parse_args()
     dev = torch.device(args.device)
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -85,7 +98,7 @@ def main() -> int:
     colors = undistort.heads.head_colors(heads.region, g, vertices=verts)
     v, f, c = verts.to(dev), heads.faces.to(dev), colors.to(dev)
     rows = []
-    for size in (128, 256, 512):
+    for size in () if args.only_shipped else (128, 256, 512):
         cam = PinholeCamera.centered(0.6 * size * 40.0 / 33.8, size)
         t = torch.tensor([0.0, 0.0, 40.0], device=dev)
         rot = head_rotation(0.3, 0.1, 0.0).to(dev)
@@ -94,7 +107,7 @@ def main() -> int:
         )
         rows.append(_row("render pair + exact flow", size, ms, model=head_desc))
     mem_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    for variant in ("small", "paper"):
+    for variant in () if args.only_shipped else ("small", "paper"):
         und = (
             undistort.Undistorter(
                 undistort.create_model(f"flownet_{variant}"),
@@ -141,6 +154,34 @@ def main() -> int:
                 dev,
             )
         rows.append(_row(f"Undistorter[{variant}] flow+warp only (given mask, distance)", 256, ms))
+    # the shipped model through the one-call path on a 256 px portrait (landmarks given), and the
+    # landmark detection (dlib, the optional extra) timed apart
+    shipped = os.path.join(os.path.dirname(undistort.__file__), "weights", undistort.pipeline.PRETRAINED_FILE)
+    if dev.type == "cpu":
+        und = (
+            undistort.Undistorter.pretrained()
+            if os.path.isfile(shipped)
+            else undistort.Undistorter(
+                undistort.create_model("flownet_small", conditioning="none"), work_size=64
+            )
+        )
+        photo = (np.random.default_rng(0).random((256, 256, 3)) * 255).astype(np.uint8)
+        lm = np.zeros((68, 2))
+        lm[36:42] = [100.0, 110.0]
+        lm[42:48] = [156.0, 110.0]
+        with torch.inference_mode():
+            ms = _time(lambda: undistort.correct(photo, model=und, landmarks=lm), args.reps, dev)
+        rows.append(_row("correct(): shipped flow net (work 64), crop + map back + warp", 256, ms))
+        try:
+            from undistort.portrait import LandmarkDetector
+
+            det = LandmarkDetector.load()
+            face = _face_photo(args.data)
+            if face is not None:
+                ms = _time(lambda: det(face), args.reps, dev)
+                rows.append(_row("dlib face + 68 landmarks (extra), apart", face.shape[0], ms))
+        except ImportError as err:
+            print(f"landmark timing skipped: {err}")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     print(
         f"undistort {undistort.__version__} benchmark on {dev} (torch {torch.__version__}, threads {torch.get_num_threads()})"
