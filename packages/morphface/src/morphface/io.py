@@ -172,7 +172,11 @@ def _uv_fields(obj: ObjMesh) -> dict[str, Any]:
         else torch.ones(obj.faces.shape[0], dtype=torch.bool)
     )
     face_uvs = obj.face_uvs.clamp_min(0)
-    return {"uvs": obj.uvs, "face_uvs": face_uvs, "uv_face_mask": face_mask}
+    out: dict[str, Any] = {"uvs": obj.uvs, "face_uvs": face_uvs, "uv_face_mask": face_mask}
+    if obj.materials and bool((obj.face_material >= 0).all()):
+        out["face_material"] = obj.face_material
+        out["material_names"] = list(obj.materials)
+    return out
 
 
 def load_ict_facekit(
@@ -372,6 +376,8 @@ def write_obj(
     face_uvs: torch.Tensor | None = None,
     mtllib: str | None = None,
     material: str | None = None,
+    face_material: torch.Tensor | None = None,
+    materials: list[str] | None = None,
 ) -> None:
     """Write a triangle mesh as OBJ with optional corner UVs and a material reference (atomic write).
 
@@ -382,7 +388,10 @@ def write_obj(
         uvs: optional (T, 2) texture coordinates.
         face_uvs: (F, 3) long indices into ``uvs`` (required with ``uvs``).
         mtllib: optional MTL file name written as ``mtllib``.
-        material: optional material name written as ``usemtl``.
+        material: optional material name written as ``usemtl`` (one material for every face).
+        face_material: optional (F,) long index into ``materials`` per face; a ``usemtl`` line is written
+            wherever it changes along the face order (faces keep their order).
+        materials: material names for ``face_material``.
 
     Raises:
         ValueError: bad shapes or indices.
@@ -404,13 +413,27 @@ def write_obj(
         check_shape(uvs, "T,2", "uvs", fn=fn)
         check_shape(face_uvs, "F,3", "face_uvs", fn=fn, dims=dims)
         lines.extend(f"vt {a:.6f} {b:.6f}" for a, b in uvs.detach().cpu().double().numpy())
-    if material:
-        lines.append(f"usemtl {material}")
-    if uvs is not None and face_uvs is not None:
-        t = face_uvs.detach().cpu().long().numpy() + 1
-        lines.extend(f"f {a + 1}/{ta} {b + 1}/{tb} {c + 1}/{tc}" for (a, b, c), (ta, tb, tc) in zip(f, t))
+    if face_material is not None:
+        check_shape(face_material, "F", "face_material", fn=fn, dims=dims)
+        if materials is None:
+            raise ValueError(f"{fn}: 'materials' is required with 'face_material'; got None")
+        fm = face_material.detach().cpu().long().numpy()
+        if fm.size and (fm.min() < 0 or fm.max() >= len(materials)):
+            raise ValueError(f"{fn}: 'face_material' must index 'materials' [0, {len(materials) - 1}]")
     else:
-        lines.extend(f"f {a + 1} {b + 1} {c + 1}" for a, b, c in f)
+        fm = np.zeros(f.shape[0], dtype=np.int64)
+        materials = [material] if material else []
+    t = face_uvs.detach().cpu().long().numpy() + 1 if uvs is not None and face_uvs is not None else None
+    current = -1
+    for i, (a, b, c) in enumerate(f):
+        if materials and fm[i] != current:
+            current = int(fm[i])
+            lines.append(f"usemtl {materials[current]}")
+        if t is not None:
+            ta, tb, tc = t[i]
+            lines.append(f"f {a + 1}/{ta} {b + 1}/{tb} {c + 1}/{tc}")
+        else:
+            lines.append(f"f {a + 1} {b + 1} {c + 1}")
     text = "\n".join(lines) + "\n"
 
     def write(tmp: str) -> None:

@@ -135,6 +135,8 @@ def generate_faces(
                 None if albedo is None else albedo[i],
                 None if specular is None else specular[i],
                 None if displacement is None else displacement[i],
+                model.face_material,
+                list(model.material_names),
             )
         )
     return out
@@ -204,11 +206,14 @@ def displace(
         if face_mask is not None
         else torch.ones(n_faces, dtype=torch.bool, device=faces.device)
     )
+    material = face.face_material
     for _ in range(subdivisions):
         verts, faces, uvs_s, fuv_s = subdivide(verts, faces, uvs=uvs, face_uvs=face_uvs)
         assert uvs_s is not None and fuv_s is not None
         uvs, face_uvs = uvs_s, fuv_s
         mask = mask.repeat_interleave(4)
+        if material is not None:
+            material = material.repeat_interleave(4)
     normals = vertex_normals(verts, faces)
     uv = vertex_uvs(faces[mask], face_uvs[mask], uvs, verts.shape[0])
     ok = torch.isfinite(uv).all(-1) & (uv >= 0).all(-1) & (uv <= 1).all(-1)
@@ -223,4 +228,6 @@ def displace(
         face.albedo,
         face.specular,
         face.displacement,
+        material,
+        face.material_names,
     )

@@ -55,6 +55,10 @@ class LinearFaceModel(nn.Module):
         uvs: optional (T, 2) texture coordinates in [0, 1] (v up, OBJ convention).
         face_uvs: optional (F, 3) long indices into ``uvs`` per triangle corner.
         uv_face_mask: optional (F,) bool, the triangles that belong to the UV face tile (ICT ``M_Face``).
+        face_material: optional (F,) long index into ``material_names`` per triangle (ICT: 12 parts such as
+            ``M_Face``, ``M_BackHead``, ``M_ScleraLeft``; each on its own UV tile or sharing tile 0). Default:
+            material 0 ``"face"`` for the ``uv_face_mask`` triangles and 1 ``"other"`` for the rest.
+        material_names: names of the materials (required with ``face_material``).
         landmark_indices: optional (L,) long vertex indices of landmarks (ICT: 68 iBUG points).
         expression_names: optional E names (ARKit names for ICT).
         identity_variance: optional (K,) variance explained by each identity mode.
@@ -77,6 +81,7 @@ class LinearFaceModel(nn.Module):
     uvs: torch.Tensor
     face_uvs: torch.Tensor
     uv_face_mask: torch.Tensor
+    face_material: torch.Tensor
     landmark_indices: torch.Tensor
     identity_variance: torch.Tensor
 
@@ -90,6 +95,8 @@ class LinearFaceModel(nn.Module):
         uvs: torch.Tensor | None = None,
         face_uvs: torch.Tensor | None = None,
         uv_face_mask: torch.Tensor | None = None,
+        face_material: torch.Tensor | None = None,
+        material_names: Sequence[str] | None = None,
         landmark_indices: torch.Tensor | None = None,
         expression_names: Sequence[str] | None = None,
         identity_variance: torch.Tensor | None = None,
@@ -131,6 +138,18 @@ class LinearFaceModel(nn.Module):
         if uv_face_mask is None:
             uv_face_mask = torch.ones(faces.shape[0], dtype=torch.bool)
         check_shape(uv_face_mask, "F", "uv_face_mask", fn=fn, dims=dims)
+        if face_material is None:
+            face_material = (~uv_face_mask.bool()).long()
+            material_names = ["face", "other"] if bool(face_material.any()) else ["face"]
+        check_shape(face_material, "F", "face_material", fn=fn, dims=dims)
+        if material_names is None:
+            raise ValueError(f"{fn}: 'material_names' is required when 'face_material' is given; got None")
+        mats = [str(n) for n in material_names]
+        if face_material.numel() and (int(face_material.min()) < 0 or int(face_material.max()) >= len(mats)):
+            raise ValueError(
+                f"{fn}: 'face_material' must index 'material_names' in [0, {len(mats) - 1}]; got "
+                f"[{int(face_material.min())}, {int(face_material.max())}]"
+            )
         if landmark_indices is None:
             landmark_indices = torch.zeros(0, dtype=torch.long)
         names = (
@@ -147,6 +166,8 @@ class LinearFaceModel(nn.Module):
         self.register_buffer("uvs", uvs.to(**fkw))
         self.register_buffer("face_uvs", torch.as_tensor(face_uvs).to(**lkw))
         self.register_buffer("uv_face_mask", uv_face_mask.to(device=device, dtype=torch.bool))
+        self.register_buffer("face_material", torch.as_tensor(face_material).to(**lkw))
+        self.material_names: list[str] = mats
         self.register_buffer("landmark_indices", landmark_indices.to(**lkw))
         self.register_buffer("identity_variance", identity_variance.to(**fkw))
         self.expression_names: list[str] = names
@@ -436,6 +457,7 @@ class LinearFaceModel(nn.Module):
             "format_version": str(_FORMAT_VERSION),
             "package": "morphface",
             "expression_names": json.dumps(self.expression_names),
+            "material_names": json.dumps(self.material_names),
         }
         arrays = self._arrays()
         if ext == ".npz":
@@ -510,6 +532,7 @@ class LinearFaceModel(nn.Module):
                 f"({_FORMAT_VERSION}); upgrade morphface"
             )
         names = json.loads(meta.get("expression_names", "[]"))
+        materials = json.loads(meta["material_names"]) if "face_material" in arrays else None
         return cls(
             arrays["mean"],
             arrays["identity_basis"],
@@ -518,6 +541,8 @@ class LinearFaceModel(nn.Module):
             uvs=arrays["uvs"],
             face_uvs=arrays["face_uvs"],
             uv_face_mask=arrays["uv_face_mask"],
+            face_material=arrays.get("face_material"),  # absent in files of morphface < 0.3
+            material_names=materials,
             landmark_indices=arrays["landmark_indices"],
             expression_names=names,
             identity_variance=arrays["identity_variance"],
