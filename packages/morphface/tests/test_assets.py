@@ -107,7 +107,7 @@ class TestGLB:
 
     def test_eyes_and_back_of_head_are_not_face_textured(self, ict_asset):
         """What a viewer shows as base colour per part: the face tile's texels only on M_Face."""
-        model, face, paths = ict_asset
+        _, _, paths = ict_asset
         scene = trimesh.load(paths["glb"])
         by_name = {g.visual.material.name: g for g in scene.geometry.values()}
         colours = {}

