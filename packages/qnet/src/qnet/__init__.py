@@ -15,6 +15,7 @@ from .convert import (
     recalibrate_bn,
     set_phase,
 )
+from .deploy import fold_batchnorm
 from .export import export, load, pack_codes, unpack_codes
 from .levels import Levels
 from .nn import LSQQuantizer, QConv2d, QLinear, Quantizer, STEQuantizer, make_quantizer
@@ -35,6 +36,7 @@ __all__ = [
     "checkpoint",
     "data",
     "export",
+    "fold_batchnorm",
     "freeze",
     "functional",
     "load",
