@@ -109,7 +109,7 @@ SCHEDULES: dict[str, dict[str, Any]] = {
     },
 }
 # Validation grid (chosen on W2/A2, seed 0, on the validation split; the choice is applied to every setting).
-LR_GRID = (0.01, 0.002)
+LR_GRID = (0.003, 0.0005)
 C_GRID = (5.0, 20.0, 60.0)
 A_INCREMENT_RATIO = 1.0  # activation temperature increment = weight increment * ratio (one knob c)
 
@@ -776,6 +776,7 @@ def _main(args: argparse.Namespace) -> int:
         print(f"[{time.strftime('%H:%M:%S')}] unit {u['id']} ({len(todo)} left in this stage)", flush=True)
         r = run_unit(u, data, sched, device, teacher)
         r["teacher_sha256_8"] = sha
+        r["argv"] = sys.argv[1:]
         _write_json(os.path.join(folder, u["id"] + ".json"), r)
         new += 1
         acc = r["test_acc"] if "test_acc" in r else r["val_acc"]
