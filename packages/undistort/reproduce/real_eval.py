@@ -97,6 +97,12 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--n-test", type=int, default=None, help="first N test pairs (default all; quick 24)")
     ap.add_argument("--n-val", type=int, default=None, help="first N validation pairs (default 48; quick 16)")
+    ap.add_argument(
+        "--cache",
+        default=None,
+        help="file of model-independent baseline results (d0 choice, global-warp flows) reused across runs",
+    )
+    ap.add_argument("--baselines-only", action="store_true", help="fill the --cache and stop")
     ap.add_argument("--n-real", type=int, default=None, help="whole real photos (default 6; quick 3)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
@@ -115,7 +121,10 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     heads = undistort.load_ict_facekit(os.path.join(args.data, "ict-facekit"))
-    und = Undistorter.load(args.model).eval()
+    und = None if args.baselines_only else Undistorter.load(args.model).eval()
+    cache: dict = {}
+    if args.cache and os.path.isfile(args.cache):
+        cache = torch.load(args.cache, weights_only=True)
     test = load_split(os.path.join(args.pairs, "test"))
     val = load_split(os.path.join(args.pairs, "val"))
     n_test = args.n_test if args.n_test is not None else (24 if args.quick else None)
@@ -126,8 +135,8 @@ def main() -> int:
     n_real = args.n_real if args.n_real is not None else (3 if args.quick else 6)
 
     # -- d0 of the classical baseline, chosen on the validation split (landmark shape error)
-    d0_scores = {}
-    for d0 in D0_GRID:
+    d0_scores = cache.get(f"d0_scores/{n_val}", {})
+    for d0 in D0_GRID if not d0_scores else ():
         errs = []
         for i in range(val["distorted"].shape[0]):
             fl = baseline_flow(heads, val["distorted"][i], val["landmarks_distorted"][i].double(), d0)
@@ -136,6 +145,28 @@ def main() -> int:
         d0_scores[d0] = float(np.mean(errs))
     d0 = min(d0_scores, key=d0_scores.get)  # type: ignore[arg-type]
     print("d0 on validation:", d0_scores, "->", d0, flush=True)
+    cache[f"d0_scores/{n_val}"] = d0_scores
+
+    def baselines(i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        key = f"{test['path'][i]}|{float(test['distance'][i]):.4f}|{d0}"
+        if key not in cache:
+            lm_in = test["landmarks_distorted"][i].double()
+            cache[key] = torch.stack(
+                [
+                    baseline_flow(heads, test["distorted"][i], lm_in, d0),
+                    baseline_flow(heads, test["distorted"][i], lm_in, float(test["distance"][i])),
+                ]
+            )
+        return cache[key][0], cache[key][1]
+
+    if args.baselines_only:
+        for i in range(test["distorted"].shape[0]):
+            baselines(i)
+        if args.cache:
+            torch.save(cache, args.cache)
+        print(f"cached baselines of {test['distorted'].shape[0]} test pairs", flush=True)
+        return 0
+    assert und is not None
 
     # -- held-out pairs
     n = test["distorted"].shape[0]
@@ -158,10 +189,8 @@ def main() -> int:
         bg = ~test["mask_corrected"][i, 0]
         flows = {
             "none": torch.zeros_like(gt),
-            "global": baseline_flow(heads, x, test["landmarks_distorted"][i].double(), d0),
-            "global_oracle": baseline_flow(
-                heads, x, test["landmarks_distorted"][i].double(), float(test["distance"][i])
-            ),
+            "global": baselines(i)[0],
+            "global_oracle": baselines(i)[1],
             "ours": fl,
         }
         add("distance", float(test["distance"][i]))
@@ -246,7 +275,9 @@ def main() -> int:
         ident.update(identity_check(tools, test, preds, min(n, 40)))
         grid_path, real_rows = real_grid(tools, und, args.data, out, n_real)
         ident["real_photos"] = real_rows
-    pair_grid(test, preds, heads, d0, out / "real_pairs.png", 6)
+    if args.cache:
+        torch.save(cache, args.cache)
+    pair_grid(test, preds, [baselines(i)[0] for i in range(n)], out / "real_pairs.png", 6)
 
     res = {
         "package": "undistort",
@@ -435,18 +466,14 @@ def real_grid(tools, und, data: str, out: Path, n: int) -> tuple[str, list]:
     return str(path), rows
 
 
-def pair_grid(test: dict, preds: list, heads, d0: float, path: Path, n: int) -> None:
+def pair_grid(test: dict, preds: list, globals_: list, path: Path, n: int) -> None:
     """Held-out pairs: near input | ours | global warp | real photo (truth) | |ours - truth| x 4, 3x upscaled."""
     order = np.argsort(test["distance"].numpy())[:n]
     rows = []
     for i in order:
         x = test["distorted"][i]
         ours = warp(x[None], preds[i][None], padding_mode="border")[0]
-        gl = warp(
-            x[None],
-            baseline_flow(heads, x, test["landmarks_distorted"][i].double(), d0)[None],
-            padding_mode="border",
-        )[0]
+        gl = warp(x[None], globals_[i][None], padding_mode="border")[0]
         truth = test["corrected"][i]
         err = ((ours - truth).abs() * 4).clamp(0, 1)
         rows.append(torch.cat([x, ours, gl, truth, err], 2))

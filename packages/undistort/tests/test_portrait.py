@@ -110,3 +110,20 @@ def test_pretrained_on_held_out_real_photos(shared_data):
         psnr = 10 * np.log10(1 / max(mse, 1e-12))
         assert psnr > 30.0, (f, psnr)
         assert float(info["flow"].norm(dim=0).max()) < 4.0, f
+
+
+def test_cli_correct_on_a_real_photo(shared_data, tmp_path, capsys):
+    """`python -m undistort correct IN OUT` with the shipped model, offline, on a real photo."""
+    pytest.importorskip("dlib")
+    from undistort.cli import main
+
+    src = os.path.join(shared_data, "celeb1k-hair", "test", "images", "28402.jpg")
+    dst = tmp_path / "out.jpg"
+    assert main(["correct", src, str(dst)]) == 0
+    with Image.open(src) as a, Image.open(dst) as b:
+        assert a.size == b.size
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.full((80, 80, 3), 128, np.uint8)).save(blank)
+    assert main(["correct", str(blank), str(tmp_path / "o.png")]) == 1
+    err = capsys.readouterr().err
+    assert "no face found" in err and len(err.strip().splitlines()) == 1

@@ -313,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
-    except (OSError, ValueError, TypeError, ImportError, RuntimeError) as err:
+    except (OSError, ValueError, TypeError, ImportError, LookupError, RuntimeError) as err:
         # user errors (missing/garbage files, bad values, a missing optional extra): one line, no traceback
         if args.verbose:
             raise
