@@ -137,6 +137,13 @@ def generate(gen: AttributeGenerator, d: dict, idx: torch.Tensor, seed: int) -> 
         return gen(d["geometry"][idx] if gen.config.get("conditional", True) else None, z, noise)[:, :3]
 
 
+def lum(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """Mean luminance per map over texels with confidence > 0.3."""
+    m = c[:, 0] > 0.3
+    y = 0.2126 * x[:, 0] + 0.7152 * x[:, 1] + 0.0722 * x[:, 2]
+    return (y * m).sum((1, 2)) / m.sum((1, 2)).clamp_min(1)
+
+
 def corr(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a - a.mean(), b - b.mean()
     return float((a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-12))
@@ -209,10 +216,6 @@ def main() -> None:
     results: dict[str, dict[str, float]] = {}
     real = d["maps"][te]
     conf = d["conf"][te]
-    lum = lambda x, c: (
-        ((0.2126 * x[:, 0] + 0.7152 * x[:, 1] + 0.0722 * x[:, 2]) * (c[:, 0] > 0.3)).sum((1, 2))
-        / (c[:, 0] > 0.3).sum((1, 2)).clamp_min(1)
-    )
     alpha0 = d["identity"][te, 0]
     real_detail = fine_detail(real, conf)
     preds: dict[str, torch.Tensor] = {}
