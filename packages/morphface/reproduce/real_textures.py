@@ -181,7 +181,7 @@ def main() -> None:
     npz = os.path.join(args.data, "ict-facekit", "ict_facekit_shapes.npz")
     if not (os.path.isfile(lmk) and os.path.isfile(npz)):
         sys.exit(f"celeba-id-crops or ict-facekit missing under {args.data}; pass --data")
-    cfg = {"per_identity": 2 if args.quick else 3, "cpu_seconds": 20 if args.quick else 300, "res": RES}
+    cfg = {"per_identity": 2, "cpu_seconds": 20 if args.quick else 150, "res": RES}
     with open(lmk, encoding="utf-8") as fh:
         table = json.load(fh)
     ids = sorted({k.split("/")[0] for k in table}, key=int)
