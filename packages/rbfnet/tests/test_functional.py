@@ -151,7 +151,10 @@ class TestRbfActivation:
             rbf_activation(nan, c, w)
         with pytest.raises(ValueError, match="rbf_activation: 'points' must hold at least one point"):
             rbf_activation(torch.zeros(1, 0, 3, device=device), c, w)
-        with pytest.raises(ValueError, match=r"rbf_activation: 'centers' must have shape \(M, D\) with D=2"):
+        # issue 24: a dimension mismatch names the user's points, not the centres
+        with pytest.raises(
+            ValueError, match=r"rbf_activation: 'points' must have last dimension D=3 .*got \(1, 4, 2\)"
+        ):
             rbf_activation(torch.zeros(1, 4, 2, device=device), c, w)
         with pytest.raises(ValueError, match=r"rbf_activation: 'points' must have shape \(B, N, D\)"):
             rbf_activation(torch.zeros(4, 3, device=device), c, w)
