@@ -74,3 +74,15 @@ def shared_data() -> str:
         return env
     pytest.skip("../shared/data not found (set SHARED_DATA)")
     raise AssertionError("unreachable")
+
+
+@pytest.fixture(scope="session")
+def cifar_test(shared_data):
+    """``(images uint8 (10000, 3, 32, 32), labels)`` of the JPEG CIFAR-10 test split, decoded once per session."""
+    path = os.path.join(shared_data, "cifar10-jpeg", "test.tar.gz")
+    if not os.path.isfile(path):
+        pytest.skip("cifar10-jpeg/test.tar.gz not under the shared data")
+    from qnet.data import read_image_archive
+
+    x, y, _ = read_image_archive(path)
+    return x, y

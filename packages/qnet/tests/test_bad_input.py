@@ -142,3 +142,18 @@ class TestCalibrationData:
         q = qnet.quantize(_net(), act_levels="uint2", weight_levels=None)
         with pytest.raises(ValueError, match=r"calibrate: 'loader' batches must have shape"):
             qnet.calibrate(q, [torch.randn(2, 2, 8, 8)])
+
+
+def test_read_image_archive_errors(tmp_path):
+    from qnet.data import read_image_archive
+
+    with pytest.raises(
+        FileNotFoundError, match=r"read_image_archive: 'path' '.*nope\.tar\.gz' does not exist"
+    ):
+        read_image_archive(tmp_path / "nope.tar.gz")
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(os.urandom(500))
+    with pytest.raises(
+        ValueError, match=r"read_image_archive: '.*bad\.tar\.gz' is not a readable tar archive"
+    ):
+        read_image_archive(bad)

@@ -57,9 +57,13 @@ class TestFoldBatchnorm:
         assert isinstance(out.bn, nn.BatchNorm2d)
 
     def test_quantized_model_refused(self):
-        net = nn.Sequential(nn.Conv2d(2, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.Conv2d(2, 2, 3), nn.BatchNorm2d(2))
+        net = nn.Sequential(
+            nn.Conv2d(2, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.Conv2d(2, 2, 3), nn.BatchNorm2d(2)
+        )
         q = qnet.quantize(net, weight_levels="ternary", keep_first_last=False)
-        with pytest.raises(ValueError, match=r"fold_batchnorm: '0' is a QConv2d; fold the float model before"):
+        with pytest.raises(
+            ValueError, match=r"fold_batchnorm: '0' is a QConv2d; fold the float model before"
+        ):
             qnet.fold_batchnorm(q)
 
     def test_not_a_module(self):

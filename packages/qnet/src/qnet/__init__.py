@@ -19,6 +19,7 @@ from .deploy import fold_batchnorm
 from .export import export, load, pack_codes, unpack_codes
 from .levels import Levels
 from .nn import LSQQuantizer, QConv2d, QLinear, Quantizer, STEQuantizer, make_quantizer
+from .onnx_export import export_onnx
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
@@ -36,6 +37,7 @@ __all__ = [
     "checkpoint",
     "data",
     "export",
+    "export_onnx",
     "fold_batchnorm",
     "freeze",
     "functional",

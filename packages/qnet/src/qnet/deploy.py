@@ -71,12 +71,16 @@ def fold_batchnorm(model: nn.Module, *, inplace: bool = False) -> nn.Module:
 
     for name, m in model.named_modules():
         if isinstance(m, QConv2d):
-            raise ValueError(f"fold_batchnorm: '{name}' is a QConv2d; fold the float model before qnet.quantize")
+            raise ValueError(
+                f"fold_batchnorm: '{name}' is a QConv2d; fold the float model before qnet.quantize"
+            )
 
     try:
         graph = torch.fx.symbolic_trace(model).graph
     except Exception as e:  # data-dependent control flow and friends
-        raise ValueError(f"fold_batchnorm: 'model' cannot be traced by torch.fx ({type(e).__name__}: {e})") from e
+        raise ValueError(
+            f"fold_batchnorm: 'model' cannot be traced by torch.fx ({type(e).__name__}: {e})"
+        ) from e
     target = model if inplace else copy.deepcopy(model)
     pairs: list[tuple[str, str]] = []
     for node in graph.nodes:
