@@ -320,7 +320,7 @@ class TestRecipes:
         g.eval()
         torch.testing.assert_close(g2(geo, z, noise), g(geo, z, noise))
         torch.save({"package": "other"}, tmp_path / "x.pt")
-        with pytest.raises(ValueError, match=r"load_checkpoint: .* is not a morphface checkpoint"):
+        with pytest.raises(ValueError, match=r"load_checkpoint: .* is not a valid morphface checkpoint"):
             load_checkpoint(tmp_path / "x.pt")
 
     def test_upsampler_checkpoint_rebuild(self, toy_ds, device, tmp_path):
