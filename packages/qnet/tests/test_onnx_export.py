@@ -163,3 +163,74 @@ class TestBadInput:
         ):
             qnet.export_onnx(q, torch.randn(2, 3, 9, 9), tmp_path / "m.onnx")
         self._no_file(tmp_path)
+
+
+class TestPerChannel:
+    def test_init_and_hard_values_by_hand(self):
+        # ternary, 'paper' init: per channel beta_c = (5 * 1 / 4) / max|w_c|, alpha_c = 1 / beta_c,
+        # thresholds +-0.05 in the beta domain (shared)
+        w = torch.tensor([[2.0, -0.05, -1.0], [0.5, 0.25, -0.01]])
+        q = qnet.Quantizer("ternary", channels=2)
+        q.init_from(w)
+        torch.testing.assert_close(q.beta.detach(), torch.tensor([1.25 / 2.0, 1.25 / 0.5]))
+        torch.testing.assert_close(q.alpha.detach(), torch.tensor([2.0 / 1.25, 0.5 / 1.25]))
+        # beta * w = [[1.25, -0.03125, -0.625], [1.25, 0.625, -0.025]] -> levels [[1, 0, -1], [1, 1, 0]]
+        out = q.eval()(w).detach()
+        torch.testing.assert_close(out, torch.tensor([[1.6, 0.0, -1.6], [0.4, 0.4, 0.0]]))
+
+    def test_soft_gradients_reach_every_channel(self):
+        q = qnet.Quantizer("ternary", channels=3)
+        w = torch.randn(3, 4, requires_grad=True)
+        q.init_from(w.detach())
+        q.set_temperature(5.0)
+        q.train()(w).sum().backward()
+        assert q.alpha.grad.shape == (3,) and bool((q.beta.grad != 0).all())
+
+    def test_quantize_freeze_export_load_onnx(self, tmp_path):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3),
+            torch.nn.BatchNorm2d(8),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(8, 8, 3),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(8, 4, 3),
+            torch.nn.Flatten(),
+            torch.nn.Linear(16, 3),
+        )
+        with torch.no_grad():
+            net[3].weight[:4] *= 10  # channels of very different ranges
+        x = torch.randn(32, 3, 8, 8)
+        q = qnet.quantize(
+            net,
+            weight_levels="ternary",
+            act_levels="uint2",
+            act_init="midpoint",
+            calibration=[x],
+            per_channel=True,
+        )
+        qnet.freeze(q, bn_loader=[x])
+        assert q[3].weight_scale.shape == (8,)
+        ref = q(x)
+        qnet.export(q, tmp_path / "m.safetensors")
+        torch.testing.assert_close(qnet.load(tmp_path / "m.safetensors", net)(x), ref)
+        qnet.export_onnx(q, x[:2], tmp_path / "m.onnx")
+        torch.testing.assert_close(_run_ort(tmp_path / "m.onnx", x), ref.detach(), rtol=1e-5, atol=1e-5)
+        g = onnx.load(str(tmp_path / "m.onnx"))
+        dq_axes = [
+            a.i
+            for n in g.graph.node
+            if n.op_type == "DequantizeLinear"
+            for a in n.attribute
+            if a.name == "axis"
+        ]
+        assert dq_axes.count(0) == 2  # the two quantized convs' weights, per output channel
+
+    def test_per_channel_needs_qn(self):
+        with pytest.raises(ValueError, match=r"quantize: 'per_channel' needs method 'qn'"):
+            qnet.quantize(
+                torch.nn.Sequential(torch.nn.Conv2d(2, 2, 1)),
+                keep_first_last=False,
+                per_channel=True,
+                method="lsq",
+            )

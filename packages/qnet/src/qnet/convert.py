@@ -265,6 +265,7 @@ def quantize(
     weight_grad_temperature: float | None = None,
     layer_map: dict[type[nn.Module], type[nn.Module]] | None = None,
     inplace: bool = False,
+    per_channel: bool = False,
 ) -> nn.Module:
     """Convert every ``nn.Conv2d`` / ``nn.Linear`` of ``model`` into its quantized twin (Sec. 3).
 
@@ -291,6 +292,8 @@ def quantize(
             quantizers (the official code trains binary weights with ``1.0``; see :class:`~qnet.Quantizer`).
         layer_map: float class to quantized class (default :data:`DEFAULT_LAYER_MAP`).
         inplace: convert ``model`` itself instead of a deep copy.
+        per_channel: weight quantizers get one ``alpha``, ``beta`` per output channel (dim 0 of the weight)
+            sharing one threshold set (not in the paper, which is layer-wise; method ``"qn"`` only).
 
     Returns:
         The converted model.
@@ -348,8 +351,16 @@ def quantize(
     keep = {cands[0][0], cands[-1][0]} if keep_first_last else set()
     qkw: dict[str, Any] = {}
     akw: dict[str, Any] = {}
+    if not isinstance(per_channel, bool):
+        raise TypeError(f"{fn}: 'per_channel' must be a bool; got {type(per_channel).__name__}")
+    if per_channel and (method != "qn" or weight_grad_temperature is not None):
+        raise ValueError(
+            f"{fn}: 'per_channel' needs method 'qn' without weight_grad_temperature; got method {method!r}"
+        )
     if method == "qn":
         qkw = {"init": weight_init, "learn_thresholds": learn_thresholds}
+        if per_channel:
+            qkw["per_channel"] = True
         if weight_grad_temperature is not None:
             qkw["grad_temperature"] = weight_grad_temperature
         akw = {"init": act_init, "learn_thresholds": learn_thresholds}
@@ -598,15 +609,18 @@ def _freeze_layer(layer: _QuantLayer) -> None:
 def _set_frozen(layer: _QuantLayer, codes: Tensor, scale: Tensor, values: Tensor, levels: Levels) -> None:
     mod: Any = layer
     w = mod.weight
+    # a per-tensor scale is 0-dim; a per-channel scale has one entry per output channel (dim 0)
+    sc = scale.reshape(()) if scale.numel() == 1 else scale.reshape(-1)
+    bshape = (-1,) + (1,) * (w.dim() - 1) if sc.dim() else ()
     with torch.no_grad():
-        w.copy_((values.to(w.dtype)[codes] * scale.to(w.dtype)).reshape(w.shape))
+        w.copy_(values.to(w.dtype)[codes].reshape(w.shape) * sc.to(w.dtype).reshape(bshape))
     w.requires_grad_(False)
     if "weight_codes" in mod._buffers:
         mod.weight_codes = codes.to(torch.uint8)
-        mod.weight_scale = scale.reshape(()).to(w.dtype).clone()
+        mod.weight_scale = sc.to(w.dtype).clone()
     else:
         mod.register_buffer("weight_codes", codes.to(torch.uint8))
-        mod.register_buffer("weight_scale", scale.reshape(()).to(w.dtype).clone())
+        mod.register_buffer("weight_scale", sc.to(w.dtype).clone())
     mod.frozen_levels = levels
     mod.weight_quantizer = None
 

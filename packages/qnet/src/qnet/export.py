@@ -159,10 +159,10 @@ def export(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, Any]:
             wscale: Tensor = layer.get_buffer("weight_scale")
             packed = pack_codes(wcodes, levels.bits)
             tensors[pre + "weight_codes"] = packed
-            tensors[pre + "weight_scale"] = wscale.detach().reshape(1).cpu().contiguous()
+            tensors[pre + "weight_scale"] = wscale.detach().reshape(-1).cpu().contiguous()
             meta["bits"] = levels.bits
             q_params += layer.weight.numel()
-            q_bytes += packed.numel() + wscale.element_size()
+            q_bytes += packed.numel() + wscale.element_size() * wscale.numel()
         else:
             tensors[pre + "weight"] = layer.weight.detach().cpu().contiguous()
         layers_meta[name] = meta
@@ -271,7 +271,8 @@ def load(path: str | os.PathLike[str], model: nn.Module) -> nn.Module:
         if info["levels"] is not None:
             lv = Levels(tuple(info["levels"]))
             codes = unpack_codes(tensors.pop(pre + "weight_codes"), lv.bits, mod.weight.numel())
-            scale = tensors.pop(pre + "weight_scale").reshape(())
+            scale = tensors.pop(pre + "weight_scale")
+            scale = scale.reshape(()) if scale.numel() == 1 else scale.reshape(-1)
             values = torch.tensor(lv.values, dtype=mod.weight.dtype, device=mod.weight.device)
             _set_frozen(mod, codes.to(mod.weight.device), scale.to(mod.weight.device), values, lv)
             mod.weight_codes = mod.get_buffer("weight_codes").reshape(mod.weight.shape)

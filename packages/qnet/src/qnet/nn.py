@@ -146,10 +146,18 @@ class Quantizer(_QuantizerBase):
         learn_thresholds: bool = False,
         mode: str = "auto",
         grad_temperature: float | None = None,
+        channels: int | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(levels, mode=mode, device=device, dtype=dtype)
+        if channels is not None and (
+            isinstance(channels, bool) or not isinstance(channels, int) or channels < 1
+        ):
+            raise ValueError(f"Quantizer: 'channels' must be None or an int >= 1; got {channels!r}")
+        if channels is not None and grad_temperature is not None:
+            raise ValueError("Quantizer: 'grad_temperature' is not supported with per-channel 'channels'")
+        self.channels = channels
         if init not in ("paper", "kmeans", "midpoint"):
             raise ValueError(f"Quantizer: 'init' must be 'paper', 'kmeans' or 'midpoint'; got {init!r}")
         if not margin > 0:
@@ -175,8 +183,9 @@ class Quantizer(_QuantizerBase):
         self.learn_beta = bool(learn_beta)
         fk: dict[str, Any] = {"device": device, "dtype": dtype or torch.get_default_dtype()}
         lv = self.levels
-        self.alpha = nn.Parameter(torch.ones((), **fk), requires_grad=learn_alpha)
-        self.beta = nn.Parameter(torch.ones((), **fk), requires_grad=learn_beta)
+        shape = () if channels is None else (channels,)
+        self.alpha = nn.Parameter(torch.ones(shape, **fk), requires_grad=learn_alpha)
+        self.beta = nn.Parameter(torch.ones(shape, **fk), requires_grad=learn_beta)
         thr = (self.values[1:] + self.values[:-1]) / 2
         if learn_thresholds:
             self.thresholds = nn.Parameter(thr)
@@ -197,6 +206,25 @@ class Quantizer(_QuantizerBase):
             ValueError: ``x`` is empty, all zero or not finite.
         """
         check_floating(x, "x", fn="Quantizer.init_from")
+        if self.channels is not None:
+            if x.dim() < 1 or x.shape[0] != self.channels:
+                raise ValueError(
+                    f"Quantizer.init_from: 'x' must have {self.channels} channels in dim 0 (per-channel); "
+                    f"got shape {tuple(x.shape)}"
+                )
+            # per channel: x_c / max|x_c| shares one threshold set; beta_c = beta_n / max|x_c|
+            m = x.detach().reshape(self.channels, -1).abs().amax(1).to(torch.float64)
+            if not bool((m > 0).all()):
+                raise ValueError(
+                    "Quantizer.init_from: a channel of 'x' is all zero; per-channel beta undefined"
+                )
+            xn = x.detach().reshape(self.channels, -1) / m.to(x.dtype).unsqueeze(1)
+            _, bn, thr = QF.init_parameters(xn, self.levels, init=self.init, margin=self.margin)
+            self.beta.copy_((bn / m).to(self.beta))
+            self.alpha.copy_((m / bn).to(self.alpha))
+            self.thresholds.copy_(thr.to(self.thresholds))
+            self.initialized.fill_(True)
+            return
         a, b, thr = QF.init_parameters(x, self.levels, init=self.init, margin=self.margin)
         self.alpha.fill_(a)
         self.beta.fill_(b)
@@ -215,6 +243,8 @@ class Quantizer(_QuantizerBase):
         if self.mode == "off":
             return x
         self._maybe_init(x)
+        if self.channels is not None:
+            return self._per_channel(x, hard=self._use_hard())
         if self._use_hard():
             return QF.hard_quantize(
                 x,
@@ -237,6 +267,20 @@ class Quantizer(_QuantizerBase):
             check_finite=self.check_finite,
         )
 
+    def _per_channel(self, x: Tensor, *, hard: bool) -> Tensor:
+        """Eqs. 7 / 12 with ``alpha``, ``beta`` of shape ``(C,)`` broadcast over dim 0 of ``x`` (plain autograd)."""
+        if x.dim() < 1 or x.shape[0] != self.channels:
+            raise ValueError(
+                f"Quantizer: per-channel input must have {self.channels} channels in dim 0; got {tuple(x.shape)}"
+            )
+        if self.check_finite:
+            check_finite(x, "x", fn="Quantizer")
+        view = (-1,) + (1,) * (x.dim() - 1)
+        a, b = self.alpha.view(view), self.beta.view(view)
+        z = (x * b).unsqueeze(-1) - self.thresholds
+        step = (z >= 0).to(x.dtype) if hard else torch.sigmoid(z * self.temperature.to(x.dtype))
+        return a * ((step * self.scales).sum(-1) - self.offset)
+
     @torch.no_grad()
     def export_codes(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Level codes ``k`` and scale ``alpha`` with ``hard(x) == alpha * values[k]``.
@@ -255,10 +299,16 @@ class Quantizer(_QuantizerBase):
                 "thresholds, which differs from the hard forward pass where they crossed",
                 stacklevel=2,
             )
+        if self.channels is not None:
+            view = (-1,) + (1,) * (x.dim() - 1)
+            codes = ((x * self.beta.view(view)).unsqueeze(-1) >= thr.sort().values).sum(-1)
+            return codes, self.alpha.detach().clone()
         return QF.level_codes(x, thr.sort().values, self.beta), self.alpha.detach().clone()
 
     def extra_repr(self) -> str:
         gt = "" if self.grad_temperature is None else f", grad_temperature={self.grad_temperature}"
+        if self.channels is not None:
+            gt += f", channels={self.channels}"
         return (
             f"levels={self.levels}, init={self.init!r}, mode={self.mode!r}, "
             f"learn_thresholds={self.learn_thresholds}{gt}"
@@ -542,7 +592,14 @@ class _QuantLayer:
             lv = Levels.parse(weight_levels)
             if not lv.signed:
                 raise ValueError(f"{name}: 'weight_levels' must be a signed set (weights); got {lv}")
-            wq = make_quantizer(lv, method=method, device=device, dtype=dtype, **(quantizer_kwargs or {}))
+            qkw = dict(quantizer_kwargs or {})
+            if qkw.pop("per_channel", False):
+                if method != "qn":
+                    raise ValueError(
+                        f"{name}: per-channel weight scales are implemented for method 'qn' only"
+                    )
+                qkw["channels"] = int(self.weight.shape[0])
+            wq = make_quantizer(lv, method=method, device=device, dtype=dtype, **qkw)
             wq.init_from(self.weight.detach())
         aq = None
         if act_levels is not None:

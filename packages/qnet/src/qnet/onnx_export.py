@@ -5,7 +5,8 @@ Every qnet weight level set is an integer set ``Y`` times a scale ``alpha``, so 
 of scale ``alpha`` (zero point 0). Sets whose levels leave ``[-128, 127]`` cannot map and raise.
 
 Activations map when their hard quantizer is uniform rounding on an integer grid starting at 0
-(``uint<k>``): ``Clip(0, hi) -> QuantizeLinear(uint8, scale) -> DequantizeLinear``. For the qnet
+(``uint<k>``): ``Min(hi) -> QuantizeLinear(uint8, scale) -> DequantizeLinear`` (the uint8 saturation
+clips at 0). For the qnet
 :class:`~qnet.Quantizer` that needs thresholds at the midpoints of consecutive levels in the ``beta`` domain
 (``act_init="midpoint"``, thresholds not learned): the grid scale is ``1 / beta`` and the output factor
 ``alpha * beta`` is folded into the following layer's weight scale (exact, the layer is linear). k-means or
@@ -98,6 +99,7 @@ class _QDQLayer(nn.Module):
             self.act = (hi, grid)
         w = layer.weight.detach()
         self.w_scale: float | None = None
+        self.w_scales: Tensor | None = None  # per-channel (dim 0) scales, exported per-axis
         if hasattr(layer, "weight_codes"):
             levels = layer.frozen_levels
             if min(levels.values) < -128 or max(levels.values) > 127:
@@ -105,7 +107,11 @@ class _QDQLayer(nn.Module):
                     f"{_FN}: weight levels {levels.values} of '{name}' leave the int8 range [-128, 127]; "
                     "they cannot map to int8 QDQ"
                 )
-            self.w_scale = float(layer.get_buffer("weight_scale")) * factor
+            ws = layer.get_buffer("weight_scale").detach()
+            if ws.numel() == 1:
+                self.w_scale = float(ws) * factor
+            else:
+                self.w_scales = (ws.reshape(-1).double() * factor).float()
         self.weight = nn.Parameter(w * factor, requires_grad=False)
         self.bias = (
             None if layer.bias is None else nn.Parameter(layer.bias.detach().clone(), requires_grad=False)
@@ -114,11 +120,16 @@ class _QDQLayer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.act is not None:
             hi, grid = self.act
-            x = torch.clamp(x, 0.0, hi)
+            # Min (not Clip): onnxruntime's Clip->QuantizeLinear fusion drops a Clip whose upper bound is
+            # below the uint8 range, which changes the result; the lower bound 0 is the uint8 saturation
+            x = torch.minimum(x, torch.full((), hi, dtype=x.dtype, device=x.device))
             x = torch.fake_quantize_per_tensor_affine(x, grid, 0, 0, 255)
         w = self.weight
         if self.w_scale is not None:
             w = torch.fake_quantize_per_tensor_affine(w, self.w_scale, 0, -128, 127)
+        elif self.w_scales is not None:
+            zp = torch.zeros(self.w_scales.shape, dtype=torch.int32)
+            w = torch.fake_quantize_per_channel_affine(w, self.w_scales, zp, 0, -128, 127)
         if self.is_conv:
             return F.conv2d(x, w, self.bias, **self.conv_kw)
         return F.linear(x, w, self.bias)
@@ -150,6 +161,11 @@ def _int8_weights(path: str) -> dict[str, int]:
         w, scale, zp = value(n.input[0]), value(n.input[1]), value(n.input[2])
         if scale is None or zp is None or zp.dtype != np.int8:
             continue
+        if np.ndim(scale) == 1 and np.size(scale) > 1:  # per-axis: broadcast along the node's axis
+            axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
+            shape = [1] * w.ndim
+            shape[axis] = -1
+            scale, zp = scale.reshape(shape), zp.reshape(shape)
         q = np.clip(np.rint(w / scale) + zp.astype(np.int32), -128, 127).astype(np.int8)
         name = n.input[0] + "_int8"
         g.initializer.append(numpy_helper.from_array(q, name))
@@ -183,7 +199,7 @@ def export_onnx(
     """Write a frozen qnet model as a standard ONNX QDQ graph that onnxruntime runs.
 
     Frozen quantized weights become ``int8`` initialisers (the integer levels) with a ``DequantizeLinear`` of
-    scale ``alpha``; uniform activation quantizers become ``Clip -> QuantizeLinear(uint8) -> DequantizeLinear``
+    scale ``alpha``; uniform activation quantizers become ``Min -> QuantizeLinear(uint8) -> DequantizeLinear``
     (see the module docstring for which level sets and thresholds map). Float layers stay float.
 
     Args:
