@@ -84,17 +84,19 @@ def fold_batchnorm(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     target = model if inplace else copy.deepcopy(model)
     pairs: list[tuple[str, str]] = []
     for node in graph.nodes:
-        if node.op != "call_module" or not isinstance(target.get_submodule(node.target), nn.BatchNorm2d):
+        if node.op != "call_module" or not isinstance(target.get_submodule(str(node.target)), nn.BatchNorm2d):
             continue
         src = node.args[0] if node.args else None
         if not isinstance(src, torch.fx.Node) or src.op != "call_module" or len(src.users) != 1:
             continue
-        conv = target.get_submodule(src.target)
-        if type(conv) is nn.Conv2d and conv.out_channels == target.get_submodule(node.target).num_features:
-            pairs.append((src.target, node.target))
+        conv_name, bn_name = str(src.target), str(node.target)
+        conv = target.get_submodule(conv_name)
+        if type(conv) is nn.Conv2d and conv.out_channels == target.get_submodule(bn_name).num_features:
+            pairs.append((conv_name, bn_name))
     for conv_name, bn_name in pairs:
         conv = target.get_submodule(conv_name)
         bn = target.get_submodule(bn_name)
+        assert isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
         if bn.running_mean is None or bn.running_var is None:
             raise ValueError(f"fold_batchnorm: '{bn_name}' tracks no running statistics; nothing to fold")
         _fold_pair(conv, bn)

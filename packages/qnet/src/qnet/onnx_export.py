@@ -101,7 +101,7 @@ class _QDQLayer(nn.Module):
         self.w_scale: float | None = None
         self.w_scales: Tensor | None = None  # per-channel (dim 0) scales, exported per-axis
         if hasattr(layer, "weight_codes"):
-            levels = layer.frozen_levels
+            levels: Any = layer.frozen_levels
             if min(levels.values) < -128 or max(levels.values) > 127:
                 raise ValueError(
                     f"{_FN}: weight levels {levels.values} of '{name}' leave the int8 range [-128, 127]; "
@@ -124,7 +124,7 @@ class _QDQLayer(nn.Module):
             # below the uint8 range, which changes the result; the lower bound 0 is the uint8 saturation
             x = torch.minimum(x, torch.full((), hi, dtype=x.dtype, device=x.device))
             x = torch.fake_quantize_per_tensor_affine(x, grid, 0, 0, 255)
-        w = self.weight
+        w: Tensor = self.weight
         if self.w_scale is not None:
             w = torch.fake_quantize_per_tensor_affine(w, self.w_scale, 0, -128, 127)
         elif self.w_scales is not None:
