@@ -62,6 +62,7 @@ def main() -> int:
             lambda d: d.execute_script("return document.getElementById('mask').width") == photo.width
         )
         time.sleep(1.0)  # the initial region image is drawn on the canvas
+        drv.execute_script("document.body.style.userSelect = 'none'")  # drags must not select the page
         canvas = drv.find_element(By.ID, "strokes")
         drv.find_element(By.CSS_SELECTOR, "input[name=mode][value=stroke]").click()
         drv.execute_script("document.getElementById('color').value = '#c0501e'")
@@ -86,11 +87,15 @@ def main() -> int:
                     canvas, int(x - cx + 6 * np.sin(3 * t)), int(y0 + t * (y1 - y0) - cy)
                 )
             act.release().perform()
+        n = drv.execute_script("return strokes.length")
+        if n == 0:
+            raise SystemExit("no stroke was drawn on the page")
         drv.find_element(By.ID, "run").click()
         WebDriverWait(drv, 120).until(lambda d: "done" in d.find_element(By.ID, "status").text)
         time.sleep(0.5)
+        drv.execute_script("window.getSelection().removeAllRanges()")
         drv.save_screenshot(args.out)
-        print("saved", args.out, drv.find_element(By.ID, "status").text)
+        print("saved", args.out, n, "strokes;", drv.find_element(By.ID, "status").text)
     finally:
         drv.quit()
         server.shutdown()

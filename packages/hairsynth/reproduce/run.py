@@ -209,6 +209,16 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=200, help="steps per variant (full mode)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--threads", type=int, default=1, help="torch threads (the committed numbers use 1)")
+    p.add_argument(
+        "--test-photos", type=int, default=None, help="evaluate on the first N photos of each test split"
+    )
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=list(TR.VARIANTS),
+        choices=TR.VARIANTS,
+        help="learned rows to train/evaluate",
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
@@ -235,8 +245,11 @@ def main() -> int:
         per_seed = {}
         for seed in args.seeds:
             per_seed[seed] = {}
-            for v in TR.VARIANTS:
+            for v in args.variants:
                 ck = os.path.join(args.runs, f"{v}-s{seed}", "last.pt")
+                kept = os.path.join(args.runs, f"{v}-s{seed}", f"step-{args.steps:06d}.pt")
+                if os.path.isfile(kept):  # a copy kept at the unit boundary (last.pt may have moved on)
+                    ck = kept
                 have = torch.load(ck, weights_only=True)["step"] if os.path.isfile(ck) else 0
                 if have < args.steps:
                     rc = os.system(
@@ -255,6 +268,9 @@ def main() -> int:
             "EfficientNet-Lite0 perceptual (at 64 px), 300 training photos (150 celeb1k-hair/train + 150 "
             "figaro1k/training), 128 px, one CPU thread"
         )
+    if args.test_photos is not None:  # the first N held-out photos of each split (CPU budget)
+        for tp in test_parts:
+            tp.pairs = tp.pairs[: args.test_photos]
     samples = eval_samples(test_parts)
     rec, ori = edit_samples(samples, "recolour"), edit_samples(samples, "rotate")
     results: dict = {}
@@ -263,7 +279,7 @@ def main() -> int:
         for v, m in models.items():
             preds[(v, seed)] = predict(m, samples, variant=v)
             results[f"{v}/s{seed}"] = metrics(preds[(v, seed)], samples, perc)
-            for kind, ss in (("recolour", rec), ("rotate", ori)):
+            for kind, ss in (("recolour", rec), ("rotate", ori)) if v in ("full", "no_strokes") else ():
                 preds[(v, seed, kind)] = predict(m, ss, variant=v)
                 results[f"{v}/s{seed}/{kind}"] = metrics(preds[(v, seed, kind)], ss, perc)
     preds[("fill", 0)] = fill(samples)
@@ -279,13 +295,17 @@ def main() -> int:
     rows = []
     setting = f"{len(samples)} held-out photos ({size} px), {steps} steps/variant"
     table = {}
-    for v in (*TR.VARIANTS, "fill"):
+    present = [v for v in TR.VARIANTS if f"{v}/s{s0}" in results]
+    pending = [v for v in TR.VARIANTS if v not in present]
+    for v in (*present, "fill"):
         seeds = [s0] if v == "fill" else args.seeds
         for mname in names:
             per = [float(np.nanmean(results[f"{v}/s{s}"][mname])) for s in seeds]
             mean, ci = _ci(results[f"{v}/s{s0}"][mname])
             table[(v, mname)] = (float(np.mean(per)), ci, per)
-    for v in ("no_strokes", "no_refinement", "colorless_strokes", "fill"):
+    for v in [
+        u for u in ("no_strokes", "no_refinement", "colorless_strokes", "fill") if u in (*present, "fill")
+    ]:
         for mname in names:
             d, dci = _paired(results[f"full/s{s0}"][mname], results[f"{v}/s{s0}"][mname])
             rows.append(
@@ -320,8 +340,7 @@ def main() -> int:
                 _show_strokes(samples[i]),
                 preds[("fill", 0)][i],
                 preds[("no_strokes", s0)][i],
-                preds[("no_refinement", s0)][i],
-                preds[("colorless_strokes", s0)][i],
+                *[preds[(v, s0)][i] for v in ("no_refinement", "colorless_strokes") if v in present],
                 preds[("full", s0)][i],
                 samples[i]["image"],
             ]
@@ -349,11 +368,13 @@ def main() -> int:
     train_logs = {}
     if not args.quick:
         for seed in args.seeds:
-            for v in TR.VARIANTS:
+            for v in present:
                 run = os.path.join(args.runs, f"{v}-s{seed}")
-                units = sorted(f for f in os.listdir(run) if f.startswith("unit-"))
+                units = sorted(
+                    f for f in os.listdir(run) if f.startswith("unit-") and int(f[5:11]) <= args.steps
+                )
                 train_logs[f"{v}/s{seed}"] = [json.load(open(os.path.join(run, f))) for f in units]
-    cpu = {k: sum(u["cpu_seconds"] for u in us) for k, us in train_logs.items()}
+    cpu = {k: sum(u["cpu_seconds"] for u in us) for k, us in train_logs.items() if us}
     out = {
         "package": "hairsynth",
         "claim": "Stroke-guided two-stage hair synthesis follows the drawn strokes' colour and direction, which an "
@@ -371,6 +392,8 @@ def main() -> int:
             "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
             "pinned": pins,
             "budget": budget,
+            "variants_evaluated": present,
+            "variants_pending": pending,
             "perceptual_extractor": "EfficientNet-Lite0 (ImageNet), blocks 0, 2, 4, 10"
             if perc is not None
             else None,
@@ -403,7 +426,14 @@ def main() -> int:
         f"hairsynth {hairsynth.__version__}; pinned: {pins}; evaluation took {out['details']['total_seconds']:.0f} s).",
         "",
         f"Budget (same for every learned row): {budget}. Training CPU seconds per run: "
-        + (", ".join(f"{k} {v:.0f}" for k, v in cpu.items()) or "in-process (quick)")
+        + (
+            ", ".join(f"{k} {v:.0f}" for k, v in cpu.items())
+            or (
+                "in-process (quick)"
+                if args.quick
+                else "not recorded (a checkpoint kept inside a training unit)"
+            )
+        )
         + ".",
         "",
         f"Held-out data: {setting}; region = hair mask dilated 2 px; 3-12 strokes per photo extracted from the photo's "
@@ -417,7 +447,7 @@ def main() -> int:
         head,
         "|" + "---|" * (len(cols) + 1),
     ]
-    for v in (*TR.VARIANTS, "fill"):
+    for v in (*present, "fill"):
         cells = []
         for m in cols:
             mean, ci, per = table[(v, m)]
@@ -431,6 +461,12 @@ def main() -> int:
         f"| (the photo itself: orientation agreement of the ground truth with its strokes) | | | | | | {gt[0]:.4f} +- {gt[1]:.4f} |"
         if len(cols) == 6
         else "",
+        "",
+        (
+            f"Not trained (pending; the CPU budget of this session did not reach them): {', '.join(VARIANT_NAMES[v] for v in pending)}."
+            if pending
+            else ""
+        ),
         "",
         f"Pixels outside the region changed by at most {leak} (must be 0).",
         "",
@@ -450,8 +486,9 @@ def main() -> int:
         "",
         "![samples](samples.png)",
         "",
-        "samples.png columns: strokes on the masked photo, flat fill, pure inpainting, no refinement, colourless strokes, "
-        "full model, photo.",
+        "samples.png columns: strokes on the masked photo, flat fill, pure inpainting, "
+        + "".join(f"{VARIANT_NAMES[v]}, " for v in ("no_refinement", "colorless_strokes") if v in present)
+        + "full model, photo.",
         "",
         "![edits](edits.png)",
         "",
@@ -459,6 +496,22 @@ def main() -> int:
         "inpainting.",
         "",
     ]
+    for f, what in (
+        (
+            "beard.png",
+            "What the scalp-hair model does on a beard region (`reproduce/beard_demo.py`; no beard training data)",
+        ),
+        (
+            "editor.png",
+            "The editor in headless Chromium after a real edit (`reproduce/editor_screenshot.py`)",
+        ),
+    ):
+        if os.path.isfile(os.path.join(args.out, f)):
+            md += [f"![{f}]({f})", "", what + ".", ""]
+    notes = os.path.join(args.out, "notes.md")  # observations written by hand after looking at the images
+    if os.path.isfile(notes):
+        with open(notes) as fh:
+            md += ["", fh.read()]
     with open(os.path.join(args.out, "report.md"), "w") as fh:
         fh.write("\n".join(md))
     print(f"wrote {args.out}/report.md and results.json in {time.time() - t_start:.0f} s")
