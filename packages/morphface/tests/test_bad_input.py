@@ -158,3 +158,19 @@ class TestCLIErrors:
         )
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
         assert r.returncode != 0 and len(lines) == 1 and "x.obj" in lines[0], r.stderr
+
+
+class TestFitArguments:
+    def test_expression_bound_and_contour(self):
+        from morphface import fit
+
+        m, _ = synthetic_model()
+        lm = m.landmarks(m.vertices(torch.zeros(1, m.n_identity, dtype=torch.float64)))
+        with pytest.raises(ValueError, match=r"fit: 'expression_bound' must be in \(0, 1\]; got 1.5"):
+            fit(m, lm, expression_bound=1.5)
+        with pytest.raises(ValueError, match=r"fit: 'contour' rows must be in \[0, 14\]; got \[3, 20\]"):
+            fit(m, lm, contour=[3, 20])
+        with pytest.raises(
+            ValueError, match=r"fit: 'contour' must be 'auto', None or a sequence of rows; got 'jaw'"
+        ):
+            fit(m, lm, contour="jaw")

@@ -288,7 +288,8 @@ def fit(
         TypeError: non-float target, a ``camera`` that is not a :class:`PerspectiveCamera`, non-integer
             ``vertex_indices``, ``rounds`` or ``iters_per_round``.
         ValueError: bad shapes, unknown ``kind``, a missing camera or landmarks, out-of-range
-            ``vertex_indices``, ``rounds`` / ``iters_per_round`` < 1, negative prior weights.
+            ``vertex_indices``, ``rounds`` / ``iters_per_round`` < 1, negative prior weights, an
+            ``expression_bound`` outside (0, 1], or ``contour`` rows outside the target.
     """
     fn = "fit"
     if not isinstance(model, LinearFaceModel):
