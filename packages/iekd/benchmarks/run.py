@@ -108,7 +108,7 @@ def bench(methods: list[str], device: torch.device, batch: int, steps: int, warm
 
 
 def _cpu_peak_rss_mib(method: str, batch: int, threads: int) -> float:
-    """Peak RSS (MiB) of a fresh process that builds ``method`` and runs warm-up + one step (``none``: build only)."""
+    """Peak RSS (MiB, ``VmHWM``) of a fresh process that builds ``method`` and runs 3 steps (``none``: build only)."""
     here = os.path.dirname(os.path.abspath(__file__))
     built = "kd" if method == "none" else method
     n = 0 if method == "none" else 3
@@ -116,7 +116,9 @@ def _cpu_peak_rss_mib(method: str, batch: int, threads: int) -> float:
         f"import resource, sys, torch; sys.path.insert(0, {here!r}); torch.set_num_threads({threads}); "
         f"import run; step, _ = run.make_step({built!r}, torch.device('cpu'), {batch})\n"
         f"for _ in range({n}): step()\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        # VmHWM: this process image's own peak (ru_maxrss would carry the parent's peak over fork + exec)
+        "line = [s for s in open('/proc/self/status') if s.startswith('VmHWM:')]\n"
+        "print(int(line[0].split()[1]) if line else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(out.stdout.strip().splitlines()[-1]) / 1024.0  # Linux reports KiB
@@ -152,20 +154,25 @@ def _main(args: argparse.Namespace) -> int:
     batch = args.batch
     steps = args.steps or (10 if cpu else 50)
     warmup = 2 if cpu else 10
+    methods = ["ce", "kd", "ft", "ie-kd"]
+    mem_note = "torch.cuda.max_memory_allocated of one step" if not cpu else "not measured (--no-memory)"
+    base_rss = None
+    cpu_peaks: dict[str, float] = {}
+    if cpu and not args.no_memory:
+        base_rss = _cpu_peak_rss_mib("none", batch, args.threads)
+        cpu_peaks = {m: _cpu_peak_rss_mib(m, batch, args.threads) for m in methods}
+        mem_note = (
+            "peak RSS (VmHWM) of a fresh process (build + 3 steps); step_mem = minus a build-only process"
+        )
     t0 = time.time()
-    rows = bench(["ce", "kd", "ft", "ie-kd"], device, batch, steps, warmup)
+    rows = bench(methods, device, batch, steps, warmup)
     wall = time.time() - t0
     kd = next(r for r in rows if r["method"] == "kd")["step_ms"]
     for r in rows:
         r["vs_kd_ratio"] = r["step_ms"] / kd
-    mem_note = "torch.cuda.max_memory_allocated of one step" if not cpu else "not measured (--no-memory)"
-    base_rss = None
-    if cpu and not args.no_memory:
-        base_rss = _cpu_peak_rss_mib("none", batch, args.threads)
-        for r in rows:
-            r["peak_mib"] = _cpu_peak_rss_mib(r["method"], batch, args.threads)
-            r["step_mem_mib"] = r["peak_mib"] - base_rss
-        mem_note = "peak RSS of a fresh process (build + 3 steps); step_mem = minus a build-only process"
+        if r["method"] in cpu_peaks and base_rss is not None:
+            r["peak_mib"] = cpu_peaks[r["method"]]
+            r["step_mem_mib"] = cpu_peaks[r["method"]] - base_rss
     ratio = next(r for r in rows if r["method"] == "ie-kd")["vs_kd_ratio"]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     print(
