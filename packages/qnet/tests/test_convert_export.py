@@ -67,7 +67,7 @@ class TestQuantize:
         with pytest.raises(ValueError, match=r"quantize: 'weight_levels' must be a signed set"):
             qnet.quantize(net, weight_levels="uint2")
         with pytest.raises(ValueError, match=r"quantize: 'method' must be"):
-            qnet.quantize(net, method="lsq")
+            qnet.quantize(net, method="dorefa")
         with pytest.raises(ValueError, match=r"nothing to quantize"):
             qnet.quantize(net, weight_levels=None, act_levels=None)
         with pytest.raises(ValueError, match=r"every candidate layer was skipped"):
@@ -164,7 +164,7 @@ class TestFreezeExport:
 
         bad = os.path.join(tmp_path, "bad.safetensors")
         save_file({"a": torch.zeros(1)}, bad, metadata={"format": "other"})
-        with pytest.raises(ValueError, match=r"is not a qnet export"):
+        with pytest.raises(ValueError, match=r"is not a valid qnet checkpoint \(truncated"):
             qnet.load(bad, _net(device))
         q = qnet.quantize(_net(device), weight_levels="ternary")
         good = os.path.join(tmp_path, "good.safetensors")

@@ -51,7 +51,9 @@ class TestModels:
     def test_checkpoint_errors(self, tmp_path):
         bad = os.path.join(tmp_path, "bad.pt")
         torch.save({"x": 1}, bad)
-        with pytest.raises(ValueError, match=r"is not a qnet checkpoint"):
+        with pytest.raises(
+            ValueError, match=r"is not a valid qnet checkpoint \(truncated or not written by qnet\)"
+        ):
             load_checkpoint(bad)
         assert list(clean_state_dict({"module._orig_mod.a": 1})) == ["a"]
 

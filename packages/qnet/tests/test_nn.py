@@ -126,8 +126,8 @@ class TestLayers:
     def test_errors(self, device):
         with pytest.raises(ValueError, match=r"QLinear: 'weight_levels' must be a signed set"):
             QLinear(3, 3, device=device, weight_levels="uint2")
-        with pytest.raises(ValueError, match=r"QConv2d: 'method' must be 'qn' or 'ste'"):
-            QConv2d(3, 3, 1, device=device, method="lsq")
+        with pytest.raises(ValueError, match=r"QConv2d: 'method' must be 'qn', 'ste' or 'lsq'"):
+            QConv2d(3, 3, 1, device=device, method="dorefa")
 
     def test_torch_compile(self, device):
         torch._dynamo.reset()
