@@ -52,7 +52,7 @@ def main() -> int:
         "--no-sandbox",
         "--disable-gpu",
         "--disable-dev-shm-usage",
-        "--window-size=1000,420",
+        "--window-size=1000,560",
     ):
         opts.add_argument(a)
     drv = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
@@ -87,6 +87,7 @@ def main() -> int:
                     canvas, int(x - cx + 6 * np.sin(3 * t)), int(y0 + t * (y1 - y0) - cy)
                 )
             act.release().perform()
+            print("stroke", k, "->", drv.execute_script("return strokes.length"), "strokes on the page")
         n = drv.execute_script("return strokes.length")
         if n == 0:
             raise SystemExit("no stroke was drawn on the page")
