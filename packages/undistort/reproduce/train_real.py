@@ -29,7 +29,7 @@ from undistort import Undistorter, create_model
 from undistort.checkpoint import load_checkpoint, save_checkpoint
 from undistort.recipes.train import task_loss
 
-KEYS = ("distorted", "flow", "valid", "mask", "mask_corrected", "distance")
+KEYS = ("distorted", "corrected", "flow", "valid", "mask", "mask_corrected", "distance")
 
 
 def load_shards(folder: str) -> dict[str, torch.Tensor]:
@@ -44,8 +44,15 @@ def load_shards(folder: str) -> dict[str, torch.Tensor]:
     return out
 
 
-def batch_of(data: dict[str, torch.Tensor], idx: torch.Tensor, flip: torch.Tensor) -> dict[str, torch.Tensor]:
+def batch_of(
+    data: dict[str, torch.Tensor], idx: torch.Tensor, flip: torch.Tensor, same: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    """A training batch; ``same`` marks items replaced by their far photo with zero flow (identity pairs)."""
     b = {k: v[idx].clone() for k, v in data.items()}
+    if same is not None and bool(same.any()):
+        b["distorted"][same] = b["corrected"][same]
+        b["flow"][same] = 0.0
+        b["distance"][same] = 500.0
     if bool(flip.any()):
         for k in ("distorted", "flow", "valid", "mask", "mask_corrected"):
             b[k][flip] = b[k][flip].flip(-1)
@@ -77,6 +84,12 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--identity-fraction",
+        type=float,
+        default=0.0,
+        help="share of batch items replaced by their far photo with zero flow (on top of the data's own)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -111,7 +124,8 @@ def main() -> int:
                 grp["lr"] = lr
             idx = torch.randint(n, (args.batch_size,))
             flip = torch.rand(args.batch_size) < 0.5
-            loss, m = task_loss("flow", net, batch_of(data, idx, flip))
+            same = torch.rand(args.batch_size) < args.identity_fraction
+            loss, m = task_loss("flow", net, batch_of(data, idx, flip, same))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -126,6 +140,7 @@ def main() -> int:
             "cpu_s": round(time.process_time() - c0, 1),
             "wall_s": round(time.time() - t0, 1),
             "lr": lr,
+            "identity_fraction": args.identity_fraction,
         }
         save_checkpoint(
             ckpt_path, net, arch="flownet_small", config=net.config, optimizer=opt, step=step, metrics=rec

@@ -186,7 +186,13 @@ def _cmd_correct(args: argparse.Namespace) -> int:
     if args.model is not None:
         und = Undistorter.load(args.model, map_location=args.device).to(args.device)
     else:
-        und = Undistorter.pretrained(map_location=args.device).to(args.device)
+        import warnings
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            und = Undistorter.pretrained(map_location=args.device).to(args.device)
+        for w in caught:  # one line each, not the two-line warnings format
+            print(f"python -m undistort correct: warning: {w.message}", file=sys.stderr)
     if args.whole_image:
         if not os.path.isfile(src):
             raise FileNotFoundError(f"correct: no file at {src!r}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["PRETRAINED_FILE", "Undistorter", "to_image_tensor"]
 
 PRETRAINED_FILE = "undistorter-real64.pt"
+PRETRAINED_PASSED_DO_NO_HARM = False
+"""Whether the shipped weights met the do-no-harm bounds of the model card (False: a warning on load)."""
 
 
 def to_image_tensor(image: Any, *, fn: str = "to_image_tensor") -> tuple[Tensor, str]:
@@ -387,6 +390,15 @@ class Undistorter(nn.Module):
         if not os.path.isfile(path):
             raise FileNotFoundError(
                 f"Undistorter.pretrained: the shipped weights {path!r} are missing from this installation"
+            )
+        if not PRETRAINED_PASSED_DO_NO_HARM:
+            warnings.warn(
+                "undistort: the shipped model did NOT pass its do-no-harm bounds: on portraits taken from "
+                "afar it still moves features by up to about a pixel at its 64 px work size (see "
+                "undistort/weights/MODEL_CARD.md and reports/undistort/real_report.md); check results "
+                "before use, or lower undistort.correct(..., strength=...)",
+                UserWarning,
+                stacklevel=2,
             )
         return cls.load(path, map_location=map_location)
 
