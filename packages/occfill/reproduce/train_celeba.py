@@ -86,26 +86,53 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=os.environ.get("SHARED_DATA", "../shared/data"))
     p.add_argument("--ckpt-dir", required=True)
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--unit", type=int, default=25, help="checkpoint every this many steps")
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument(
+        "--unit", type=int, default=20, help="checkpoint (and keep a snapshot) every this many steps"
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS))
     p.add_argument("--per-id", type=int, default=None, help="images per training identity (default all)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    train(
+        args.data,
+        args.ckpt_dir,
+        steps=args.steps,
+        unit=args.unit,
+        seeds=args.seeds,
+        variants=args.variants,
+        per_id=args.per_id,
+    )
+    return 0
+
+
+def train(
+    data: str,
+    ckpt_dir: str,
+    *,
+    steps: int,
+    unit: int,
+    seeds: list[int],
+    variants: list[str],
+    per_id: int | None = None,
+) -> None:
+    """Train (or resume) every (variant, seed) to ``steps``; see the module docstring."""
     pin()
-    os.makedirs(args.ckpt_dir, exist_ok=True)
-    root = os.path.join(args.data, "celeba-id-crops")
+    os.makedirs(ckpt_dir, exist_ok=True)
+    root = os.path.join(data, "celeba-id-crops")
     sface: nn.Module | None = None
-    budget_path = os.path.join(args.ckpt_dir, "budget.json")
+    budget_path = os.path.join(ckpt_dir, "budget.json")
     budget = json.load(open(budget_path)) if os.path.isfile(budget_path) else {}
-    for seed in args.seeds:
-        ds = celeba.dataset(root, "train", seed=seed, per_id=args.per_id)
-        for variant in args.variants:
+    for seed in seeds:
+        ds = None
+        for variant in variants:
             cfg = config(variant)
-            path = os.path.join(args.ckpt_dir, f"{variant}_s{seed}.pt")
-            if os.path.isfile(path) and int(load_checkpoint(path).get("step", 0)) >= args.steps:
+            path = os.path.join(ckpt_dir, f"{variant}_s{seed}.pt")
+            if os.path.isfile(path) and int(load_checkpoint(path).get("step", 0)) >= steps:
                 continue
+            if ds is None:
+                ds = celeba.dataset(root, "train", seed=seed, per_id=per_id)
             enc = None
             if cfg.identity_weight > 0:
                 if sface is None:
@@ -121,18 +148,18 @@ def main() -> int:
                     logging.info("%s s%d step %d: %.1f CPU s, %s", _k, _s, step, time.process_time() - _t, m)
                 # the checkpoint of step `step - 1` was written just before this step: keep a snapshot of
                 # it, so every variant can be evaluated at the same step count whatever the others reach
-                if step > 1 and (step - 1) % args.unit == 0 and os.path.isfile(_p):
+                if step > 1 and (step - 1) % unit == 0 and os.path.isfile(_p):
                     shutil.copyfile(_p, _p.replace(".pt", f"_step{step - 1}.pt"))
 
             train_completion(
                 ds,
                 config=cfg,
                 encoder=enc,
-                steps=args.steps,
+                steps=steps,
                 batch_size=BATCH,
                 seed=seed,
                 checkpoint=path,
-                checkpoint_every=args.unit,
+                checkpoint_every=unit,
                 resume=True,
                 progress=False,
                 callback=on_step,
@@ -142,7 +169,6 @@ def main() -> int:
             with open(budget_path, "w", encoding="utf-8") as fh:
                 json.dump(budget, fh, indent=1)
             logging.info("%s done: %.0f CPU s in total", key, budget[key])
-    return 0
 
 
 if __name__ == "__main__":
