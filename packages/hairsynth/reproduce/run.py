@@ -246,6 +246,10 @@ def main() -> int:
         for seed in args.seeds:
             per_seed[seed] = {}
             for v in args.variants:
+                if seed != args.seeds[0] and not os.path.isfile(
+                    os.path.join(args.runs, f"{v}-s{seed}", f"step-{args.steps:06d}.pt")
+                ):
+                    continue  # extra seeds: only the variants that were trained with them
                 ck = os.path.join(args.runs, f"{v}-s{seed}", "last.pt")
                 kept = os.path.join(args.runs, f"{v}-s{seed}", f"step-{args.steps:06d}.pt")
                 if os.path.isfile(kept):  # a copy kept at the unit boundary (last.pt may have moved on)
@@ -298,7 +302,7 @@ def main() -> int:
     present = [v for v in TR.VARIANTS if f"{v}/s{s0}" in results]
     pending = [v for v in TR.VARIANTS if v not in present]
     for v in (*present, "fill"):
-        seeds = [s0] if v == "fill" else args.seeds
+        seeds = [s for s in args.seeds if f"{v}/s{s}" in results] if v != "fill" else [s0]
         for mname in names:
             per = [float(np.nanmean(results[f"{v}/s{s}"][mname])) for s in seeds]
             mean, ci = _ci(results[f"{v}/s{s0}"][mname])
