@@ -201,6 +201,37 @@ def tests(session: nox.Session, package: str, device: str) -> None:
         )
 
 
+def _lower_bounds(package: str) -> list[str]:
+    """``dist==X`` for every ``dist>=X`` runtime dependency of ``package`` except torch (TORCH_SPEC pins it)."""
+    pins = []
+    for req in _requirements(package):
+        match = re.fullmatch(r"\s*([A-Za-z0-9_.\-]+)\s*>=\s*([0-9][^,;\s]*)\s*", req)
+        if match and match.group(1).lower() != "torch":
+            pins.append(f"{match.group(1)}=={match.group(2)}")
+    return pins
+
+
+@nox.session(tags=["lowest"])
+@nox.parametrize("package", PACKAGES)
+def lowest(session: nox.Session, package: str) -> None:
+    """The package's fast tests with every runtime dependency at its declared lower bound (torch from
+    TORCH_SPEC, e.g. the oldest torch the package declares): the evidence behind each ``>=`` bound."""
+    if _no_venv(session):
+        session.error("lowest needs virtualenvs: it installs the declared lower bounds")
+    pins = _lower_bounds(package)
+    constraints = pathlib.Path(session.create_tmp()) / "lower-bounds.txt"
+    constraints.write_text("\n".join(pins) + "\n")
+    session.install(*shlex.split(TORCH_SPEC))
+    session.install("--only-binary", ":all:", "-c", str(constraints), *pins)
+    session.install("-c", str(constraints), f"{ROOT / 'packages' / package}[test]")
+    _print_versions(session)
+    session.run("python", "-m", "pip", "list", "--format=freeze")
+    session.env["OMP_NUM_THREADS"] = "1"
+    session.env.setdefault("SHARED_DATA", str(SHARED_DATA))
+    session.chdir(ROOT / "packages" / package)
+    session.run("python", "-m", "pytest", "-p", "no:cacheprovider", "-q", "-m", "not slow", *session.posargs)
+
+
 @nox.session
 @nox.parametrize("package", PACKAGES)
 def build(session: nox.Session, package: str) -> None:
