@@ -113,9 +113,7 @@ def test_cli_verbose_shows_traceback(tmp_path):
     garbage = tmp_path / "g.pt"
     garbage.write_bytes(b"\x00garbage")
     argv = ["correct", "--model", str(garbage), "--image", "x.jpg", "--out", "y.png"]
-    quiet = subprocess.run([sys.executable, "-m", "undistort", *argv], capture_output=True, text=True)
-    assert quiet.returncode != 0 and "Traceback" not in quiet.stderr
-    assert "not a valid undistort checkpoint" in quiet.stderr
+    # (the quiet path is checked in-process above; one subprocess checks the real entry point)
     loud = subprocess.run(
         [sys.executable, "-m", "undistort", "--verbose", *argv], capture_output=True, text=True
     )
