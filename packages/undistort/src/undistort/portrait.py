@@ -167,7 +167,8 @@ def correct(
 
     Args:
         photo: a PIL image, an ``(H, W, 3)`` ``uint8`` (or float in [0, 1]) array, or an image file path.
-        model: an :class:`~undistort.Undistorter` (default: :meth:`Undistorter.pretrained`).
+        model: an :class:`~undistort.Undistorter` (default: :meth:`Undistorter.pretrained`, loaded on
+            every call: pass the model when correcting many photos).
         landmarks: ``(68, 2)`` iBUG landmarks in dlib coordinates (pixel centres at integers); default:
             found with dlib (the optional extra ``undistort[landmarks]``).
         strength: scale of the correction flow (1: the network's; 0: identity).
