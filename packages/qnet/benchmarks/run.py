@@ -317,6 +317,84 @@ def bench_accuracy(device: torch.device, data: str, epochs: int) -> list[dict[st
     return rows
 
 
+def bench_onnx(repeat: int) -> list[dict[str, Any]]:
+    """onnxruntime fp32 vs QDQ (W2, W2/A2) option-A ResNet-20: file sizes and latency at batch 1 / 64, 1 / 2 threads."""
+    import numpy as np
+    import onnxruntime as ort
+
+    torch.manual_seed(0)
+    net = qnet.models.resnet20_a().eval()
+    calib = torch.randn(64, 3, 32, 32)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as d:
+        paths: dict[str, str] = {}
+        pt = os.path.join(d, "float.pt")
+        torch.save(net.state_dict(), pt)
+        fp = os.path.join(d, "fp32.onnx")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                net,
+                (calib[:1],),
+                fp,
+                dynamo=False,
+                opset_version=13,
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            )
+        paths["onnx fp32"] = fp
+        sizes = {"float .pt (state_dict)": os.path.getsize(pt), "onnx fp32": os.path.getsize(fp)}
+        for name, al in (("W2", None), ("W2/A2", "uint2")):
+            q = qnet.quantize(
+                net,
+                weight_levels="ternary",
+                act_levels=al,
+                calibration=[calib] if al else None,
+                act_init="midpoint",
+            )
+            qnet.freeze(q, bn_loader=[calib])
+            packed = os.path.join(d, f"{name.replace('/', '')}.safetensors")
+            qnet.export(q, packed)
+            sizes[f"qnet bit-packed {name}"] = os.path.getsize(packed)
+            path = os.path.join(d, f"{name.replace('/', '')}.onnx")
+            qnet.export_onnx(q, calib[:1], path)
+            paths[f"onnx QDQ {name}"] = path
+            sizes[f"onnx QDQ {name}"] = os.path.getsize(path)
+        for name, size in sizes.items():
+            rows.append({"what": "file size", "model": name, "bytes": size})
+        for threads in (1, 2):
+            for batch in (1, 64):
+                x = np.random.default_rng(0).standard_normal((batch, 3, 32, 32)).astype(np.float32)
+                sessions = {}
+                for name, path in paths.items():
+                    so = ort.SessionOptions()
+                    so.intra_op_num_threads = threads
+                    so.inter_op_num_threads = 1
+                    sessions[name] = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+                times: dict[str, list[float]] = {n: [] for n in sessions}
+                for _ in range(repeat):  # round-robin: every model sees the same machine state
+                    for name, sess in sessions.items():
+                        t0 = time.perf_counter()
+                        sess.run(None, {"input": x})
+                        times[name].append(time.perf_counter() - t0)
+                base = statistics.median(times["onnx fp32"])
+                for name, ts in times.items():
+                    med = statistics.median(ts)
+                    rows.append(
+                        {
+                            "what": "latency",
+                            "model": name,
+                            "threads": threads,
+                            "batch": batch,
+                            "median_ms": 1000 * med,
+                            "speedup_vs_fp32": base / med,
+                        }
+                    )
+    keys = ["what", "model", "bytes", "threads", "batch", "median_ms", "speedup_vs_fp32"]
+    return [{k: r.get(k, "") for k in keys} for r in rows]
+
+
 def _table(title: str, rows: list[dict[str, Any]]) -> str:
     if not rows:
         return ""
@@ -340,8 +418,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--parts",
         default="layers,steps,export,accuracy",
-        help="comma-separated subset of layers,steps,export,accuracy,compile,native (compile: inductor; native: "
-        "the steps part adds qnet with QNET_NATIVE_KERNEL=1; both need a C++ compiler, neither is in the default)",
+        help="comma-separated subset of layers,steps,export,accuracy,compile,native,onnx (compile: inductor; native: "
+        "the steps part adds qnet with QNET_NATIVE_KERNEL=1; both need a C++ compiler, neither is in the default; "
+        "onnx: onnxruntime fp32 vs QDQ latency and file sizes, needs qnet-torch[onnx])",
     )
     args = ap.parse_args(argv)
     device = torch.device(args.device)
@@ -349,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         print("--device cuda requested but CUDA is not available", file=sys.stderr)
         return 2
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
-    unknown = parts - {"layers", "steps", "export", "accuracy", "compile", "native"}
+    unknown = parts - {"layers", "steps", "export", "accuracy", "compile", "native", "onnx"}
     if unknown:
         print(f"--parts: unknown part(s) {sorted(unknown)}", file=sys.stderr)
         return 2
@@ -372,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         "train_step": bench_steps(device, args.repeat, native="native" in parts) if "steps" in parts else [],
         "export": bench_export(device, args.repeat) if "export" in parts else [],
         "compiled_step": bench_steps(device, args.repeat, compiled=True) if "compile" in parts else [],
+        "onnx": bench_onnx(args.repeat) if "onnx" in parts else [],
     }
     if data is not None and "accuracy" in parts:
         res["accuracy"] = bench_accuracy(device, data, args.epochs)
@@ -382,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
             _table("ResNet-20 training step, batch 64 (ms)", res["train_step"]),
             _table("Quantize + export ResNet-20", res["export"]),
             _table("ResNet-20 training step under torch.compile, batch 64 (ms)", res["compiled_step"]),
+            _table("onnxruntime option-A ResNet-20: fp32 vs QDQ (file sizes, latency)", res["onnx"]),
             _table(
                 f"Accuracy after the same fine-tuning ({args.epochs} epochs, faces-24id 16x16)",
                 res.get("accuracy", []),

@@ -609,7 +609,9 @@ def write_report(out: str, sched_name: str) -> str:
         "5,000 training images (500 per class, seed 0) held out; every candidate fine-tuned on W2/A2 (float: no "
         f"quantization), seed 0; learning rates {list(LR_GRID)}, qnet temperature increments c in {list(C_GRID)} "
         "(weights and activations alike, T = c * epoch advanced per step). The best validation accuracy per method "
-        "is used for every setting and seed.",
+        "is used for every setting and seed. Caveat: the validation images come from the training split the "
+        "pretrained model was trained on (clean originals), so validation accuracies are higher than test "
+        "accuracies (float: about 92 % vs 81 %); they rank candidates, they are not results.",
         "",
         "| method | candidate | val. acc. (%) | chosen |",
         "|---|---|---|---|",
