@@ -374,6 +374,8 @@ def main() -> int:
         for seed in args.seeds:
             for v in present:
                 run = os.path.join(args.runs, f"{v}-s{seed}")
+                if f"{v}/s{seed}" not in results:
+                    continue
                 units = sorted(
                     f for f in os.listdir(run) if f.startswith("unit-") and int(f[5:11]) <= args.steps
                 )
