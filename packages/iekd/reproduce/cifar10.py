@@ -679,7 +679,19 @@ def build_report(out: str, schedule: str) -> tuple[list[str], dict[str, Any]]:
             "",
         ]
     pending = [u for u in _all_units(schedule) if u not in res]
+    complete = all(
+        all(f"{p}{r}-s{s}" in res for r, _ in rows for s in seeds)
+        for p, rows in (("", MAIN_ROWS), ("r20to56-", SHIPPED_ROWS))
+    )
     lines += [
+        f"Status: {len(res)} of {len(res) + len(pending)} units finished. "
+        + (
+            "Every row has all its seeds."
+            if complete
+            else "Rows with fewer than all seeds (or pending) are not results yet: the comparison with the paper "
+            "waits for every row to have its seeds on this schedule."
+        ),
+        "",
         f"Pending units ({len(pending)}): " + (", ".join(pending) if pending else "none") + ".",
         "",
         "Absolute accuracies are below published CIFAR-10 numbers (JPEG q75 copy, short schedule on a subset); "

@@ -197,3 +197,49 @@ def test_reproduction_scripts_report_user_errors_in_one_line(tmp_path, capsys, n
         assert ("nope" in err[0]) if "nope" in argv[-1] else ("threads" in err[0] or "not found" in err[0])
     assert main(["--out", str(tmp_path / "out"), "--data", str(tmp_path / "nope"), "--verbose"]) == 2
     assert "Traceback" in capsys.readouterr().err  # the traceback only on request
+
+
+def test_cifar10_report_rebuilds_from_run_files_alone(tmp_path):
+    """``cifar10.py --report-only``: rows, paired intervals and pending units come from runs/*.json only."""
+    import json
+    import statistics
+
+    from scipy import stats
+
+    mod = _script("cifar10")
+    runs = tmp_path / "runs" / "cpu"
+    runs.mkdir(parents=True)
+    kd = {1: 60.0, 2: 61.0, 3: 59.5}
+    ie = {1: 61.0, 2: 61.5, 3: 61.5}
+    meta = {
+        "data_sizes": {"train": 4000, "val": 1000, "test": 10000},
+        "settings": {},
+        "torch": "x",
+        "iekd": "y",
+    }
+    for method, accs in (("kd", kd), ("ie-kd", ie)):
+        for seed, acc in accs.items():
+            unit = f"{method}-s{seed}"
+            payload = {
+                "unit": unit,
+                "kind": "student",
+                "method": method,
+                "seed": seed,
+                "test_acc": acc,
+                **meta,
+            }
+            payload.update(encoder="frozen" if method == "ie-kd" else None, cpu_s=1.0)
+            payload["lambda"] = 50.0 if method == "ie-kd" else None
+            (runs / f"{unit}.json").write_text(json.dumps(payload))
+    assert mod.main(["--out", str(tmp_path), "--report-only"]) == 0
+    report = (tmp_path / "report.md").read_text()
+    data = json.loads((tmp_path / "results.json").read_text())["cifar10"]["cpu"]
+    row = next(r for r in data["main"] if r["row"].startswith("ie-kd") and not r.get("pending"))
+    d = [ie[s] - kd[s] for s in (1, 2, 3)]
+    half = stats.t.ppf(0.975, 2) * statistics.stdev(d) / 3**0.5  # independent t quantile
+    assert row["paired_vs_base"]["mean"] == pytest.approx(statistics.mean(d))
+    assert row["paired_vs_base"]["ci"] == pytest.approx(
+        [statistics.mean(d) - half, statistics.mean(d) + half], abs=1e-3
+    )
+    assert "| ce |  | 0/5 | pending |" in report and "teacher-resnet56" in data["pending"]
+    assert "Status: 6 of " in report
