@@ -120,7 +120,7 @@ def train(gen: AttributeGenerator, d: dict, idx: torch.Tensor, cpu_seconds: floa
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         step += 1
     return {
         "steps": step,
