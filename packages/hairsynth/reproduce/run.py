@@ -213,6 +213,13 @@ def main() -> int:
         "--test-photos", type=int, default=None, help="evaluate on the first N photos of each test split"
     )
     p.add_argument(
+        "--extra-seed-variants",
+        nargs="+",
+        default=["full", "no_strokes"],
+        choices=TR.VARIANTS,
+        help="variants also trained/evaluated with the seeds after the first",
+    )
+    p.add_argument(
         "--variants",
         nargs="+",
         default=list(TR.VARIANTS),
@@ -246,10 +253,8 @@ def main() -> int:
         for seed in args.seeds:
             per_seed[seed] = {}
             for v in args.variants:
-                if seed != args.seeds[0] and not os.path.isfile(
-                    os.path.join(args.runs, f"{v}-s{seed}", f"step-{args.steps:06d}.pt")
-                ):
-                    continue  # extra seeds: only the variants that were trained with them
+                if seed != args.seeds[0] and v not in args.extra_seed_variants:
+                    continue  # extra seeds: only the full model and the inpainting baseline
                 ck = os.path.join(args.runs, f"{v}-s{seed}", "last.pt")
                 kept = os.path.join(args.runs, f"{v}-s{seed}", f"step-{args.steps:06d}.pt")
                 if os.path.isfile(kept):  # a copy kept at the unit boundary (last.pt may have moved on)
