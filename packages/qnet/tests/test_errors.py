@@ -204,3 +204,21 @@ def test_errors_are_raised_before_work(device, tmp_path):
         train(q, _batches(device), epochs=1, checkpoint=7)
     for k, v in q.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_diverged_scales_raise_a_named_error_not_an_aten_one(dtype):
+    # The regime of a W2/A2 run that blew up (issue 16): beta ~ 1e37 at T = 60 gives a threshold slope
+    # alpha * beta * T * s ~ 6e38, past float32's 3.4e38; float64 holds it, so only beta = 1e307 breaks it.
+    from qnet.functional import soft_quantize
+
+    beta = 1e37 if dtype == torch.float32 else 1e307
+    x = torch.randn(64, dtype=dtype, requires_grad=True)
+    steps = (torch.tensor([0.0, 1.0], dtype=dtype), torch.tensor([1.0, 1.0], dtype=dtype))
+    with pytest.raises(FloatingPointError, match=r"alpha \* beta \* temperature .* beta=1e\+3"):
+        soft_quantize(x, *steps, 60.0, alpha=1.0, beta=torch.tensor(beta, dtype=dtype))
+    with pytest.raises(FloatingPointError, match="alpha = inf"):
+        soft_quantize(x, *steps, 60.0, alpha=float("inf"), beta=1.0)
+    # one decade inside the range still works and gives the exact hard steps (independent values)
+    y = soft_quantize(x.detach(), *steps, 60.0, alpha=1.0, beta=beta / 100)
+    assert torch.equal(y, (x.detach() > 0).to(dtype) + (x.detach() * beta / 100 > 1).to(dtype))

@@ -93,3 +93,14 @@ def test_missing_data_is_one_line(c10, tmp_path, capsys):
     assert c10.main(["--out", str(tmp_path), "--data", str(tmp_path / "nope")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not found" in err[0] and "--verbose" in err[0]
+
+
+def test_a_diverged_candidate_is_never_chosen(c10):
+    # a blown-up run records val_acc None (JSON has no NaN); it must not win the choice nor break the report
+    vals = [u for u in c10.validation_units("cpu") if u["method"] == "qn"]
+    done = {u["id"]: _fake(u, 40.0 + i) for i, u in enumerate(vals)}
+    done[vals[-1]["id"]]["val_acc"] = None
+    done[vals[0]["id"]], first = dict(done[vals[0]["id"]]), vals[0]["id"]
+    done[first]["val_acc"] = None
+    chosen = c10.choose(done)
+    assert chosen["qn"]["id"] == vals[-2]["id"]

@@ -18,6 +18,7 @@ kernel as an opaque operator (and inductor's CPU ``tanh`` is not vectorised, so 
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any, NamedTuple
 
 import torch
@@ -79,11 +80,43 @@ def constants(
     )
 
 
+def check_range(c: Constants, dtype: torch.dtype) -> None:
+    """Raise before any work when a coefficient the kernel passes as a scalar of ``dtype`` is not finite.
+
+    The per-level coefficients are products such as ``alpha beta T s_i``; once a training run has blown up
+    ``alpha`` or ``beta`` they leave ``dtype``'s range (``float(1e39)`` has no float32 value), which would
+    otherwise surface as an anonymous ATen conversion error or as silent infs in every activation.
+    """
+    big = torch.finfo(dtype).max
+    s_max = max((abs(v) for v in c.scales), default=0.0)
+    b_max = max((abs(v) for v in c.thresholds), default=0.0)
+    t_max = max(c.temperature, c.grad_temperature or 0.0)
+    checks = (
+        ("alpha", c.alpha),
+        ("beta", c.beta),
+        ("alpha * beta * temperature * max|scales|", c.gscale * s_max),
+        ("alpha * max|scales|", c.alpha * s_max),
+        ("beta * temperature", c.beta * t_max),
+        ("temperature * max|thresholds|", t_max * b_max),
+    )
+    for name, v in checks:
+        if not (math.isfinite(v) and abs(v) <= big):
+            raise FloatingPointError(
+                f"soft_quantize: {name} = {v:.3g} is outside the range of {dtype} (|v| <= {big:.3g}); "
+                f"got alpha={c.alpha:.3g}, beta={c.beta:.3g}, temperature={c.temperature:.3g}: the quantizer's "
+                "scales have diverged (lower the learning rate, clip gradients, or cap the temperature)"
+            )
+
+
 def forward(x: Tensor, c: Constants, *, need_g: bool, unscaled: bool = False) -> tuple[Tensor, Tensor | None]:
     """``y`` (flat) and, with ``need_g``, ``g' = gscale * sum_i s_i sig_i (1 - sig_i)`` (flat).
 
     ``unscaled``: return ``y / alpha`` (the derivative of ``y`` in ``alpha``) instead of ``y``.
+
+    Raises:
+        FloatingPointError: a scalar coefficient is outside ``x.dtype``'s range (see :func:`check_range`).
     """
+    check_range(c, x.dtype)
     a, b, t, tg = c.alpha, c.beta, c.temperature, c.grad_temperature
     gscale = c.gscale
     # alpha is folded into the per-level coefficients: no separate scaling pass

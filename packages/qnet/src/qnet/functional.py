@@ -139,6 +139,9 @@ def soft_quantize(
         ValueError: shapes disagree, devices differ, ``temperature`` or ``grad_temperature`` is not finite
             and positive, ``grad_temperature`` is combined with thresholds/scales that require grad, or
             (with ``check_finite=True``) ``x`` holds NaN/inf.
+        FloatingPointError: on the CPU kernel, ``alpha``, ``beta`` or a product of the scalars (such as
+            ``alpha beta T s_i``, the slope at a threshold) is outside ``x``'s dtype range, as after a
+            training run has diverged.
 
     Examples:
         >>> x = torch.tensor([-1.0, 0.0, 1.0])
