@@ -48,6 +48,10 @@ nox.options.default_venv_backend = "venv"  # uv does not see the local torch whe
 nox.options.reuse_existing_virtualenvs = False
 nox.options.error_on_external_run = True
 
+# pip byte-compiles every module it installs (torch alone: ~5,000 files, 38 s of a 50 s install on the 2-core CI
+# machine); Python compiles what is imported on first use anyway, so every install here skips it.
+PIP_INSTALL = ("--no-compile",)
+
 # Distribution name -> import name, for dependency checks when nothing may be installed.
 _IMPORT_NAMES = {
     "opencv-python-headless": "cv2",
@@ -99,7 +103,7 @@ def _tools(session: nox.Session, *specs: str) -> None:
     if _no_venv(session):
         _check_imports(session, [_import_name(s) for s in specs if ";" not in s])
     else:
-        session.install(*specs)
+        session.install(*PIP_INSTALL, *specs)
 
 
 def _install_package(session: nox.Session, package: str, *, extras: tuple[str, ...] = ("test",)) -> None:
@@ -112,9 +116,9 @@ def _install_package(session: nox.Session, package: str, *, extras: tuple[str, .
         )
         _check_imports(session, sorted({_import_name(r) for r in _requirements(package, extras)}))
         return
-    session.install(*shlex.split(TORCH_SPEC))
+    session.install(*PIP_INSTALL, *shlex.split(TORCH_SPEC))
     target = f"{pkg_dir}[{','.join(extras)}]" if extras else str(pkg_dir)
-    session.install(target)
+    session.install(*PIP_INSTALL, target)
 
 
 def _cuda_driver_present() -> bool:
@@ -164,6 +168,21 @@ def _print_versions(session: nox.Session) -> None:
     session.run("python", "-c", code)
 
 
+def _parallel_pytest(session: nox.Session, *, dist: str) -> list[str]:
+    """pytest-xdist arguments that spread a CPU suite over the machine's cores, or ``[]`` to run it serially.
+
+    Each worker is single-threaded like the serial run and every test seeds itself, so the numbers tests assert
+    are the same; ``dist`` keeps what shares a fixture on one worker (``loadscope``: a module's tests and its
+    module-scoped trainings; ``loadgroup``: the tests of one package's venv). ``NOX_PYTEST_WORKERS=1`` runs
+    serially; without virtualenvs nothing is installed, so the suite runs serially.
+    """
+    workers = int(os.environ.get("NOX_PYTEST_WORKERS", min(os.cpu_count() or 1, 4)))
+    if workers < 2 or _no_venv(session):
+        return []
+    session.install(*PIP_INSTALL, "pytest-xdist>=3.5")
+    return ["-n", str(workers), "--dist", dist]
+
+
 def _require_cuda(session: nox.Session) -> None:
     """Fail the session at once, loudly, when CUDA is not usable."""
     probe = "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 3)"
@@ -192,8 +211,9 @@ def tests(session: nox.Session, package: str, device: str) -> None:
     # machine slowed suites ~10x; the training tests' thresholds were tuned single-threaded.
     session.env.setdefault("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
     session.env.setdefault("SHARED_DATA", str(SHARED_DATA))
+    parallel = _parallel_pytest(session, dist="loadscope") if device == "cpu" else []
     session.chdir(ROOT / "packages" / package)
-    session.run("python", "-m", "pytest", "-p", "no:cacheprovider", *session.posargs)
+    session.run("python", "-m", "pytest", "-p", "no:cacheprovider", *parallel, *session.posargs)
     if device == "cpu" and not session.posargs:
         # Docstring examples of the installed package (not the source tree), so they cannot rot.
         session.run(
@@ -221,9 +241,9 @@ def lowest(session: nox.Session, package: str) -> None:
     pins = _lower_bounds(package)
     constraints = pathlib.Path(session.create_tmp()) / "lower-bounds.txt"
     constraints.write_text("\n".join(pins) + "\n")
-    session.install(*shlex.split(TORCH_SPEC))
-    session.install("--only-binary", ":all:", "-c", str(constraints), *pins)
-    session.install("-c", str(constraints), f"{ROOT / 'packages' / package}[test]")
+    session.install(*PIP_INSTALL, *shlex.split(TORCH_SPEC))
+    session.install(*PIP_INSTALL, "--only-binary", ":all:", "-c", str(constraints), *pins)
+    session.install(*PIP_INSTALL, "-c", str(constraints), f"{ROOT / 'packages' / package}[test]")
     _print_versions(session)
     session.run("python", "-m", "pip", "list", "--format=freeze")
     session.env["OMP_NUM_THREADS"] = "1"
@@ -248,8 +268,8 @@ def build(session: nox.Session, package: str) -> None:
         env = pathlib.Path(tmp) / "venv"
         session.run(sys.executable, "-m", "venv", str(env), external=True)
         py = str(env / "bin" / "python")
-        session.run(py, "-m", "pip", "install", "-q", *shlex.split(TORCH_SPEC), external=True)
-        session.run(py, "-m", "pip", "install", "-q", wheel, external=True)
+        session.run(py, "-m", "pip", "install", "-q", *PIP_INSTALL, *shlex.split(TORCH_SPEC), external=True)
+        session.run(py, "-m", "pip", "install", "-q", *PIP_INSTALL, wheel, external=True)
         session.chdir(tmp)
         session.run(
             py, "-c", f"import {package}; print({package}.__name__, {package}.__version__)", external=True
@@ -360,7 +380,7 @@ def typecheck(session: nox.Session) -> None:
     _tools(session, "mypy>=1.8")
     for package in PACKAGES:
         if not _no_venv(session):
-            session.install(*shlex.split(TORCH_SPEC), str(ROOT / "packages" / package))
+            session.install(*PIP_INSTALL, *shlex.split(TORCH_SPEC), str(ROOT / "packages" / package))
         session.run("mypy", "--config-file", str(ROOT / "mypy.ini"), str(ROOT / "packages" / package / "src"))
 
 
@@ -381,4 +401,7 @@ def integration(session: nox.Session) -> None:
     )
     session.env["TORCH_SPEC"] = TORCH_SPEC
     session.chdir(ROOT)
-    session.run("python", "-m", "pytest", "-p", "no:cacheprovider", "tests-integration", *session.posargs)
+    parallel = _parallel_pytest(session, dist="loadgroup")
+    session.run(
+        "python", "-m", "pytest", "-p", "no:cacheprovider", *parallel, "tests-integration", *session.posargs
+    )

@@ -24,6 +24,8 @@ from _repo import DISTRIBUTION_NAMES, PACKAGES, ROOT, first_python_block, packag
 DDP_DIR = ROOT / "tests-integration" / "ddp"
 SHARED_DATA = pathlib.Path(os.environ.get("SHARED_DATA", ROOT.parent / "shared" / "data"))
 TORCH_SPEC = os.environ.get("TORCH_SPEC", "torch==2.13.0")
+# Under pytest-xdist (--dist loadgroup) a package's tests share one worker, and so its one alone-venv.
+BY_PACKAGE = [pytest.param(name, marks=pytest.mark.xdist_group(name)) for name in PACKAGES]
 
 PROBE = textwrap.dedent(
     """
@@ -75,15 +77,15 @@ def alone_venvs(wheels, tmp_path_factory):
             venv = tmp_path_factory.mktemp(f"venv-{name}")
             _run([sys.executable, "-m", "venv", str(venv)])
             py = str(venv / "bin" / "python")
-            _run([py, "-m", "pip", "install", "-q", *shlex.split(TORCH_SPEC)])
-            _run([py, "-m", "pip", "install", "-q", wheels[name]])
+            _run([py, "-m", "pip", "install", "-q", "--no-compile", *shlex.split(TORCH_SPEC)])
+            _run([py, "-m", "pip", "install", "-q", "--no-compile", wheels[name]])
             cache[name] = py
         return cache[name]
 
     return get
 
 
-@pytest.mark.parametrize("name", PACKAGES)
+@pytest.mark.parametrize("name", BY_PACKAGE)
 def test_wheel_installs_alone_and_quick_start_runs(name, alone_venvs, tmp_path):
     py = alone_venvs(name)
     venv = str(pathlib.Path(py).parent.parent)
@@ -107,7 +109,7 @@ def test_wheel_installs_alone_and_quick_start_runs(name, alone_venvs, tmp_path):
     _run([py, str(script)], cwd=work, env={**os.environ, "PYTHONPATH": ""})
 
 
-@pytest.mark.parametrize("name", PACKAGES)
+@pytest.mark.parametrize("name", BY_PACKAGE)
 def test_every_recipe_runs_one_step_under_ddp(name, alone_venvs, tmp_path):
     """Issue "done when": every training recipe runs one step under 2-process DDP (gloo, CPU) and its
     checkpoint loads with weights_only=True. The scenario runs with the wheel alone installed; the
@@ -129,8 +131,8 @@ def test_all_wheels_install_together_without_clashes(wheels, tmp_path):
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", str(venv)])
     py = str(venv / "bin" / "python")
-    _run([py, "-m", "pip", "install", "-q", *shlex.split(TORCH_SPEC)])
-    _run([py, "-m", "pip", "install", "-q", *wheels.values()])
+    _run([py, "-m", "pip", "install", "-q", "--no-compile", *shlex.split(TORCH_SPEC)])
+    _run([py, "-m", "pip", "install", "-q", "--no-compile", *wheels.values()])
     # pip check: every declared dependency of every package is satisfied by the shared environment.
     _run([py, "-m", "pip", "check"])
     code = "import json, {mods}; print(json.dumps({{m.__name__: m.__version__ for m in ({mods},)}}))".format(
@@ -189,7 +191,7 @@ REPRODUCTIONS = {
 }
 
 
-@pytest.mark.parametrize("name", PACKAGES)
+@pytest.mark.parametrize("name", BY_PACKAGE)
 def test_reproduction_script_runs_in_quick_mode(name, alone_venvs, tmp_path):
     """The package's reproduction script runs against its wheel alone (plus pillow, for the plots) and
     writes a report whose rows are finite and hold its method and baselines."""
@@ -198,7 +200,7 @@ def test_reproduction_script_runs_in_quick_mode(name, alone_venvs, tmp_path):
     assert name in REPRODUCTIONS, f"no quick-mode check for {name}: add it to REPRODUCTIONS"
     flag, check = REPRODUCTIONS[name]
     py = alone_venvs(name)
-    _run([py, "-m", "pip", "install", "-q", "pillow>=9.0"])
+    _run([py, "-m", "pip", "install", "-q", "--no-compile", "pillow>=9.0"])
     script = ROOT / "packages" / name / "reproduce" / "run.py"
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": ""}

@@ -44,7 +44,6 @@ import platform
 import statistics
 import sys
 import time
-import traceback
 from typing import Any
 
 import torch
@@ -52,6 +51,10 @@ import torch
 import iekd
 from iekd.data import TensorLoader, read_image_archive
 from iekd.recipes import distill, multistep, sgd, train_factor
+
+# the helpers beside this script (pinning, one-line errors), however the script is loaded
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _iekd_cli import pin, run_cli
 
 logger = logging.getLogger("iekd.reproduce.cifar10")
 
@@ -115,20 +118,6 @@ MAIN_ROWS = [
 SHIPPED_ROWS = [("kd", None), ("ie-kd", "kd")]
 # Student t 0.975 quantiles for the paired 95 % intervals.
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
-
-
-def pin(threads: int) -> dict[str, Any]:
-    """Pin what the numbers depend on; returns the settings for the report."""
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(
-        True, warn_only=True
-    )  # warn, not fail, where a CUDA kernel has no deterministic form
-    return {
-        "torch_threads": torch.get_num_threads(),
-        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
-        "deterministic_warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-    }
 
 
 # --------------------------------------------------------------------------------------------------- data
@@ -769,42 +758,40 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(message)s"
     )
-    try:
-        if args.report_only:
-            write_report(args.out, args.schedule)
-            return 0
-        for sub in ("cifar10-jpeg/train.tar.gz", "cifar10-jpeg/test.tar.gz", "cifar10-resnet-teachers"):
-            if not os.path.exists(os.path.join(args.data, sub)):
-                raise FileNotFoundError(f"{os.path.join(args.data, sub)} not found (pass --data)")
-        settings = pin(args.threads)
-        runner = Runner(args, settings)
-        done = 0
-        for name, thunk in runner.queue():
-            if args.only and args.only not in name:
-                continue
-            if runner.result(name) is not None:
-                continue
-            if args.max_units is not None and done >= args.max_units:
-                break
-            t0, c0 = time.time(), time.process_time()
-            print(f"[{time.strftime('%H:%M:%S')}] {name} ...", flush=True)
-            thunk()
-            r = runner.result(name) or {}
-            acc = r.get("test_acc", r.get("val_acc", r.get("after", {}).get("test_acc")))
-            print(
-                f"[{time.strftime('%H:%M:%S')}] {name} done: {acc if acc is None else round(acc, 2)} "
-                f"(cpu {time.process_time() - c0:.0f}s, wall {time.time() - t0:.0f}s)",
-                flush=True,
-            )
-            write_report(args.out, args.schedule)
-            done += 1
+    return run_cli("iekd cifar10", lambda: _run(args), verbose=args.verbose)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.report_only:
         write_report(args.out, args.schedule)
         return 0
-    except (FileNotFoundError, ValueError, RuntimeError) as err:
-        if args.verbose:
-            traceback.print_exc()
-        print(f"iekd cifar10: error: {err}", file=sys.stderr)
-        return 2
+    for sub in ("cifar10-jpeg/train.tar.gz", "cifar10-jpeg/test.tar.gz", "cifar10-resnet-teachers"):
+        if not os.path.exists(os.path.join(args.data, sub)):
+            raise FileNotFoundError(f"{os.path.join(args.data, sub)} not found (pass --data)")
+    settings = pin(args.threads)
+    runner = Runner(args, settings)
+    done = 0
+    for name, thunk in runner.queue():
+        if args.only and args.only not in name:
+            continue
+        if runner.result(name) is not None:
+            continue
+        if args.max_units is not None and done >= args.max_units:
+            break
+        t0, c0 = time.time(), time.process_time()
+        print(f"[{time.strftime('%H:%M:%S')}] {name} ...", flush=True)
+        thunk()
+        r = runner.result(name) or {}
+        acc = r.get("test_acc", r.get("val_acc", r.get("after", {}).get("test_acc")))
+        print(
+            f"[{time.strftime('%H:%M:%S')}] {name} done: {acc if acc is None else round(acc, 2)} "
+            f"(cpu {time.process_time() - c0:.0f}s, wall {time.time() - t0:.0f}s)",
+            flush=True,
+        )
+        write_report(args.out, args.schedule)
+        done += 1
+    write_report(args.out, args.schedule)
+    return 0
 
 
 if __name__ == "__main__":

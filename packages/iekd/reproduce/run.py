@@ -25,7 +25,6 @@ import platform
 import statistics
 import sys
 import time
-import traceback
 from typing import Any
 
 import torch
@@ -34,6 +33,10 @@ from torch.utils.data import DataLoader
 import iekd
 from iekd.data import ImageTensorDataset, read_image_folder, stratified_split
 from iekd.recipes import distill, mutual, sgd, train_factor
+
+# the helpers beside this script (pinning, one-line errors), however the script is loaded
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _iekd_cli import pin, run_cli
 
 METHODS = [
     "ce",
@@ -153,33 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--verbose", action="store_true", help="show tracebacks of errors")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    try:
-        return _run(args, argv)
-    except (FileNotFoundError, ValueError, RuntimeError, OSError) as err:
-        if args.verbose:
-            traceback.print_exc()
-        print(f"iekd reproduce: error: {err}", file=sys.stderr)
-        return 2
-
-
-def pin(threads: int) -> dict[str, Any]:
-    """Pin what the numbers depend on (torch threads, deterministic kernels) and return the settings.
-
-    The thread count changes the order of floating-point reductions and so every trained number: the committed
-    report was made with one thread, and a rerun with another count gives different (seed-level) numbers.
-    """
-    if threads < 1:
-        raise ValueError(f"--threads must be >= 1; got {threads}")
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(
-        True, warn_only=True
-    )  # warn, not fail, where a CUDA kernel has no deterministic form
-    return {
-        "torch_threads": torch.get_num_threads(),
-        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
-        "deterministic_warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-    }
+    return run_cli("iekd reproduce", lambda: _run(args, argv), verbose=args.verbose)
 
 
 def _run(args: argparse.Namespace, argv: list[str] | None) -> int:

@@ -50,6 +50,10 @@ import qnet
 from qnet.data import read_image_archive
 from qnet.models import IMAGENET_MEAN, IMAGENET_STD, resnet20_a
 
+# the helpers beside this script (pinning, one-line errors), however the script is loaded
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _qnet_cli import pin, run_cli
+
 logger = logging.getLogger("qnet.reproduce.cifar10")
 
 SETTINGS: dict[str, tuple[str | None, str | None]] = {
@@ -752,18 +756,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(message)s"
     )
-    if args.threads < 1:
-        print(f"--threads: must be >= 1; got {args.threads}", file=sys.stderr)
-        return 2
-    torch.set_num_threads(args.threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
+
+    def body() -> int:
+        pin(args.threads)
         return _main(args)
-    except (OSError, ValueError, TypeError) as e:
-        if args.verbose:
-            raise
-        print(f"error: {e} (rerun with --verbose for the traceback)", file=sys.stderr)
-        return 1
+
+    return run_cli("qnet cifar10", body, verbose=args.verbose)
 
 
 def _main(args: argparse.Namespace) -> int:

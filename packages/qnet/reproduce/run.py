@@ -32,6 +32,10 @@ from qnet.data import ImageFolderDataset, stratified_split
 from qnet.models import create_model
 from qnet.recipes import evaluate, train
 
+# the helpers beside this script (pinning, one-line errors), however the script is loaded
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _qnet_cli import pin, run_cli
+
 # Paper Table 2, ResNet-18 ImageNet top-1: FP 70.3; W1 66.5, W2 69.1, W3(+-4) 70.4; W1/A2 63.4.
 PAPER_FP = 70.3
 # W+A columns of Table 2: 1/1 53.6, 1/2 63.4, 32/2 65.7 (weight bits / activation bits).
@@ -290,19 +294,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--verbose", action="store_true", help="show tracebacks of errors")
     args = ap.parse_args(argv)
-    if args.threads < 1:
-        print(f"--threads: must be >= 1; got {args.threads}", file=sys.stderr)
-        return 2
-    # pin what the numbers depend on: thread count, deterministic kernels, seeds (set per run below)
-    torch.set_num_threads(args.threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
+
+    def body() -> int:
+        # pin what the numbers depend on: thread count, deterministic kernels, seeds (set per run below)
+        pin(args.threads)
         return _main(args)
-    except (OSError, ValueError, TypeError) as e:
-        if args.verbose:
-            raise
-        print(f"error: {e} (rerun with --verbose for the traceback)", file=sys.stderr)
-        return 1
+
+    return run_cli("qnet reproduce", body, verbose=args.verbose)
 
 
 def _main(args: argparse.Namespace) -> int:

@@ -90,7 +90,7 @@ def test_tao_model_places_fake_quant_before_convs(c10):
 
 
 def test_missing_data_is_one_line(c10, tmp_path, capsys):
-    assert c10.main(["--out", str(tmp_path), "--data", str(tmp_path / "nope")]) == 1
+    assert c10.main(["--out", str(tmp_path), "--data", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not found" in err[0] and "--verbose" in err[0]
 
