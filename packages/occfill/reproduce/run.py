@@ -223,6 +223,19 @@ def complete_with(
 
 
 # ------------------------------------------------------------------------------------------------ main
+GRID_COLUMNS = 6
+
+
+def save_grid(rows: list[torch.Tensor], path: str, *, colors: int = 192) -> None:
+    """Rows of ``(N, 3, H, W)`` images as one grid, written as a palette PNG (``colors`` colours, dithered).
+
+    A palette keeps the report small (a 9x6 grid of 128-px crops: about 0.5 MB instead of 1.9 MB as RGB);
+    at 192 colours the crops look the same to the eye at 100 % zoom.
+    """
+    grid = torch.cat([torch.cat(list(r), dim=2) for r in rows], dim=1)
+    tensor_to_pil(grid).quantize(colors=colors, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+
+
 def _test_batch(root: str, per_id: int) -> dict[str, torch.Tensor]:
     ds = celeba.dataset(root, "test", seed=123, per_id=per_id)
     batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=len(ds))))
@@ -525,10 +538,9 @@ def main() -> int:
         for v in ("full", "no_reference", "no_identity", "no_pose", "plain_inpainting", "paste")
         if v in outs
     ]
-    idx = list(range(0, n, max(1, n // 8)))[:8]
+    idx = list(range(0, n, max(1, n // 8)))[:8][:GRID_COLUMNS]
     rows = [y[idx] * (1 - m[idx]), batch["reference"][idx]] + [outs[v][idx] for v in order] + [y[idx]]
-    grid = torch.cat([torch.cat(list(r), dim=2) for r in rows], dim=1)
-    tensor_to_pil(grid).save(os.path.join(args.out, "grid_celeba128.png"))
+    save_grid(rows, os.path.join(args.out, "grid_celeba128.png"))
 
     # --- rows for results.json (ours vs the plain-inpainting baseline)
     out_rows = []
