@@ -29,6 +29,10 @@ class TestLinearFaceModel:
         torch.testing.assert_close(m(a, b), out)
         # expression only: identity defaults to zeros with the expression's batch size
         torch.testing.assert_close(m.vertices(expression=b), m.vertices(torch.zeros_like(a), b))
+        # identity only (no expression product, 0.4.0): the neutral face of the explicit sum
+        ref_neutral = m.mean + torch.einsum("bk,kvc->bvc", a, m.identity_basis)
+        torch.testing.assert_close(m.vertices(a), ref_neutral)
+        torch.testing.assert_close(m.vertices(a), m.vertices(a, torch.zeros_like(b)))
 
     def test_gradcheck(self, device):
         m, _ = synthetic_model(device=device)

@@ -270,7 +270,8 @@ def fit(
         fit_similarity: also fit rotation, translation and scale (always on for 2D landmarks).
         prior_weight: weight of ``||alpha||^2``; set it to the target noise variance for the MAP estimate.
         expression_prior_weight: weight of ``||beta||^2``; default ``EXPRESSION_PRIOR_SCALE * max(prior_weight,
-            1)`` (chosen on rendered faces with detector-like noise, see the README).
+            1)``, set by hand; a validation sweep on real photos (``reproduce/expression_prior_validation.py``)
+            prefers weaker priors for landmark error at the price of saturated blendshapes (README, Deviations).
         expression_bound: expression weights are kept in ``[0, expression_bound]`` (<= 1).
         contour: jawline rows of the target whose model vertex is re-chosen per sample, as eos does: among
             a strip of candidate vertices at that height running back from the landmark vertex, the one

@@ -236,7 +236,7 @@ class LinearFaceModel(nn.Module):
         a = a.to(self.mean.dtype)
         b = b.to(self.mean.dtype)
         out = self.mean.flatten() + a @ self.identity_basis.flatten(1)
-        if self.n_expression:
+        if self.n_expression and expression is not None:  # None: neutral, no product with zeros
             out = out + b @ self.expression_basis.flatten(1)
         return out.view(a.shape[0], self.n_vertices, 3)
 
