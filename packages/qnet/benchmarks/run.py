@@ -317,17 +317,49 @@ def bench_accuracy(device: torch.device, data: str, epochs: int) -> list[dict[st
     return rows
 
 
-def bench_onnx(repeat: int) -> list[dict[str, Any]]:
-    """onnxruntime fp32 vs QDQ (W2, W2/A2) option-A ResNet-20: file sizes and latency at batch 1 / 64, 1 / 2 threads."""
+def _onnx_breakdown(path: str) -> dict[str, int]:
+    """Bytes of an ONNX file by kind: int8 initialisers, float initialisers (by layer family), graph rest."""
+    import onnx
+
+    m = onnx.load(path)
+    out: dict[str, int] = {}
+    for t in m.graph.initializer:
+        n = len(onnx.numpy_helper.to_array(t).tobytes())
+        if t.data_type == onnx.TensorProto.INT8:
+            key = "int8 weights (18 ternary convs)"
+        elif t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 4:
+            key = "float conv weights (first conv)"
+        elif t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 2:
+            key = "float linear weight (fc)"
+        else:  # BN scale/shift/mean/var, biases, per-layer scales, zero points, shape constants
+            key = "float vectors (BN, biases, scales, zero points)"
+        out[key] = out.get(key, 0) + n
+    out["graph, names and protobuf framing"] = os.path.getsize(path) - sum(out.values())
+    return out
+
+
+def bench_onnx(repeat: int, model: str = "random", data: str | None = None) -> list[dict[str, Any]]:
+    """onnxruntime fp32 vs QDQ option-A ResNet-20: file sizes and latency at batch 1 / 64, 1 / 2 threads.
+
+    ``model="random"``: a randomly initialised ResNet-20 quantized here (W2, W2/A2; latency and size do not
+    depend on the weights). ``model="shipped"``: the float start point (the akamaster file under ``data``, or
+    random weights of the same size without it) against the ternary ResNet-20 shipped in the wheel, plus a
+    byte breakdown of the QDQ file.
+    """
     import numpy as np
     import onnxruntime as ort
 
     torch.manual_seed(0)
     net = qnet.models.resnet20_a().eval()
+    if model == "shipped" and data is not None:
+        teacher = os.path.join(data, "cifar10-resnet-teachers", "resnet20-12fca82f.th")
+        if os.path.isfile(teacher):
+            net = qnet.models.resnet20_a(weights=teacher).eval()
     calib = torch.randn(64, 3, 32, 32)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as d:
         paths: dict[str, str] = {}
+        no_qdq: set[str] = set()
         pt = os.path.join(d, "float.pt")
         torch.save(net.state_dict(), pt)
         fp = os.path.join(d, "fp32.onnx")
@@ -345,7 +377,19 @@ def bench_onnx(repeat: int) -> list[dict[str, Any]]:
             )
         paths["onnx fp32"] = fp
         sizes = {"float .pt (state_dict)": os.path.getsize(pt), "onnx fp32": os.path.getsize(fp)}
-        for name, al in (("W2", None), ("W2/A2", "uint2")):
+        if model == "shipped":
+            q = qnet.models.create_model("resnet20_a_ternary", weights="cifar10")
+            shipped = qnet.models.shipped_weights_path("resnet20_a_ternary", "cifar10")
+            sizes["qnet bit-packed W2 (shipped file)"] = os.path.getsize(shipped)
+            path = os.path.join(d, "shipped_W2.onnx")
+            qnet.export_onnx(q, calib[:1], path)
+            paths["onnx QDQ W2 (shipped)"] = path
+            paths["onnx QDQ W2 (shipped), ORT QDQ handling off"] = path
+            no_qdq.add("onnx QDQ W2 (shipped), ORT QDQ handling off")
+            sizes["onnx QDQ W2 (shipped)"] = os.path.getsize(path)
+            for part, n in _onnx_breakdown(path).items():
+                sizes[f"  of which: {part}"] = n
+        for name, al in (("W2", None), ("W2/A2", "uint2")) if model == "random" else ():
             q = qnet.quantize(
                 net,
                 weight_levels="ternary",
@@ -371,6 +415,8 @@ def bench_onnx(repeat: int) -> list[dict[str, Any]]:
                     so = ort.SessionOptions()
                     so.intra_op_num_threads = threads
                     so.inter_op_num_threads = 1
+                    if name in no_qdq:  # DequantizeLinear of constant weights folded at load: a float graph
+                        so.add_session_config_entry("session.disable_quant_qdq", "1")
                     sessions[name] = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
                 times: dict[str, list[float]] = {n: [] for n in sessions}
                 for _ in range(repeat):  # round-robin: every model sees the same machine state
@@ -422,6 +468,13 @@ def main(argv: list[str] | None = None) -> int:
         "the steps part adds qnet with QNET_NATIVE_KERNEL=1; both need a C++ compiler, neither is in the default; "
         "onnx: onnxruntime fp32 vs QDQ latency and file sizes, needs qnet-torch[onnx])",
     )
+    ap.add_argument(
+        "--onnx-model",
+        default="random",
+        choices=("random", "shipped"),
+        help="onnx part: a random ResNet-20 quantized here (W2, W2/A2) or the shipped ternary ResNet-20 against "
+        "its float start point (with --data: the akamaster weights)",
+    )
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -451,7 +504,8 @@ def main(argv: list[str] | None = None) -> int:
         "train_step": bench_steps(device, args.repeat, native="native" in parts) if "steps" in parts else [],
         "export": bench_export(device, args.repeat) if "export" in parts else [],
         "compiled_step": bench_steps(device, args.repeat, compiled=True) if "compile" in parts else [],
-        "onnx": bench_onnx(args.repeat) if "onnx" in parts else [],
+        "onnx": bench_onnx(args.repeat, args.onnx_model, args.data) if "onnx" in parts else [],
+        "onnx_model": args.onnx_model if "onnx" in parts else None,
     }
     if data is not None and "accuracy" in parts:
         res["accuracy"] = bench_accuracy(device, data, args.epochs)
