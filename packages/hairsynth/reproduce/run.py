@@ -215,9 +215,9 @@ def main() -> int:
     p.add_argument(
         "--extra-seed-variants",
         nargs="+",
-        default=["full", "no_strokes"],
+        default=list(TR.VARIANTS),
         choices=TR.VARIANTS,
-        help="variants also trained/evaluated with the seeds after the first",
+        help="variants also trained/evaluated with the seeds after the first (default: every learned row)",
     )
     p.add_argument(
         "--variants",
@@ -254,7 +254,7 @@ def main() -> int:
             per_seed[seed] = {}
             for v in args.variants:
                 if seed != args.seeds[0] and v not in args.extra_seed_variants:
-                    continue  # extra seeds: only the full model and the inpainting baseline
+                    continue  # extra seeds only for --extra-seed-variants
                 ck = os.path.join(args.runs, f"{v}-s{seed}", "last.pt")
                 kept = os.path.join(args.runs, f"{v}-s{seed}", f"step-{args.steps:06d}.pt")
                 if os.path.isfile(kept):  # a copy kept at the unit boundary (last.pt may have moved on)

@@ -69,3 +69,20 @@ def test_model_card_metric_reproduces(shared_data):
     # and it beats leaving the region grey (a sanity floor for a trained model)
     grey = HF.composite(img, torch.full_like(img, 0.5), mask)
     assert float(HF.masked_l1(out, img, mask)) < float(HF.masked_l1(grey, img, mask))
+
+
+def test_readme_model_card_matches_the_shipped_checkpoint():
+    """The README's model card states the steps and card metric of the weights that actually ship."""
+    import re
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, "..", "README.md"), encoding="utf-8") as fh:
+        text = fh.read()
+    ck = load_checkpoint(WEIGHTS)
+    budget = re.search(r"^\| Budget \| ([\d,]+) steps", text, re.M)
+    assert budget is not None, "README model card has no '| Budget | N steps' row"
+    assert int(budget.group(1).replace(",", "")) == ck["step"]
+    card = re.search(r"masked L1 (\d\.\d{4}) and masked PSNR (\d+\.\d{2}) dB", text)
+    assert card is not None, "README model card has no 'masked L1 x and masked PSNR y dB' card check"
+    assert float(card.group(1)) == pytest.approx(ck["metrics"]["card_celeb_test8_masked_l1"], abs=5e-5)
+    assert float(card.group(2)) == pytest.approx(ck["metrics"]["card_celeb_test8_masked_psnr"], abs=5e-3)
