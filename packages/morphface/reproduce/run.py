@@ -276,7 +276,7 @@ def companion_sections(out: str) -> list[str]:
     else:
         reps = {r["repeats"] for r in bench["rows"] if r["name"] == "render_preview"}
         cmd = cmd.format(f" --repeats {reps.pop()}" if reps else "")
-        la = bench.get("load_average_before")
+        la = bench.get("load_average_before") or [float("nan")]
         lines += [
             f"`{cmd}` (morphface {bench['version']}, {bench['threads']} thread, {bench['cpu_count']} cores, load average "
             f"{la[0]:.1f} at the start: the machine was busy with other jobs). Medians; wall time includes waiting for a core,",
