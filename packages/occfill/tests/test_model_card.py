@@ -29,7 +29,9 @@ def _card_row() -> tuple[float, float]:
     """(PSNR, SSIM) of the card's "this model" row."""
     with open(CARD, encoding="utf-8") as fh:
         text = fh.read()
-    row = re.search(r"^\| this model: the file[^|]*\|([^|]+)\|([^|]+)\|([^|]+)\|([^|]+)\|", text, re.MULTILINE)
+    row = re.search(
+        r"^\| this model: the file[^|]*\|([^|]+)\|([^|]+)\|([^|]+)\|([^|]+)\|", text, re.MULTILINE
+    )
     assert row is not None, "MODEL_CARD.md has no '| this model: the file ... |' metrics row"
     return float(row.group(3)), float(row.group(4))
 
