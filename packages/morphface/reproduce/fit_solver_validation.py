@@ -57,6 +57,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="8 identities (16 photos)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("morphface").setLevel(logging.WARNING)  # one line per fit otherwise
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True, warn_only=True)
     random.seed(0)

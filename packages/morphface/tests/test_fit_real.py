@@ -35,11 +35,12 @@ def real_case(shared_data):
 
 
 class TestFitDetectorLandmarks:
-    def test_joint_not_worse_than_identity_only_and_bounded(self, real_case):
+    @pytest.mark.parametrize("solver", ["lm", "lbfgs"])
+    def test_joint_not_worse_than_identity_only_and_bounded(self, real_case, solver):
         torch.set_num_threads(1)
         model, y, cam = real_case
-        joint = fit(model, y, camera=cam, rounds=3)
-        ident = fit(model, y, camera=cam, fit_expression=False, rounds=3)
+        joint = fit(model, y, camera=cam, rounds=3, solver=solver)
+        ident = fit(model, y, camera=cam, fit_expression=False, rounds=3, solver=solver)
         # identity-only is a feasible point of the joint problem (expression = 0): the joint objective,
         # the same function, must not be above it (issue 21 saw 941.5 vs 411.9)
         assert torch.all(joint.loss <= ident.loss * (1 + 1e-5)), (joint.loss, ident.loss)
@@ -53,11 +54,12 @@ class TestFitDetectorLandmarks:
         assert float(joint.identity.pow(2).mean().sqrt()) < 2.0
         assert float(joint.residuals.mean()) < 2.5  # pixels in a 128 px crop
 
-    def test_contour_correspondences_fit_the_jaw_better(self, real_case):
+    @pytest.mark.parametrize("solver", ["lm", "lbfgs"])
+    def test_contour_correspondences_fit_the_jaw_better(self, real_case, solver):
         torch.set_num_threads(1)
         model, y, cam = real_case
-        fixed = fit(model, y, camera=cam, fit_expression=False, contour=None, rounds=3)
-        dyn = fit(model, y, camera=cam, fit_expression=False, rounds=3)
+        fixed = fit(model, y, camera=cam, fit_expression=False, contour=None, rounds=3, solver=solver)
+        dyn = fit(model, y, camera=cam, fit_expression=False, rounds=3, solver=solver)
         jaw = list(IBUG_CONTOUR_ROWS)
         assert float(dyn.residuals[:, jaw].mean()) < 0.9 * float(fixed.residuals[:, jaw].mean())
         # the contour rows moved to other vertices for some faces; the inner landmarks never do
