@@ -19,6 +19,11 @@ the 95 % interval of the paired difference (LM - L-BFGS; mean + 1.96 SE) is belo
 0.05 px (about 3 % of the ~1.5 px held-out error, the size of difference ``expression_prior_validation.py``
 judged negligible), and LM's joint objective is never above its identity-only objective. Otherwise "auto" keeps
 L-BFGS. The verdict is computed here and written to the JSON / markdown.
+
+Also reported, added after the decision and not used by it: shape accuracy against ground truth on the first 60
+ict-faces-128 renders (the report's section-2 fitting set: ICT identities with known coefficients, random pose,
+expressions and focal length): median neutral face-region vertex error (mm) after similarity alignment, each render
+fitted alone with ``prior_weight=1`` and the all-57-expression model, as ``reproduce/run.py`` does.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import logging
 import math
 import os
 import random
+import subprocess
 import sys
 import time
 
@@ -37,7 +43,7 @@ import torch
 
 import morphface
 from morphface import PerspectiveCamera, fit, project_points
-from morphface.fit import IBUG_CONTOUR_ROWS
+from morphface.fit import IBUG_CONTOUR_ROWS, umeyama
 from morphface.io import load_ict_npz
 
 SOLVERS = ("lbfgs", "lm")
@@ -45,6 +51,75 @@ SOLVERS = ("lbfgs", "lm")
 MARGIN_PX = 0.05
 
 logger = logging.getLogger("fit_solver_validation")
+FACE = torch.arange(9409)  # ICT face region, vertices 0..9408
+N_RENDERS = 60
+
+
+def aligned_error_mm(pred: torch.Tensor, gt: torch.Tensor) -> float:
+    """Mean per-vertex distance (mm) after similarity (Umeyama) alignment of pred to gt (cm inputs, (V, 3))."""
+    r, t, s = umeyama(pred[None].double(), gt[None].double())
+    p = s[:, None, None] * (pred[None].double() @ r.transpose(1, 2)) + t[:, None]
+    return float((p[0] - gt.double()).norm(dim=-1).mean() * 10)
+
+
+def renders_part(data: str, npz: str, n_renders: int = N_RENDERS) -> dict[str, object] | None:
+    """Both solvers on the first ``n_renders`` ict-faces-128 renders: shape error against the true identity."""
+    meta_path = os.path.join(data, "ict-faces-128", "meta.jsonl")
+    if not os.path.isfile(meta_path):
+        logger.warning("ict-faces-128 not found under %s: render part skipped", data)
+        return None
+    model_all = load_ict_npz(npz, expressions="all")  # the renders use all 57 shapes
+    with open(meta_path, encoding="utf-8") as fh:
+        meta = [json.loads(line) for line in fh][:n_renders]
+    coeffs = torch.from_numpy(
+        np.load(os.path.join(data, "ict-faces-128", "identity_coefficients.npy"))
+    ).float()
+    gts = [model_all.vertices(coeffs[m["identity"]][None])[0, FACE] for m in meta]
+    out: dict[str, object] = {"renders": len(meta)}
+    errs: dict[str, np.ndarray] = {}
+    for solver in SOLVERS:
+        e, res, cpu = [], [], []
+        for m, gt in zip(meta, gts):
+            cam = PerspectiveCamera(m["focal_px"], 64.0, 64.0)
+            c = time.process_time()
+            r = fit(model_all, torch.tensor(m["landmarks68"]), camera=cam, prior_weight=1.0, solver=solver)
+            cpu.append(time.process_time() - c)
+            e.append(aligned_error_mm(model_all.vertices(r.identity)[0, FACE], gt))
+            res.append(float(r.residuals.mean()))
+        errs[solver] = np.asarray(e)
+        out[solver] = {
+            "median_face_error_mm": float(np.median(e)),
+            "mean_face_error_mm": float(np.mean(e)),
+            "mean_landmark_residual_px": float(np.mean(res)),
+            "cpu_s_per_render_median": float(np.median(cpu)),
+        }
+        logger.info("renders, %s %s", solver, json.dumps(out[solver]))
+    d = errs["lm"] - errs["lbfgs"]
+    out["mean_face_error_mm_lm_minus_lbfgs"] = float(d.mean())
+    out["mean_face_error_mm_lm_minus_lbfgs_se"] = float(d.std(ddof=1) / math.sqrt(len(d)))
+    out["renders_lm_more_accurate"] = int((d < 0).sum())
+    out["baseline_mean_face_median_mm"] = float(
+        np.median([aligned_error_mm(model_all.mean[FACE], g) for g in gts])
+    )
+    return out
+
+
+def git_state(here: str) -> dict[str, object]:
+    """The commit this ran from and whether the package had uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", os.path.dirname(here)],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return {"commit": head.stdout.strip(), "package_dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "package_dirty": None}
 
 
 def main() -> None:
@@ -54,7 +129,7 @@ def main() -> None:
     p.add_argument(
         "--data", default=os.path.normpath(os.path.join(here, "..", "..", "..", "..", "shared", "data"))
     )
-    p.add_argument("--quick", action="store_true", help="8 identities (16 photos)")
+    p.add_argument("--quick", action="store_true", help="8 identities (16 photos), 6 renders")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("morphface").setLevel(logging.WARNING)  # one line per fit otherwise
@@ -153,6 +228,7 @@ def main() -> None:
         "auto_uses_lm_for_landmarks": bool(not_worse and monotone),
     }
     logger.info("decision %s", json.dumps(decision))
+    renders = renders_part(args.data, npz, 6 if args.quick else N_RENDERS)
     result = {
         "purpose": "decide whether fit(solver='auto') may use Levenberg-Marquardt instead of L-BFGS (0.4.0)",
         "command": " ".join(
@@ -166,6 +242,8 @@ def main() -> None:
         "rows": rows,
         "paired": paired,
         "decision": decision,
+        "renders_after_decision": renders,
+        "git": git_state(here),
         "cpu_seconds": time.process_time() - c0,
         "wall_seconds": time.time() - t0,
         "load_average_after": list(os.getloadavg()),
@@ -192,6 +270,9 @@ def markdown(r: dict) -> str:
         f"{n} validation photos of {r['identities']} identities (celeba-id-crops, shipped dlib landmarks), "
         f"{r['camera_focal_px']:g} px pinhole, ICT-FaceKit, default priors; {r['cpu_seconds']:.0f} s CPU, "
         f"{r['wall_seconds']:.0f} s wall (load average after: {la}).",
+        f"Code: commit {r['git']['commit']}"
+        + (" with uncommitted changes" if r["git"]["package_dirty"] else "")
+        + ".",
         "",
         f"Criterion (fixed before running): {r['criterion']}.",
         "",
@@ -229,6 +310,30 @@ def markdown(r: dict) -> str:
         f"{'LM' if d['auto_uses_lm_for_landmarks'] else 'L-BFGS'} for landmark fits.",
         "",
     ]
+    rd = r.get("renders_after_decision")
+    if rd:
+        lines += [
+            f"Also reported, after the decision and not used by it: shape accuracy on the first {rd['renders']} "
+            "ict-faces-128 renders (true identity known; each render fitted alone, `prior_weight=1`, all 57 "
+            "expressions; neutral face-region vertex error after similarity alignment).",
+            "",
+            "| solver | median face error mm | mean face error mm | mean landmark residual px | CPU s per render (median) |",
+            "|---|---|---|---|---|",
+        ]
+        for solver in SOLVERS:
+            x = rd[solver]
+            lines.append(
+                f"| {solver} | {x['median_face_error_mm']:.3f} | {x['mean_face_error_mm']:.3f} | "
+                f"{x['mean_landmark_residual_px']:.3f} | {x['cpu_s_per_render_median']:.3f} |"
+            )
+        lines += [
+            f"| mean face (baseline) | {rd['baseline_mean_face_median_mm']:.3f} | | | |",
+            "",
+            f"Paired, LM - L-BFGS: mean face error {rd['mean_face_error_mm_lm_minus_lbfgs']:+.3f} mm (SE "
+            f"{rd['mean_face_error_mm_lm_minus_lbfgs_se']:.3f}); LM more accurate on {rd['renders_lm_more_accurate']} "
+            f"of {rd['renders']} renders.",
+            "",
+        ]
     return "\n".join(lines)
 
 
