@@ -394,10 +394,14 @@ class TestCLI:
         ]
         with pytest.raises(SystemExit):  # 2D landmarks need the camera
             main(args)
-        assert main([*args, "--focal", "300", "--cx", "64", "--cy", "64", "--prior-weight", "0.01"]) == 0
-        res = json.loads((tmp_path / "fit.json").read_text())
-        assert res["mean_residual"] < 0.5  # pixels, noise-free landmarks
-        assert len(res["residuals"]) == uv.shape[0]
+        cam_args = ["--focal", "300", "--cx", "64", "--cy", "64", "--prior-weight", "0.01"]
+        for solver in ([], ["--solver", "lbfgs"], ["--solver", "lm"]):
+            assert main([*args, *cam_args, *solver]) == 0
+            res = json.loads((tmp_path / "fit.json").read_text())
+            assert res["mean_residual"] < 0.5, solver  # pixels, noise-free landmarks
+            assert len(res["residuals"]) == uv.shape[0]
+        with pytest.raises(SystemExit):  # an unknown solver is a usage error
+            main([*args, *cam_args, "--solver", "newton"])
 
     def test_export(self, tmp_path, cli_files):
         m, mp, gen, up = cli_files

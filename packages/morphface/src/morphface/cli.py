@@ -128,6 +128,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     f.add_argument("--cy", type=float)
     f.add_argument("--prior-weight", type=float, default=1.0)
     f.add_argument("--no-expression", action="store_true")
+    f.add_argument(
+        "--solver",
+        default="auto",
+        choices=("auto", "lm", "lbfgs"),
+        help="Levenberg-Marquardt or L-BFGS (auto: LM for landmarks, L-BFGS for meshes)",
+    )
     f.add_argument("--out", required=True, help="output .json with coefficients and residuals")
     f.add_argument("--mesh-out", help="optional mesh file of the fit (.obj/.ply)")
     e = sub.add_parser("export", help="export a face (coefficients from .npy/.json) as OBJ + MTL + PNG maps")
@@ -210,7 +216,12 @@ def _run(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                 p.error("2D landmarks need --focal, --cx and --cy")
             cam = PerspectiveCamera(args.focal, args.cx, args.cy)
         r = fit(
-            model, target, camera=cam, prior_weight=args.prior_weight, fit_expression=not args.no_expression
+            model,
+            target,
+            camera=cam,
+            prior_weight=args.prior_weight,
+            fit_expression=not args.no_expression,
+            solver=args.solver,
         )
         res = {
             "identity": r.identity[0].tolist(),
