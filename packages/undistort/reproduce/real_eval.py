@@ -11,6 +11,11 @@ Rows (held-out identities, 64 px pairs, per distance bin and overall):
 - baselines: no correction; the classical global warp (the head model fitted to the input's landmarks,
   the camera moved back from an assumed distance ``d0`` chosen on the validation split; and the same with
   the true distance, an oracle no user has). Both get the exact projected landmarks (favourable to them).
+- the same global warp (same landmarks for the fit) driven by the distance estimated from the landmarks a
+  user would have (the photo's dlib landmarks plus the exact perspective shift of the pair)
+  (:class:`undistort.landmark_distance.LandmarkDistanceEstimator`, default the shipped one), raw (``global_est``) and with the
+  estimator's dead zone (``global_margin``, :meth:`correction_distance`); paired differences against the
+  network and the fixed-d0 warp; the estimate's error per distance bin; and both on the far photos.
 Do-no-harm: on the far source photos (the test pairs' references) the predicted flow should be ~0:
 flow magnitude and PSNR output vs input; largest local (4x4) change outside the head; dlib identity
 distance before/after when dlib is installed; a grid of whole real photos (celeb1k-hair test, 256 px) through
@@ -37,7 +42,8 @@ from PIL import Image, ImageDraw
 import undistort
 from undistort import Undistorter
 from undistort.functional import landmark_nme
-from undistort.realpairs import fit_head, real_pair
+from undistort.landmark_distance import LandmarkDistanceEstimator
+from undistort.realpairs import fit_head, load_landmark_crops, real_pair
 from undistort.warp import warp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -46,6 +52,18 @@ import operator
 
 import real_photos
 
+METHODS = ("none", "global", "global_oracle", "global_est", "global_margin", "ours")
+PAIRED = (
+    ("ours", "none"),
+    ("ours", "global"),
+    ("global_est", "none"),
+    ("global_est", "global"),
+    ("global_est", "ours"),
+    ("global_margin", "none"),
+    ("global_margin", "global"),
+    ("global_margin", "ours"),
+    ("global_margin", "global_est"),
+)
 BINS = [(25.0, 40.0), (40.0, 65.0), (65.0, 100.0), (100.0, 160.0)]
 D0_GRID = (30.0, 40.0, 50.0, 65.0, 80.0, 100.0)
 
@@ -83,6 +101,17 @@ def baseline_flow(heads, image: torch.Tensor, lms: torch.Tensor, d0: float) -> t
     return real_pair(image, fit, heads.faces, d0)["flow"]
 
 
+def photo_landmarks64(data: str) -> dict[str, torch.Tensor]:
+    """The dlib landmarks of every ``celeba-id-crops`` photo at the pairs' 64 px scale (dlib coordinates)."""
+    out = {}
+    for _, path, lm in load_landmark_crops(os.path.join(data, "celeba-id-crops")):
+        with Image.open(path) as im:
+            w0, h0 = im.size
+        t = torch.as_tensor(lm, dtype=torch.float64)
+        out[path] = torch.stack([(t[:, 0] + 0.5) * 64 / w0 - 0.5, (t[:, 1] + 0.5) * 64 / h0 - 0.5], 1)
+    return out
+
+
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     mse = float(((a - b) ** 2).mean())
     return 99.0 if mse == 0 else 10 * math.log10(1.0 / mse)
@@ -104,6 +133,11 @@ def main() -> int:
     )
     ap.add_argument("--baselines-only", action="store_true", help="fill the --cache and stop")
     ap.add_argument("--n-real", type=int, default=None, help="whole real photos (default 6; quick 3)")
+    ap.add_argument(
+        "--distance-estimator",
+        default=None,
+        help="LandmarkDistanceEstimator JSON: adds the row 'global warp, estimated d' (default: the shipped one)",
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -122,6 +156,11 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     heads = undistort.load_ict_facekit(os.path.join(args.data, "ict-facekit"))
     und = None if args.baselines_only else Undistorter.load(args.model).eval()
+    est_path = args.distance_estimator or str(
+        Path(undistort.__file__).resolve().parent / "weights" / "distance-landmarks.json"
+    )
+    estimator = LandmarkDistanceEstimator.load(est_path)
+    dlib64 = photo_landmarks64(args.data)
     cache: dict = {}
     if args.cache and os.path.isfile(args.cache):
         cache = torch.load(args.cache, weights_only=True)
@@ -159,9 +198,33 @@ def main() -> int:
             )
         return cache[key][0], cache[key][1]
 
+    def near_landmarks(i: int) -> torch.Tensor:
+        """What a detector sees on the near input: the photo's dlib landmarks + the exact perspective shift."""
+        shift = (test["landmarks_distorted"][i] - test["landmarks_corrected"][i]).double()
+        return dlib64[test["path"][i]] + shift
+
+    def estimated(i: int, margin: bool = False) -> tuple[torch.Tensor, float]:
+        """The global warp driven by the estimated distance (zero flow when the estimate is the reference);
+        ``margin``: the estimator's dead-zone correction distance instead of the raw estimate."""
+        lm_near = near_landmarks(i)
+        d_hat = float(
+            estimator.correction_distance(lm_near.numpy()) if margin else estimator.predict(lm_near.numpy())
+        )
+        # the head is fitted to the exact model landmarks, as in the fixed-d0 and oracle rows, so that the
+        # rows differ only in the distance. (Fitting it to ``lm_near`` instead gave a lower error, 0.207 vs
+        # 0.234 px on the head: those landmarks are the ones the ground truth's head was fitted to.)
+        key = f"est|{test['path'][i]}|{float(test['distance'][i]):.4f}|{d_hat:.4f}"
+        if key not in cache:
+            cache[key] = baseline_flow(
+                heads, test["distorted"][i], test["landmarks_distorted"][i].double(), d_hat
+            )
+        return cache[key], d_hat
+
     if args.baselines_only:
         for i in range(test["distorted"].shape[0]):
             baselines(i)
+            estimated(i)
+            estimated(i, margin=True)
         if args.cache:
             torch.save(cache, args.cache)
         print(f"cached baselines of {test['distorted'].shape[0]} test pairs", flush=True)
@@ -176,7 +239,9 @@ def main() -> int:
         rec.setdefault(k, []).append(float(v))
 
     cpu_model = 0.0
-    preds = []
+    preds: list[torch.Tensor] = []
+    est_flows: list[torch.Tensor] = []
+    margin_flows: list[torch.Tensor] = []
     for i in range(n):
         x = test["distorted"][i]
         c0 = time.process_time()
@@ -187,13 +252,21 @@ def main() -> int:
         gt = test["flow"][i]
         head = test["head_valid"][i, 0]
         bg = ~test["mask_corrected"][i, 0]
+        fl_est, d_hat = estimated(i)
+        est_flows.append(fl_est)
+        fl_margin, d_corr = estimated(i, margin=True)
+        margin_flows.append(fl_margin)
         flows = {
             "none": torch.zeros_like(gt),
             "global": baselines(i)[0],
             "global_oracle": baselines(i)[1],
+            "global_est": fl_est,
+            "global_margin": fl_margin,
             "ours": fl,
         }
         add("distance", float(test["distance"][i]))
+        add("distance_est", d_hat)
+        add("distance_corr", d_corr)
         for name, f in flows.items():
             e = (f - gt).norm(dim=0)
             add(f"epe_head/{name}", float(e[head].mean()))
@@ -218,7 +291,7 @@ def main() -> int:
 
     table = {}
     for metric in ("epe_head", "epe_bg", "epe_all", "nme", "nme_shape", "l1"):
-        for name in ("none", "global", "global_oracle", "ours"):
+        for name in METHODS:
             key = f"{metric}/{name}"
             table[key] = {"all": stat(key)}
             for lo, hi in BINS:
@@ -227,9 +300,9 @@ def main() -> int:
     # paired differences ours - baselines (per sample), with 95 % intervals
     paired = {}
     for metric in ("epe_head", "epe_all", "nme_shape", "nme"):
-        for base in ("none", "global"):
-            d = np.array(rec[f"{metric}/ours"]) - np.array(rec[f"{metric}/{base}"])
-            paired[f"{metric}: ours - {base}"] = {
+        for a, base in PAIRED:
+            d = np.array(rec[f"{metric}/{a}"]) - np.array(rec[f"{metric}/{base}"])
+            paired[f"{metric}: {a} - {base}"] = {
                 "mean": float(d.mean()),
                 "ci95": float(1.96 * d.std(ddof=1) / math.sqrt(d.size)),
                 "wins": float((d < 0).mean()),
@@ -255,6 +328,71 @@ def main() -> int:
         diff = F.avg_pool2d((fixed - x).abs().mean(0)[None, None], 4, 1)[0, 0]
         outside = ~test["mask_corrected"][i, 0][: diff.shape[0], : diff.shape[1]]
         local_near.append(float(diff[outside].max()) if outside.any() else 0.0)
+    # the estimated-distance pipeline and the fixed-d0 warp on the far photos: the photo's own dlib landmarks
+    far_rows: dict[str, list] = {"est": [], "margin": [], "global": []}
+    far_d = []
+    for i in range(n):
+        src = test["corrected"][i]
+        lm = dlib64[test["path"][i]]
+        d_hat = float(estimator.predict(lm.numpy()))
+        far_d.append(d_hat)
+        d_corr = float(estimator.correction_distance(lm.numpy()))
+        for name, dd in (("est", d_hat), ("margin", d_corr), ("global", d0)):
+            key = f"far|{name}|{test['path'][i]}|{dd:.4f}"
+            if key not in cache:
+                fit = fit_head(heads, lm, pixel_center=0.0)
+                cache[key] = real_pair(src, fit, heads.faces, dd)["flow"]
+            fl = cache[key]
+            out_img = warp(src[None], fl[None], padding_mode="border")[0].clamp(0, 1)
+            mag = fl.norm(dim=0)
+            diff = F.avg_pool2d((out_img - src).abs().mean(0)[None, None], 4, 1)[0, 0]
+            outside = ~test["mask_corrected"][i, 0][: diff.shape[0], : diff.shape[1]]
+            far_rows[name].append(
+                (
+                    float(mag.mean()),
+                    float(mag.max()),
+                    psnr(out_img, src),
+                    float(diff[outside].max()) if outside.any() else 0.0,
+                    bool(mag.max() == 0),
+                )
+            )
+    noharm_other = {}
+    for name, rows in far_rows.items():
+        a = np.array(rows, dtype=np.float64)
+        noharm_other[name] = {
+            "flow_mean_px": float(a[:, 0].mean()),
+            "flow_max_px_mean": float(a[:, 1].mean()),
+            "flow_max_px_worst": float(a[:, 1].max()),
+            "psnr_mean_db": float(np.minimum(a[:, 2], 99).mean()),
+            "psnr_min_db": float(a[:, 2].min()),
+            "local_change_outside_head_max": float(a[:, 3].max()),
+            "identity_fraction": float(a[:, 4].mean()),
+        }
+    de, dt, dc = np.array(rec["distance_est"]), dist, np.array(rec["distance_corr"])
+    dist_est = {
+        "estimator": os.path.relpath(est_path, Path(__file__).resolve().parents[3])
+        if est_path.startswith(str(Path(__file__).resolve().parents[3]))
+        else est_path,
+        "abs_rel_error_near": float((np.abs(de - dt) / dt).mean()),
+        "abs_log_error_near": float(np.abs(np.log(de) - np.log(dt)).mean()),
+        "abs_rel_error_near_constant_d0": float((np.abs(d0 - dt) / dt).mean()),
+        "abs_inv_error_100_per_cm": float(np.abs(100 / de - 100 / dt).mean()),
+        "abs_inv_error_100_per_cm_constant_d0": float(np.abs(100 / d0 - 100 / dt).mean()),
+        "margin_per_cm": float(estimator.margin),
+        "by_bin": {
+            f"{lo:.0f}-{hi:.0f}": {
+                "median_est": float(np.median(de[(dt >= lo) & (dt < hi)])),
+                "abs_rel_error": float((np.abs(de - dt) / dt)[(dt >= lo) & (dt < hi)].mean()),
+                "median_correction_distance": float(np.median(dc[(dt >= lo) & (dt < hi)])),
+            }
+            for lo, hi in BINS
+            if ((dt >= lo) & (dt < hi)).any()
+        },
+        "far_photos_median_est": float(np.median(far_d)),
+        "far_photos_at_reference": float((np.array(far_d) >= estimator.d_max - 1e-6).mean()),
+        "far_photos_under_100cm": float((np.array(far_d) < 100).mean()),
+    }
+    print("distance estimate", dist_est, flush=True)
     noharm = {
         "flow_mean_px": float(np.mean([m[0] for m in mags])),
         "flow_max_px_mean": float(np.mean([m[1] for m in mags])),
@@ -273,6 +411,8 @@ def main() -> int:
     grid_path = None
     if tools is not None:
         ident.update(identity_check(tools, test, preds, min(n, 40)))
+        ident["global_est"] = identity_check(tools, test, est_flows, min(n, 40))
+        ident["global_margin"] = identity_check(tools, test, margin_flows, min(n, 40))
         grid_path, real_rows = real_grid(tools, und, args.data, out, n_real)
         ident["real_photos"] = real_rows
     if args.cache:
@@ -290,6 +430,8 @@ def main() -> int:
         "table": table,
         "paired": paired,
         "no_harm": noharm,
+        "no_harm_global": noharm_other,
+        "distance_estimate": dist_est,
         "identity": ident,
         "model_cpu_ms_per_64px_crop": 1000 * cpu_model / n,
         "seconds": round(time.time() - t0, 1),
@@ -314,7 +456,9 @@ def markdown(res: dict, args: argparse.Namespace) -> str:
         ("none", "no correction"),
         ("global", f"global warp, d0={res['d0']:.0f} cm"),
         ("global_oracle", "global warp, true d (oracle)"),
-        ("ours", "ours (shipped model)"),
+        ("global_est", "global warp, estimated d (landmarks)"),
+        ("global_margin", "global warp, estimated d with dead zone"),
+        ("ours", "flow network (0.3.0 model)"),
     ]
     lines = [
         "# undistort: pairs made from real photos (held-out identities)",
@@ -343,9 +487,12 @@ def markdown(res: dict, args: argparse.Namespace) -> str:
             lines.append(f"| {label} | " + " | ".join(_cell(t[f"{metric}/{key}"][b]) for b in bins) + " |")
         lines.append("")
     lines += [
-        "### paired differences (ours - baseline; negative = ours better)",
+        "### paired differences (a - b per pair; negative = a better)",
         "",
-        "| metric | mean | 95 % | ours better in |",
+        "`ours` = the flow network, `global_est` = the global warp with the estimated distance,",
+        "`global_margin` = the same with the estimator's dead zone (`correction_distance`).",
+        "",
+        "| metric | mean | 95 % | a better in |",
         "|---|---|---|---|",
     ]
     for k, v in res["paired"].items():
@@ -362,6 +509,57 @@ def markdown(res: dict, args: argparse.Namespace) -> str:
         f"mean {nh['local_change_outside_head_near_inputs_mean']:.3f}; intensities in [0, 1]).",
         "",
     ]
+    if res.get("no_harm_global"):
+        lines += [
+            "The same far photos through the global warps, each fitted to the photo's own dlib landmarks",
+            "(the estimated distance from those landmarks; an estimate at the reference, 500 cm, is exactly the identity):",
+            "",
+            "| method | mean flow px | max flow px (mean / worst) | PSNR dB (mean / min) | local change outside head | left exactly unchanged |",
+            "|---|---|---|---|---|---|",
+        ]
+        labels = {
+            "est": "global warp, estimated d",
+            "margin": "global warp, estimated d with dead zone",
+            "global": f"global warp, d0={res['d0']:.0f} cm",
+        }
+        for k, v in res["no_harm_global"].items():
+            lines.append(
+                f"| {labels[k]} | {v['flow_mean_px']:.3f} | {v['flow_max_px_mean']:.2f} / {v['flow_max_px_worst']:.2f} | "
+                f"{v['psnr_mean_db']:.1f} / {v['psnr_min_db']:.1f} | {v['local_change_outside_head_max']:.3f} | "
+                f"{100 * v['identity_fraction']:.0f} % |"
+            )
+        lines.append("")
+    de = res.get("distance_estimate")
+    if de:
+        lines += [
+            "### distance estimate (landmarks)",
+            "",
+            f"Estimator `{de['estimator']}` (`reproduce/train_distance.py`: ridge regression on eye-normalised",
+            "dlib landmarks of the training identities with the exact perspective shift of their fitted head; target",
+            "and ridge weight chosen on the validation identities). On the near inputs its landmarks are the photo's",
+            "dlib landmarks plus the exact perspective shift (no detector is run on the 64 px input); the head of",
+            "every global-warp row is fitted to the exact model landmarks, so the rows differ only in the distance.",
+            f"Mean |relative error| on the test pairs {de['abs_rel_error_near']:.3f} (the constant d0 = {res['d0']:.0f} cm:",
+            f"{de['abs_rel_error_near_constant_d0']:.3f}); mean |log error| {de['abs_log_error_near']:.3f}.",
+            "",
+            f"In 1/d (what the warp's size follows): mean |100/d_hat - 100/d| {de['abs_inv_error_100_per_cm']:.3f}",
+            f"(constant d0: {de['abs_inv_error_100_per_cm_constant_d0']:.3f}). Dead zone of the estimator",
+            f"(`correction_distance`, set on validation photos): margin {de['margin_per_cm']:.5f} per cm.",
+            "",
+            "| true distance bin | median estimate cm | mean abs rel error | median distance undone with dead zone cm |",
+            "|---|---|---|---|",
+        ]
+        for b, v in de["by_bin"].items():
+            lines.append(
+                f"| {b} | {v['median_est']:.0f} | {v['abs_rel_error']:.3f} | {v['median_correction_distance']:.0f} |"
+            )
+        lines += [
+            "",
+            f"Far source photos (500 cm reference): median estimate {de['far_photos_median_est']:.0f} cm; "
+            f"{100 * de['far_photos_at_reference']:.0f} % estimated at the reference (left unchanged), "
+            f"{100 * de['far_photos_under_100cm']:.0f} % estimated nearer than 100 cm.",
+            "",
+        ]
     idn = res["identity"]
     lines.append(
         f"Identity (dlib 128-D descriptors, faces upsampled 4x; {idn.get('tools')}): "
@@ -372,6 +570,16 @@ def markdown(res: dict, args: argparse.Namespace) -> str:
             else "not measured."
         )
     )
+    for key, label in (
+        ("global_est", "estimated distance"),
+        ("global_margin", "estimated distance, dead zone"),
+    ):
+        ge = idn.get(key)
+        if ge and ge.get("dist_input_to_photo") is not None:
+            lines.append(
+                f"Global warp with the {label}: {ge['dist_input_to_photo']:.4f} before, "
+                f"{ge['dist_corrected_to_photo']:.4f} after ({ge['pairs_with_faces']} of {ge['of']} pairs)."
+            )
     if idn.get("real_photos"):
         lines += [
             "",

@@ -148,16 +148,36 @@ def test_estimator_recovers_distance_on_held_out_faces_better_than_a_constant():
         np.testing.assert_allclose(est.predict(xte[0]), pred[0])
 
 
+def test_correction_distance_is_a_dead_zone_in_inverse_distance():
+    g = np.random.default_rng(6)
+    x, d = _samples(g, _face_points(g, 20), 10)
+    est = LandmarkDistanceEstimator.fit(x, d, ridge=1e-2)
+    d_hat = est.predict(x)
+    np.testing.assert_allclose(est.correction_distance(x), d_hat)  # margin 0: the raw estimate
+    est.margin = 0.01
+    got = est.correction_distance(x)
+    want = 1.0 / (1.0 / 500.0 + np.maximum(1.0 / d_hat - 1.0 / 500.0 - 0.01, 0.0))  # by hand
+    np.testing.assert_allclose(got, want)
+    assert (got >= d_hat - 1e-9).all()  # never a stronger correction than the estimate
+    assert ((got == 500.0) == (1.0 / d_hat - 1.0 / 500.0 <= 0.01)).all()  # inside the zone: left alone
+    assert (got == 500.0).any() and (got < 500.0).any()
+    est.margin = 1.0
+    assert (est.correction_distance(x) == 500.0).all()
+
+
 def test_save_load_round_trip_is_plain_json(tmp_path):
     g = np.random.default_rng(4)
     x, d = _samples(g, _face_points(g, 10), 6)
     est = LandmarkDistanceEstimator.fit(x, d, ridge=1e-3, meta={"note": "test"})
+    est.margin = 0.003
     path = tmp_path / "est.json"
     est.save(path)
     raw = json.loads(path.read_text())  # plain JSON, no pickle
     assert raw["format"] == "undistort.LandmarkDistanceEstimator/1"
     back = LandmarkDistanceEstimator.load(path)
     np.testing.assert_array_equal(back.predict(x), est.predict(x))
+    np.testing.assert_array_equal(back.correction_distance(x), est.correction_distance(x))
+    assert back.margin == 0.003
     assert back.meta == {"note": "test"} and back.target == est.target and back.ridge == est.ridge
     assert not os.path.exists(str(path) + ".tmp")
 
@@ -166,6 +186,9 @@ def test_save_load_round_trip_is_plain_json(tmp_path):
         LandmarkDistanceEstimator.load(path)
     path.write_text(json.dumps({"format": "something else"}))
     with pytest.raises(ValueError, match="not a valid undistort distance-estimator file"):
+        LandmarkDistanceEstimator.load(path)
+    path.write_text(json.dumps({**raw, "margin": -1.0}))
+    with pytest.raises(ValueError, match="'margin' must be >= 0"):
         LandmarkDistanceEstimator.load(path)
     raw["weights"] = raw["weights"][:10]
     path.write_text(json.dumps(raw))
