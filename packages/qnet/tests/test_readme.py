@@ -27,3 +27,17 @@ def test_readme_sections():
         "## Citation",
     ):
         assert section in text
+
+
+def test_readme_shipped_model_block_runs(tmp_path, monkeypatch):
+    """The "Shipped pretrained model" snippet loads the wheel's ternary ResNet-20 and gives (8, 10) logits."""
+    readme = os.path.join(os.path.dirname(__file__), "..", "README.md")
+    with open(readme, encoding="utf-8") as f:
+        text = f.read()
+    section = text.split("## Shipped pretrained model", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 1, "the shipped-model section has one python block"
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {"__name__": "__readme__"}
+    exec(compile(blocks[0], "README.md", "exec"), scope)
+    assert tuple(scope["logits"].shape) == (8, 10)

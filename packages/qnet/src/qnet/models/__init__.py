@@ -2,6 +2,7 @@
 
 from ._registry import create_model, list_models, register_model
 from .cnn import CifarResNet, SmallCNN, resnet20, small_cnn
+from .pretrained import SHIPPED_WEIGHTS, resnet20_a_ternary, shipped_weights_path
 from .resnet_a import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -15,6 +16,7 @@ from .resnet_a import (
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "SHIPPED_WEIGHTS",
     "CifarResNet",
     "CifarResNetA",
     "SmallCNN",
@@ -23,8 +25,10 @@ __all__ = [
     "register_model",
     "resnet20",
     "resnet20_a",
+    "resnet20_a_ternary",
     "resnet32_a",
     "resnet44_a",
     "resnet56_a",
+    "shipped_weights_path",
     "small_cnn",
 ]
