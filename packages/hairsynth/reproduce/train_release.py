@@ -92,17 +92,17 @@ def dataset(
     blob = []
     for i in range(len(ds)):
         x, m, strokes = ds._load(i)
-        blob.append(
-            (
-                (x * 255.0).round().to(torch.uint8),
-                m.to(torch.uint8),
-                [
-                    (torch.from_numpy(s.points).float(), [float(c) for c in s.color], float(s.width))
-                    for s in strokes
-                ],
-            )
+        stored = [
+            (torch.from_numpy(s.points).float(), [float(c) for c in s.color], float(s.width)) for s in strokes
+        ]
+        blob.append(((x * 255.0).round().to(torch.uint8), m.to(torch.uint8), stored))
+        # train on exactly what a later run reads back from the cache (float32 points), so a run that
+        # extracts the strokes and one that loads them take the same steps
+        ds._cache[i] = (
+            (x * 255.0).round() / 255.0,
+            m,
+            [Stroke(p.double().numpy(), tuple(c), float(w)) for p, c, w in stored],
         )
-        ds._cache[i] = ((x * 255.0).round() / 255.0, m, strokes)
     tmp = path + ".tmp"
     torch.save(blob, tmp)
     os.replace(tmp, path)
