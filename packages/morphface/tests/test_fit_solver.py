@@ -8,13 +8,14 @@ against the objective recomputed from the returned parameters.
 from __future__ import annotations
 
 import importlib
+import math
 
 import pytest
 import torch
 from mf_helpers import synthetic_model
 
 from morphface import PerspectiveCamera, fit, project_points
-from morphface.geometry import similarity_transform
+from morphface.geometry import axis_angle_to_matrix, similarity_transform
 
 SOLVERS = ("lm", "lbfgs")
 fit_module = importlib.import_module("morphface.fit")  # the module (morphface.fit is the function)
@@ -201,3 +202,40 @@ class TestLevenbergMarquardt:
                 assert int(r.correspondences[i, row]) in cand[j].tolist()
             torch.testing.assert_close(r.correspondences[i, 4:], m.landmark_indices[4:].to(device))
         assert torch.all(r.loss <= r.identity_loss)
+
+
+class TestRotationOutput:
+    def test_matrix_to_axis_angle_round_trip_including_angle_pi(self, device):
+        g = torch.Generator().manual_seed(11)
+        axes = torch.randn(64, 3, generator=g, dtype=torch.float64)
+        axes = axes / axes.norm(dim=-1, keepdim=True)
+        angles = torch.cat(
+            [
+                torch.rand(56, generator=g, dtype=torch.float64) * math.pi,
+                torch.tensor([0.0, 1e-9, 1e-4, math.pi - 1e-4, math.pi - 1e-9, math.pi, math.pi, math.pi]),
+            ]
+        )
+        rv = (axes * angles[:, None]).to(device)
+        mat = axis_angle_to_matrix(rv)
+        back = fit_module._matrix_to_axis_angle(mat)
+        torch.testing.assert_close(axis_angle_to_matrix(back), mat, atol=1e-9, rtol=0)
+        assert float(back.norm(dim=-1).max()) <= math.pi + 1e-9
+        # away from pi the axis-angle itself comes back (at pi, v and -v are the same rotation)
+        torch.testing.assert_close(back[:56], rv[:56], atol=1e-7, rtol=0)
+
+    @pytest.mark.parametrize("solver", SOLVERS)
+    def test_returned_pose_reproduces_the_vertices_at_half_a_turn(self, device, solver):
+        """A target turned by exactly pi: the FitResult's rotation must still be the fitted one."""
+        m, _ = synthetic_model(device=device)
+        a = torch.randn(2, 4, dtype=torch.float64, device=device)
+        rv = torch.tensor([[0.0, math.pi, 0.0], [math.pi * 0.6, 0.0, math.pi * 0.8]], dtype=torch.float64)
+        rv = rv.to(device)
+        zeros, ones = (
+            torch.zeros(2, 3, dtype=torch.float64, device=device),
+            torch.ones(2, dtype=torch.float64),
+        )
+        target = similarity_transform(m.landmarks(m.vertices(a)), rv, zeros, ones.to(device))
+        r = fit(m, target, fit_expression=False, prior_weight=0.0, solver=solver)
+        assert float(r.residuals.max()) < 1e-5
+        verts = similarity_transform(m.vertices(r.identity), r.rotation, r.translation, r.scale)
+        torch.testing.assert_close(r.vertices, verts, atol=1e-8, rtol=0)

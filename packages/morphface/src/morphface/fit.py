@@ -196,14 +196,46 @@ def umeyama(source: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, t
 
 
 def _matrix_to_axis_angle(r: torch.Tensor) -> torch.Tensor:
-    cos = ((r.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1 + 1e-7, 1 - 1e-7)
-    angle = torch.acos(cos)
-    axis = torch.stack(
-        [r[..., 2, 1] - r[..., 1, 2], r[..., 0, 2] - r[..., 2, 0], r[..., 1, 0] - r[..., 0, 1]], -1
+    """(..., 3, 3) rotation matrices -> (..., 3) axis-angle vectors, angle in [0, pi].
+
+    Through the unit quaternion by Shepperd's method (divide by the largest of the four candidate components),
+    so it stays accurate near angle pi, where the skew-symmetric part of ``r`` vanishes.
+    """
+    m00, m11, m22 = r[..., 0, 0], r[..., 1, 1], r[..., 2, 2]
+    m01, m02, m10 = r[..., 0, 1], r[..., 0, 2], r[..., 1, 0]
+    m12, m20, m21 = r[..., 1, 2], r[..., 2, 0], r[..., 2, 1]
+    big = torch.stack(
+        [1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1
     )
-    sin = torch.sin(angle)
-    factor = torch.where(sin.abs() > 1e-6, angle / (2 * sin), torch.full_like(sin, 0.5))
-    return axis * factor[..., None]
+    h = big.clamp_min(1e-12).sqrt() / 2  # (..., 4): |w|, |x|, |y|, |z| if that component is the largest
+    d = 4 * h
+    cands = torch.stack(
+        [
+            torch.stack(
+                [h[..., 0], (m21 - m12) / d[..., 0], (m02 - m20) / d[..., 0], (m10 - m01) / d[..., 0]], -1
+            ),
+            torch.stack(
+                [(m21 - m12) / d[..., 1], h[..., 1], (m01 + m10) / d[..., 1], (m02 + m20) / d[..., 1]], -1
+            ),
+            torch.stack(
+                [(m02 - m20) / d[..., 2], (m01 + m10) / d[..., 2], h[..., 2], (m12 + m21) / d[..., 2]], -1
+            ),
+            torch.stack(
+                [(m10 - m01) / d[..., 3], (m02 + m20) / d[..., 3], (m12 + m21) / d[..., 3], h[..., 3]], -1
+            ),
+        ],
+        -2,
+    )  # (..., 4 candidates, 4 quaternion components w, x, y, z)
+    pick = big.argmax(-1)[..., None, None].expand(*big.shape[:-1], 1, 4)
+    q = cands.gather(-2, pick)[..., 0, :]
+    q = torch.where(q[..., :1] < 0, -q, q)  # w >= 0: angle in [0, pi]
+    v = q[..., 1:]
+    sin_half = v.norm(dim=-1)
+    angle = 2 * torch.atan2(sin_half, q[..., 0])
+    factor = torch.where(
+        sin_half > 1e-12, angle / sin_half.clamp_min(1e-12), 2.0 / q[..., 0].clamp_min(1e-12)
+    )
+    return v * factor[..., None]
 
 
 @dataclass
