@@ -650,6 +650,11 @@ def _fit_lm(
     points outwards held fixed (active set), projects the new expression weights onto the box, and keeps
     the step only where the objective decreased (``mu`` shrinks on success, grows on failure). Only the
     landmark vertices' rows of the bases are used (gathered per sample, since contour rows move).
+
+    Contour correspondences alternate with the continuous solve, each step lowering the objective; the
+    alternation stops at a local optimum, which can differ from the one L-BFGS's path reaches (on 2 of 46
+    validation photos LM's identity-only objective ended higher, on 44 lower:
+    ``reports/morphface/fit_solver_validation.md``).
     """
     dtype, dev = model.mean.dtype, model.mean.device
     work = torch.float64 if dev.type != "mps" else dtype
