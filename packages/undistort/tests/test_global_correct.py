@@ -79,3 +79,21 @@ def test_global_method_errors_name_the_argument(near_case):
             undistort.correct(near, landmarks=lms, method="global", heads=heads, distance=bad)
     with pytest.raises(ValueError, match="'heads' and 'distance' are for method='global' only"):
         undistort.correct(near, landmarks=lms, distance=40.0)
+
+
+def test_cli_correct_with_the_global_warp(shared_data, tmp_path, capsys):
+    """`python -m undistort correct IN OUT --heads ICT --distance 35` on a real photo (dlib finds the face)."""
+    pytest.importorskip("dlib")
+    from undistort.cli import main
+
+    src = os.path.join(shared_data, "celeb1k-hair", "test", "images", "28402.jpg")
+    ict = os.path.join(shared_data, "ict-facekit")
+    dst = tmp_path / "out.png"
+    assert main(["correct", src, str(dst), "--heads", ict, "--distance", "35"]) == 0
+    assert "global warp from 35 cm" in capsys.readouterr().out
+    with Image.open(src) as a, Image.open(dst) as b:
+        assert a.size == b.size
+        diff = np.abs(np.asarray(a.convert("RGB"), dtype=np.float64) - np.asarray(b, dtype=np.float64))
+    assert 0 < diff.mean() < 10  # it moved the face, and not much else
+    assert main(["correct", src, str(dst), "--heads", ict]) == 1
+    assert "--heads needs --distance" in capsys.readouterr().err

@@ -183,6 +183,18 @@ def _cmd_correct(args: argparse.Namespace) -> int:
     dst = args.output if args.output is not None else args.out
     if src is None or dst is None:
         raise ValueError("correct: give the input and output images (correct IN.jpg OUT.jpg)")
+    if args.heads is not None:  # the physical global warp with a known distance
+        if args.model is not None or args.whole_image:
+            raise ValueError("correct: --heads (the global warp) does not take --model or --whole-image")
+        if args.distance is None:
+            raise ValueError("correct: --heads needs --distance CM, the camera-to-face distance (e.g. 35)")
+        from .heads import load_ict_facekit
+
+        heads = load_ict_facekit(args.heads)
+        out = correct(src, method="global", heads=heads, distance=args.distance, strength=args.strength)
+        out.save(dst)
+        print(f"wrote {dst} (global warp from {args.distance:g} cm)")
+        return 0
     if args.model is not None:
         und = Undistorter.load(args.model, map_location=args.device).to(args.device)
     else:
@@ -293,7 +305,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run the cascade on the whole image resized to its work size (no face detection)",
     )
-    c.add_argument("--distance", type=float, default=None, help="known camera distance (cm), --whole-image")
+    c.add_argument(
+        "--distance", type=float, default=None, help="known camera distance (cm): --whole-image or --heads"
+    )
+    c.add_argument(
+        "--heads",
+        default=None,
+        help="ICT-FaceKit folder: correct with the physical global warp from --distance instead of the network",
+    )
     c.add_argument("--device", default="cpu")
     c.set_defaults(func=_cmd_correct)
     k = sub.add_parser("calibrate", help="estimate camera distance and focal length of a portrait")
