@@ -11,6 +11,10 @@ The faces' own variety of proportions is much larger than the perspective change
 estimate is informative at close range and coarse beyond; it inherits every assumption of the training
 pairs (the source photos are taken as 500 cm views, the ICT-FaceKit head fitted to them is the 3D shape).
 
+Research only: it works on landmarks moved by the exact perspective shift, but **not** on landmarks that
+dlib detects on a near photo (median estimate 326 cm for views taken at 25-40 cm;
+``reports/undistort/real_report.md``), and refitting it with the detector in the loop did not help.
+
 Shapes: landmarks ``(68, 2)`` or ``(N, 68, 2)`` in pixels (any convention: only differences are used).
 """
 
