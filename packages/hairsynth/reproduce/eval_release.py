@@ -1,16 +1,18 @@
 """Held-out evaluation of a longer-trained release candidate against the shipped 100-step model.
 
     python packages/hairsynth/reproduce/eval_release.py --out reports/hairsynth \\
-        --candidate /tmp/hairsynth/long/full-s0/step-002000.pt --runs /tmp/hairsynth/runs [--test-photos 30]
+        --candidate /tmp/hairsynth/runs/full-s0/last.pt \\
+        --inpaint100 /tmp/hairsynth/no_strokes-s0-step100/last.pt \\
+        --inpaint-long /tmp/hairsynth/runs/no_strokes-s0/last.pt [--test-photos 30]
 
 Rows (same held-out photos, regions and strokes as ``run.py``: the first ``--test-photos`` of
-``celeb1k-hair/test`` and of ``figaro1k/testing``): the candidate (full model trained longer, continued from
-the 100-step ``full`` seed-0 checkpoint with the same recipe), the 100-step ``full`` model of seed 0 (what
-0.3.0 shipped, in float32), the 100-step pure-inpainting baseline of seed 0 (a *smaller* budget than the
-candidate: listed for reference, not as a same-budget comparison) and the flat fill. Same metrics as
-``run.py`` (masked L1 / PSNR / SSIM, EfficientNet-Lite0 perceptual distance, stroke-colour L1, orientation
-agreement), paired differences candidate - 100-step model with 95% intervals over photos, and the edits
-(re-coloured / turned strokes).
+``celeb1k-hair/test`` and of ``figaro1k/testing``): the candidate (the full model of seed 0 trained longer with
+``train_release.py``'s recipe), the shipped weights (``--baseline``, default the installed package's
+``hairsynth_128.pt``: the 100-step full model, float16), the 100-step pure-inpainting model of seed 0 (a
+*smaller* budget: reference only), with ``--inpaint-long`` the pure-inpainting model trained for as many steps
+as the candidate (the same-budget baseline), and the flat fill. Same metrics as ``run.py`` (masked L1 / PSNR /
+SSIM, EfficientNet-Lite0 perceptual distance, stroke-colour L1, orientation agreement), paired differences
+candidate - each other model with 95% intervals over photos, and the edits (re-coloured / turned strokes).
 
 Decision rule (fixed before the candidate was evaluated): the candidate replaces the shipped weights iff its
 mean perceptual distance AND masked L1 are lower than the 100-step model's and its orientation agreement is
@@ -37,6 +39,7 @@ import train_release as TR
 
 import hairsynth
 from hairsynth.models import create_model
+from hairsynth.synthesizer import pretrained_weights_path
 
 COLS = ("masked_l1", "masked_psnr", "masked_ssim", "perceptual", "stroke_color_l1", "orientation_agreement")
 
@@ -46,7 +49,18 @@ def main() -> int:
     p.add_argument("--out", default="reports/hairsynth")
     p.add_argument("--data", default=os.environ.get("SHARED_DATA", "/work/shared/data"))
     p.add_argument("--candidate", required=True, help="training checkpoint of the longer run")
-    p.add_argument("--runs", default="/tmp/hairsynth/runs", help="folder of the 100-step units")
+    p.add_argument(
+        "--baseline",
+        default=None,
+        help="the model to replace (default: the weights shipped in the installed package, hairsynth_128.pt)",
+    )
+    p.add_argument("--inpaint100", required=True, help="pure-inpainting (no_strokes) checkpoint at 100 steps")
+    p.add_argument(
+        "--inpaint-long",
+        default=None,
+        help="pure-inpainting checkpoint trained as long as the candidate (the same-budget baseline)",
+    )
+    p.add_argument("--cache", default="/tmp/hairsynth/runs/cache", help="stroke cache of train_release.py")
     p.add_argument("--test-photos", type=int, default=30, help="first N photos of each test split")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -55,7 +69,8 @@ def main() -> int:
     perc = R._perceptual()
     if perc is None:
         raise SystemExit("eval_release.py needs the hairsynth[perceptual] extra")
-    cache = os.path.join(args.runs, "cache")
+    cache = args.cache
+    baseline = args.baseline or pretrained_weights_path()
     test_parts = [TR.dataset(args.data, r, s, n, cache, test=True) for r, s, n in TR.TEST_SPLITS]
     for tp in test_parts:
         tp.pairs = tp.pairs[: args.test_photos]
@@ -64,15 +79,23 @@ def main() -> int:
     cand_step = int(torch.load(args.candidate, weights_only=True)["step"])
     ckpts = {
         "candidate": (args.candidate, "full"),
-        "full100": (os.path.join(args.runs, "full-s0", "step-000100.pt"), "full"),
-        "inpaint100": (os.path.join(args.runs, "no_strokes-s0", "step-000100.pt"), "no_strokes"),
+        "full100": (baseline, "full"),
+        "inpaint100": (args.inpaint100, "no_strokes"),
     }
     names = {
         "candidate": f"full model, {cand_step} steps (candidate)",
-        "full100": "full model, 100 steps (shipped in 0.3.0)",
+        "full100": "full model, 100 steps (the shipped weights)",
         "inpaint100": "pure inpainting, 100 steps (smaller budget; reference only)",
         "fill": "flat colour fill (non-learned)",
     }
+    if args.inpaint_long:
+        long_step = int(torch.load(args.inpaint_long, weights_only=True)["step"])
+        if long_step != cand_step:
+            raise SystemExit(
+                f"--inpaint-long is at step {long_step}, the candidate at {cand_step}: not the same budget"
+            )
+        ckpts["inpaintlong"] = (args.inpaint_long, "no_strokes")
+        names["inpaintlong"] = f"pure inpainting, {cand_step} steps (same budget as the candidate)"
     res: dict[str, dict[str, list[float]]] = {}
     preds: dict[str, torch.Tensor] = {}
     for key, (ck, variant) in ckpts.items():
@@ -85,7 +108,7 @@ def main() -> int:
     summary = {k: {c: R._ci(v[c]) for c in COLS} for k, v in res.items()}
     paired = {
         f"candidate-{b}{kind}": {c: R._paired(res["candidate" + kind][c], res[b + kind][c]) for c in COLS}
-        for b in ("full100", "inpaint100")
+        for b in [k for k in ckpts if k != "candidate"]
         for kind in ("", "/recolour", "/rotate")
     }
     d = paired["candidate-full100"]
@@ -95,11 +118,12 @@ def main() -> int:
         and d["orientation_agreement"][0] >= -d["orientation_agreement"][1]
     )
     pick = list(range(0, len(samples), max(1, len(samples) // 6)))[:6]
+    inpaint_col = "inpaintlong" if "inpaintlong" in ckpts else "inpaint100"
     R._grid(
         [
             [
                 R._show_strokes(samples[i]),
-                preds["inpaint100"][i],
+                preds[inpaint_col][i],
                 preds["full100"][i],
                 preds["candidate"][i],
                 samples[i]["image"],
@@ -164,7 +188,7 @@ def main() -> int:
         "| model | " + " | ".join(COLS) + " |",
         "|---|" + "---|" * len(COLS),
     ]
-    for k in ("candidate", "full100", "inpaint100", "fill"):
+    for k in [*ckpts, "fill"]:
         md.append(
             f"| {names[k]} | "
             + " | ".join(f"{summary[k][c][0]:.4f} +- {summary[k][c][1]:.4f}" for c in COLS)
@@ -183,13 +207,18 @@ def main() -> int:
         "",
         f"Decision rule ({out['rule']}): **{'replace' if verdict else 'keep'}** the shipped weights.",
         "",
-        "The inpainting row had 100 steps, the candidate "
-        f"{cand_step}: a same-budget inpainting baseline at {cand_step} steps was not trained (CPU budget), so "
-        "the candidate-vs-inpainting differences mix method and budget.",
+        (
+            f"The same-budget baseline is the pure-inpainting row at {cand_step} steps (same network, data, "
+            "seed and recipe, empty stroke maps); the 100-step inpainting row is a smaller budget, for reference."
+            if "inpaintlong" in ckpts
+            else f"The inpainting row had 100 steps, the candidate {cand_step}: a same-budget inpainting baseline "
+            "was not trained, so the candidate-vs-inpainting differences mix method and budget."
+        ),
         "",
         "![release_samples](release_samples.png)",
         "",
-        "release_samples.png columns: strokes on the masked photo, pure inpainting (100 steps), full model "
+        "release_samples.png columns: strokes on the masked photo, pure inpainting "
+        f"({cand_step if inpaint_col == 'inpaintlong' else 100} steps), full model "
         f"(100 steps), full model ({cand_step} steps), photo.",
         "",
         "![release_edits](release_edits.png)",
