@@ -62,9 +62,12 @@ def test_model_card_metric_reproduces(shared_data):
     img, mask = torch.stack([s["image"] for s in b]), torch.stack([s["mask"] for s in b])
     sc, sm = torch.stack([s["stroke_color"] for s in b]), torch.stack([s["stroke_mask"] for s in b])
     out = model(img, mask, sc, sm)["output"]
-    assert float(HF.masked_l1(out, img, mask)) == pytest.approx(card["card_celeb_test8_masked_l1"], rel=1e-4)
+    # rel 1e-2: the same file and photos gave masked L1 0.11106 on one x86 machine and 0.11063 (the card) on
+    # another (deterministic on each: not ISA or thread dependent, the cause is not pinned down); other models
+    # differ by far more (the 100- and 650-step models: 0.103 vs 0.084 on held-out photos)
+    assert float(HF.masked_l1(out, img, mask)) == pytest.approx(card["card_celeb_test8_masked_l1"], rel=1e-2)
     assert float(HF.psnr(out, img, mask).mean()) == pytest.approx(
-        card["card_celeb_test8_masked_psnr"], rel=1e-4
+        card["card_celeb_test8_masked_psnr"], rel=1e-2
     )
     # and it beats leaving the region grey (a sanity floor for a trained model)
     grey = HF.composite(img, torch.full_like(img, 0.5), mask)
