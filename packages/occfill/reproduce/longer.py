@@ -62,6 +62,7 @@ from run import (
     _checkpoints,
     _test_batch,
     complete_with,
+    dlib_truth,
     paste_baseline,
     pin,
     save_grid,
@@ -198,14 +199,7 @@ def main() -> int:
     dl, perc = DlibIdentity(), Perceptual()
     if args.cache:
         os.makedirs(args.cache, exist_ok=True)
-    cache = os.path.join(args.cache, f"dlib_truth_{n}.npz") if args.cache else None
-    if cache and os.path.isfile(cache):
-        z = np.load(cache)
-        truth = (z["whole"], z["ocular"])
-    else:
-        truth = dl(y, m)
-        if cache:
-            np.savez(cache, whole=truth[0], ocular=truth[1])
+    truth = dlib_truth(dl, y, m, args.cache)
 
     def metrics(out: torch.Tensor, key: str | None) -> dict[str, np.ndarray]:
         """Per-image metrics of a completed batch, cached under ``key`` (checkpoint hash + row kind)."""

@@ -166,6 +166,23 @@ class Perceptual:
 
 
 # ------------------------------------------------------------------------------------------------ baselines
+
+
+def dlib_truth(
+    dl: DlibIdentity, y: torch.Tensor, m: torch.Tensor, cache_dir: str | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """dlib descriptors (whole face, ocular crop) of the ground truth, cached in ``cache_dir`` by image count."""
+    cache = os.path.join(cache_dir, f"dlib_truth_{y.shape[0]}.npz") if cache_dir else None
+    if cache and os.path.isfile(cache):
+        z = np.load(cache)
+        return z["whole"], z["ocular"]
+    truth = dl(y, m)
+    if cache:
+        os.makedirs(cache_dir, exist_ok=True)
+        np.savez(cache, whole=truth[0], ocular=truth[1])
+    return truth
+
+
 def paste_baseline(batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Classical baseline: paste the reference's eye region, landmark-aligned and colour-matched.
 
@@ -390,15 +407,7 @@ def main() -> int:
     y, m = batch["image"], batch["mask"]
     truth = None
     if dl is not None:
-        cache = os.path.join(args.cache, f"dlib_truth_{n}.npz") if args.cache else None
-        if cache and os.path.isfile(cache):
-            z = np.load(cache)
-            truth = (z["whole"], z["ocular"])
-        else:
-            truth = dl(y, m)
-            if cache:
-                os.makedirs(args.cache, exist_ok=True)
-                np.savez(cache, whole=truth[0], ocular=truth[1])
+        truth = dlib_truth(dl, y, m, args.cache)
     if args.truth_only:
         return 0
 
