@@ -18,6 +18,7 @@ Measures (median wall time of repeated runs):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -27,7 +28,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -124,15 +125,28 @@ def _ao_qat(model: nn.Module, act: bool) -> nn.Module:
     return m
 
 
-NATIVE = " (native kernel)"
+EAGER = " (eager kernel)"
 
 
-def _native_env(on: bool) -> None:
-    """Switch qnet's opt-in native CPU kernel for the models whose name ends with :data:`NATIVE`."""
-    if on:
-        os.environ["QNET_NATIVE_KERNEL"] = "1"
+@contextlib.contextmanager
+def _kernel_for(name: str) -> Iterator[None]:
+    """Run models named ``... (eager kernel)`` with ``QNET_NATIVE_KERNEL=0``, the others on the default path."""
+    old = os.environ.get("QNET_NATIVE_KERNEL")
+    if name.endswith(EAGER):
+        os.environ["QNET_NATIVE_KERNEL"] = "0"
     else:
         os.environ.pop("QNET_NATIVE_KERNEL", None)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("QNET_NATIVE_KERNEL", None)
+        else:
+            os.environ["QNET_NATIVE_KERNEL"] = old
+
+
+def _cross_entropy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return nn.functional.cross_entropy(out, y)
 
 
 def _round_robin(
@@ -143,12 +157,13 @@ def _round_robin(
     repeat: int,
     *,
     compiled: bool = False,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = _cross_entropy,
 ) -> dict[str, list[float]]:
     """Seconds per SGD training step of each model, ``repeat`` rounds of one step per model.
 
     Round-robin so that load changes on a shared machine hit all models alike; 3 warm-up steps each (lazy
-    initialisation, the allocator, and the compilation with ``compiled``). Models named ``... (native
-    kernel)`` run with ``QNET_NATIVE_KERNEL=1``, the others without.
+    initialisation, the allocator, and the compilation with ``compiled``). Models named ``... (eager
+    kernel)`` run with ``QNET_NATIVE_KERNEL=0``, the others on qnet's default path.
     """
     steps = {}
     for name, m in models.items():
@@ -156,14 +171,12 @@ def _round_robin(
         opt = torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9)
         run: Any = torch.compile(m) if compiled else m
 
-        def step(
-            run: Any = run, opt: torch.optim.Optimizer = opt, native: bool = name.endswith(NATIVE)
-        ) -> None:
-            _native_env(native)
-            opt.zero_grad(set_to_none=True)
-            nn.functional.cross_entropy(run(x), y).backward()
-            opt.step()
-            _native_env(False)
+        def step(run: Any = run, opt: torch.optim.Optimizer = opt, name: str = name) -> None:
+            with _kernel_for(name):
+                x.grad = None
+                opt.zero_grad(set_to_none=True)
+                loss(run(x), y).backward()
+                opt.step()
 
         for _ in range(3):
             step()
@@ -179,47 +192,14 @@ def _round_robin(
     return times
 
 
-def bench_steps(
-    device: torch.device, repeat: int, *, compiled: bool = False, native: bool = False
-) -> list[dict[str, Any]]:
-    """ResNet-20 training steps of float, qnet, STE and torch.ao QAT models, round-robin.
-
-    With ``compiled``: float and qnet W2/A2 only, both under ``torch.compile`` (inductor). With ``native``:
-    qnet W2 and W2/A2 also with the opt-in native CPU kernel (``QNET_NATIVE_KERNEL=1``, compiled first).
-    """
-    torch.manual_seed(0)
-    base = create_model("resnet20", num_classes=10).to(device)
-    x = torch.randn(64, 3, 32, 32, device=device)
-    y = torch.randint(0, 10, (64,), device=device)
-    w2a2 = qnet.quantize(base, weight_levels="ternary", act_levels="uint2", calibration=[x])
-    models = (
-        {"float": base, "qnet W2/A2": w2a2}
-        if compiled
-        else {
-            "float": base,
-            "qnet W2": qnet.quantize(base, weight_levels="ternary"),
-            "qnet W2/A2": w2a2,
-            "STE W2": qnet.quantize(base, weight_levels="ternary", method="ste"),
-            "torch.ao QAT W2": _ao_qat(base, act=False),
-            "torch.ao QAT W2/A2": _ao_qat(base, act=True),
-        }
-    )
-    if native and not compiled:
-        from qnet import _native
-
-        _native_env(True)
-        _native.module()  # build (or load) before timing
-        _native_env(False)
-        models["qnet W2" + NATIVE] = copy.deepcopy(models["qnet W2"])
-        models["qnet W2/A2" + NATIVE] = copy.deepcopy(w2a2)
-    times = _round_robin(models, x, y, device, repeat, compiled=compiled)
-    # the ratio is the median over rounds of (model step / float step of the same round)
+def _ratio_rows(times: dict[str, list[float]], prefix: str, suffix: str = "") -> list[dict[str, Any]]:
+    """Median step time and the median over rounds of (model step / float step of the same round)."""
     rows = []
     for name, ts in times.items():
         ratios = [t / f for t, f in zip(ts, times["float"])]
         rows.append(
             {
-                "model": f"resnet20 {name}" + (" (torch.compile)" if compiled else ""),
+                "model": f"{prefix}{name}{suffix}",
                 "step_ms": 1e3 * statistics.median(ts),
                 "vs_float": statistics.median(ratios),
                 "vs_float_min": min(ratios),
@@ -227,6 +207,148 @@ def bench_steps(
             }
         )
     return rows
+
+
+def _brevitas(model: nn.Module, act: bool, *, keep_first: bool = True) -> nn.Module | None:
+    """Brevitas QAT peer of qnet's conversion, or ``None`` when brevitas is not installed.
+
+    Every ``Conv2d`` but the first (qnet's policy; the last layer is a Linear and stays float) becomes a
+    ``brevitas.nn.QuantConv2d`` with 2-bit narrow-range weights (ternary, per-tensor learned float scale); with
+    ``act`` a 2-bit unsigned ``QuantIdentity`` quantizes its input (the ReLU output), where qnet quantizes it.
+    """
+    try:
+        import brevitas.nn as qnn
+        from brevitas.quant import Uint8ActPerTensorFloat
+    except ImportError:
+        return None
+    m = copy.deepcopy(model).train()
+    convs = [(n, mod) for n, mod in m.named_modules() if isinstance(mod, nn.Conv2d)]
+    for name, conv in convs[1:] if keep_first else convs:
+        q = qnn.QuantConv2d(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            stride=conv.stride,
+            padding=conv.padding,
+            groups=conv.groups,
+            bias=conv.bias is not None,
+            weight_bit_width=2,
+        )
+        with torch.no_grad():
+            q.weight.copy_(conv.weight)
+            if conv.bias is not None:
+                q.bias.copy_(conv.bias)
+        new: nn.Module = (
+            nn.Sequential(qnn.QuantIdentity(act_quant=Uint8ActPerTensorFloat, bit_width=2), q) if act else q
+        )
+        parent_name, _, child = name.rpartition(".")
+        setattr(m.get_submodule(parent_name) if parent_name else m, child, new)
+    return m
+
+
+def _ao_conv(conv: nn.Conv2d) -> nn.Module:
+    """torch.ao QAT of one conv, fake-quant where it belongs: 2-bit unsigned on its input, ternary weights."""
+    from torch.ao.nn.qat import Conv2d as QATConv2d
+    from torch.ao.quantization import FakeQuantize, MovingAverageMinMaxObserver, QConfig
+
+    wfq = FakeQuantize.with_args(
+        observer=MovingAverageMinMaxObserver,
+        quant_min=-1,
+        quant_max=1,
+        dtype=torch.qint8,
+        qscheme=torch.per_tensor_symmetric,
+    )
+    afq = FakeQuantize.with_args(
+        observer=MovingAverageMinMaxObserver,
+        quant_min=0,
+        quant_max=3,
+        dtype=torch.quint8,
+        qscheme=torch.per_tensor_affine,
+    )
+    conv = copy.deepcopy(conv)
+    conv.qconfig = QConfig(activation=afq, weight=wfq)  # type: ignore[assignment]
+    return nn.Sequential(afq(), QATConv2d.from_float(conv)).train()
+
+
+def _square_mean(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return out.square().mean()
+
+
+def bench_layer_steps(device: torch.device, repeat: int) -> list[dict[str, Any]]:
+    """Training steps of one 64->64 3x3 conv, batch 32 at 32x32 (the issue-16 case), round-robin.
+
+    The W2/A2 models quantize the conv's (non-negative) input to 2 unsigned bits and its weights to ternary
+    levels; rows: float, qnet on its default path and with the eager kernel, STE, ``torch.ao`` QAT and Brevitas
+    (when installed). The input requires grad, as for a layer inside a network.
+    """
+    torch.manual_seed(0)
+    conv = nn.Conv2d(64, 64, 3, padding=1, bias=False).to(device)
+    # the input requires grad as inside a network (every layer but the first passes a gradient back), and a
+    # learned activation scale needs the conv's input gradient anyway
+    x = torch.randn(32, 64, 32, 32, device=device).relu().requires_grad_()
+    y = torch.zeros(1, device=device)  # unused by the loss
+
+    def q(**kw: Any) -> nn.Module:
+        return qnet.quantize(nn.Sequential(copy.deepcopy(conv)), keep_first_last=False, **kw)
+
+    w2a2 = q(weight_levels="ternary", act_levels="uint2", calibration=[x])
+    models: dict[str, nn.Module] = {
+        "float": nn.Sequential(conv),
+        "qnet W2": q(weight_levels="ternary"),
+        "qnet W2" + EAGER: q(weight_levels="ternary"),
+        "qnet W2/A2": w2a2,
+        "qnet W2/A2" + EAGER: copy.deepcopy(w2a2),
+        "STE W2/A2": q(weight_levels="ternary", act_levels="uint2", calibration=[x], method="ste"),
+        "torch.ao QAT W2/A2": _ao_conv(conv),
+    }
+    for act in (False, True):
+        b = _brevitas(nn.Sequential(conv), act, keep_first=False)
+        if b is not None:
+            models["Brevitas W2/A2" if act else "Brevitas W2"] = b.to(device)
+    _warm_native()
+    times = _round_robin(models, x, y, device, repeat, loss=_square_mean)
+    return _ratio_rows(times, "conv 64->64 3x3, batch 32x64x32x32: ")
+
+
+def _warm_native() -> None:
+    """Build (or load) qnet's native kernel before anything is timed; logs why when it is unavailable."""
+    from qnet import _native
+
+    with _kernel_for(""):
+        _native.module()
+
+
+def bench_steps(device: torch.device, repeat: int, *, compiled: bool = False) -> list[dict[str, Any]]:
+    """ResNet-20 training steps of float, qnet, STE, torch.ao QAT and Brevitas models, round-robin.
+
+    qnet runs on its default path (the native kernel where it builds) and, in the ``(eager kernel)`` rows, with
+    ``QNET_NATIVE_KERNEL=0``. With ``compiled``: float and qnet W2/A2 only, both under ``torch.compile``.
+    """
+    torch.manual_seed(0)
+    base = create_model("resnet20", num_classes=10).to(device)
+    x = torch.randn(64, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (64,), device=device)
+    w2a2 = qnet.quantize(base, weight_levels="ternary", act_levels="uint2", calibration=[x])
+    if compiled:
+        models = {"float": base, "qnet W2/A2": w2a2}
+    else:
+        models = {
+            "float": base,
+            "qnet W2": qnet.quantize(base, weight_levels="ternary"),
+            "qnet W2/A2": w2a2,
+            "qnet W2/A2" + EAGER: copy.deepcopy(w2a2),
+            "STE W2": qnet.quantize(base, weight_levels="ternary", method="ste"),
+            "torch.ao QAT W2": _ao_qat(base, act=False),
+            "torch.ao QAT W2/A2": _ao_qat(base, act=True),
+        }
+        for act in (False, True):
+            b = _brevitas(base, act)
+            if b is not None:
+                models["Brevitas W2/A2" if act else "Brevitas W2"] = b.to(device)
+    if device.type == "cpu":
+        _warm_native()
+    times = _round_robin(models, x, y, device, repeat, compiled=compiled)
+    return _ratio_rows(times, "resnet20 ", " (torch.compile)" if compiled else "")
 
 
 def bench_export(device: torch.device, repeat: int) -> list[dict[str, Any]]:
@@ -463,10 +585,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs of the accuracy comparison")
     ap.add_argument(
         "--parts",
-        default="layers,steps,export,accuracy",
-        help="comma-separated subset of layers,steps,export,accuracy,compile,native,onnx (compile: inductor; native: "
-        "the steps part adds qnet with QNET_NATIVE_KERNEL=1; both need a C++ compiler, neither is in the default; "
-        "onnx: onnxruntime fp32 vs QDQ latency and file sizes, needs qnet-torch[onnx])",
+        default="layers,layer_steps,steps,export,accuracy",
+        help="comma-separated subset of layers,layer_steps,steps,export,accuracy,compile,onnx (layer_steps: one "
+        "64->64 conv's training step vs float, STE, torch.ao and Brevitas (when installed); compile: inductor, "
+        "needs a C++ compiler, not in the default; onnx: onnxruntime fp32 vs QDQ latency and file sizes, needs "
+        "qnet-torch[onnx])",
     )
     ap.add_argument(
         "--onnx-model",
@@ -481,7 +604,7 @@ def main(argv: list[str] | None = None) -> int:
         print("--device cuda requested but CUDA is not available", file=sys.stderr)
         return 2
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
-    unknown = parts - {"layers", "steps", "export", "accuracy", "compile", "native", "onnx"}
+    unknown = parts - {"layers", "layer_steps", "steps", "export", "accuracy", "compile", "onnx"}
     if unknown:
         print(f"--parts: unknown part(s) {sorted(unknown)}", file=sys.stderr)
         return 2
@@ -501,7 +624,8 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "layers": bench_layers(device, args.repeat) if "layers" in parts else [],
-        "train_step": bench_steps(device, args.repeat, native="native" in parts) if "steps" in parts else [],
+        "layer_step": bench_layer_steps(device, args.repeat) if "layer_steps" in parts else [],
+        "train_step": bench_steps(device, args.repeat) if "steps" in parts else [],
         "export": bench_export(device, args.repeat) if "export" in parts else [],
         "compiled_step": bench_steps(device, args.repeat, compiled=True) if "compile" in parts else [],
         "onnx": bench_onnx(args.repeat, args.onnx_model, args.data) if "onnx" in parts else [],
@@ -513,6 +637,7 @@ def main(argv: list[str] | None = None) -> int:
         [
             f"# qnet {qnet.__version__} benchmark on {args.device} ({res['device_name']}, torch {torch.__version__})",
             _table("Layer forward+backward (ms)", res["layers"]),
+            _table("One conv layer's training step (ms)", res["layer_step"]),
             _table("ResNet-20 training step, batch 64 (ms)", res["train_step"]),
             _table("Quantize + export ResNet-20", res["export"]),
             _table("ResNet-20 training step under torch.compile, batch 64 (ms)", res["compiled_step"]),

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import qnet
+from qnet import _native
 from qnet.data import read_image_archive
 from qnet.models import IMAGENET_MEAN, IMAGENET_STD, resnet20_a
 
@@ -807,6 +808,8 @@ def _main(args: argparse.Namespace) -> int:
         r = run_unit(u, data, sched, device, teacher)
         r["teacher_sha256_8"] = sha
         r["argv"] = sys.argv[1:]
+        # both kernels compute the same function; recorded because their float rounding differs
+        r["soft_quantizer_kernel"] = "native" if _native.module() is not None else "eager"
         _write_json(os.path.join(folder, u["id"] + ".json"), r)
         new += 1
         acc = r["test_acc"] if "test_acc" in r else r["val_acc"]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
+import sys
 
 import pytest
 import torch
@@ -25,15 +27,15 @@ def _soft_by_hand(x: float, b: list[float], s: list[float], T: float, a: float, 
 
 @pytest.fixture(params=["host", "native", "general"])
 def kernel(request: pytest.FixtureRequest, device: torch.device, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Runs a test with each fused kernel: the CPU host kernel (tanh form), the opt-in native C++ kernel
-    behind it (``QNET_NATIVE_KERNEL=1``) and the general one."""
+    """Runs a test with each fused kernel: the CPU host kernel's eager form (tanh form, ``QNET_NATIVE_KERNEL=0``),
+    the native C++ kernel behind it (``QNET_NATIVE_KERNEL=1``) and the general one."""
     if request.param in ("host", "native") and device.type != "cpu":
         pytest.skip(f"the {request.param} kernel serves CPU tensors only")
     if request.param == "native":
         skip_unless_native_builds()
         monkeypatch.setenv(_native.ENV, "1")
     else:
-        monkeypatch.delenv(_native.ENV, raising=False)
+        monkeypatch.setenv(_native.ENV, "0")
     monkeypatch.setattr(QF, "_HOST_KERNEL", request.param != "general")
     return request.param
 
@@ -576,7 +578,7 @@ def test_compiled_graph_matches_eager(device, grad_temperature):
 
 
 class TestNativeKernel:
-    """The opt-in fused C++ kernel (``QNET_NATIVE_KERNEL=1``); its values and gradients are also checked
+    """The fused C++ kernel (required with ``QNET_NATIVE_KERNEL=1``); its values and gradients are also checked
     against the references by every test using the ``kernel`` fixture."""
 
     @pytest.fixture(autouse=True)
@@ -629,11 +631,61 @@ class TestNativeKernel:
         assert len(calls) == 2  # forward and backward
 
 
-def test_native_kernel_is_off_unless_requested(monkeypatch):
-    monkeypatch.delenv(_native.ENV, raising=False)
-    assert _native.module() is None
+def test_native_kernel_switch(monkeypatch):
     monkeypatch.setenv(_native.ENV, "0")
     assert _native.module() is None
+    for raw, want in (("", "auto"), ("auto", "auto"), (" 1 ", "on"), ("0", "off"), ("OFF", "off")):
+        monkeypatch.setenv(_native.ENV, raw)
+        assert _native.mode() == want
+    monkeypatch.setenv(_native.ENV, "yes")
+    with pytest.raises(ValueError, match=r"QNET_NATIVE_KERNEL must be one of .*got 'yes'"):
+        _native.module()
+
+
+def test_native_kernel_is_the_default_where_it_builds(monkeypatch):
+    skip_unless_native_builds()
+    monkeypatch.delenv(_native.ENV, raising=False)
+    assert _native.module() is not None
+    calls = []
+    mod = _native.module()
+    monkeypatch.setattr(_native, "module", lambda: calls.append(1) or mod)
+    x = torch.randn(10, requires_grad=True)
+    QF.soft_quantize(x, torch.tensor([0.0]), torch.ones(1), 2.0).sum().backward()
+    assert len(calls) == 2  # a plain call with no variable set takes the native kernel both ways
+
+
+def test_native_kernel_auto_falls_back_with_the_reason(monkeypatch, caplog):
+    # no compiler: auto mode warns once, names the reason and runs the eager kernel with the same values
+    if _native.capability() not in ("AVX2", "AVX512"):
+        pytest.skip("on this CPU auto mode never tries to build")
+    monkeypatch.delenv(_native.ENV, raising=False)
+    monkeypatch.setenv("CXX", "no-such-compiler-qnet")
+    monkeypatch.setattr(_native, "_auto", functools.cache(_native._auto.__wrapped__))
+    with caplog.at_level("WARNING", logger="qnet._native"):
+        assert _native.module() is None
+        assert _native.module() is None
+    assert caplog.text.count("not available") == 1 and "no-such-compiler-qnet" in caplog.text
+    x = torch.linspace(-2, 2, 9)
+    y = QF.soft_quantize(x, torch.tensor([-0.5, 0.5]), torch.ones(2), 3.0, 1.0, 1.0, 1.0)
+    want = [_soft_by_hand(v, [-0.5, 0.5], [1.0, 1.0], 3.0, 1.0, 1.0, 1.0) for v in x.tolist()]
+    torch.testing.assert_close(y, torch.tensor(want), rtol=1e-5, atol=1e-6)
+
+
+def test_native_kernel_stale_build_lock_is_cleared(tmp_path):
+    lock = tmp_path / "lock"
+    lock.write_text("")
+    assert not _native.clear_stale_lock(str(tmp_path))  # fresh: another build may hold it
+    old = lock.stat().st_mtime - 2 * _native.STALE_LOCK_S
+    os.utime(lock, (old, old))
+    assert _native.clear_stale_lock(str(tmp_path)) and not lock.exists()
+    assert not _native.clear_stale_lock(str(tmp_path))  # nothing left to clear
+
+
+def test_native_kernel_build_directory_names_the_versions(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    d = _native.build_directory("k")
+    assert d.startswith(str(tmp_path)) and d.endswith("k")
+    assert f"py{sys.version_info.major}{sys.version_info.minor}" in d and "torch" in d and "+" not in d
 
 
 def test_native_kernel_on_an_unsupported_cpu_falls_back_with_a_warning(monkeypatch, caplog):
@@ -652,6 +704,6 @@ def test_native_kernel_build_failure_names_the_switch(monkeypatch):
 
     monkeypatch.setattr(ext, "load", broken)
     with pytest.raises(
-        RuntimeError, match=r"QNET_NATIVE_KERNEL=1 .*could not be built.*command not found.*ninja"
+        RuntimeError, match=r"could not be built.*command not found.*ninja.*QNET_NATIVE_KERNEL=0"
     ):
         _native._build.__wrapped__("AVX2")

@@ -1,3 +1,3 @@
 """Single source of truth for the qnet version (read by hatch)."""
 
-__version__ = "0.6.1"
+__version__ = "0.7.0"

@@ -103,9 +103,9 @@ def soft_quantize(
     ``dy/dbeta = alpha T x sum_i s_i sig_i (1 - sig_i)``, ``dy/db_i = -alpha T s_i sig_i (1 - sig_i)``.
     With fixed thresholds, float32/float64 CPU tensors (outside ``torch.compile``) take a kernel written with
     ``sig = (1 + tanh(z / 2)) / 2``: the same function and exact derivative in fewer memory passes (values
-    agree with the sigmoid form to float rounding). With the environment variable ``QNET_NATIVE_KERNEL=1``
-    those tensors take a fused C++ kernel instead (one memory pass per direction; built on first use, needs a
-    C++ compiler and ninja, AVX2/AVX-512 CPUs; see the package README).
+    agree with the sigmoid form to float rounding). Where it can be built (AVX2/AVX-512 CPU and a C++
+    compiler), those tensors take a fused C++ kernel instead (one memory pass per direction; compiled once on
+    first use and cached; ``QNET_NATIVE_KERNEL=0`` switches it off, ``=1`` requires it; see the package README).
 
     Convention:
         Half-precision inputs are computed in float32 and cast back, so any finite temperature (e.g. 1e6)
