@@ -317,7 +317,7 @@ def run_unit(
     calib_idx = torch.randperm(xtr.shape[0], generator=torch.Generator().manual_seed(seed))[:1000]
     calib = _norm(xtr[calib_idx], device)
     model = _build(method, setting, device, calib, teacher)
-    epochs, per_epoch, bs = sched["epochs"], sched["per_epoch"], sched["batch"]
+    epochs, per_epoch, bs = unit.get("epochs", sched["epochs"]), sched["per_epoch"], sched["batch"]
     steps_per_epoch = per_epoch // bs
     total = epochs * steps_per_epoch
     opt = torch.optim.SGD(_param_groups(model, lr), lr=lr, momentum=0.9, nesterov=False)
@@ -497,6 +497,33 @@ def main_units(sched: dict[str, Any], chosen: dict[str, dict[str, Any]]) -> list
                 if m == "tao" and setting not in TAO_SETTINGS:
                     continue
                 add(m, setting, seed)
+    units += long_units(sched, chosen)
+    return units
+
+
+LONG_FACTOR = 4  # the longer check runs this many times the schedule's epochs
+
+
+def long_units(sched: dict[str, Any], chosen: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """qnet and LSQ at W2 then W2/A2, first seed, ``LONG_FACTOR`` x the epochs: does the gap close with time?
+
+    Not part of the main table (one seed, a different budget): reported in their own section.
+    """
+    if sched.get("quick"):
+        return []
+    epochs = LONG_FACTOR * sched["epochs"]
+    units = []
+    for setting in ("W2", "W2/A2"):
+        for m in ("qn", "lsq"):
+            ch = chosen.get(m)
+            if ch is None:
+                continue
+            u = {"kind": "long", "method": m, "setting": setting, "seed": sched["seeds"][0], "lr": ch["lr"]}
+            u["epochs"] = epochs
+            if m == "qn":
+                u["c"] = ch["c"]
+            u["id"] = _uid([f"long{epochs}", m, setting, f"seed{u['seed']}"])
+            units.append(u)
     return units
 
 
@@ -532,15 +559,13 @@ def _t_interval(d: list[float]) -> tuple[float, float, float]:
     return m, m - h, m + h
 
 
-def _plot_gap(path: str, runs: dict[str, dict[str, Any]]) -> bool:
+def _plot_gap(path: str, runs: dict[str, dict[str, Any]], kind: str = "main") -> bool:
     from PIL import Image, ImageDraw
 
     series: dict[str, list[tuple[float, float]]] = {}
     for setting in SETTINGS:
         rs = [
-            r
-            for r in runs.values()
-            if r["kind"] == "main" and r["method"] == "qn" and r["setting"] == setting
+            r for r in runs.values() if r["kind"] == kind and r["method"] == "qn" and r["setting"] == setting
         ]
         if not rs:
             continue
@@ -568,13 +593,14 @@ def _plot_gap(path: str, runs: dict[str, dict[str, Any]]) -> bool:
     d.rectangle([m, m, w - m, h - m], outline="black")
     zy = px(x0, 0.0)[1]
     d.line([m, zy, w - m, zy], fill=(160, 160, 160))
-    for e in range(int(x0), int(x1) + 1):
+    for e in range(int(x0), int(x1) + 1, 1 if x1 - x0 <= 12 else 2):
         q = px(float(e), y0)
         d.text((q[0] - 3, h - m + 6), str(e), fill="black")
     for v in np.linspace(y0, y1, 5):
         d.text((4, px(x0, float(v))[1] - 6), f"{v:+.1f}", fill="black")
     d.text((w // 2 - 60, h - 20), "epoch (T = c * epoch)", fill="black")
-    d.text((m, 10), "qnet: soft - hard validation accuracy (points), mean over seeds", fill="black")
+    title = "mean over seeds" if kind == "main" else "first seed, longer schedule"
+    d.text((m, 10), f"qnet: soft - hard validation accuracy (points), {title}", fill="black")
     colors = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (140, 86, 75)]
     for i, (name, pts) in enumerate(series.items()):
         col = colors[i % len(colors)]
@@ -724,6 +750,7 @@ def write_report(out: str, sched_name: str) -> str:
             lines.append(f"| {setting} | " + " | ".join(f"{g:+.2f}" for g in gaps) + " |")
     else:
         lines.append("Pending (needs finished qnet main units).")
+    lines += _long_section(out, runs, sched, accs)
     lines += ["", "## Pending units", "", (", ".join(pending) if pending else "none"), ""]
     text = "\n".join(lines)
     with open(os.path.join(out, "cifar10.md"), "w", encoding="utf-8") as f:
@@ -738,6 +765,65 @@ def write_report(out: str, sched_name: str) -> str:
     }
     _write_json(os.path.join(out, "cifar10_summary.json"), summary)
     return text
+
+
+def _long_section(
+    out: str,
+    runs: dict[str, dict[str, Any]],
+    sched: dict[str, Any],
+    accs: Any,
+) -> list[str]:
+    """The longer-schedule check: qnet vs LSQ at W2 and W2/A2, first seed, and qnet's soft/hard gap per epoch."""
+    epochs = LONG_FACTOR * sched["epochs"]
+    seed = sched["seeds"][0]
+    lines = [
+        "",
+        f"## Longer schedule: {epochs} epochs ({LONG_FACTOR}x), seed {seed} (indicative, one seed)",
+        "",
+        f"Does qnet's gap to LSQ, and its soft/hard gap, close with more training? The same recipe, data pool, "
+        f"chosen hyper-parameters and T = c * epoch schedule (so T ends {LONG_FACTOR}x higher), run for {epochs} "
+        "epochs; one seed, so differences of a point or two are noise.",
+        "",
+        f"| setting | qnet, {epochs} ep. | LSQ, {epochs} ep. | qnet - LSQ | qnet, {sched['epochs']} ep. (same seed) | "
+        f"LSQ, {sched['epochs']} ep. (same seed) |",
+        "|---|---|---|---|---|---|",
+    ]
+    longs = {(r["method"], r["setting"]): r for r in runs.values() if r["kind"] == "long"}
+    for setting in ("W2", "W2/A2"):
+        q, lq = longs.get(("qn", setting)), longs.get(("lsq", setting))
+        short_q, short_l = accs("qn", setting).get(seed), accs("lsq", setting).get(seed)
+
+        def cell(r: dict[str, Any] | None) -> str:
+            if r is None:
+                return "pending"
+            return "diverged" if r["test_acc"] is None else f"{r['test_acc']:.2f}"
+
+        diff = (
+            f"{q['test_acc'] - lq['test_acc']:+.2f}"
+            if q and lq and q["test_acc"] is not None and lq["test_acc"] is not None
+            else "pending"
+        )
+        sq = "pending" if short_q is None else f"{short_q:.2f}"
+        sl = "pending" if short_l is None else f"{short_l:.2f}"
+        lines.append(f"| {setting} | {cell(q)} | {cell(lq)} | {diff} | {sq} | {sl} |")
+    done = [r for r in runs.values() if r["kind"] == "long" and r["method"] == "qn"]
+    if done and _plot_gap(os.path.join(out, "cifar10_soft_hard_gap_long.png"), runs, kind="long"):
+        shown = sorted({1, 2, 4, 6, 8, 12, 16, 20, epochs})
+        lines += [
+            "",
+            "![qnet soft - hard validation accuracy per epoch, longer schedule](cifar10_soft_hard_gap_long.png)",
+            "",
+            "| setting | " + " | ".join(f"ep {e}" for e in shown) + " |",
+            "|---|" + "---|" * len(shown),
+        ]
+        for r in sorted(done, key=lambda r: list(SETTINGS).index(r["setting"])):
+            cur = {row["epoch"]: row["val_soft"] - row["val_hard"] for row in r["curve"]}
+            lines.append(
+                f"| {r['setting']} | "
+                + " | ".join(f"{cur[e]:+.2f}" if e in cur else "" for e in shown)
+                + " |"
+            )
+    return lines
 
 
 # --------------------------------------------------------------------------------------------- CLI

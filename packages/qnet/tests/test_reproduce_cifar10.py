@@ -104,3 +104,40 @@ def test_a_diverged_candidate_is_never_chosen(c10):
     done[first]["val_acc"] = None
     chosen = c10.choose(done)
     assert chosen["qn"]["id"] == vals[-2]["id"]
+
+
+def test_longer_schedule_units_and_section(c10, tmp_path):
+    sched = c10.SCHEDULES["cpu"]
+    vals = c10.validation_units("cpu")
+    chosen = c10.choose({u["id"]: _fake(u, 60.0) for u in vals})
+    units = c10.main_units(sched, chosen)
+    longs = [u for u in units if u["kind"] == "long"]
+    # queued last: qnet and LSQ at W2 then W2/A2, first seed, 4x the epochs, qnet with its chosen c
+    assert units[-len(longs) :] == longs
+    assert [(u["method"], u["setting"]) for u in longs] == [
+        ("qn", "W2"),
+        ("lsq", "W2"),
+        ("qn", "W2/A2"),
+        ("lsq", "W2/A2"),
+    ]
+    assert {u["epochs"] for u in longs} == {4 * sched["epochs"]} and longs[0]["c"] == chosen["qn"]["c"]
+    folder = tmp_path / "runs" / "cpu"
+    folder.mkdir(parents=True)
+    for u in vals:
+        (folder / f"{u['id']}.json").write_text(json.dumps(_fake(u, 60.0)))
+    short = [u for u in units if u["kind"] == "main" and u["seed"] == 0 and u["setting"] == "W2"]
+    short = {u["id"]: u for u in short if u["method"] in ("qn", "lsq")}
+    for u in short.values():
+        (folder / f"{u['id']}.json").write_text(json.dumps(_fake(u, {"qn": 65.0, "lsq": 75.0}[u["method"]])))
+    for u in longs[:2]:  # the W2 pair finished, W2/A2 pending
+        r = _fake(u, {"qn": 74.5, "lsq": 76.0}[u["method"]], epochs=u["epochs"])
+        (folder / f"{u['id']}.json").write_text(json.dumps(r))
+    assert c10.main(["--out", str(tmp_path), "--report-only"]) == 0
+    text = (tmp_path / "cifar10.md").read_text()
+    section = text.split("## Longer schedule")[1].split("## Pending units")[0]
+    assert "| W2 | 74.50 | 76.00 | -1.50 | 65.00 | 75.00 |" in section
+    assert "| W2/A2 | pending | pending | pending |" in section
+    # the gap row of the finished qnet unit: soft - hard = 2 - e at epoch e + 1 of the fake curve
+    assert "| W2 | +2.00 | +1.00 | -1.00 |" in section
+    assert (tmp_path / "cifar10_soft_hard_gap_long.png").stat().st_size > 0
+    assert "long24_qn_W2-A2_seed0" in text.split("## Pending units")[1]
