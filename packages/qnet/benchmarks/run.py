@@ -92,27 +92,25 @@ def bench_layers(device: torch.device, repeat: int) -> list[dict[str, Any]]:
     return rows
 
 
-def _ao_qat(model: nn.Module, act: bool) -> nn.Module:
-    from torch.ao.quantization import FakeQuantize, MovingAverageMinMaxObserver, QConfig, prepare_qat
+def _ao_fake_quant(kind: str) -> Any:
+    """torch.ao FakeQuantize constructor: ternary symmetric weights or 2-bit unsigned activations."""
+    from torch.ao.quantization import FakeQuantize, MovingAverageMinMaxObserver
 
-    wfq = FakeQuantize.with_args(
-        observer=MovingAverageMinMaxObserver,
-        quant_min=-1,
-        quant_max=1,
-        dtype=torch.qint8,
-        qscheme=torch.per_tensor_symmetric,
+    lo, hi, dtype, qscheme = (
+        (-1, 1, torch.qint8, torch.per_tensor_symmetric)
+        if kind == "weight"
+        else (0, 3, torch.quint8, torch.per_tensor_affine)
     )
-    afq = (
-        FakeQuantize.with_args(
-            observer=MovingAverageMinMaxObserver,
-            quant_min=0,
-            quant_max=3,
-            dtype=torch.quint8,
-            qscheme=torch.per_tensor_affine,
-        )
-        if act
-        else torch.nn.Identity
+    return FakeQuantize.with_args(
+        observer=MovingAverageMinMaxObserver, quant_min=lo, quant_max=hi, dtype=dtype, qscheme=qscheme
     )
+
+
+def _ao_qat(model: nn.Module, act: bool) -> nn.Module:
+    from torch.ao.quantization import QConfig, prepare_qat
+
+    wfq = _ao_fake_quant("weight")
+    afq = _ao_fake_quant("act") if act else torch.nn.Identity
     m = copy.deepcopy(model).train()
     m.qconfig = QConfig(activation=afq, weight=wfq)  # type: ignore[assignment]
     # same policy as qnet: first conv and last linear stay float
@@ -249,22 +247,9 @@ def _brevitas(model: nn.Module, act: bool, *, keep_first: bool = True) -> nn.Mod
 def _ao_conv(conv: nn.Conv2d) -> nn.Module:
     """torch.ao QAT of one conv, fake-quant where it belongs: 2-bit unsigned on its input, ternary weights."""
     from torch.ao.nn.qat import Conv2d as QATConv2d
-    from torch.ao.quantization import FakeQuantize, MovingAverageMinMaxObserver, QConfig
+    from torch.ao.quantization import QConfig
 
-    wfq = FakeQuantize.with_args(
-        observer=MovingAverageMinMaxObserver,
-        quant_min=-1,
-        quant_max=1,
-        dtype=torch.qint8,
-        qscheme=torch.per_tensor_symmetric,
-    )
-    afq = FakeQuantize.with_args(
-        observer=MovingAverageMinMaxObserver,
-        quant_min=0,
-        quant_max=3,
-        dtype=torch.quint8,
-        qscheme=torch.per_tensor_affine,
-    )
+    wfq, afq = _ao_fake_quant("weight"), _ao_fake_quant("act")
     conv = copy.deepcopy(conv)
     conv.qconfig = QConfig(activation=afq, weight=wfq)  # type: ignore[assignment]
     return nn.Sequential(afq(), QATConv2d.from_float(conv)).train()
