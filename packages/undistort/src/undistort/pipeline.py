@@ -395,7 +395,7 @@ class Undistorter(nn.Module):
             warnings.warn(
                 "undistort: the shipped model did NOT pass its do-no-harm bounds: on portraits taken from "
                 "afar it still moves features by up to about a pixel at its 64 px work size (see "
-                "undistort/weights/MODEL_CARD.md and reports/undistort/real_report.md); check results "
+                "undistort/weights/MODEL_CARD.md and reports/undistort/longer.md); check results "
                 "before use, or lower undistort.correct(..., strength=...)",
                 UserWarning,
                 stacklevel=2,

@@ -10,8 +10,9 @@ crop's border, so the whole photo is warped once at its original size and aspect
 Two sources of the correction flow on the crop (``method``): ``"network"``, the shipped (or given) flow
 network, and ``"global"``, the physical global warp: the head model (ICT-FaceKit, the user's copy) fitted
 to the landmarks and the camera moved back from a distance the user gives to the 500 cm reference. On
-held-out pairs made from real photos it beats the network when the distance is known (head flow error
-0.151 px with the true distance, 0.327 with a fixed 80 cm, network 0.468: ``reports/undistort/real_report.md``).
+held-out pairs made from real photos it beats the shipped network when the true distance is known (head
+flow error 0.151 px vs 0.223), not with a fixed 80 cm (0.327): ``reports/undistort/real_report.md`` and
+``reports/undistort/longer.md``.
 ``distance="estimate"`` takes it from the landmarks (:class:`undistort.landmark_distance.LandmarkDistanceEstimator`
 with its dead zone); with landmarks that dlib finds on the photo that estimate mostly says "far" and the
 photo is left (nearly) unchanged (same report, row "d estimated from dlib on the input, with dead zone").
@@ -233,7 +234,8 @@ def correct(
         return_info: also return a dict with the photo-size ``flow`` ``(2, H, W)``, the ``landmarks``, the
             crop transform, the ``method`` and (global) the ``distance`` undone.
         method: ``"network"`` (the flow network) or ``"global"`` (the physical global warp; needs
-            ``heads``; better on the held-out pairs of ``reports/undistort/real_report.md``).
+            ``heads``; better than the shipped network on the held-out pairs only with the true distance:
+            ``reports/undistort/longer.md``).
         heads: ``method="global"``: the head model, e.g. ``undistort.load_ict_facekit(path)`` (not bundled).
         distance: ``method="global"`` (required): the camera-to-face distance (cm) whose perspective to undo
             (500 or more: the photo comes back unchanged), or ``"estimate"`` for
