@@ -138,6 +138,7 @@ def test_longer_schedule_units_and_section(c10, tmp_path):
     assert "| W2 | 74.50 | 76.00 | -1.50 | 65.00 | 75.00 |" in section
     assert "| W2/A2 | pending | pending | pending |" in section
     # the gap row of the finished qnet unit: soft - hard = 2 - e at epoch e + 1 of the fake curve
-    assert "| W2 | +2.00 | +1.00 | -1.00 |" in section
+    assert "| W2 soft - hard | +2.00 | +1.00 | -1.00 |" in section
+    assert "| W2 hard | 71.50 | 72.50 | 74.50 |" in section
     assert (tmp_path / "cifar10_soft_hard_gap_long.png").stat().st_size > 0
     assert "long24_qn_W2-A2_seed0" in text.split("## Pending units")[1]
