@@ -131,6 +131,20 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return 99.0 if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
+def far_photo_harm(
+    und: Undistorter, src: torch.Tensor, mask_corrected: torch.Tensor
+) -> tuple[tuple[float, float], float, float]:
+    """Do-no-harm on one far photo ``src`` (3, H, W): ((mean, max) flow px, PSNR output vs input, largest
+    4x4-mean change outside the head ``mask_corrected`` (H, W))."""
+    with torch.no_grad():
+        o = und(src[None])
+    mag = o["flow"][0].norm(dim=0)
+    diff = F.avg_pool2d((o["corrected"][0] - src).abs().mean(0)[None, None], 4, 1)[0, 0]
+    outside = ~mask_corrected[: diff.shape[0], : diff.shape[1]]
+    local = float(diff[outside].max()) if outside.any() else 0.0
+    return (float(mag.mean()), float(mag.max())), psnr(o["corrected"][0].clamp(0, 1), src), local
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", required=True)
@@ -359,15 +373,10 @@ def main() -> int:
     # -- do no harm on the far source photos (the references of the held-out pairs)
     mags, psnrs, local = [], [], []
     for i in range(n):
-        src = test["corrected"][i]
-        with torch.no_grad():
-            o = und(src[None])
-        mag = o["flow"][0].norm(dim=0)
-        mags.append((float(mag.mean()), float(mag.max())))
-        psnrs.append(psnr(o["corrected"][0].clamp(0, 1), src))
-        diff = F.avg_pool2d((o["corrected"][0] - src).abs().mean(0)[None, None], 4, 1)[0, 0]
-        outside = ~test["mask_corrected"][i, 0][: diff.shape[0], : diff.shape[1]]
-        local.append(float(diff[outside].max()) if outside.any() else 0.0)
+        m, p, loc = far_photo_harm(und, test["corrected"][i], test["mask_corrected"][i, 0])
+        mags.append(m)
+        psnrs.append(p)
+        local.append(loc)
     # largest local change outside the head on the near inputs
     local_near = []
     for i in range(n):

@@ -27,10 +27,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_eval import load_split, psnr
+from real_eval import far_photo_harm, load_split
 
 from undistort import Undistorter
 
@@ -54,14 +53,10 @@ def score(und: Undistorter, val: dict) -> tuple[dict, np.ndarray]:
         head_e.append(float(e[head].mean()))
         bg_e.append(float(e[bg].mean()) if bg.any() else 0.0)
         all_e.append(float(e.mean()))
-        src = val["corrected"][i]
-        o = und(src[None])
-        mag = o["flow"][0].norm(dim=0)
-        mags.append((float(mag.mean()), float(mag.max())))
-        psnrs.append(psnr(o["corrected"][0].clamp(0, 1), src))
-        diff = F.avg_pool2d((o["corrected"][0] - src).abs().mean(0)[None, None], 4, 1)[0, 0]
-        outside = ~val["mask_corrected"][i, 0][: diff.shape[0], : diff.shape[1]]
-        local.append(float(diff[outside].max()) if outside.any() else 0.0)
+        m, p, loc = far_photo_harm(und, val["corrected"][i], val["mask_corrected"][i, 0])
+        mags.append(m)
+        psnrs.append(p)
+        local.append(loc)
     head_a = np.array(head_e)
     res = {
         "epe_head": _stat(head_a),
