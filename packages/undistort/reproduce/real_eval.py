@@ -145,6 +145,18 @@ def far_photo_harm(
     return (float(mag.mean()), float(mag.max())), psnr(o["corrected"][0].clamp(0, 1), src), local
 
 
+def far_harm_summary(mags: list[tuple[float, float]], psnrs: list[float], local: list[float]) -> dict:
+    """The do-no-harm block over far photos, from :func:`far_photo_harm`'s per-photo values."""
+    return {
+        "flow_mean_px": float(np.mean([m[0] for m in mags])),
+        "flow_max_px_mean": float(np.mean([m[1] for m in mags])),
+        "flow_max_px_worst": float(np.max([m[1] for m in mags])),
+        "psnr_mean_db": float(np.mean(psnrs)),
+        "psnr_min_db": float(np.min(psnrs)),
+        "local_change_outside_head_max": float(np.max(local)),
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", required=True)
@@ -482,12 +494,7 @@ def main() -> int:
         }
     print("distance estimate", dist_est, flush=True)
     noharm = {
-        "flow_mean_px": float(np.mean([m[0] for m in mags])),
-        "flow_max_px_mean": float(np.mean([m[1] for m in mags])),
-        "flow_max_px_worst": float(np.max([m[1] for m in mags])),
-        "psnr_mean_db": float(np.mean(psnrs)),
-        "psnr_min_db": float(np.min(psnrs)),
-        "local_change_outside_head_max": float(np.max(local)),
+        **far_harm_summary(mags, psnrs, local),
         "local_change_outside_head_near_inputs_max": float(np.max(local_near)),
         "local_change_outside_head_near_inputs_mean": float(np.mean(local_near)),
     }

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_eval import far_photo_harm, load_split
+from real_eval import far_harm_summary, far_photo_harm, load_split
 
 from undistort import Undistorter
 
@@ -62,14 +62,7 @@ def score(und: Undistorter, val: dict) -> tuple[dict, np.ndarray]:
         "epe_head": _stat(head_a),
         "epe_bg": _stat(np.array(bg_e)),
         "epe_all": _stat(np.array(all_e)),
-        "no_harm": {
-            "flow_mean_px": float(np.mean([m[0] for m in mags])),
-            "flow_max_px_mean": float(np.mean([m[1] for m in mags])),
-            "flow_max_px_worst": float(np.max([m[1] for m in mags])),
-            "psnr_mean_db": float(np.mean(psnrs)),
-            "psnr_min_db": float(np.min(psnrs)),
-            "local_change_outside_head_max": float(np.max(local)),
-        },
+        "no_harm": far_harm_summary(mags, psnrs, local),
     }
     return res, head_a
 
