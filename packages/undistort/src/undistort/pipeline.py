@@ -7,6 +7,7 @@ resolution and the full-resolution image is warped, so the output keeps the inpu
 from __future__ import annotations
 
 import logging
+import math
 import os
 import warnings
 from typing import Any
@@ -113,6 +114,33 @@ def _from_tensor(x: Tensor, kind: str) -> Any:
     return u8
 
 
+def _check_flow_gate(gate: Any, fn: str) -> tuple[float, float] | None:
+    if gate is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in gate)
+    except (TypeError, ValueError):
+        raise ValueError(f"{fn}: 'flow_gate' must be None or a pair (lo, hi) of numbers; got {gate!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0.0 <= lo < hi):
+        raise ValueError(f"{fn}: 'flow_gate' must satisfy 0 <= lo < hi (finite, px); got {gate!r}")
+    return lo, hi
+
+
+def gate_scale(flow: Tensor, gate: tuple[float, float]) -> Tensor:
+    """Per-image factor of the do-no-harm gate: ``clamp((m - lo) / (hi - lo), 0, 1)``.
+
+    Args:
+        flow: ``(B, 2, H, W)`` flow in pixels.
+        gate: ``(lo, hi)`` thresholds on ``m``, the mean flow magnitude of each image, in the same pixels.
+
+    Returns:
+        ``(B,)`` factors in [0, 1].
+    """
+    lo, hi = gate
+    m = flow.norm(dim=1).flatten(1).mean(1)
+    return ((m - lo) / (hi - lo)).clamp(0.0, 1.0)
+
+
 class Undistorter(nn.Module):
     """The cascade: SegNet -> DistanceNet -> FlowNet(distance) -> warp -> CompletionNet.
 
@@ -130,6 +158,11 @@ class Undistorter(nn.Module):
             (performance only: the oneDNN CPU convolutions, pooling and concatenations run about 1.3x
             faster; results equal the default layout's to float rounding, ~1e-5). The networks passed in
             are converted in place. ``False`` keeps PyTorch's default (contiguous) layout.
+        flow_gate: ``(lo, hi)`` in work-size pixels, a do-no-harm gate (not in the paper): each image's
+            predicted flow is scaled by ``clamp((m - lo) / (hi - lo), 0, 1)``, ``m`` its mean magnitude
+            over the work-size crop, so a photo the network barely wants to change is left exactly alone and a
+            confident correction (``m >= hi``) passes unchanged; continuous in ``m``. ``None`` (default): no
+            gate. :meth:`pretrained` sets the gate chosen on validation (``reports/undistort/gate.md``).
 
     Shape:
         - image: ``(B, 3, H, W)``; output ``corrected`` ``(B, 3, H, W)``, ``flow`` ``(B, 2, H, W)``.
@@ -146,6 +179,7 @@ class Undistorter(nn.Module):
         head_height_cm: float = 33.8,
         hole_threshold: float = 0.5,
         channels_last: bool = True,
+        flow_gate: tuple[float, float] | None = None,
     ) -> None:
         super().__init__()
         fn = "Undistorter"
@@ -173,6 +207,7 @@ class Undistorter(nn.Module):
             float(head_height_cm),
             float(hole_threshold),
         )
+        self.flow_gate = _check_flow_gate(flow_gate, fn)
         self.channels_last = bool(channels_last)
         if self.channels_last:
             # Parameters only (a memory-format change, not a value change); ``.to(device)`` preserves it.
@@ -181,7 +216,8 @@ class Undistorter(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"work_size={self.work_size}, head_height_cm={self.head_height_cm}, "
-            f"hole_threshold={self.hole_threshold}, channels_last={self.channels_last}"
+            f"hole_threshold={self.hole_threshold}, channels_last={self.channels_last}, "
+            f"flow_gate={self.flow_gate}"
         )
 
     def _resize(self, x: Tensor, mode: str = "bilinear") -> Tensor:
@@ -257,6 +293,8 @@ class Undistorter(nn.Module):
         d = self._distance(small, small_mask, distance, fn)
         pred = self.flow_net(small, small_mask, d)
         small_flow = pred["flow"]
+        if self.flow_gate is not None:
+            small_flow = small_flow * gate_scale(small_flow, self.flow_gate).view(-1, 1, 1, 1)
         h, w = image.shape[-2:]
         s = self.work_size
         flow = F.interpolate(small_flow, size=(h, w), mode="bilinear", align_corners=False)
@@ -361,6 +399,7 @@ class Undistorter(nn.Module):
             "head_height_cm": self.head_height_cm,
             "hole_threshold": self.hole_threshold,
             "channels_last": self.channels_last,
+            "flow_gate": None if self.flow_gate is None else list(self.flow_gate),
             "parts": {},
         }
         for name, m in self._parts().items():
@@ -438,6 +477,7 @@ class Undistorter(nn.Module):
             head_height_cm=cfg["head_height_cm"],
             hole_threshold=cfg["hole_threshold"],
             channels_last=cfg.get("channels_last", True),
+            flow_gate=None if cfg.get("flow_gate") is None else tuple(cfg["flow_gate"]),
         )
         model.load_state_dict(ckpt["state_dict"])
         return model.eval()
