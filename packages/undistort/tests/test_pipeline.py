@@ -145,6 +145,51 @@ class TestUndistorter:
             Undistorter(flow, work_size=0)
 
 
+class TestFlowGate:
+    """The do-no-harm gate scales each image's flow by ``clamp((m - lo) / (hi - lo), 0, 1)``."""
+
+    @staticmethod
+    def _constant_flow(und: Undistorter, px: float) -> None:
+        # a constant work-size flow of ``px`` pixels along x (work size 32): its mean magnitude is ``px``
+        with torch.no_grad():
+            und.flow_net.net.head.bias[0] = math.atanh(px / 16 / und.flow_net.max_flow)
+
+    @pytest.mark.parametrize(
+        ("gate", "expected_64px"),
+        [
+            (None, 1.0),  # 0.5 px at work size 32 is 1 px at 64 px
+            ((0.1, 0.4), 1.0),  # m = 0.5 >= hi: unchanged
+            ((0.25, 0.75), 0.5),  # halfway: (0.5 - 0.25) / 0.5 = 0.5
+            ((0.6, 0.8), 0.0),  # m <= lo: exactly the identity
+        ],
+    )
+    def test_scales_flow_by_hand_values(self, und, device, gate, expected_64px):
+        self._constant_flow(und, 0.5)
+        und.flow_gate = gate
+        img = torch.rand(1, 3, 64, 64, device=device)
+        out = und(img, distance=50.0)
+        torch.testing.assert_close(
+            out["flow"][:, 0], torch.full((1, 64, 64), expected_64px, device=device), atol=1e-4, rtol=0
+        )
+        if expected_64px == 0.0:
+            keep = out["holes"] == 0
+            assert torch.allclose(
+                out["corrected"].masked_select(keep), img.masked_select(keep.expand_as(img)), atol=1e-5
+            )
+
+    def test_saved_and_validated(self, und, tmp_path):
+        g = Undistorter(und.flow_net, und.distance_net, work_size=32, flow_gate=(0.15, 0.25))
+        assert "flow_gate=(0.15, 0.25)" in repr(g)
+        g.save(tmp_path / "g.pt")
+        assert Undistorter.load(tmp_path / "g.pt").flow_gate == (0.15, 0.25)
+        with pytest.raises(
+            ValueError, match=r"'flow_gate' must satisfy 0 <= lo < hi \(finite, px\); got \(0.3, 0.2\)"
+        ):
+            Undistorter(und.flow_net, flow_gate=(0.3, 0.2))
+        with pytest.raises(ValueError, match="'flow_gate' must be None or a pair"):
+            Undistorter(und.flow_net, flow_gate=0.2)  # type: ignore[arg-type]
+
+
 class TestChannelsLastEquivalence:
     """The ``channels_last`` speed-up must not change results beyond float rounding.
 

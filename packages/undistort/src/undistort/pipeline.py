@@ -120,7 +120,9 @@ def _check_flow_gate(gate: Any, fn: str) -> tuple[float, float] | None:
     try:
         lo, hi = (float(v) for v in gate)
     except (TypeError, ValueError):
-        raise ValueError(f"{fn}: 'flow_gate' must be None or a pair (lo, hi) of numbers; got {gate!r}") from None
+        raise ValueError(
+            f"{fn}: 'flow_gate' must be None or a pair (lo, hi) of numbers; got {gate!r}"
+        ) from None
     if not (math.isfinite(lo) and math.isfinite(hi) and 0.0 <= lo < hi):
         raise ValueError(f"{fn}: 'flow_gate' must satisfy 0 <= lo < hi (finite, px); got {gate!r}")
     return lo, hi
@@ -432,10 +434,10 @@ class Undistorter(nn.Module):
             )
         if not PRETRAINED_PASSED_DO_NO_HARM:
             warnings.warn(
-                "undistort: the shipped model did NOT pass its do-no-harm bounds: on portraits taken from "
-                "afar it still moves features by up to about a pixel at its 64 px work size (see "
-                "undistort/weights/MODEL_CARD.md and reports/undistort/longer.md); check results "
-                "before use, or lower undistort.correct(..., strength=...)",
+                "undistort: the shipped model did NOT pass its do-no-harm bounds: on a few portraits taken "
+                "from afar it still moves features by about a pixel at its 64 px work size (see "
+                "undistort/weights/MODEL_CARD.md and reports/undistort/gate.md); check results before use, "
+                "lower undistort.correct(..., strength=...), or set model.flow_gate = (0.15, 0.25)",
                 UserWarning,
                 stacklevel=2,
             )

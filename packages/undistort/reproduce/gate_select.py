@@ -1,0 +1,154 @@
+"""Choose the do-no-harm gate of the shipped flow network on VALIDATION data (rule: reports/undistort/gate.md).
+
+    python packages/undistort/reproduce/gate_select.py --pairs PAIRS --data SHARED_DATA --out GATE.json
+    # the chosen gate, once on test (whole photos only; the pairs go through real_eval.py --model FILE)
+    python packages/undistort/reproduce/gate_select.py --pairs PAIRS --data SHARED_DATA --out TEST.json \\
+        --split test --lo 0.15 --save-model /tmp/gated.pt
+
+For every candidate ``lo`` (``hi = lo + 0.10``; ``--lo`` restricts the list) the shipped weights run with
+``flow_gate=(lo, hi)`` on
+
+- the validation pairs (``PAIRS/val``): flow EPE on the head / hair and background / whole crop and the
+  far-photo do-no-harm block, exactly as ``val_select.py`` scores them, plus the head EPE per distance bin;
+- the first ``--n-photos`` whole photos of ``celeb1k-hair/<split>/images`` through
+  :func:`undistort.correct` with dlib landmarks: max flow (px at the photo's size) and PSNR output vs input.
+
+Bound (a): every far photo max flow <= 0.5 px and PSNR >= 35 dB; bound (b): every whole photo with a face
+max flow <= 2.0 px and PSNR >= 35 dB. ``--split test`` skips the pairs (``real_eval.py`` scores them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import real_photos
+from real_eval import far_photo_harm, load_split, psnr
+from val_select import score
+
+import undistort
+from undistort import Undistorter
+
+CANDIDATES = [None, 0.05, 0.10, 0.15, 0.20, 0.25, 0.30]
+WIDTH = 0.10
+FAR_MAX_PX, FAR_MIN_DB = 0.5, 35.0
+PHOTO_MAX_PX, PHOTO_MIN_DB = 2.0, 35.0
+SHIPPED = os.path.join(
+    os.path.dirname(os.path.abspath(undistort.__file__)), "weights", undistort.pipeline.PRETRAINED_FILE
+)
+BINS = [(25, 40), (40, 65), (65, 100), (100, 160)]
+
+
+def gated(lo: float | None) -> Undistorter:
+    und = Undistorter.load(SHIPPED).eval()
+    und.flow_gate = None if lo is None else (lo, lo + WIDTH)
+    return und
+
+
+@torch.no_grad()
+def pairs_block(und: Undistorter, val: dict) -> dict:
+    res, head = score(und, val)
+    worst = []
+    for i in range(val["corrected"].shape[0]):
+        (_mean, mx), p, _ = far_photo_harm(und, val["corrected"][i], val["mask_corrected"][i, 0])
+        worst.append((mx, p))
+    res["far_max_px_all"] = [w[0] for w in worst]
+    res["far_psnr_all"] = [w[1] for w in worst]
+    d = val["distance"].reshape(-1).numpy()
+    res["epe_head_by_bin"] = {
+        f"{a}-{b}": float(head[(d >= a) & (d < b)].mean()) if ((d >= a) & (d < b)).any() else None
+        for a, b in BINS
+    }
+    res["bound_a"] = bool(max(res["far_max_px_all"]) <= FAR_MAX_PX and min(res["far_psnr_all"]) >= FAR_MIN_DB)
+    return res
+
+
+def photos_block(und: Undistorter, tools, data: str, split: str, n: int) -> dict:
+    root = os.path.join(data, "celeb1k-hair", split, "images")
+    rows = []
+    for f in sorted(os.listdir(root))[:n]:
+        with Image.open(os.path.join(root, f)) as im:
+            arr = np.asarray(im.convert("RGB"))
+        lm = real_photos.detect(tools, arr)
+        if lm is None:
+            rows.append({"file": f, "face": False})
+            continue
+        out, info = undistort.correct(arr, model=und, landmarks=lm[0], return_info=True)
+        rows.append(
+            {
+                "file": f,
+                "face": True,
+                "flow_max_px": float(info["flow"].norm(dim=0).max()),
+                "psnr_db": psnr(torch.from_numpy(out).float() / 255, torch.from_numpy(arr).float() / 255),
+            }
+        )
+    faces = [r for r in rows if r["face"]]
+    return {
+        "rows": rows,
+        "n_faces": len(faces),
+        "flow_max_px_worst": max(r["flow_max_px"] for r in faces),
+        "psnr_min_db": min(r["psnr_db"] for r in faces),
+        "bound_b": all(r["flow_max_px"] <= PHOTO_MAX_PX and r["psnr_db"] >= PHOTO_MIN_DB for r in faces),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pairs", required=True, help="folder with the val/ shards of make_real_pairs.py")
+    ap.add_argument("--data", required=True, help="the shared data folder (celeb1k-hair)")
+    ap.add_argument("--out", required=True, help="JSON file to write")
+    ap.add_argument("--split", choices=["val", "test"], default="val")
+    ap.add_argument("--lo", type=float, action="append", help="only these candidates (repeatable)")
+    ap.add_argument("--n-photos", type=int, default=20)
+    ap.add_argument("--save-model", default=None, help="write the (single) gated model here")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    tools, why = real_photos.load_dlib()
+    if tools is None:
+        raise SystemExit(f"gate_select: dlib is needed for the whole photos: {why}")
+    cands = CANDIDATES if not args.lo else list(args.lo)
+    val = load_split(os.path.join(args.pairs, "val")) if args.split == "val" else None
+    out: dict = {"split": args.split, "width": WIDTH, "candidates": {}}
+    for lo in cands:
+        t0 = time.process_time()
+        und = gated(lo)
+        res: dict = {"gate": und.flow_gate}
+        if val is not None:
+            res["pairs"] = pairs_block(und, val)
+        res["photos"] = photos_block(und, tools, args.data, args.split, args.n_photos)
+        res["cpu_s"] = round(time.process_time() - t0, 1)
+        out["candidates"]["none" if lo is None else f"{lo:.2f}"] = res
+        print(lo, json.dumps({k: v for k, v in res.items() if k != "pairs"})[:400], flush=True)
+        if val is not None:
+            p = res["pairs"]
+            print(
+                f"  head EPE {p['epe_head']['mean']:.3f} bins {p['epe_head_by_bin']} bound_a {p['bound_a']} "
+                f"far worst {max(p['far_max_px_all']):.3f} psnr min {min(p['far_psnr_all']):.1f}",
+                flush=True,
+            )
+        if args.save_model:
+            und.save(args.save_model)
+    if val is not None:
+        ok = [
+            k
+            for k, r in out["candidates"].items()
+            if k != "none" and r["pairs"]["bound_a"] and r["photos"]["bound_b"]
+        ]
+        out["chosen"] = ok[0] if ok else None
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
