@@ -432,6 +432,7 @@ def test_ofd_loss_falls_and_native_ie_ofd_wiring(device):
         _tiny_loader(),
         method="ie-ofd",
         ie_ofd="native",
+        explore_encoder="frozen",
         epochs=3,
         callback=hist.append,
         progress=False,
