@@ -697,7 +697,8 @@ def build_report(out: str, schedule: str) -> tuple[list[str], dict[str, Any]]:
     expl = {}
     for u, r in res.items():
         if r.get("kind") == "student" and "final_explore_loss" in r and not u.startswith("val-"):
-            expl.setdefault(f"{r['method']} ({r['encoder']})", []).append(r["final_explore_loss"])
+            case = ", ResNet-20 -> ResNet-56" if u.startswith("r20to56-") else ""
+            expl.setdefault(f"{r['method']} ({r['encoder']}{case})", []).append(r["final_explore_loss"])
     if expl:
         lines += [
             "Last-epoch exploration loss L_exp (mean over finished seeds; more negative = farther from the teacher factor): "
