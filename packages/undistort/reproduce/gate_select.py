@@ -32,7 +32,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import real_photos
-from real_eval import far_photo_harm, load_split, psnr
+from real_eval import load_split, psnr
 from val_select import score
 
 import undistort
@@ -56,13 +56,7 @@ def gated(lo: float | None) -> Undistorter:
 
 @torch.no_grad()
 def pairs_block(und: Undistorter, val: dict) -> dict:
-    res, head = score(und, val)
-    worst = []
-    for i in range(val["corrected"].shape[0]):
-        (_mean, mx), p, _ = far_photo_harm(und, val["corrected"][i], val["mask_corrected"][i, 0])
-        worst.append((mx, p))
-    res["far_max_px_all"] = [w[0] for w in worst]
-    res["far_psnr_all"] = [w[1] for w in worst]
+    res, head = score(und, val)  # holds far_max_px_all / far_psnr_all, one value per far photo
     d = val["distance"].reshape(-1).numpy()
     res["epe_head_by_bin"] = {
         f"{a}-{b}": float(head[(d >= a) & (d < b)].mean()) if ((d >= a) & (d < b)).any() else None

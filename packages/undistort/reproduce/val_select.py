@@ -63,6 +63,9 @@ def score(und: Undistorter, val: dict) -> tuple[dict, np.ndarray]:
         "epe_bg": _stat(np.array(bg_e)),
         "epe_all": _stat(np.array(all_e)),
         "no_harm": far_harm_summary(mags, psnrs, local),
+        # per far photo, for bounds on every photo (gate_select.py)
+        "far_max_px_all": [m[1] for m in mags],
+        "far_psnr_all": psnrs,
     }
     return res, head_a
 

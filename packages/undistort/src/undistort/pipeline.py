@@ -164,7 +164,8 @@ class Undistorter(nn.Module):
             predicted flow is scaled by ``clamp((m - lo) / (hi - lo), 0, 1)``, ``m`` its mean magnitude
             over the work-size crop, so a photo the network barely wants to change is left exactly alone and a
             confident correction (``m >= hi``) passes unchanged; continuous in ``m``. ``None`` (default): no
-            gate. :meth:`pretrained` sets the gate chosen on validation (``reports/undistort/gate.md``).
+            gate. No gate passed the declared do-no-harm bound, so :meth:`pretrained` sets none
+            (``reports/undistort/gate.md``).
 
     Shape:
         - image: ``(B, 3, H, W)``; output ``corrected`` ``(B, 3, H, W)``, ``flow`` ``(B, 2, H, W)``.
@@ -479,7 +480,7 @@ class Undistorter(nn.Module):
             head_height_cm=cfg["head_height_cm"],
             hole_threshold=cfg["hole_threshold"],
             channels_last=cfg.get("channels_last", True),
-            flow_gate=None if cfg.get("flow_gate") is None else tuple(cfg["flow_gate"]),
+            flow_gate=cfg.get("flow_gate"),
         )
         model.load_state_dict(ckpt["state_dict"])
         return model.eval()
