@@ -11,6 +11,11 @@ split; shards that appear while training are picked up at the next unit), with r
 Loss: the package's ``flow`` task (EPE over every pixel, the extended flow being the target everywhere,
 + 0.01 TV + 0.1 mask BCE). The network is ``flownet_small`` without distance conditioning (the committed
 synthetic report found the conditioned net worse with an estimated distance).
+
+Fine-tuning (``reports/undistort/photo_identity.md``): ``--init FILE`` starts from the flow network of an
+:class:`undistort.Undistorter` file (fresh Adam); ``--photo-identity CROPS --photo-identity-fraction F``
+replaces a share ``F`` of the items that are not far-photo identity items by whole-photo crops of
+``make_photo_identity.py`` with zero flow; ``--save-every N`` keeps ``undistorter-<step>.pt`` candidates.
 """
 
 from __future__ import annotations
@@ -45,14 +50,31 @@ def load_shards(folder: str) -> dict[str, torch.Tensor]:
 
 
 def batch_of(
-    data: dict[str, torch.Tensor], idx: torch.Tensor, flip: torch.Tensor, same: torch.Tensor | None = None
+    data: dict[str, torch.Tensor],
+    idx: torch.Tensor,
+    flip: torch.Tensor,
+    same: torch.Tensor | None = None,
+    photo: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """A training batch; ``same`` marks items replaced by their far photo with zero flow (identity pairs)."""
+    """A training batch; ``same`` marks items replaced by their far photo with zero flow (identity pairs).
+
+    ``photo`` (``{"sel": (B,) bool, "image": (k, 3, S, S), "mask": (k, 1, S, S)}``, ``k`` = selected items)
+    replaces the selected items by whole-photo crops with zero flow, valid everywhere, and the given
+    corrected-mask target.
+    """
     b = {k: v[idx].clone() for k, v in data.items()}
     if same is not None and bool(same.any()):
         b["distorted"][same] = b["corrected"][same]
         b["flow"][same] = 0.0
         b["distance"][same] = 500.0
+    if photo is not None and bool(photo["sel"].any()):
+        sel = photo["sel"]
+        b["distorted"][sel] = photo["image"]
+        b["corrected"][sel] = photo["image"]
+        b["flow"][sel] = 0.0
+        b["valid"][sel] = 1.0
+        b["mask_corrected"][sel] = photo["mask"]
+        b["distance"][sel] = 500.0
     if bool(flip.any()):
         for k in ("distorted", "flow", "valid", "mask", "mask_corrected"):
             b[k][flip] = b[k][flip].flip(-1)
@@ -90,13 +112,32 @@ def main() -> int:
         default=0.0,
         help="share of batch items replaced by their far photo with zero flow (on top of the data's own)",
     )
+    ap.add_argument("--init", default=None, help="warm start: the flow network of this Undistorter file")
+    ap.add_argument(
+        "--photo-identity", default=None, help="crops of make_photo_identity.py, used as zero-flow items"
+    )
+    ap.add_argument("--photo-identity-fraction", type=float, default=0.0, help="share of batch items")
+    ap.add_argument("--save-every", type=int, default=0, help="also keep undistorter-<step>.pt every N steps")
     args = ap.parse_args()
+    if args.photo_identity_fraction > 0 and not args.photo_identity:
+        raise SystemExit("train_real: --photo-identity-fraction needs --photo-identity")
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     os.makedirs(args.out, exist_ok=True)
     ckpt_path = os.path.join(args.out, "flow.pt")
     log_path = os.path.join(args.out, "log.jsonl")
     val = load_shards(os.path.join(args.pairs, "val"))
+    photos = photo_masks = None
+    if args.photo_identity:
+        photos = torch.load(args.photo_identity, weights_only=True)["image"].float()
+        # corrected-mask target of the photo items: what the starting network predicts (a fixed pseudo-label,
+        # so the mask head is neither taught nor untaught there); all ones for a fresh network
+        photo_masks = torch.ones(photos.shape[0], 1, *photos.shape[-2:])
+        if args.init:
+            with torch.no_grad():
+                init_net = Undistorter.load(args.init).flow_net.eval()
+                logits = init_net(photos, torch.ones_like(photo_masks), None)["mask_logits"]
+                photo_masks = (torch.sigmoid(logits) > 0.5).float()
     for _unit in range(args.units):
         if os.path.exists(os.path.join(args.out, "STOP")):
             print("STOP file found", flush=True)
@@ -111,6 +152,8 @@ def main() -> int:
             opt.load_state_dict(ck["optimizer"])
             step = int(ck["step"])
             torch.set_rng_state(ck["rng"])
+        elif args.init:
+            net.load_state_dict(Undistorter.load(args.init).flow_net.state_dict())
         if step >= args.total_steps:
             print(f"done: step {step}", flush=True)
             break
@@ -125,7 +168,12 @@ def main() -> int:
             idx = torch.randint(n, (args.batch_size,))
             flip = torch.rand(args.batch_size) < 0.5
             same = torch.rand(args.batch_size) < args.identity_fraction
-            loss, m = task_loss("flow", net, batch_of(data, idx, flip, same))
+            photo = None
+            if photos is not None and photo_masks is not None:
+                sel = (torch.rand(args.batch_size) < args.photo_identity_fraction) & ~same
+                pidx = torch.randint(photos.shape[0], (int(sel.sum()),))
+                photo = {"sel": sel, "image": photos[pidx], "mask": photo_masks[pidx]}
+            loss, m = task_loss("flow", net, batch_of(data, idx, flip, same, photo))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -141,12 +189,15 @@ def main() -> int:
             "wall_s": round(time.time() - t0, 1),
             "lr": lr,
             "identity_fraction": args.identity_fraction,
+            "photo_identity_fraction": args.photo_identity_fraction,
         }
         save_checkpoint(
             ckpt_path, net, arch="flownet_small", config=net.config, optimizer=opt, step=step, metrics=rec
         )  # type: ignore[arg-type]
+        if args.save_every and step % args.save_every == 0:
+            Undistorter(net, work_size=64).save(os.path.join(args.out, f"undistorter-{step}.pt"))
         with open(log_path, "a") as fh:
-            fh.write(json.dumps(rec) + "\n")
+            fh.write(json.dumps({**rec, "init": args.init}) + "\n")
         print(json.dumps(rec), flush=True)
     # the pipeline form of the latest weights (what undistort ships)
     if os.path.exists(ckpt_path):

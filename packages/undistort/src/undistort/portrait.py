@@ -42,6 +42,7 @@ __all__ = [
     "LandmarkDetector",
     "correct",
     "detect_landmarks",
+    "face_crop",
     "face_crop_transform",
     "global_crop_flow",
 ]
@@ -137,6 +138,50 @@ def face_crop_transform(landmarks: np.ndarray, *, pixel_center: float = 0.0) -> 
     mat = np.array([[a.real, -a.imag], [a.imag, a.real]])
     b = dst[0] - mat @ src[0]
     return mat, b
+
+
+def _crop(img: Tensor, landmarks: np.ndarray) -> tuple[Tensor, np.ndarray, np.ndarray]:
+    """``(1, 3, CROP_SIZE, CROP_SIZE)`` face crop of a ``(1, 3, H, W)`` photo in [0, 1], and its transform."""
+    h, w = img.shape[-2:]
+    mat, b = face_crop_transform(landmarks)
+    scale = float(np.sqrt(abs(np.linalg.det(mat))))  # crop pixels per photo pixel
+    # shrink big photos first so the crop is not aliased (the crop is sampled bilinearly)
+    src = img
+    if scale < 0.5:
+        k = int(0.5 / scale)
+        src = F.interpolate(img, scale_factor=1.0 / k, mode="bilinear", antialias=True, align_corners=False)
+    inv = np.linalg.inv(mat)
+    s = CROP_SIZE
+    c = torch.arange(s, dtype=torch.float64) + 0.5
+    gy, gx = torch.meshgrid(c, c, indexing="ij")
+    crop_pts = torch.stack([gx, gy], -1).reshape(-1, 2).numpy()
+    photo_pts = (crop_pts - b) @ inv.T  # photo coordinates (centres at j + 0.5)
+    sh, sw = src.shape[-2:]
+    src_pts = photo_pts / np.array([w / sw, h / sh])
+    grid = torch.from_numpy(src_pts / np.array([sw, sh]) * 2 - 1).float().view(1, s, s, 2).to(img.device)
+    crop = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return crop, mat, b
+
+
+def face_crop(photo: Any, landmarks: np.ndarray) -> Tensor:
+    """The face crop :func:`correct` gives the network: the eyes where the training crops had them.
+
+    Args:
+        photo: a PIL image, an ``(H, W, 3)`` ``uint8`` (or float in [0, 1]) array, or an image file path.
+        landmarks: ``(68, 2)`` iBUG landmarks in dlib coordinates (pixel centres at integers).
+
+    Returns:
+        ``(3, CROP_SIZE, CROP_SIZE)`` float32 crop in [0, 1].
+
+    Raises:
+        ValueError: malformed photo or landmarks.
+    """
+    arr, _ = _load_image(photo)
+    lm = np.asarray(landmarks, dtype=np.float64)
+    if lm.shape != (68, 2) or not np.isfinite(lm).all():
+        raise ValueError(f"undistort.face_crop: 'landmarks' must be a finite (68, 2) array; got shape {lm.shape}")
+    img = torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1)[None].float() / 255.0
+    return _crop(img, lm)[0][0].clamp(0, 1)
 
 
 def _taper(size: int, margin: float, like: Tensor) -> Tensor:
@@ -308,23 +353,8 @@ def correct(
             distance = float(LandmarkDistanceEstimator.pretrained().correction_distance(lm))
     h, w = arr.shape[:2]
     img = torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1)[None].to(device, torch.float32) / 255.0
-    mat, b = face_crop_transform(lm)
-    scale = float(np.sqrt(abs(np.linalg.det(mat))))  # crop pixels per photo pixel
-    # shrink big photos first so the crop is not aliased (the crop is sampled bilinearly)
-    src, k = img, 1
-    if scale < 0.5:
-        k = int(0.5 / scale)
-        src = F.interpolate(img, scale_factor=1.0 / k, mode="bilinear", antialias=True, align_corners=False)
-    inv = np.linalg.inv(mat)
+    crop, mat, b = _crop(img, lm)
     s = CROP_SIZE
-    c = torch.arange(s, dtype=torch.float64) + 0.5
-    gy, gx = torch.meshgrid(c, c, indexing="ij")
-    crop_pts = torch.stack([gx, gy], -1).reshape(-1, 2).numpy()
-    photo_pts = (crop_pts - b) @ inv.T  # photo coordinates (centres at j + 0.5)
-    sh, sw = src.shape[-2:]
-    src_pts = photo_pts / np.array([w / sw, h / sh])
-    grid = torch.from_numpy(src_pts / np.array([sw, sh]) * 2 - 1).float().view(1, s, s, 2).to(device)
-    crop = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)
     if und is not None:
         raw = und(crop.to(net_dtype).clamp(0, 1))["flow"][0].float()
     else:
@@ -342,7 +372,7 @@ def correct(
     cy = m[1, 0] * px + m[1, 1] * py + bb[1]
     g = torch.stack([cx / s * 2 - 1, cy / s * 2 - 1], -1)[None]
     f = F.grid_sample(flow_crop[None], g, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
-    inv_t = torch.from_numpy(inv).float().to(device)
+    inv_t = torch.from_numpy(np.linalg.inv(mat)).float().to(device)
     delta = torch.einsum("ij,jhw->ihw", inv_t, f) * float(strength)
     res = warp(img, delta[None], padding_mode="border")[0].clamp(0, 1)
     u8 = (res.permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
