@@ -52,7 +52,9 @@ def main() -> int:
             missed.append(f)
             continue
         crop = face_crop(arr, det[0])[None]
-        small = F.interpolate(crop, size=(args.work_size,) * 2, mode="bilinear", align_corners=False, antialias=True)
+        small = F.interpolate(
+            crop, size=(args.work_size,) * 2, mode="bilinear", align_corners=False, antialias=True
+        )
         crops.append(small[0].half())
         names.append(f)
         if i % 100 == 0:

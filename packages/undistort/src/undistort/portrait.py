@@ -179,7 +179,9 @@ def face_crop(photo: Any, landmarks: np.ndarray) -> Tensor:
     arr, _ = _load_image(photo)
     lm = np.asarray(landmarks, dtype=np.float64)
     if lm.shape != (68, 2) or not np.isfinite(lm).all():
-        raise ValueError(f"undistort.face_crop: 'landmarks' must be a finite (68, 2) array; got shape {lm.shape}")
+        raise ValueError(
+            f"undistort.face_crop: 'landmarks' must be a finite (68, 2) array; got shape {lm.shape}"
+        )
     img = torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1)[None].float() / 255.0
     return _crop(img, lm)[0][0].clamp(0, 1)
 
