@@ -188,6 +188,12 @@ class TestFlowGate:
             Undistorter(und.flow_net, flow_gate=(0.3, 0.2))
         with pytest.raises(ValueError, match="'flow_gate' must be None or a pair"):
             Undistorter(und.flow_net, flow_gate=0.2)  # type: ignore[arg-type]
+        # assigning the attribute (as the README shows) is checked too, and leaves the old gate on failure
+        with pytest.raises(ValueError, match=r"Undistorter.flow_gate: 'flow_gate' must satisfy 0 <= lo < hi"):
+            g.flow_gate = (0.2, float("nan"))
+        assert g.flow_gate == (0.15, 0.25)
+        g.flow_gate = [0.1, 0.3]  # type: ignore[assignment]  # any pair of numbers, stored as floats
+        assert g.flow_gate == (0.1, 0.3)
 
 
 class TestChannelsLastEquivalence:

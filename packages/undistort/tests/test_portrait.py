@@ -13,7 +13,7 @@ from PIL import Image
 
 import undistort
 from undistort import Undistorter, create_model
-from undistort.portrait import CROP_EYES, face_crop_transform
+from undistort.portrait import CROP_EYES, CROP_SIZE, face_crop, face_crop_transform
 
 
 def _landmarks(cx: float, cy: float, iod: float) -> np.ndarray:
@@ -37,6 +37,25 @@ def test_crop_transform_puts_the_eyes_in_place():
     for eye, want in ((lm[36:42].mean(0), CROP_EYES[0]), (lm[42:48].mean(0), CROP_EYES[1])):
         assert np.allclose(a @ (eye + 0.5) + b, want, atol=1e-9)
     assert abs(np.linalg.det(a) - (40.0 / 50.0) ** 2) < 1e-9  # 40 px between the eyes in the crop
+
+
+@pytest.mark.parametrize("iod", [50.0, 200.0])  # 200: the crop is taken from a pre-shrunk photo
+def test_face_crop_puts_the_eye_pixels_in_place(iod):
+    # two bright 3x3 squares centred on the eye centres (dlib coordinates: pixel centres at integers)
+    side = int(3 * iod)
+    arr = np.zeros((side, side, 3), np.uint8)
+    cx, cy = side // 2, side // 3
+    lm = _landmarks(float(cx), float(cy), iod)
+    for ex in (round(cx - iod / 2), round(cx + iod / 2)):
+        arr[cy - 1 : cy + 2, ex - 1 : ex + 2] = 255
+    crop = face_crop(arr, lm)
+    assert crop.shape == (3, CROP_SIZE, CROP_SIZE) and crop.dtype == torch.float32
+    left, right = crop[0, :, : CROP_SIZE // 2], crop[0, :, CROP_SIZE // 2 :]
+    for half, (ex, ey), off in ((left, CROP_EYES[0], 0), (right, CROP_EYES[1], CROP_SIZE // 2)):
+        r, c = divmod(int(half.argmax()), half.shape[1])
+        assert (r, c + off) == (int(ey), int(ex))  # centre (44.5, 59.5) is pixel (row 59, col 44)
+    with pytest.raises(ValueError, match=r"'landmarks' must be a finite \(68, 2\) array; got shape \(5, 2\)"):
+        face_crop(arr, lm[:5])
 
 
 def test_correct_keeps_size_and_aspect_and_type():

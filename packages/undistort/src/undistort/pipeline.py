@@ -216,6 +216,15 @@ class Undistorter(nn.Module):
             # Parameters only (a memory-format change, not a value change); ``.to(device)`` preserves it.
             self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # valid kwarg, not in stubs
 
+    @property
+    def flow_gate(self) -> tuple[float, float] | None:
+        """The do-no-harm gate ``(lo, hi)`` (work-size pixels) or None; assigning it checks the pair."""
+        return self._flow_gate
+
+    @flow_gate.setter
+    def flow_gate(self, gate: tuple[float, float] | None) -> None:
+        self._flow_gate = _check_flow_gate(gate, "Undistorter.flow_gate")
+
     def extra_repr(self) -> str:
         return (
             f"work_size={self.work_size}, head_height_cm={self.head_height_cm}, "
