@@ -37,7 +37,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import real_photos
-from real_eval import load_split, psnr
+from real_eval import load_split, psnr, real_grid
 from val_select import score
 
 import undistort
@@ -141,6 +141,9 @@ def main() -> int:
     )
     ap.add_argument("--n-photos", type=int, default=BOUND_B_PHOTOS, help="0: every photo of the split")
     ap.add_argument("--save-model", default=None, help="write the (single) gated model here")
+    ap.add_argument(
+        "--figure", default=None, help="PNG of the photos exceeding (b)'s limits with the last candidate"
+    )
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -180,6 +183,15 @@ def main() -> int:
                 )
             if args.save_model:
                 und.save(args.save_model)
+    if args.figure:
+        bad = [
+            r["file"]
+            for r in res["photos"]["rows"]
+            if r["face"] and (r["flow_max_px"] > PHOTO_MAX_PX or r["psnr_db"] < PHOTO_MIN_DB)
+        ]
+        fig = Path(args.figure)
+        real_grid(tools, und, args.data, fig.parent, 0, split=args.split, names=bad, filename=fig.name)
+        out["figure"] = {"path": args.figure, "files": bad}
     if val is not None:
         ok = [
             k

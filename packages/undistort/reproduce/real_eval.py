@@ -744,11 +744,21 @@ def identity_check(tools, test: dict, preds: list, n: int) -> dict:
     }
 
 
-def real_grid(tools, und, data: str, out: Path, n: int) -> tuple[str, list]:
-    """Whole real photos (celeb1k-hair test, 256 px, hair and background) through undistort.correct:
-    input | output | |diff| x 4."""
-    root = os.path.join(data, "celeb1k-hair", "test", "images")
-    files = [os.path.join(root, f) for f in sorted(os.listdir(root))[:n]]
+def real_grid(
+    tools,
+    und,
+    data: str,
+    out: Path,
+    n: int,
+    *,
+    split: str = "test",
+    names: list[str] | None = None,
+    filename: str = "real_photos_correct.png",
+) -> tuple[str, list]:
+    """Whole real photos (celeb1k-hair ``split``, the first ``n`` or the given ``names``; hair and
+    background) through undistort.correct: input | output | |diff| x 4."""
+    root = os.path.join(data, "celeb1k-hair", split, "images")
+    files = [os.path.join(root, f) for f in (names if names is not None else sorted(os.listdir(root))[:n])]
     rows, tiles = [], []
     for f in files:
         with Image.open(f) as im:
@@ -781,7 +791,7 @@ def real_grid(tools, und, data: str, out: Path, n: int) -> tuple[str, list]:
     canvas = np.full((h * len(resized), wmax, 3), 255, np.uint8)
     for k, t in enumerate(resized):
         canvas[k * h : (k + 1) * h, : t.shape[1]] = t
-    path = out / "real_photos_correct.png"
+    path = out / filename
     Image.fromarray(canvas).save(path)
     return str(path), rows
 
