@@ -1,3 +1,3 @@
 """Single source of truth for the undistort version (read by hatch)."""
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
