@@ -128,6 +128,38 @@ def photos_block(und: Undistorter, photos: list) -> dict:
     return res
 
 
+def choose(out: dict, *, photo_identity_rule: bool) -> None:
+    """Apply the declared selection rule to the validation results in ``out`` (adds ``chosen``).
+
+    ``gate.md``: the smallest gate (never "none") meeting (a) and (b). ``photo_identity.md``: among all
+    candidates meeting (a), (b) and (b-all), the lowest head EPE; if none does, ``for_test`` names the one
+    with the fewest photos failing (b)'s limits over the whole split (ties: lower head EPE).
+    """
+    cands = out["candidates"]
+
+    def meets(k: str) -> bool:
+        r = cands[k]
+        return bool(
+            r["pairs"]["bound_a"]
+            and r["photos"]["bound_b"]
+            and r["photos"].get("all", {}).get("bound_b_all", True)
+        )
+
+    def epe(k: str) -> float:
+        return float(cands[k]["pairs"]["epe_head"]["mean"])
+
+    if not photo_identity_rule:
+        ok = [k for k in cands if not k.endswith("none") and meets(k)]  # in candidate order: smallest lo
+        out["chosen"] = ok[0] if ok else None
+        return
+    ok = sorted((k for k in cands if meets(k)), key=epe)
+    out["chosen"] = ok[0] if ok else None
+    if not ok:
+        out["for_test"] = min(
+            cands, key=lambda k: (cands[k]["photos"].get("all", cands[k]["photos"])["n_failing"], epe(k))
+        )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", required=True, help="folder with the val/ shards of make_real_pairs.py")
@@ -193,17 +225,7 @@ def main() -> int:
         real_grid(tools, und, args.data, fig.parent, 0, split=args.split, names=bad, filename=fig.name)
         out["figure"] = {"path": args.figure, "files": bad}
     if val is not None:
-        ok = [
-            k
-            for k, r in out["candidates"].items()
-            if (args.model or not k.endswith("none"))
-            and r["pairs"]["bound_a"]
-            and r["photos"]["bound_b"]
-            and r["photos"].get("all", {}).get("bound_b_all", True)
-        ]
-        if args.model:  # photo_identity.md: the lowest validation head EPE among those meeting the bounds
-            ok.sort(key=lambda k: out["candidates"][k]["pairs"]["epe_head"]["mean"])
-        out["chosen"] = ok[0] if ok else None
+        choose(out, photo_identity_rule=bool(args.model))
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     return 0
 
