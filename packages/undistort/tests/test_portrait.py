@@ -144,6 +144,18 @@ def test_cli_correct_on_a_real_photo(shared_data, tmp_path, capsys):
     assert "warning: undistort: the shipped model did NOT pass" in capsys.readouterr().err
     with Image.open(src) as a, Image.open(dst) as b:
         assert a.size == b.size
+    # a gate above any mean flow leaves the photo exactly as it was read; a bad gate is a one-line error
+    assert main(["correct", src, str(tmp_path / "same.png"), "--flow-gate", "50", "60"]) == 0
+    with Image.open(src) as a, Image.open(tmp_path / "same.png") as b:
+        assert np.array_equal(np.asarray(a.convert("RGB")), np.asarray(b))
+    capsys.readouterr()
+    assert main(["correct", src, str(tmp_path / "bad.png"), "--flow-gate", "0.3", "0.2"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        "Undistorter.flow_gate: 'flow_gate' must satisfy 0 <= lo < hi" in err[-1]
+        and "Traceback" not in err[-1]
+    )
+    assert not (tmp_path / "bad.png").exists()
     blank = tmp_path / "blank.png"
     Image.fromarray(np.full((80, 80, 3), 128, np.uint8)).save(blank)
     assert main(["correct", str(blank), str(tmp_path / "o.png")]) == 1

@@ -184,8 +184,10 @@ def _cmd_correct(args: argparse.Namespace) -> int:
     if src is None or dst is None:
         raise ValueError("correct: give the input and output images (correct IN.jpg OUT.jpg)")
     if args.heads is not None:  # the physical global warp with a known distance
-        if args.model is not None or args.whole_image:
-            raise ValueError("correct: --heads (the global warp) does not take --model or --whole-image")
+        if args.model is not None or args.whole_image or args.flow_gate is not None:
+            raise ValueError(
+                "correct: --heads (the global warp) does not take --model, --whole-image or --flow-gate"
+            )
         if args.distance is None:
             raise ValueError("correct: --heads needs --distance CM, the camera-to-face distance (e.g. 35)")
         from .heads import load_ict_facekit
@@ -205,6 +207,8 @@ def _cmd_correct(args: argparse.Namespace) -> int:
             und = Undistorter.pretrained(map_location=args.device).to(args.device)
         for w in caught:  # one line each, not the two-line warnings format
             print(f"python -m undistort correct: warning: {w.message}", file=sys.stderr)
+    if args.flow_gate is not None:
+        und.flow_gate = tuple(args.flow_gate)  # checked by the property: a clear error for a bad pair
     if args.whole_image:
         if not os.path.isfile(src):
             raise FileNotFoundError(f"correct: no file at {src!r}")
@@ -312,6 +316,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--heads",
         default=None,
         help="ICT-FaceKit folder: correct with the physical global warp from --distance instead of the network",
+    )
+    c.add_argument(
+        "--flow-gate",
+        nargs=2,
+        type=float,
+        default=None,
+        metavar=("LO", "HI"),
+        help="do-no-harm gate of the network's flow (work-size px), e.g. 0.15 0.25 (see the README)",
     )
     c.add_argument("--device", default="cpu")
     c.set_defaults(func=_cmd_correct)
