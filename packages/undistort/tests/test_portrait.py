@@ -56,6 +56,8 @@ def test_face_crop_puts_the_eye_pixels_in_place(iod):
         assert (r, c + off) == (int(ey), int(ex))  # centre (44.5, 59.5) is pixel (row 59, col 44)
     with pytest.raises(ValueError, match=r"'landmarks' must be a finite \(68, 2\) array; got shape \(5, 2\)"):
         face_crop(arr, lm[:5])
+    with pytest.raises(ValueError, match=r"undistort.face_crop: 'photo' array must have shape \(H, W, 3\)"):
+        face_crop(arr[..., 0], lm)
 
 
 def test_correct_keeps_size_and_aspect_and_type():

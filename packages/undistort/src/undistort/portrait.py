@@ -176,7 +176,7 @@ def face_crop(photo: Any, landmarks: np.ndarray) -> Tensor:
     Raises:
         ValueError: malformed photo or landmarks.
     """
-    arr, _ = _load_image(photo)
+    arr, _ = _load_image(photo, "undistort.face_crop")
     lm = np.asarray(landmarks, dtype=np.float64)
     if lm.shape != (68, 2) or not np.isfinite(lm).all():
         raise ValueError(
@@ -194,32 +194,32 @@ def _taper(size: int, margin: float, like: Tensor) -> Tensor:
     return r[:, None] * r[None, :]
 
 
-def _load_image(photo: Any) -> tuple[np.ndarray, str]:
+def _load_image(photo: Any, fn: str = "undistort.correct") -> tuple[np.ndarray, str]:
     from PIL import Image
 
     if isinstance(photo, (str, os.PathLike)):
         p = os.fspath(photo)
         if not os.path.isfile(p):
-            raise FileNotFoundError(f"undistort.correct: no file at {p!r}")
+            raise FileNotFoundError(f"{fn}: no file at {p!r}")
         with Image.open(p) as im:
             return np.asarray(im.convert("RGB")), "path"
     if isinstance(photo, Image.Image):
         return np.asarray(photo.convert("RGB")), "pil"
     if isinstance(photo, np.ndarray):
         if photo.ndim != 3 or photo.shape[2] != 3 or photo.shape[0] == 0 or photo.shape[1] == 0:
-            raise ValueError(f"undistort.correct: 'photo' array must have shape (H, W, 3); got {photo.shape}")
+            raise ValueError(f"{fn}: 'photo' array must have shape (H, W, 3); got {photo.shape}")
         if photo.dtype == np.uint8:
             return photo, "numpy_uint8"
         if np.issubdtype(photo.dtype, np.floating):
             if not np.isfinite(photo).all() or photo.min() < -1e-3 or photo.max() > 1 + 1e-3:
                 raise ValueError(
-                    "undistort.correct: a floating 'photo' array must be finite and in [0, 1]; got values in "
+                    f"{fn}: a floating 'photo' array must be finite and in [0, 1]; got values in "
                     f"[{np.nanmin(photo):.4g}, {np.nanmax(photo):.4g}] (divide 8-bit values by 255)"
                 )
             return (np.clip(photo, 0, 1) * 255 + 0.5).astype(np.uint8), "numpy_float"
-        raise TypeError(f"undistort.correct: 'photo' array must be uint8 or floating; got {photo.dtype}")
+        raise TypeError(f"{fn}: 'photo' array must be uint8 or floating; got {photo.dtype}")
     raise TypeError(
-        f"undistort.correct: 'photo' must be a PIL image, an (H, W, 3) array or a file path; got {type(photo).__name__}"
+        f"{fn}: 'photo' must be a PIL image, an (H, W, 3) array or a file path; got {type(photo).__name__}"
     )
 
 
