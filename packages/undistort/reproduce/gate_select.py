@@ -86,6 +86,11 @@ def photo_landmarks(tools, data: str, split: str, n: int) -> list[tuple[str, np.
     return out
 
 
+def harmed(row: dict) -> bool:
+    """A whole photo (a row of :func:`photos_block`, with a face) beyond bound (b)'s limits."""
+    return row["flow_max_px"] > PHOTO_MAX_PX or row["psnr_db"] < PHOTO_MIN_DB
+
+
 def photos_block(und: Undistorter, photos: list) -> dict:
     rows = []
     for f, arr, lm in photos:
@@ -101,9 +106,6 @@ def photos_block(und: Undistorter, photos: list) -> dict:
                 "psnr_db": psnr(torch.from_numpy(out).float() / 255, torch.from_numpy(arr).float() / 255),
             }
         )
-
-    def harmed(r: dict) -> bool:
-        return r["flow_max_px"] > PHOTO_MAX_PX or r["psnr_db"] < PHOTO_MIN_DB
 
     first = [r for r in rows[:BOUND_B_PHOTOS] if r["face"]]
     faces = [r for r in rows if r["face"]]
@@ -216,11 +218,7 @@ def main() -> int:
             if args.save_model:
                 und.save(args.save_model)
     if args.figure:
-        bad = [
-            r["file"]
-            for r in res["photos"]["rows"]
-            if r["face"] and (r["flow_max_px"] > PHOTO_MAX_PX or r["psnr_db"] < PHOTO_MIN_DB)
-        ]
+        bad = [r["file"] for r in res["photos"]["rows"] if r["face"] and harmed(r)]
         fig = Path(args.figure)
         real_grid(tools, und, args.data, fig.parent, 0, split=args.split, names=bad, filename=fig.name)
         out["figure"] = {"path": args.figure, "files": bad}

@@ -153,6 +153,7 @@ def main() -> int:
             step = int(ck["step"])
             torch.set_rng_state(ck["rng"])
         elif args.init:
+            # loaded here, after the seed, as the committed runs did: building the network draws from the RNG
             net.load_state_dict(Undistorter.load(args.init).flow_net.state_dict())
         if step >= args.total_steps:
             print(f"done: step {step}", flush=True)

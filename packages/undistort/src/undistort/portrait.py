@@ -140,6 +140,14 @@ def face_crop_transform(landmarks: np.ndarray, *, pixel_center: float = 0.0) -> 
     return mat, b
 
 
+def _check_landmarks(landmarks: Any, fn: str) -> np.ndarray:
+    """``landmarks`` as a float64 ``(68, 2)`` array, or a ValueError naming ``fn``."""
+    lm = np.asarray(landmarks, dtype=np.float64)
+    if lm.shape != (68, 2) or not np.isfinite(lm).all():
+        raise ValueError(f"{fn}: 'landmarks' must be a finite (68, 2) array; got shape {lm.shape}")
+    return lm
+
+
 def _crop(img: Tensor, landmarks: np.ndarray) -> tuple[Tensor, np.ndarray, np.ndarray]:
     """``(1, 3, CROP_SIZE, CROP_SIZE)`` face crop of a ``(1, 3, H, W)`` photo in [0, 1], and its transform."""
     h, w = img.shape[-2:]
@@ -177,11 +185,7 @@ def face_crop(photo: Any, landmarks: np.ndarray) -> Tensor:
         ValueError: malformed photo or landmarks.
     """
     arr, _ = _load_image(photo, "undistort.face_crop")
-    lm = np.asarray(landmarks, dtype=np.float64)
-    if lm.shape != (68, 2) or not np.isfinite(lm).all():
-        raise ValueError(
-            f"undistort.face_crop: 'landmarks' must be a finite (68, 2) array; got shape {lm.shape}"
-        )
+    lm = _check_landmarks(landmarks, "undistort.face_crop")
     img = torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1)[None].float() / 255.0
     return _crop(img, lm)[0][0].clamp(0, 1)
 
@@ -335,11 +339,7 @@ def correct(
                 "undistort.correct: no face found in the photo (dlib's frontal detector; give 'landmarks' "
                 "to skip detection)"
             )
-    lm = np.asarray(landmarks, dtype=np.float64)
-    if lm.shape != (68, 2) or not np.isfinite(lm).all():
-        raise ValueError(
-            f"undistort.correct: 'landmarks' must be a finite (68, 2) array; got shape {lm.shape}"
-        )
+    lm = _check_landmarks(landmarks, "undistort.correct")
     und = None
     if method == "network":
         und = model if model is not None else Undistorter.pretrained()
